@@ -1,0 +1,1 @@
+"""Every message stoker sends: events, commands, telemetry, subjects and stream configs."""

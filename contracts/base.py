@@ -1,0 +1,72 @@
+"""Base types shared by every message: ids, clocks and the Struct flavours."""
+
+from __future__ import annotations
+
+import os
+import re
+import time
+import uuid
+from datetime import UTC, datetime
+from typing import Annotated, ClassVar
+
+import msgspec
+
+# Ids travel as NATS subject tokens, so they may not hold dots, spaces or wildcards.
+ID_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
+Id = Annotated[str, msgspec.Meta(pattern=ID_PATTERN, max_length=64)]
+_ID_RE = re.compile(ID_PATTERN)
+_CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
+
+
+def utcnow() -> datetime:
+    """The current time, timezone-aware UTC."""
+    return datetime.now(UTC)
+
+
+def uuid7() -> str:
+    """A time-ordered UUIDv7 (RFC 9562) as a string: event ids and message ids."""
+    ms = time.time_ns() // 1_000_000
+    rand = int.from_bytes(os.urandom(10), "big")
+    value = (ms & 0xFFFF_FFFF_FFFF) << 80 | rand
+    value = (value & ~(0xF << 76)) | (0x7 << 76)  # version 7
+    value = (value & ~(0x3 << 62)) | (0x2 << 62)  # RFC 4122 variant
+    return str(uuid.UUID(int=value))
+
+
+def new_id() -> str:
+    """A 26-character, time-ordered, URL- and subject-safe id (ULID layout) for jobs and tokens."""
+    ms = time.time_ns() // 1_000_000
+    value = (ms & 0xFFFF_FFFF_FFFF) << 80 | int.from_bytes(os.urandom(10), "big")
+    chars = []
+    for _ in range(26):
+        chars.append(_CROCKFORD[value & 31])
+        value >>= 5
+    return "".join(reversed(chars))
+
+
+def is_valid_id(value: str) -> bool:
+    """Whether a string can be used as an aggregate id (a single NATS subject token)."""
+    return bool(_ID_RE.match(value))
+
+
+class Message(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=False):
+    """Base of every wire message: immutable, keyword-only, JSON on the wire."""
+
+
+class Event(Message, tag_field="type", tag=True):
+    """A fact that happened. The class name is its type; `schema` its version (header `Stoker-Schema`)."""
+
+    aggregate: ClassVar[str] = ""
+    schema: ClassVar[int] = 1
+
+    @property
+    def aggregate_id(self) -> str:
+        """The id of the aggregate this event belongs to."""
+        raise NotImplementedError
+
+
+class Command(Message, tag_field="type", tag=True):
+    """An imperative request to one service, sent as a NATS request to its micro endpoint."""
+
+    service: ClassVar[str] = ""
+    verb: ClassVar[str] = ""

@@ -1,0 +1,233 @@
+"""Events: facts in the past tense, stored in the STOKER_EVENTS stream, the source of truth."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any, ClassVar, Literal
+
+import msgspec
+
+from contracts.base import Event, Id, Message
+
+JobKind = Literal["train", "eval"]
+NonNegative = Annotated[int, msgspec.Meta(ge=0)]
+Positive = Annotated[int, msgspec.Meta(ge=1)]
+Label = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9_.:-]{1,64}$")]
+Text = Annotated[str, msgspec.Meta(max_length=16_384)]
+
+
+class JobEvent(Event, kw_only=True):
+    """An event of one job."""
+
+    aggregate: ClassVar[str] = "job"
+    job_id: Id
+
+    @property
+    def aggregate_id(self) -> str:
+        """The job's id."""
+        return self.job_id
+
+
+class JobSubmitted(JobEvent, kw_only=True):
+    """A job entered the queue. Schema 2: `max_iterations` (was `iterations`) and `kind` (was implied)."""
+
+    schema: ClassVar[int] = 2
+    kind: JobKind
+    workload: Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
+    params: dict[str, Any] = {}
+    max_iterations: Positive | None = None
+    episodes: Positive | None = None
+    checkpoint_of: Id | None = None  # an evaluation: the job whose newest checkpoint it evaluates
+    priority: int = 0
+    gpus: NonNegative = 0
+    labels: tuple[Label, ...] = ()
+    idempotency_key: Annotated[str, msgspec.Meta(max_length=200)] | None = None
+    timeout_s: Annotated[float, msgspec.Meta(gt=0)] | None = None
+    max_retries: NonNegative = 0
+    submitted_at: datetime
+
+
+class JobAssigned(JobEvent, kw_only=True):
+    """The scheduler placed one attempt of a job on a worker slot."""
+
+    attempt: Positive
+    worker_id: Id
+    slot: NonNegative = 0
+    gpu_indices: tuple[NonNegative, ...] = ()
+    assigned_at: datetime
+
+
+class JobStarted(JobEvent, kw_only=True):
+    """The worker runs the attempt; `resumed_from` is the checkpoint iteration it continues from."""
+
+    attempt: Positive
+    worker_id: Id
+    resumed_from: NonNegative | None = None
+    started_at: datetime
+
+
+class JobCheckpointed(JobEvent, kw_only=True):
+    """A checkpoint of the attempt is stored in the object store under `name`, with its digest."""
+
+    attempt: Positive
+    iteration: NonNegative
+    name: str
+    sha256: Annotated[str, msgspec.Meta(pattern=r"^[0-9a-f]{64}$")]
+    size: NonNegative
+    checkpointed_at: datetime
+
+
+class JobCompleted(JobEvent, kw_only=True):
+    """The attempt finished its work; `result` holds the workload's summary."""
+
+    attempt: Positive
+    result: dict[str, Any] = {}
+    completed_at: datetime
+
+
+class JobFailed(JobEvent, kw_only=True):
+    """The attempt raised or crashed. Final unless a `JobRequeued` (a retry) follows."""
+
+    attempt: Positive
+    error: Text
+    traceback: Text = ""
+    retryable: bool = False
+    will_retry: bool = False  # a JobRequeued(reason="retry") follows in the same append
+    failed_at: datetime
+
+
+class JobStopRequested(JobEvent, kw_only=True):
+    """Someone asked the job to stop; a running attempt checkpoints and ends."""
+
+    reason: Text = "requested"
+    requested_at: datetime
+
+
+class JobStopped(JobEvent, kw_only=True):
+    """The job ended because it was asked to; final."""
+
+    attempt: NonNegative
+    reason: Text = "requested"
+    stopped_at: datetime
+
+
+class JobRequeued(JobEvent, kw_only=True):
+    """The job went back to the queue for a new attempt (worker lost, retry, shutdown)."""
+
+    attempt: Positive  # the attempt that will run next
+    reason: Literal["worker_lost", "retry", "shutdown", "worker_left", "rejected"]
+    not_before: datetime | None = None
+    requeued_at: datetime
+
+
+class JobTimedOut(JobEvent, kw_only=True):
+    """The job ran past its timeout and was ended; final."""
+
+    attempt: NonNegative
+    timed_out_at: datetime
+
+
+class Gpu(Message, kw_only=True):
+    """One GPU of a worker."""
+
+    index: NonNegative
+    name: Annotated[str, msgspec.Meta(max_length=200)]
+    memory_mb: NonNegative
+
+
+class WorkerCapabilities(Message, kw_only=True):
+    """What a worker offers: hardware, pools, and how many jobs it runs at once."""
+
+    hostname: Annotated[str, msgspec.Meta(min_length=1, max_length=255)]
+    addresses: tuple[Annotated[str, msgspec.Meta(max_length=64)], ...] = ()
+    cpu_cores: Positive
+    ram_mb: NonNegative
+    gpus: tuple[Gpu, ...] = ()
+    labels: tuple[Label, ...] = ("training", "evaluation")
+    slots: Positive = 1
+    version: Annotated[str, msgspec.Meta(max_length=64)] = "0"
+
+
+class WorkerEvent(Event, kw_only=True):
+    """An event of one worker."""
+
+    aggregate: ClassVar[str] = "worker"
+    worker_id: Id
+
+    @property
+    def aggregate_id(self) -> str:
+        """The worker's id."""
+        return self.worker_id
+
+
+class WorkerRegistered(WorkerEvent, kw_only=True):
+    """A worker joined, or joined again with (maybe) new capabilities; it is healthy."""
+
+    capabilities: WorkerCapabilities
+    registered_at: datetime
+
+
+class WorkerLost(WorkerEvent, kw_only=True):
+    """No heartbeat from the worker for `lost_after_s`."""
+
+    last_seen: datetime
+    lost_at: datetime
+
+
+class WorkerReturned(WorkerEvent, kw_only=True):
+    """A lost worker sent a heartbeat again."""
+
+    returned_at: datetime
+
+
+class WorkerDeregistered(WorkerEvent, kw_only=True):
+    """The worker left on purpose (graceful shutdown)."""
+
+    reason: Text = "shutdown"
+    deregistered_at: datetime
+
+
+class WorkerForgotten(WorkerEvent, kw_only=True):
+    """A worker lost for `forget_after_s` is dropped from the list."""
+
+    forgotten_at: datetime
+
+
+class TokenEvent(Event, kw_only=True):
+    """An event of one API token."""
+
+    aggregate: ClassVar[str] = "token"
+    token_id: Id
+
+    @property
+    def aggregate_id(self) -> str:
+        """The token's id."""
+        return self.token_id
+
+
+class TokenIssued(TokenEvent, kw_only=True):
+    """An API token was created; only its SHA-256 is kept."""
+
+    role: Literal["admin", "operator", "viewer"]
+    token_sha256: Annotated[str, msgspec.Meta(pattern=r"^[0-9a-f]{64}$")]
+    name: Annotated[str, msgspec.Meta(max_length=200)] = ""
+    expires_at: datetime | None = None
+    issued_at: datetime
+
+
+class TokenRevoked(TokenEvent, kw_only=True):
+    """An API token stops working."""
+
+    revoked_at: datetime
+
+
+AnyJobEvent = (
+    JobSubmitted | JobAssigned | JobStarted | JobCheckpointed | JobCompleted | JobFailed
+    | JobStopRequested | JobStopped | JobRequeued | JobTimedOut
+)
+AnyWorkerEvent = WorkerRegistered | WorkerLost | WorkerReturned | WorkerDeregistered | WorkerForgotten
+AnyTokenEvent = TokenIssued | TokenRevoked
+AnyEvent = AnyJobEvent | AnyWorkerEvent | AnyTokenEvent
+
+EVENT_TYPES: dict[str, type[Event]] = {cls.__name__: cls for cls in AnyEvent.__args__}
+TERMINAL_JOB_EVENTS = (JobCompleted, JobStopped, JobTimedOut)

@@ -1,0 +1,140 @@
+"""Subject names, stream and bucket configurations: the one place that spells them."""
+
+from __future__ import annotations
+
+import re
+
+import msgspec
+from nats.js.api import DiscardPolicy, RetentionPolicy, StorageType, StreamConfig
+
+MAX_EVENT_BYTES = 1024 * 1024
+MAX_TELEMETRY_BYTES = 4 * 1024 * 1024
+_PREFIX_RE = re.compile(r"^[a-z][a-z0-9_]{0,31}$")
+
+
+class Topology(msgspec.Struct, frozen=True):
+    """Names of every stream, subject and bucket under one prefix (tests use their own prefix)."""
+
+    prefix: str = "stoker"
+
+    def __post_init__(self) -> None:
+        if not _PREFIX_RE.match(self.prefix):
+            raise ValueError(f"prefix {self.prefix!r} must be lowercase letters, digits or _")
+
+    @property
+    def events_stream(self) -> str:
+        """The event log stream: STOKER_EVENTS."""
+        return f"{self.prefix.upper()}_EVENTS"
+
+    @property
+    def telemetry_stream(self) -> str:
+        """The telemetry stream: STOKER_TELEMETRY."""
+        return f"{self.prefix.upper()}_TELEMETRY"
+
+    @property
+    def dispatch_stream(self) -> str:
+        """Per-worker delivery of assignments and stop requests: STOKER_DISPATCH."""
+        return f"{self.prefix.upper()}_DISPATCH"
+
+    def events(self, aggregate: str = "*", aggregate_id: str = "*") -> str:
+        """`stoker.events.<aggregate>.<id>`; wildcards by default."""
+        return f"{self.prefix}.events.{aggregate}.{aggregate_id}"
+
+    @property
+    def all_events(self) -> str:
+        """Every event subject."""
+        return f"{self.prefix}.events.>"
+
+    def telemetry(self, kind: str = "*", key: str = "*") -> str:
+        """`stoker.telemetry.<kind>.<id>`: kinds progress, episode, heartbeat, metrics."""
+        return f"{self.prefix}.telemetry.{kind}.{key}"
+
+    def dispatch(self, worker_id: str = "*") -> str:
+        """`stoker.dispatch.<worker_id>`: what the scheduler hands one worker."""
+        return f"{self.prefix}.dispatch.{worker_id}"
+
+    def command(self, service: str, verb: str) -> str:
+        """`stoker.cmd.<service>.<verb>`: a service's micro endpoint."""
+        return f"{self.prefix}.cmd.{service}.{verb}"
+
+    def service_name(self, service: str) -> str:
+        """The nats.micro service name (`nats micro ls` shows it)."""
+        return f"{self.prefix}-{service}"
+
+    @property
+    def checkpoint_bucket(self) -> str:
+        """Object store bucket for checkpoints."""
+        return f"{self.prefix}-checkpoints"
+
+    @property
+    def lease_bucket(self) -> str:
+        """KV bucket holding leader leases (one scheduler acts at a time)."""
+        return f"{self.prefix}-leases"
+
+    @property
+    def snapshot_bucket(self) -> str:
+        """KV bucket holding state snapshots of long logs."""
+        return f"{self.prefix}-snapshots"
+
+    def parse_event_subject(self, subject: str) -> tuple[str, str] | None:
+        """`stoker.events.job.X` → ("job", "X"); None when the subject is not an event subject."""
+        parts = subject.split(".")
+        if len(parts) != 4 or parts[0] != self.prefix or parts[1] != "events":
+            return None
+        return parts[2], parts[3]
+
+
+def events_stream_config(topology: Topology, replicas: int = 1) -> StreamConfig:
+    """The event log: file storage, kept forever, never deleted or purged, deduplicated by event id."""
+    return StreamConfig(
+        name=topology.events_stream,
+        subjects=[topology.all_events],
+        retention=RetentionPolicy.LIMITS,
+        storage=StorageType.FILE,
+        discard=DiscardPolicy.NEW,
+        max_msgs=-1,
+        max_bytes=-1,
+        max_age=0,
+        max_msg_size=MAX_EVENT_BYTES,
+        duplicate_window=10 * 60,
+        deny_delete=True,
+        deny_purge=True,
+        allow_atomic=True,
+        allow_direct=True,
+        num_replicas=replicas,
+        description="stoker event log: the source of truth",
+    )
+
+
+def telemetry_stream_config(topology: Topology, replicas: int = 1) -> StreamConfig:
+    """Telemetry: progress, episodes, heartbeats; bounded by age and size, old samples go first."""
+    return StreamConfig(
+        name=topology.telemetry_stream,
+        subjects=[f"{topology.prefix}.telemetry.>"],
+        retention=RetentionPolicy.LIMITS,
+        storage=StorageType.FILE,
+        discard=DiscardPolicy.OLD,
+        max_age=7 * 86400,
+        max_bytes=2 * 1024**3,
+        max_msgs_per_subject=200_000,
+        max_msg_size=MAX_TELEMETRY_BYTES,
+        allow_direct=True,
+        num_replicas=replicas,
+        description="stoker telemetry: progress, episodes, heartbeats",
+    )
+
+
+def dispatch_stream_config(topology: Topology, replicas: int = 1) -> StreamConfig:
+    """Per-worker queues of assignments; consumed and acknowledged by each worker's durable consumer."""
+    return StreamConfig(
+        name=topology.dispatch_stream,
+        subjects=[topology.dispatch("*")],
+        retention=RetentionPolicy.LIMITS,
+        storage=StorageType.FILE,
+        discard=DiscardPolicy.OLD,
+        max_age=7 * 86400,
+        duplicate_window=10 * 60,
+        max_msg_size=MAX_EVENT_BYTES,
+        num_replicas=replicas,
+        description="stoker dispatch: assignments and stop requests per worker",
+    )

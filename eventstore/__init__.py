@@ -1,0 +1,1 @@
+"""The event store: append/read/subscribe on JetStream, projections and their stores, embedded NATS."""

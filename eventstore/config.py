@@ -1,0 +1,106 @@
+"""Settings: one tree, read from stoker.toml and STOKER_* environment variables, laptop defaults."""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from pathlib import Path
+from typing import Any, Literal, TypeVar
+
+import msgspec
+import platformdirs
+
+S = TypeVar("S", bound=msgspec.Struct)
+
+
+class ConfigError(ValueError):
+    """A setting has a value stoker cannot use; the message names it."""
+
+
+class CommonSettings(msgspec.Struct, frozen=True, kw_only=True):
+    """Settings every stoker process shares (env `STOKER_<FIELD>`, or the top of stoker.toml)."""
+
+    data_dir: str = ""
+    nats_url: str = ""  # empty: the embedded server recorded in data_dir, else nats://127.0.0.1:4222
+    database_url: str = ""  # empty: SQLite in data_dir; postgresql://… for PostgreSQL
+    prefix: str = "stoker"
+    replicas: Literal[1, 3] = 1
+    log_format: Literal["auto", "console", "json"] = "auto"
+    log_level: str = "info"
+    tracing: Literal["off", "console", "otlp"] = "off"
+    otlp_endpoint: str = "http://127.0.0.1:4318/v1/traces"
+
+    @property
+    def data_path(self) -> Path:
+        """The data directory, created if missing."""
+        path = Path(self.data_dir or platformdirs.user_data_dir("stoker")).expanduser()
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+
+    @property
+    def sqlite_path(self) -> Path:
+        """Where the embedded read models live."""
+        return self.data_path / "readmodels.sqlite3"
+
+
+def config_file(env: dict[str, str] | None = None) -> Path | None:
+    """The stoker.toml in use: $STOKER_CONFIG, else ./stoker.toml, else none."""
+    env = os.environ if env is None else env
+    explicit = env.get("STOKER_CONFIG")
+    if explicit:
+        path = Path(explicit)
+        if not path.is_file():
+            raise ConfigError(f"STOKER_CONFIG={explicit} does not exist")
+        return path
+    local = Path("stoker.toml")
+    return local if local.is_file() else None
+
+
+def _file_values(section: str | None, env: dict[str, str]) -> dict[str, Any]:
+    path = config_file(env)
+    if path is None:
+        return {}
+    try:
+        document = tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: {exc}") from None
+    if section is None:
+        return {k: v for k, v in document.items() if not isinstance(v, dict)}
+    table = document.get(section, {})
+    return table if isinstance(table, dict) else {}
+
+
+def _env_values(cls: type[msgspec.Struct], prefix: str, env: dict[str, str]) -> dict[str, Any]:
+    values: dict[str, Any] = {}
+    for field in msgspec.structs.fields(cls):
+        raw = env.get(f"{prefix}{field.name.upper()}")
+        if raw is not None:
+            values[field.name] = _parse_env(raw)
+    return values
+
+
+def _parse_env(raw: str) -> Any:
+    # Lists and tables may be given as JSON; anything else stays a string for msgspec to convert.
+    if raw[:1] in "[{":
+        try:
+            return msgspec.json.decode(raw)
+        except msgspec.DecodeError:
+            return raw
+    return raw
+
+
+def load_settings(
+    cls: type[S], section: str | None = None, overrides: dict[str, Any] | None = None,
+    env: dict[str, str] | None = None,
+) -> S:
+    """Build `cls` from stoker.toml `[section]`, then `STOKER_[SECTION_]FIELD` variables, then overrides."""
+    env = dict(os.environ) if env is None else env
+    prefix = f"STOKER_{section.upper()}_" if section else "STOKER_"
+    values = _file_values(section, env)
+    values.update(_env_values(cls, prefix, env))
+    values.update({k: v for k, v in (overrides or {}).items() if v is not None})
+    try:
+        return msgspec.convert(values, cls, strict=False)
+    except msgspec.ValidationError as exc:
+        where = f"[{section}]" if section else "settings"
+        raise ConfigError(f"{where}: {exc}") from None

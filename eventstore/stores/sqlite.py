@@ -1,0 +1,126 @@
+"""SQLite read models through aiosqlite: WAL mode, one writer, writes flushed in one thread hop."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import aiosqlite
+
+from eventstore.stores.base import IdentityTables, group_runs
+
+
+@lru_cache(maxsize=4096)
+def _render(sql: str, tables: tuple[tuple[str, str], ...]) -> str:
+    return sql.format_map(IdentityTables(tables))
+
+
+def _rows(cursor: sqlite3.Cursor) -> list[dict[str, Any]]:
+    names = [d[0] for d in cursor.description or ()]
+    return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
+
+
+class SqliteTransaction:
+    """Buffers writes and runs them, with any read, on the connection's own thread."""
+
+    def __init__(self, conn: aiosqlite.Connection, tables: Mapping[str, str]) -> None:
+        self._conn = conn
+        self._tables = tuple(sorted(tables.items()))
+        self._writes: list[tuple[str, tuple[Any, ...]]] = []
+
+    async def execute(self, sql: str, *params: Any) -> None:
+        """Queue a write."""
+        self._writes.append((_render(sql, self._tables), params))
+
+    async def fetchone(self, sql: str, *params: Any) -> dict[str, Any] | None:
+        """One row (queued writes run first)."""
+        rows = await self.fetchall(sql, *params)
+        return rows[0] if rows else None
+
+    async def fetchall(self, sql: str, *params: Any) -> list[dict[str, Any]]:
+        """All rows (queued writes run first)."""
+        writes, self._writes = self._writes, []
+        rendered = _render(sql, self._tables)
+
+        def run(db: sqlite3.Connection) -> list[dict[str, Any]]:
+            _apply(db, writes)
+            return _rows(db.execute(rendered, params))
+
+        return await self._conn._execute(run, self._conn._conn)
+
+    async def flush(self) -> None:
+        """Run queued writes."""
+        writes, self._writes = self._writes, []
+        if writes:
+            await self._conn._execute(_apply, self._conn._conn, writes)
+
+
+def _apply(db: sqlite3.Connection, writes: list[tuple[str, tuple[Any, ...]]]) -> None:
+    for sql, batch in group_runs(writes):
+        if len(batch) == 1:
+            db.execute(sql, batch[0])
+        else:
+            db.executemany(sql, batch)
+
+
+class SqliteStore:
+    """Read models in one SQLite file; readers in other processes see committed rows (WAL)."""
+
+    dialect = "sqlite"
+
+    def __init__(self, conn: aiosqlite.Connection, path: Path) -> None:
+        self._conn = conn
+        self.path = path
+
+    @classmethod
+    async def open(cls, path: Path | str, *, readonly: bool = False) -> SqliteStore:
+        """Open (creating) the database file in WAL mode."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        conn = await aiosqlite.connect(str(path), isolation_level=None, timeout=30)
+        await conn.execute("PRAGMA journal_mode=WAL")
+        await conn.execute("PRAGMA synchronous=NORMAL")
+        await conn.execute("PRAGMA busy_timeout=30000")
+        if readonly:
+            await conn.execute("PRAGMA query_only=ON")
+        return cls(conn, path)
+
+    @asynccontextmanager
+    async def transaction(self, tables: Mapping[str, str] | None = None) -> AsyncIterator[SqliteTransaction]:
+        """BEGIN IMMEDIATE … COMMIT, or ROLLBACK on any error."""
+        tx = SqliteTransaction(self._conn, tables or {})
+        await self._conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield tx
+            await tx.flush()
+        except BaseException:
+            await self._conn.execute("ROLLBACK")
+            raise
+        await self._conn.execute("COMMIT")
+
+    async def fetchall(self, sql: str, *params: Any) -> list[dict[str, Any]]:
+        """Rows of a read."""
+        rendered = _render(sql, ())
+        return await self._conn._execute(_read, self._conn._conn, rendered, params)
+
+    async def fetchone(self, sql: str, *params: Any) -> dict[str, Any] | None:
+        """One row of a read, or None."""
+        rows = await self.fetchall(sql, *params)
+        return rows[0] if rows else None
+
+    async def table_exists(self, name: str) -> bool:
+        """Whether a table exists."""
+        row = await self.fetchone("SELECT name FROM sqlite_master WHERE type = 'table' AND name = ?", name)
+        return row is not None
+
+    async def close(self) -> None:
+        """Close the connection."""
+        await self._conn.close()
+
+
+def _read(db: sqlite3.Connection, sql: str, params: tuple[Any, ...]) -> list[dict[str, Any]]:
+    return _rows(db.execute(sql, params))

@@ -1,0 +1,35 @@
+"""The job SDK: what a workload sees of stoker while it runs."""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+
+class JobContext(Protocol):
+    """Handed to a workload's ``run(ctx)``; the workload reports through it and checkpoints through it."""
+
+    job_id: str
+    attempt: int
+    kind: str  # "train" or "eval"
+    workload: str
+    params: dict[str, Any]
+    max_iterations: int | None  # training runs
+    episodes: int | None  # evaluation runs
+    device: str  # "cpu" or "cuda" (CUDA_VISIBLE_DEVICES already narrowed to the job's GPUs)
+
+    def report(self, iteration: int, loss: float | None = None, **metrics: float) -> None:
+        """Publish a progress sample (cheap; call it every step if you like, it is rate-limited)."""
+
+    def report_episode(self, episode: int, *, score: float, log: list[dict[str, Any]] | None = None,
+                       **figures: float) -> None:
+        """Publish one finished evaluation episode: its figures and, optionally, its move-by-move log."""
+
+    def save_checkpoint(self, obj: Any, iteration: int) -> None:
+        """Store a checkpoint (any torch-serialisable object) durably, so the job can resume anywhere."""
+
+    def load_checkpoint(self) -> Any | None:
+        """The newest good checkpoint: this job's own, or for an evaluation the source job's; None if none."""
+
+    @property
+    def should_stop(self) -> bool:
+        """True once the job was asked to stop: save a checkpoint and return soon."""

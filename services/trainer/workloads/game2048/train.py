@@ -1,0 +1,136 @@
+"""The "2048" training workload: an afterstate DQN on a batch of parallel boards."""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from dataclasses import dataclass
+from typing import Any
+
+from services.trainer.sdk import JobContext
+from services.trainer.workloads.game2048.agent import AfterstateAgent, AgentConfig
+from services.trainer.workloads.game2048.env import Batch2048Env
+
+RECENT = 100  # episodes averaged into the reported score
+
+
+@dataclass
+class RunConfig:
+    """Loop settings read from job params; the agent's own hyperparameters are in `AgentConfig`."""
+
+    batch_size: int = 128  # parallel boards, each stepped once per iteration
+    checkpoint_every: int = 500
+    seed: int = 0
+
+    @classmethod
+    def from_params(cls, params: dict[str, Any]) -> RunConfig:
+        """Build from job params (strings or numbers)."""
+        return cls(**{k: int(float(params[k])) for k in ("batch_size", "checkpoint_every", "seed")
+                      if k in params})
+
+
+class EpisodeStats:
+    """Finished-episode figures: a window of recent ones plus all-time totals."""
+
+    def __init__(self) -> None:
+        self.scores: deque[int] = deque(maxlen=RECENT)
+        self.tiles: deque[int] = deque(maxlen=RECENT)
+        self.episodes = 0
+        self.best_score = 0
+        self.best_tile = 0
+
+    def add(self, episodes: list[dict[str, Any]]) -> None:
+        """Take in the episodes an env step finished."""
+        for e in episodes:
+            self.scores.append(e["score"])
+            self.tiles.append(e["max_tile"])
+            self.best_score = max(self.best_score, e["score"])
+            self.best_tile = max(self.best_tile, e["max_tile"])
+        self.episodes += len(episodes)
+
+    def summary(self) -> dict[str, float]:
+        """Metrics for `ctx.report` and the result; the recent means only once an episode ended."""
+        out = {"episodes": float(self.episodes), "best_score": float(self.best_score),
+               "best_tile": float(self.best_tile)}
+        if self.scores:
+            out["score"] = sum(self.scores) / len(self.scores)
+            out["max_tile"] = sum(self.tiles) / len(self.tiles)
+        return out
+
+    def state_dict(self) -> dict[str, Any]:
+        """Plain numbers and lists, for checkpoints."""
+        return {"scores": list(self.scores), "tiles": list(self.tiles), "episodes": self.episodes,
+                "best_score": self.best_score, "best_tile": self.best_tile}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore what `state_dict` saved."""
+        self.scores.extend(state["scores"])
+        self.tiles.extend(state["tiles"])
+        self.episodes = int(state["episodes"])
+        self.best_score = int(state["best_score"])
+        self.best_tile = int(state["best_tile"])
+
+
+class Trainer:
+    """One agent, its env and its stats; the unit that is checkpointed."""
+
+    def __init__(self, agent_config: AgentConfig, run_config: RunConfig, device: str) -> None:
+        self.run_config = run_config
+        self.agent = AfterstateAgent(agent_config, device)
+        self.env = Batch2048Env(run_config.batch_size, device, seed=run_config.seed)
+        self.stats = EpisodeStats()
+
+    @classmethod
+    def from_checkpoint(cls, ckpt: dict[str, Any], device: str) -> Trainer:
+        """Rebuild a trainer exactly as it was when `checkpoint` was taken."""
+        trainer = cls(AgentConfig(**ckpt["agent"]["config"]), RunConfig(**ckpt["run"]), device)
+        trainer.agent.load_state_dict(ckpt["agent"])
+        trainer.env.load_state_dict(ckpt["env"])
+        trainer.stats.load_state_dict(ckpt["stats"])
+        return trainer
+
+    def checkpoint(self) -> dict[str, Any]:
+        """The whole training state as a plain dict of tensors, numbers and lists."""
+        return {"format": "stoker.2048/1", "iteration": self.agent.iteration,
+                "run": vars(self.run_config).copy(), "agent": self.agent.state_dict(),
+                "env": self.env.state_dict(), "stats": self.stats.state_dict()}
+
+    def collect(self) -> None:
+        """Step every board once and keep the transitions."""
+        step = self.env.step(self.agent.act(self.env.options))
+        self.agent.observe(step)
+        self.stats.add(step.episodes)
+
+    def iterate(self) -> float:
+        """One iteration: collect one env step (more while the replay warms up) and do one update."""
+        self.collect()
+        while not self.agent.ready:
+            self.collect()
+        return float(self.agent.update())
+
+
+def run(ctx: JobContext) -> dict[str, Any]:
+    """Train until `ctx.max_iterations` updates (one iteration = one gradient update) or a stop request."""
+    ckpt = ctx.load_checkpoint()
+    if ckpt is not None:
+        trainer = Trainer.from_checkpoint(ckpt, ctx.device)
+    else:
+        params = dict(ctx.params or {})
+        trainer = Trainer(AgentConfig.from_params(params), RunConfig.from_params(params), ctx.device)
+    limit = ctx.max_iterations if ctx.max_iterations is not None else math.inf
+    every = max(1, trainer.run_config.checkpoint_every)
+    start, saved, stopped = trainer.agent.iteration, trainer.agent.iteration, False
+    while trainer.agent.iteration < limit:
+        if ctx.should_stop:
+            stopped = True
+            break
+        loss = trainer.iterate()
+        i = trainer.agent.iteration
+        ctx.report(iteration=i, loss=loss, epsilon=trainer.agent.epsilon, **trainer.stats.summary())
+        if i % every == 0:
+            ctx.save_checkpoint(trainer.checkpoint(), iteration=i)
+            saved = i
+    if trainer.agent.iteration != saved:
+        ctx.save_checkpoint(trainer.checkpoint(), iteration=trainer.agent.iteration)
+    return {"iteration": trainer.agent.iteration, "resumed_from": start if ckpt is not None else None,
+            "stopped": stopped, **trainer.stats.summary()}
