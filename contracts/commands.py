@@ -48,6 +48,7 @@ class ReportJobStarted(Command, kw_only=True):
     attempt: Positive
     worker_id: Id
     resumed_from: NonNegative | None = None
+    corrupt_checkpoints: tuple[str, ...] = ()
 
 
 class ReportJobCheckpointed(Command, kw_only=True):

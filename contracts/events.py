@@ -63,6 +63,7 @@ class JobStarted(JobEvent, kw_only=True):
     attempt: Positive
     worker_id: Id
     resumed_from: NonNegative | None = None
+    corrupt_checkpoints: tuple[str, ...] = ()  # checkpoints that failed their SHA-256 check and were skipped
     started_at: datetime
 
 

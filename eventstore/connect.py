@@ -18,7 +18,8 @@ async def connect(url: str, name: str, *, timeout: float = 3.0, reconnect: bool 
 
     try:
         return await nats.connect(
-            url, name=name, connect_timeout=timeout, max_reconnect_attempts=-1 if reconnect else 0,
+            [u.strip() for u in url.split(",") if u.strip()], name=name, connect_timeout=timeout,
+            max_reconnect_attempts=-1 if reconnect else 0,
             allow_reconnect=reconnect, reconnect_time_wait=0.5, error_cb=quiet,
             pending_size=64 * 1024 * 1024,
         )

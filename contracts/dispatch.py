@@ -1,0 +1,48 @@
+"""What the scheduler hands one worker on `stoker.dispatch.<worker_id>`: assignments and stops."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from contracts.base import Id, Message
+from contracts.events import JobKind, NonNegative, Positive
+
+
+class CheckpointRef(Message, kw_only=True):
+    """A stored checkpoint: object name, digest, size and the iteration it was taken at."""
+
+    name: str
+    sha256: str
+    size: NonNegative
+    iteration: NonNegative
+
+
+class Assignment(Message, tag_field="type", tag=True, kw_only=True):
+    """Run attempt `attempt` of a job; `checkpoints` lists stored checkpoints to resume from, newest first."""
+
+    job_id: Id
+    attempt: Positive
+    worker_id: Id
+    kind: JobKind
+    workload: str
+    params: dict[str, Any] = {}
+    max_iterations: Positive | None = None
+    episodes: Positive | None = None
+    slot: NonNegative = 0
+    gpu_indices: tuple[NonNegative, ...] = ()
+    checkpoints: tuple[CheckpointRef, ...] = ()
+    timeout_s: float | None = None
+    assigned_at: datetime
+
+
+class StopAttempt(Message, tag_field="type", tag=True, kw_only=True):
+    """Stop a running attempt: checkpoint and end (SIGTERM, then SIGKILL after the grace period)."""
+
+    job_id: Id
+    attempt: Positive
+    worker_id: Id
+    reason: str = "requested"
+
+
+DispatchMessage = Assignment | StopAttempt

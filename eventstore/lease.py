@@ -1,0 +1,99 @@
+"""A leader lease in a JetStream KV bucket: one holder acts, standbys take over when it goes quiet.
+
+The holder renews by compare-and-set every `ttl/3`. A standby watches the key's revision with its
+own monotonic clock: when the revision has not moved for `ttl`, the holder is presumed dead and the
+standby claims the key with a compare-and-set on that revision. No clocks are compared across hosts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+from nats.js.errors import BadRequestError, KeyDeletedError, KeyNotFoundError, KeyWrongLastSequenceError
+from nats.js.kv import KeyValue
+
+from eventstore.observability import get_logger
+
+log = get_logger(component="lease")
+
+
+class Lease:
+    """One key, one holder at a time."""
+
+    def __init__(self, kv: KeyValue, key: str, holder: str, ttl: float = 3.0) -> None:
+        self.kv, self.key, self.holder, self.ttl = kv, key, holder, ttl
+        self.revision: int | None = None
+        self._seen: tuple[int, float] | None = None  # (revision, monotonic time first seen)
+
+    @property
+    def held(self) -> bool:
+        """Whether this process believes it holds the lease."""
+        return self.revision is not None
+
+    async def try_acquire(self) -> bool:
+        """Claim the lease if free, ours, or abandoned; True when this process holds it afterwards."""
+        try:
+            entry = await self.kv.get(self.key)
+        except (KeyNotFoundError, KeyDeletedError) as exc:
+            last = getattr(exc, "entry", None)
+            return await self._claim(last.revision if last is not None else None)
+        if entry.value.decode() == self.holder:
+            return await self._claim(entry.revision)
+        now = time.monotonic()
+        if self._seen is None or self._seen[0] != entry.revision:
+            self._seen = (entry.revision, now)
+            return False
+        if now - self._seen[1] < self.ttl:
+            return False
+        log.warning("lease holder went quiet, taking over", key=self.key, previous=entry.value.decode())
+        return await self._claim(entry.revision)
+
+    async def _claim(self, revision: int | None) -> bool:
+        try:
+            if revision is None:
+                self.revision = await self.kv.create(self.key, self.holder.encode())
+            else:
+                self.revision = await self.kv.update(self.key, self.holder.encode(), last=revision)
+        except (KeyWrongLastSequenceError, BadRequestError):
+            self.revision = None
+            return False
+        return True
+
+    async def renew(self) -> bool:
+        """Renew a held lease; False (and no longer held) if someone else took it."""
+        if self.revision is None:
+            return False
+        try:
+            self.revision = await self.kv.update(self.key, self.holder.encode(), last=self.revision)
+        except (KeyWrongLastSequenceError, BadRequestError):
+            log.warning("lease lost", key=self.key)
+            self.revision = None
+            return False
+        return True
+
+    async def release(self) -> None:
+        """Give the lease up so a standby takes over at once."""
+        if self.revision is None:
+            return
+        try:
+            await self.kv.delete(self.key, last=self.revision)
+        except (KeyWrongLastSequenceError, BadRequestError, KeyNotFoundError):
+            pass
+        self.revision = None
+
+    async def wait_acquired(self, stop: asyncio.Event | None = None) -> bool:
+        """Block until this process holds the lease (True) or `stop` is set (False)."""
+        while stop is None or not stop.is_set():
+            if await self.try_acquire():
+                return True
+            await asyncio.sleep(self.ttl / 6)
+        return False
+
+    async def keep(self, on_lost: asyncio.Event) -> None:
+        """Renew every ttl/3 until cancelled; sets `on_lost` and returns if the lease is lost."""
+        while True:
+            await asyncio.sleep(self.ttl / 3)
+            if not await self.renew():
+                on_lost.set()
+                return

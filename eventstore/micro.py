@@ -1,0 +1,83 @@
+"""Commands over nats.micro: typed endpoints on the service side, typed calls on the client side."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+import msgspec
+import nats.errors
+from nats.aio.client import Client
+from nats.micro import add_service
+from nats.micro.request import Request
+from nats.micro.service import Service
+
+from contracts.base import Command
+from contracts.codec import decode_message, encode
+from contracts.commands import CommandError
+from contracts.errors import DomainError, Unavailable, error_for
+from contracts.subjects import Topology
+from eventstore.observability import consumer_span, get_logger, inject_trace, tracer
+
+log = get_logger(component="micro")
+R = TypeVar("R")
+Handler = Callable[[Any], Awaitable[msgspec.Struct]]
+
+
+def error_reply(code: int, error: str, message: str) -> tuple[bytes, dict[str, str]]:
+    """The body and micro error headers of an error reply."""
+    body = encode(CommandError(code=code, error=error, message=message))
+    return body, {"Nats-Service-Error": message[:200], "Nats-Service-Error-Code": str(code)}
+
+
+async def handle_request(request: Request, command_type: Any, handler: Handler) -> None:
+    """Decode one request, run its handler, reply with the result or a typed error."""
+    with consumer_span(f"stoker.command {request.subject}", request.headers):
+        try:
+            command = decode_message(command_type, request.data)
+            reply = await handler(command)
+        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+            body, headers = error_reply(400, "invalid", f"malformed command: {exc}")
+        except DomainError as exc:
+            body, headers = error_reply(exc.code, exc.error, exc.message)
+        except Exception as exc:
+            log.exception("command handler failed", subject=request.subject)
+            body, headers = error_reply(500, "internal", f"{exc.__class__.__name__}: {exc}")
+        else:
+            await request.respond(encode(reply))
+            return
+    await request.respond(body, headers=headers)
+
+
+async def start_service(nc: Client, topology: Topology, service: str, version: str,
+                        endpoints: dict[str, tuple[Any, Handler]], description: str = "") -> Service:
+    """Register a micro service `stoker-<service>` with one endpoint per verb on `stoker.cmd.<service>.<verb>`."""
+    svc = await add_service(nc, name=topology.service_name(service), version=version,
+                            description=description or f"stoker {service}")
+    for verb, (command_type, handler) in endpoints.items():
+        async def on_request(request: Request, command_type: Any = command_type, handler: Handler = handler):
+            await handle_request(request, command_type, handler)
+
+        await svc.add_endpoint(name=verb, subject=topology.command(service, verb), handler=on_request)
+    return svc
+
+
+async def call(nc: Client, topology: Topology, command: Command, reply_type: type[R],
+               timeout: float = 5.0) -> R:
+    """Send a command to its service and return the typed reply; errors come back as DomainError."""
+    subject = topology.command(command.service, command.verb)
+    with tracer().start_as_current_span(f"stoker.call {subject}"):
+        try:
+            msg = await nc.request(subject, encode(command), timeout=timeout, headers=inject_trace({}))
+        except nats.errors.NoRespondersError:
+            raise Unavailable(f"the {command.service} service is not running (no responder on {subject})") from None
+        except nats.errors.TimeoutError:
+            raise Unavailable(f"the {command.service} service did not answer within {timeout}s") from None
+    if msg.headers and "Nats-Service-Error-Code" in msg.headers:
+        try:
+            error = decode_message(CommandError, msg.data)
+        except (msgspec.DecodeError, msgspec.ValidationError):
+            code = int(msg.headers["Nats-Service-Error-Code"])
+            raise error_for(code, "error", msg.headers.get("Nats-Service-Error", "")) from None
+        raise error_for(error.code, error.error, error.message)
+    return decode_message(reply_type, msg.data)

@@ -1,0 +1,65 @@
+"""Telemetry: fire-and-forget samples into STOKER_TELEMETRY, and reading them back by subject."""
+
+from __future__ import annotations
+
+from typing import TypeVar
+
+import msgspec
+from nats.aio.client import Client
+from nats.js.api import ConsumerConfig, DeliverPolicy
+from nats.js.errors import NotFoundError
+
+from contracts.codec import decode_message, encode
+from contracts.subjects import Topology
+from eventstore.observability import get_logger
+
+log = get_logger(component="telemetry")
+T = TypeVar("T")
+
+
+async def publish_sample(nc: Client, topology: Topology, kind: str, key: str, sample: msgspec.Struct) -> None:
+    """Publish one sample without waiting for an acknowledgement (telemetry is disposable)."""
+    await nc.publish(topology.telemetry(kind, key), encode(sample))
+
+
+async def last_sample(nc: Client, topology: Topology, kind: str, key: str, cls: type[T]) -> T | None:
+    """The newest sample on one subject, or None."""
+    js = nc.jetstream()
+    try:
+        msg = await js.get_last_msg(topology.telemetry_stream, topology.telemetry(kind, key), direct=True)
+    except NotFoundError:
+        return None
+    try:
+        return decode_message(cls, msg.data)
+    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+        log.warning("skipping malformed sample", subject=msg.subject, reason=str(exc))
+        return None
+
+
+async def sample_history(nc: Client, topology: Topology, kind: str, key: str, cls: type[T], *,
+                         from_seq: int = 1, limit: int = 100_000) -> list[tuple[int, T]]:
+    """Samples on one subject, oldest first, as (stream sequence, sample); malformed ones are skipped."""
+    js = nc.jetstream()
+    subject = topology.telemetry(kind, key)
+    try:
+        last = await js.get_last_msg(topology.telemetry_stream, subject, direct=True)
+    except NotFoundError:
+        return []
+    if last.seq is None or last.seq < from_seq:
+        return []
+    policy = ConsumerConfig(deliver_policy=DeliverPolicy.BY_START_SEQUENCE, opt_start_seq=max(1, from_seq))
+    sub = await js.subscribe(subject, stream=topology.telemetry_stream, ordered_consumer=True, config=policy)
+    out: list[tuple[int, T]] = []
+    try:
+        while len(out) < limit:
+            msg = await sub.next_msg(timeout=5)
+            seq = msg.metadata.sequence.stream
+            try:
+                out.append((seq, decode_message(cls, msg.data)))
+            except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+                log.warning("skipping malformed sample", subject=subject, seq=seq, reason=str(exc))
+            if seq >= last.seq or msg.metadata.num_pending == 0:
+                break
+    finally:
+        await sub.unsubscribe()
+    return out

@@ -1,0 +1,109 @@
+"""The `stoker` command line: one group, each family of commands in its own module."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import sys
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+import click
+
+from contracts.errors import DomainError
+from contracts.subjects import Topology
+from eventstore.config import CommonSettings, ConfigError, load_settings
+from eventstore.connect import NatsUnavailable, connect
+from eventstore.log import JetStreamLog
+from eventstore.server import resolve_nats_url
+
+T = TypeVar("T")
+
+
+@dataclass
+class Cli:
+    """What every command gets: settings, output mode, and a way to reach NATS."""
+
+    settings: CommonSettings
+    as_json: bool = False
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def topology(self) -> Topology:
+        """Stream and subject names in use."""
+        return Topology(self.settings.prefix)
+
+    @property
+    def nats_url(self) -> str:
+        """The NATS server to talk to."""
+        return resolve_nats_url(self.settings.nats_url, self.settings.data_path)
+
+    @asynccontextmanager
+    async def connection(self) -> AsyncIterator[tuple[Any, JetStreamLog]]:
+        """A NATS connection and the event log, closed afterwards."""
+        nc = await connect(self.nats_url, "stoker-cli", reconnect=False)
+        try:
+            yield nc, JetStreamLog(nc, self.topology)
+        finally:
+            await nc.close()
+
+
+def run_async(fn: Callable[..., Awaitable[T]]) -> Callable[..., T]:
+    """Run an async click command; known errors become one clear line and exit code 1 (2 for usage)."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> T:
+        try:
+            return asyncio.run(fn(*args, **kwargs))
+        except (NatsUnavailable, ConfigError, DomainError, ValueError, OSError) as exc:
+            click.echo(f"stoker: {exc}", err=True)
+            sys.exit(1)
+        except KeyboardInterrupt:
+            sys.exit(130)
+
+    return wrapper
+
+
+pass_cli = click.make_pass_decorator(Cli)
+
+
+@click.group()
+@click.option("--data-dir", envvar="STOKER_DATA_DIR", help="Where stoker keeps its data (default: platform's).")
+@click.option("--nats", "nats_url", envvar="STOKER_NATS_URL", help="NATS server URL (default: the embedded one).")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.version_option(package_name="stoker")
+@click.pass_context
+def main(ctx: click.Context, data_dir: str | None, nats_url: str | None, as_json: bool) -> None:
+    """stoker keeps long training and evaluation jobs running on your machines."""
+    try:
+        settings = load_settings(CommonSettings, overrides={"data_dir": data_dir, "nats_url": nats_url})
+    except ConfigError as exc:
+        raise click.ClickException(str(exc)) from None
+    ctx.obj = Cli(settings=settings, as_json=as_json)
+
+
+def _register() -> None:
+    from ops.commands import admin, events, platform
+
+    for module in (events, admin, platform):
+        module.register(main)
+    _register_optional()
+
+
+def _register_optional() -> None:
+    # Command families that arrive with their services register themselves here when present.
+    import importlib
+
+    for name in ("ops.commands.jobs", "ops.commands.tokens"):
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as exc:
+            if exc.name != name:
+                raise
+            continue
+        module.register(main)
+
+
+_register()

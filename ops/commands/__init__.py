@@ -1,0 +1,1 @@
+"""Families of `stoker` commands; each module has `register(group)`."""

@@ -1,0 +1,178 @@
+"""`stoker events tail|show|export|import`: looking inside the event log."""
+
+from __future__ import annotations
+
+import base64
+from pathlib import Path
+from typing import Any
+
+import click
+import msgspec
+from nats.js.errors import NotFoundError
+
+from contracts.codec import MalformedEvent
+from eventstore.log import EXPECTED_SUBJECT_SEQ, JetStreamLog, StoredEvent
+from ops.cli import Cli, pass_cli, run_async
+from ops.output import emit_json
+
+SUMMARY_SKIP = {"type", "job_id", "worker_id", "token_id"}
+
+
+def event_record(stored: StoredEvent) -> dict[str, Any]:
+    """An event as a JSON-ready dict: sequence, time, ids and the payload."""
+    return {"seq": stored.seq, "time": stored.time.isoformat() if stored.time else None,
+            "subject": stored.subject, "type": stored.type, "schema": stored.schema,
+            "event_id": stored.event_id, "correlation_id": stored.correlation_id,
+            "causation_id": stored.causation_id, "event": msgspec.to_builtins(stored.event)}
+
+
+def event_line(stored: StoredEvent) -> str:
+    """One readable line: seq, time, type, aggregate and the payload's interesting fields."""
+    payload = msgspec.to_builtins(stored.event)
+    fields = " ".join(f"{k}={_short(v)}" for k, v in payload.items()
+                      if k not in SUMMARY_SKIP and v not in (None, {}, [], ""))
+    when = stored.time.strftime("%H:%M:%S.%f")[:-3] if stored.time else "-"
+    return f"{stored.seq:>8}  {when}  {stored.type:<18} {stored.aggregate}/{stored.aggregate_id}  {fields}"
+
+
+def _short(value: Any, limit: int = 60) -> str:
+    text = value if isinstance(value, str) else msgspec.json.encode(value).decode()
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _filter_subject(log: JetStreamLog, aggregate: str | None, aggregate_id: str | None) -> str | None:
+    if not aggregate and not aggregate_id:
+        return None
+    return log.topology.events(aggregate or "*", aggregate_id or "*")
+
+
+@click.group("events")
+def events_group() -> None:
+    """Look inside the event log."""
+
+
+@events_group.command("tail")
+@click.option("-f", "--follow", is_flag=True, help="Keep printing new events as they are appended.")
+@click.option("--aggregate", help="Only events of this aggregate kind (job, worker, token).")
+@click.option("--id", "aggregate_id", help="Only events of this aggregate id.")
+@click.option("-n", "--last", default=20, show_default=True, help="How many recent events to start with.")
+@click.option("--json", "as_json", is_flag=True, help="JSON lines.")
+@pass_cli
+@run_async
+async def tail(cli: Cli, follow: bool, aggregate: str | None, aggregate_id: str | None, last: int,
+               as_json: bool) -> None:
+    """The newest events, oldest first; with --follow, new ones as they come."""
+    as_json = as_json or cli.as_json
+    async with cli.connection() as (_nc, log):
+        subject = _filter_subject(log, aggregate, aggregate_id)
+        end = await log.last_seq()
+        start = 1 if subject else max(1, end - last + 1)
+        recent = [] if end == 0 else [e async for e in log.read(start, filter_subject=subject)]
+        for stored in recent[-last:] if last else recent:
+            _print(stored, as_json)
+        if follow:
+            async for stored in log.subscribe(end + 1, filter_subject=subject):
+                _print(stored, as_json)
+
+
+def _print(stored: StoredEvent, as_json: bool) -> None:
+    if as_json:
+        emit_json(event_record(stored))
+    else:
+        click.echo(event_line(stored))
+
+
+@events_group.command("show")
+@click.argument("seq", type=click.IntRange(min=1))
+@pass_cli
+@run_async
+async def show(cli: Cli, seq: int) -> None:
+    """One event by stream sequence, with every header."""
+    async with cli.connection() as (_nc, log):
+        try:
+            msg = await log.js.get_msg(log.topology.events_stream, seq)
+        except NotFoundError:
+            raise click.ClickException(f"no event with sequence {seq}") from None
+        record: dict[str, Any] = {"seq": seq, "subject": msg.subject, "headers": dict(msg.headers or {})}
+        try:
+            record["event"] = msgspec.json.decode(msg.data)
+        except msgspec.DecodeError:
+            record["raw"] = msg.data.decode(errors="replace")
+        try:
+            from contracts.codec import decode_event
+
+            decode_event((msg.headers or {}).get("Stoker-Type"), (msg.headers or {}).get("Stoker-Schema"), msg.data)
+        except MalformedEvent as exc:
+            record["malformed"] = str(exc)
+        click.echo(msgspec.json.format(msgspec.json.encode(record), indent=2).decode())
+
+
+@events_group.command("export")
+@click.argument("path", type=click.Path(dir_okay=False, path_type=Path))
+@pass_cli
+@run_async
+async def export(cli: Cli, path: Path) -> None:
+    """Write every stored message (malformed ones too) to a JSON-lines file."""
+    count = 0
+    async with cli.connection() as (_nc, log):
+        with path.open("w") as out:
+            async for msg in log.read_raw(1):
+                out.write(msgspec.json.encode(export_record(msg)).decode() + "\n")
+                count += 1
+    click.echo(f"exported {count} events to {path}", err=True)
+
+
+def export_record(msg: Any) -> dict[str, Any]:
+    """One stored message as an export line; payloads that are not JSON travel as base64."""
+    record: dict[str, Any] = {"seq": msg.metadata.sequence.stream, "subject": msg.subject,
+                              "headers": dict(msg.headers or {})}
+    try:
+        record["data"] = msgspec.json.decode(msg.data)
+    except msgspec.DecodeError:
+        record["data_b64"] = base64.b64encode(msg.data).decode()
+    return record
+
+
+def read_export(path: Path, log: JetStreamLog) -> list[tuple[str, bytes, dict[str, str]]]:
+    """Parse and check a whole export file before anything is written; errors name the line."""
+    messages = []
+    with path.open() as source:
+        for number, line in enumerate(source, 1):
+            if not line.strip():
+                continue
+            try:
+                record = msgspec.json.decode(line)
+                subject, headers = record["subject"], dict(record.get("headers") or {})
+                data = base64.b64decode(record["data_b64"]) if "data_b64" in record \
+                    else msgspec.json.encode(record["data"])
+            except (msgspec.DecodeError, KeyError, TypeError, ValueError) as exc:
+                raise click.ClickException(f"{path}:{number}: not an export line ({exc})") from None
+            if log.topology.parse_event_subject(subject) is None:
+                raise click.ClickException(f"{path}:{number}: {subject!r} is not an event subject of this stream")
+            headers.pop(EXPECTED_SUBJECT_SEQ, None)
+            messages.append((subject, data, {k: str(v) for k, v in headers.items()}))
+    return messages
+
+
+@events_group.command("import")
+@click.argument("path", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--into-non-empty", is_flag=True, help="Append even though the stream already holds events.")
+@pass_cli
+@run_async
+async def import_(cli: Cli, path: Path, into_non_empty: bool) -> None:
+    """Append an export file's events, in order, with their original ids and headers."""
+    async with cli.connection() as (_nc, log):
+        await log.ensure_streams(cli.settings.replicas)
+        existing = await log.last_seq()
+        if existing and not into_non_empty:
+            raise click.ClickException(f"the event stream already holds {existing} events; "
+                                       "pass --into-non-empty to append anyway")
+        messages = read_export(path, log)
+        for subject, data, headers in messages:
+            await log.js.publish(subject, data, headers=headers)
+    click.echo(f"imported {len(messages)} events from {path}", err=True)
+
+
+def register(group: click.Group) -> None:
+    """Add `stoker events …`."""
+    group.add_command(events_group)
