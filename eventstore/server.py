@@ -74,6 +74,7 @@ class ServerSpec:
     cluster_port: int | None = None
     routes: list[int] = field(default_factory=list)
     cluster_name: str = "stoker"
+    max_file_store: str | None = None  # e.g. "10TB": lets tests create many streams that reserve space
 
     def config(self) -> str:
         """The nats-server configuration file for this node."""
@@ -85,6 +86,8 @@ class ServerSpec:
             "jetstream {",
             f'  store_dir: "{self.store_dir.as_posix()}"',
         ]
+        if self.max_file_store:
+            lines.append(f"  max_file_store: {self.max_file_store}")
         if self.cluster_port is None:
             # One node: an acknowledged event is on disk, not only in the page cache.
             lines.append("  sync_interval: always")

@@ -17,6 +17,7 @@ from contracts.subjects import Topology
 from eventstore.config import CommonSettings, ConfigError, load_settings
 from eventstore.connect import NatsUnavailable, connect
 from eventstore.log import JetStreamLog
+from eventstore.observability import configure_logging
 from eventstore.server import resolve_nats_url
 
 T = TypeVar("T")
@@ -81,6 +82,7 @@ def main(ctx: click.Context, data_dir: str | None, nats_url: str | None, as_json
         settings = load_settings(CommonSettings, overrides={"data_dir": data_dir, "nats_url": nats_url})
     except ConfigError as exc:
         raise click.ClickException(str(exc)) from None
+    configure_logging("cli", settings.log_format, "warning")
     ctx.obj = Cli(settings=settings, as_json=as_json)
 
 

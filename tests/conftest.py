@@ -20,7 +20,8 @@ POSTGRES_URL = os.environ.get("STOKER_TEST_POSTGRES", "postgresql://postgres@127
 
 def start_node(base: Path, name: str = "test") -> NatsServer:
     """A single-node nats-server process (not yet healthy)."""
-    spec = ServerSpec(store_dir=base / name / "jetstream", port=free_port(), http_port=free_port(), name=name)
+    spec = ServerSpec(store_dir=base / name / "jetstream", port=free_port(), http_port=free_port(), name=name,
+                      max_file_store="100TB")
     server = NatsServer(spec)
     server.start_process()
     return server

@@ -147,10 +147,14 @@ def read_export(path: Path, log: JetStreamLog) -> list[tuple[str, bytes, dict[st
                     else msgspec.json.encode(record["data"])
             except (msgspec.DecodeError, KeyError, TypeError, ValueError) as exc:
                 raise click.ClickException(f"{path}:{number}: not an export line ({exc})") from None
-            if log.topology.parse_event_subject(subject) is None:
-                raise click.ClickException(f"{path}:{number}: {subject!r} is not an event subject of this stream")
-            headers.pop(EXPECTED_SUBJECT_SEQ, None)
-            messages.append((subject, data, {k: str(v) for k, v in headers.items()}))
+            parts = str(subject).split(".")
+            if len(parts) != 4 or parts[1] != "events":
+                raise click.ClickException(f"{path}:{number}: {subject!r} is not an event subject")
+            for transient in (EXPECTED_SUBJECT_SEQ, "Nats-Batch-Id", "Nats-Batch-Sequence", "Nats-Batch-Commit"):
+                headers.pop(transient, None)
+            # An export from another prefix lands under this installation's prefix.
+            target = log.topology.events(parts[2], parts[3])
+            messages.append((target, data, {k: str(v) for k, v in headers.items()}))
     return messages
 
 

@@ -17,6 +17,7 @@ from eventstore.connect import connect
 from eventstore.log import JetStreamLog
 from eventstore.observability import configure_logging
 from eventstore.server import NatsServer, start_cluster, start_embedded, write_record
+from gateway.bootstrap import ensure_admin_token
 from ops.cli import Cli, pass_cli
 from ops.supervisor import ProcessSpec, Supervisor, python_module
 
@@ -66,7 +67,9 @@ async def _up(cli: Cli, port: int, cluster: int, with_worker: bool) -> None:
     replicas = 3 if cluster > 1 else settings.replicas
     url = servers[0].url if cluster <= 1 else ",".join(s.url for s in servers)
     nc = await connect(url, "stoker-up")
-    await JetStreamLog(nc, Topology(settings.prefix)).ensure_streams(replicas)
+    event_log = JetStreamLog(nc, Topology(settings.prefix))
+    await event_log.ensure_streams(replicas)
+    click.echo(await ensure_admin_token(event_log, settings.data_path))
     await nc.close()
     specs = process_specs(url, settings, replicas, with_worker)
     supervisor = Supervisor(specs, settings.data_path / "logs")

@@ -14,7 +14,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from services.trainer.workloads.game2048.env import AllMoves, Step, all_moves
+from services.trainer.workloads.game2048.env import AllMoves, Step, all_moves, restore_generator
 
 CHANNELS = 16  # exponents 0..15 one-hot; a 65536 tile is read as 32768, which no short run reaches
 MASKED = -1e9
@@ -25,13 +25,13 @@ class AgentConfig:
     """Hyperparameters of `AfterstateAgent`; plain numbers so they live in checkpoints."""
 
     hidden: int = 256
-    lr: float = 1e-3
+    lr: float = 5e-4
     gamma: float = 0.99
     reward_scale: float = 0.01
     minibatch: int = 256
     replay_capacity: int = 50_000
     warmup: int = 1024
-    target_every: int = 200
+    target_every: int = 500
     eps_start: float = 0.1
     eps_end: float = 0.01
     eps_decay: int = 2000
@@ -200,8 +200,8 @@ class AfterstateAgent:
         self.target.load_state_dict(state["target"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.replay.load_state_dict(state["replay"])
-        self.generator.set_state(state["generator"])
         self.iteration = int(state["iteration"])
+        restore_generator(self.generator, state["generator"], self.config.seed + self.iteration)
 
 
 def load_policy(state: dict[str, Any], device: str | torch.device = "cpu") -> tuple[nn.Module, float]:

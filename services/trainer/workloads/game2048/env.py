@@ -108,6 +108,16 @@ def new_boards(n: int, generator: torch.Generator, device: str | torch.device = 
     return spawn(spawn(boards, everywhere, generator), everywhere, generator)
 
 
+def restore_generator(generator: torch.Generator, state: torch.Tensor, fallback_seed: int) -> None:
+    """Set a saved RNG state; a state from another device type cannot apply, so reseed instead."""
+    try:
+        # The platform may load checkpoints onto the job's device; RNG states are always CPU bytes.
+        generator.set_state(state.to("cpu", torch.uint8))
+    except (RuntimeError, ValueError, TypeError):
+        # A CUDA checkpoint resumed on CPU (or back): exact replay is impossible there anyway.
+        generator.manual_seed(fallback_seed)
+
+
 def max_tile(boards: torch.Tensor) -> torch.Tensor:
     """The largest tile value (not exponent) of each board; 0 for an empty board."""
     top = boards.flatten(1).amax(1)
@@ -179,5 +189,5 @@ class Batch2048Env:
         self.score = state["score"].to(self.device)
         self.moves = state["moves"].to(self.device)
         self.batch_size = self.boards.shape[0]
-        self.generator.set_state(state["generator"])
+        restore_generator(self.generator, state["generator"], int(self.score.sum()))
         self.options = all_moves(self.boards)

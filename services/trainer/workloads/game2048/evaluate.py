@@ -78,9 +78,11 @@ def run(ctx: JobContext) -> dict[str, Any]:
     params = ctx.params or {}
     wanted = int(ctx.episodes if ctx.episodes is not None else params.get("episodes", 10))
     done: list[dict[str, Any]] = []
+    total = 0.0
     for game in play(lambda options: greedy_actions(net, options, scale), wanted, device=ctx.device,
                      seed=int(float(params.get("seed", 0))), should_stop=lambda: ctx.should_stop):
         done.append({k: game[k] for k in FIGURES})
+        total += game["score"]
         ctx.report_episode(len(done), log=game["log"], **done[-1])
-        ctx.report(iteration=len(done), score=statistics.fmean(e["score"] for e in done))
+        ctx.report(iteration=len(done), score=total / len(done))
     return {**aggregate(done), "stopped": len(done) < wanted}

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from collections import deque
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Any
 
 from services.trainer.sdk import JobContext
@@ -20,13 +20,13 @@ class RunConfig:
 
     batch_size: int = 128  # parallel boards, each stepped once per iteration
     checkpoint_every: int = 500
+    report_every: int = 1  # the SDK rate-limits anyway; raise it only to save the call itself
     seed: int = 0
 
     @classmethod
     def from_params(cls, params: dict[str, Any]) -> RunConfig:
-        """Build from job params (strings or numbers)."""
-        return cls(**{k: int(float(params[k])) for k in ("batch_size", "checkpoint_every", "seed")
-                      if k in params})
+        """Build from job params (strings or numbers); unknown keys are ignored."""
+        return cls(**{f.name: int(float(params[f.name])) for f in fields(cls) if f.name in params})
 
 
 class EpisodeStats:
@@ -110,27 +110,39 @@ class Trainer:
 
 
 def run(ctx: JobContext) -> dict[str, Any]:
-    """Train until `ctx.max_iterations` updates (one iteration = one gradient update) or a stop request."""
+    """Train until `ctx.max_iterations` updates (one iteration = one gradient update) or a stop request.
+
+    A resumed job takes its model, game and seed settings from the checkpoint and continues from the
+    checkpoint's iteration; `checkpoint_every` and `report_every` always come from the current params.
+    """
+    params = dict(ctx.params or {})
     ckpt = ctx.load_checkpoint()
     if ckpt is not None:
         trainer = Trainer.from_checkpoint(ckpt, ctx.device)
     else:
-        params = dict(ctx.params or {})
         trainer = Trainer(AgentConfig.from_params(params), RunConfig.from_params(params), ctx.device)
+    start = trainer.agent.iteration
+    stopped = _loop(ctx, trainer, RunConfig.from_params(params))
+    return {"iteration": trainer.agent.iteration, "resumed_from": start if ckpt is not None else None,
+            "stopped": stopped, **trainer.stats.summary()}
+
+
+def _loop(ctx: JobContext, trainer: Trainer, settings: RunConfig) -> bool:
+    """Iterate, report and checkpoint until done or asked to stop; True if stopped."""
     limit = ctx.max_iterations if ctx.max_iterations is not None else math.inf
-    every = max(1, trainer.run_config.checkpoint_every)
-    start, saved, stopped = trainer.agent.iteration, trainer.agent.iteration, False
+    every, report_every = max(1, settings.checkpoint_every), max(1, settings.report_every)
+    saved, stopped = trainer.agent.iteration, False
     while trainer.agent.iteration < limit:
         if ctx.should_stop:
             stopped = True
             break
         loss = trainer.iterate()
         i = trainer.agent.iteration
-        ctx.report(iteration=i, loss=loss, epsilon=trainer.agent.epsilon, **trainer.stats.summary())
+        if i % report_every == 0 or i >= limit:
+            ctx.report(iteration=i, loss=loss, epsilon=trainer.agent.epsilon, **trainer.stats.summary())
         if i % every == 0:
             ctx.save_checkpoint(trainer.checkpoint(), iteration=i)
             saved = i
     if trainer.agent.iteration != saved:
         ctx.save_checkpoint(trainer.checkpoint(), iteration=trainer.agent.iteration)
-    return {"iteration": trainer.agent.iteration, "resumed_from": start if ckpt is not None else None,
-            "stopped": stopped, **trainer.stats.summary()}
+    return stopped
