@@ -59,7 +59,8 @@ async def test_tail_show_export_import(event_log, nats_server, topology, tmp_pat
 
 async def test_import_checks_the_whole_file_first(nats_server, topology, tmp_path, event_log) -> None:
     bad = tmp_path / "bad.jsonl"
-    bad.write_text('{"seq": 1, "subject": "%s", "headers": {}, "data": {}}\n{oops\n' % topology.events("job", "a"))
+    line = json.dumps({"seq": 1, "subject": topology.events("job", "a"), "headers": {}, "data": {}})
+    bad.write_text(line + "\n{oops\n")
     env = env_for(nats_server, topology, tmp_path)
     result = await asyncio.to_thread(stoker, ["events", "import", str(bad)], env, False)
     assert result.returncode != 0 and "bad.jsonl:2: not an export line" in result.stderr
