@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import click
+from nats.js.errors import NotFoundError
 
 from contracts.errors import DomainError
 from contracts.subjects import Topology
@@ -42,13 +43,24 @@ class Cli:
         return resolve_nats_url(self.settings.nats_url, self.settings.data_path)
 
     @asynccontextmanager
-    async def connection(self) -> AsyncIterator[tuple[Any, JetStreamLog]]:
+    async def connection(self, require_log: bool = True) -> AsyncIterator[tuple[Any, JetStreamLog]]:
         """A NATS connection and the event log, closed afterwards."""
         nc = await connect(self.nats_url, "stoker-cli", reconnect=False)
         try:
-            yield nc, JetStreamLog(nc, self.topology)
+            log = JetStreamLog(nc, self.topology)
+            if require_log:
+                await _check_log(log, self.nats_url)
+            yield nc, log
         finally:
             await nc.close()
+
+
+async def _check_log(log: JetStreamLog, url: str) -> None:
+    try:
+        await log.js.stream_info(log.topology.events_stream)
+    except NotFoundError:
+        raise NatsUnavailable(f"NATS at {url} holds no stoker event log ({log.topology.events_stream}); "
+                              "start the platform with `stoker up`, or point --nats at it") from None
 
 
 def run_async(fn: Callable[..., Awaitable[T]]) -> Callable[..., T]:

@@ -165,7 +165,7 @@ def read_export(path: Path, log: JetStreamLog) -> list[tuple[str, bytes, dict[st
 @run_async
 async def import_(cli: Cli, path: Path, into_non_empty: bool) -> None:
     """Append an export file's events, in order, with their original ids and headers."""
-    async with cli.connection() as (_nc, log):
+    async with cli.connection(require_log=False) as (_nc, log):
         await log.ensure_streams(cli.settings.replicas)
         existing = await log.last_seq()
         if existing and not into_non_empty:
