@@ -181,10 +181,10 @@ def _http_ok(url: str) -> bool:
         return False
 
 
-def write_record(data_dir: Path, server: NatsServer) -> Path:
+def write_record(data_dir: Path, server: NatsServer, url: str | None = None) -> Path:
     """Record where the embedded server listens, so other stoker processes on this host find it."""
     path = data_dir / RECORD_FILE
-    record = {"url": server.url, "pid": server.process.pid if server.process else None,
+    record = {"url": url or server.url, "pid": server.process.pid if server.process else None,
               "http_port": server.spec.http_port}
     path.write_text(json.dumps(record))
     return path

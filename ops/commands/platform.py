@@ -55,7 +55,7 @@ async def start_nats(settings: CommonSettings, port: int, cluster: int) -> list[
     """The embedded server (or a local cluster of `cluster` nodes)."""
     if cluster > 1:
         servers = await start_cluster(settings.data_path / "nats-cluster", cluster)
-        write_record(settings.data_path, servers[0])
+        write_record(settings.data_path, servers[0], ",".join(s.url for s in servers))
         return servers
     return [await start_embedded(settings.data_path, port=port)]
 
