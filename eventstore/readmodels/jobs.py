@@ -48,6 +48,7 @@ class JobsProjection:
             " result TEXT, updated_seq BIGINT NOT NULL)",
             "CREATE INDEX IF NOT EXISTS {jobs}_status ON {jobs} (status, submitted_at)",
             "CREATE INDEX IF NOT EXISTS {jobs}_worker ON {jobs} (worker_id)",
+            "CREATE INDEX IF NOT EXISTS {jobs}_submitted ON {jobs} (submitted_at, id)",  # newest-first pages
             "CREATE TABLE IF NOT EXISTS {job_checkpoints} (job_id TEXT NOT NULL, seq BIGINT NOT NULL,"
             " attempt INTEGER NOT NULL, iteration BIGINT NOT NULL, name TEXT NOT NULL, sha256 TEXT NOT NULL,"
             " size BIGINT NOT NULL, checkpointed_at TEXT NOT NULL, PRIMARY KEY (job_id, seq))",

@@ -1,0 +1,57 @@
+"""First run: an admin token in `<data dir>/admin.token` (0600), and a short-lived dashboard login link."""
+
+from __future__ import annotations
+
+import os
+from datetime import timedelta
+from pathlib import Path
+
+from eventstore.log import JetStreamLog
+from gateway.settings import load
+from gateway.tokens import issue_token, load_registry
+
+ADMIN_TOKEN_FILE = "admin.token"
+
+
+def admin_token_path(data_dir: Path) -> Path:
+    """Where the admin token lives."""
+    return Path(data_dir) / ADMIN_TOKEN_FILE
+
+
+def read_admin_token(data_dir: Path) -> str | None:
+    """The admin token written by `stoker up`, or None."""
+    path = admin_token_path(data_dir)
+    try:
+        return path.read_text().strip() or None
+    except FileNotFoundError:
+        return None
+
+
+def write_secret(path: Path, secret: str) -> None:
+    """Write a secret readable by its owner only (created 0600, never briefly wider)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as out:
+        out.write(secret + "\n")
+    os.chmod(path, 0o600)  # a file that existed keeps its old mode through O_CREAT
+
+
+async def ensure_admin_token(event_log: JetStreamLog, data_dir: Path, base_url: str | None = None) -> str:
+    """Make sure a working admin token is on disk; issue a 12 h viewer login link; return lines to print."""
+    settings = load().gateway
+    registry = await load_registry(event_log)
+    path = admin_token_path(data_dir)
+    existing = read_admin_token(data_dir)
+    lines = []
+    current = registry.authenticate(existing) if existing else None
+    if current is None or current.role != "admin":
+        _event, secret = await issue_token(event_log, "admin", "admin (stoker up)")
+        write_secret(path, secret)
+        lines.append(f"  admin token:       created in {path} (0600; keep it secret)")
+    else:
+        lines.append(f"  admin token:       {path}")
+    _login, viewer = await issue_token(event_log, "viewer", "dashboard login (stoker up)",
+                                       timedelta(hours=settings.login_token_hours))
+    lines.append(f"  dashboard login:   {(base_url or settings.base_url)}/#token={viewer}  "
+                 f"(viewer, {settings.login_token_hours:g} h)")
+    return "\n".join(lines)

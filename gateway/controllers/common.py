@@ -1,0 +1,28 @@
+"""What every controller shares: the gateway dependency and the documented error responses."""
+
+from __future__ import annotations
+
+from litestar.datastructures import State
+from litestar.di import NamedDependency
+from litestar.openapi import ResponseSpec
+
+from gateway.core import Gateway
+from gateway.schemas.common import ErrorBody
+
+GW = NamedDependency[Gateway]  # the `gw` parameter of every handler
+DESCRIPTIONS = {
+    400: "the request is malformed or makes no sense", 401: "no token, or an unknown, expired or revoked one",
+    403: "the token's role may not do this", 404: "no such resource", 409: "conflicts with the current state",
+    429: "too many bad tokens from this address", 503: "a service or the read model is unavailable",
+}
+
+
+def errors(*codes: int) -> dict[int, ResponseSpec]:
+    """OpenAPI entries for the error responses a route may give (401, 403 and 429 always)."""
+    wanted = sorted({401, 403, 429, *codes})
+    return {code: ResponseSpec(ErrorBody, description=DESCRIPTIONS[code], generate_examples=False) for code in wanted}
+
+
+def provide_gateway(state: State) -> Gateway:
+    """The dependency every handler takes as `gw`."""
+    return state.gateway

@@ -1,0 +1,102 @@
+"""/api/v1/jobs: submit, list, inspect and stop jobs; their timeline, progress and checkpoints."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import msgspec
+from litestar import Controller, Response, get, post
+from litestar.openapi import ResponseSpec
+from litestar.params import FromPath, FromQuery, JSONBody, Parameter
+
+from contracts.commands import SubmitJob
+from contracts.telemetry import JobProgress
+from eventstore.telemetry import sample_history
+from gateway import queries
+from gateway.auth import OPERATOR, VIEWER
+from gateway.controllers.common import GW, errors
+from gateway.schemas.jobs import (
+    JobCheckpoints,
+    JobKind,
+    JobPage,
+    JobStatus,
+    JobTimeline,
+    JobView,
+    ProgressHistory,
+    ProgressSample,
+    StopResult,
+    SubmitJobBody,
+)
+from gateway.views import checkpoint_view, job_view, timeline_entry
+
+Limit = Annotated[int, Parameter(ge=1, le=500, description="page size")]
+Since = Annotated[int, Parameter(ge=0, le=2**53, description="only what came after this sequence")]
+
+
+class JobsController(Controller):
+    """Jobs: the scheduler's queue and history."""
+
+    path = "/jobs"
+    tags = ["jobs"]
+
+    @post("/", opt=OPERATOR, status_code=201, responses={
+        200: ResponseSpec(JobView, description="an existing job with the same idempotency_key",
+                          generate_examples=False), **errors(400, 503)})
+    async def submit(self, gw: GW, data: JSONBody[SubmitJobBody]) -> Response[JobView]:
+        """Queue a training or evaluation run."""
+        command = SubmitJob(**{**msgspec.structs.asdict(data), "labels": tuple(data.labels)})
+        view, created = await gw.submit(command)
+        return Response(view, status_code=201 if created else 200)
+
+    @get("/", opt=VIEWER, responses=errors(400))
+    async def list_jobs(self, gw: GW, status: FromQuery[list[JobStatus] | None] = None,
+                        kind: FromQuery[JobKind | None] = None,
+                        workload: Annotated[str | None, Parameter(max_length=200)] = None,
+                        cursor: Annotated[str | None, Parameter(max_length=512)] = None,
+                        limit: Limit = 50) -> JobPage:
+        """Jobs newest first, filtered by status, kind and workload, a page at a time."""
+        key = (tuple(status or ()), kind, workload, cursor, limit)
+        # A dashboard polls this; the rows only change when the projector's checkpoint moves.
+        seq = gw.jobs_seq
+        page = gw.pages.get(key, seq)
+        if page is None:
+            rows, next_cursor = await queries.list_jobs(gw.store, statuses=key[0], kind=kind, workload=workload,
+                                                        cursor=cursor, limit=limit)
+            page = JobPage(items=[job_view(r) for r in rows], next_cursor=next_cursor)
+            gw.pages.put(key, seq, page)
+        return page
+
+    @get("/{job_id:str}", opt=VIEWER, responses=errors(404))
+    async def get_job(self, gw: GW, job_id: FromPath[str]) -> JobView:
+        """One job."""
+        return await gw.job(job_id)
+
+    @post("/{job_id:str}/stop", opt=OPERATOR, status_code=202, responses=errors(404, 409, 503))
+    async def stop(self, gw: GW, job_id: FromPath[str]) -> StopResult:
+        """Ask a job to stop (a running one checkpoints first)."""
+        return StopResult(job_ids=await gw.stop(job_id))
+
+    @get("/{job_id:str}/events", opt=VIEWER, responses=errors(404))
+    async def timeline(self, gw: GW, job_id: FromPath[str]) -> JobTimeline:
+        """Every event of the job, oldest first."""
+        await gw.job(job_id)
+        events, _version = await gw.log.load("job", job_id)
+        return JobTimeline(job_id=job_id, events=[timeline_entry(e) for e in events])
+
+    @get("/{job_id:str}/progress", opt=VIEWER, responses=errors(400, 404))
+    async def progress(self, gw: GW, job_id: FromPath[str], since: Since = 0,
+                       limit: Annotated[int, Parameter(ge=1, le=100_000)] = 10_000) -> ProgressHistory:
+        """Progress samples from telemetry (kept for a week), oldest first."""
+        await gw.job(job_id)
+        samples = await sample_history(gw.nc, gw.topology, "progress", job_id, JobProgress, from_seq=since + 1,
+                                       limit=limit)
+        items = [ProgressSample(seq=seq, attempt=s.attempt, worker_id=s.worker_id, iteration=s.iteration,
+                                total=s.total, loss=s.loss, metrics=dict(s.metrics), at=s.at) for seq, s in samples]
+        return ProgressHistory(job_id=job_id, samples=items, next_since=items[-1].seq if items else since)
+
+    @get("/{job_id:str}/checkpoints", opt=VIEWER, responses=errors(404))
+    async def checkpoints(self, gw: GW, job_id: FromPath[str]) -> JobCheckpoints:
+        """The job's stored checkpoints, oldest first."""
+        await gw.job(job_id)
+        rows = await queries.checkpoint_rows(gw.store, job_id)
+        return JobCheckpoints(job_id=job_id, checkpoints=[checkpoint_view(r) for r in rows])

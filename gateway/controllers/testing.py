@@ -1,0 +1,94 @@
+"""/api/v1/testing: evaluation runs of a training run's checkpoint (a test id is a job id)."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from litestar import Controller, get, post
+from litestar.params import FromPath, JSONBody, Parameter
+
+from contracts.base import utcnow
+from contracts.commands import SubmitJob
+from contracts.errors import NotFound
+from contracts.telemetry import EpisodeReport, JobProgress
+from eventstore.telemetry import last_sample, sample_history
+from gateway.auth import OPERATOR, VIEWER
+from gateway.controllers.common import GW, errors
+from gateway.runs import aggregate_episodes, by_episode, episode_summary, run_status, testing_progress
+from gateway.schemas.runs import (
+    EpisodeLog,
+    TestingResults,
+    TestingStart,
+    TestingStarted,
+    TestingStatus,
+    TestingStop,
+    TestingStopped,
+)
+
+
+def eval_workload(workload: str) -> str:
+    """`2048` → `2048-eval`: the evaluation workload that goes with a training workload."""
+    return workload if workload.endswith("-eval") else f"{workload}-eval"
+
+
+async def episodes_of(gw: GW, job_id: FromPath[str]) -> list[EpisodeReport]:
+    """Every episode report of an evaluation run, one per episode number."""
+    history = await sample_history(gw.nc, gw.topology, "episode", job_id, EpisodeReport)
+    return by_episode(report for _seq, report in history)
+
+
+class TestingController(Controller):
+    """Evaluation runs, field-compatible with the earlier testing API."""
+
+    path = "/testing"
+    tags = ["testing"]
+
+    @post("/start", opt=OPERATOR, status_code=202, responses=errors(400, 404, 503))
+    async def start(self, gw: GW, data: JSONBody[TestingStart]) -> TestingStarted:
+        """Queue an evaluation of the newest checkpoint of training run `checkpoint`."""
+        await gw.job(data.checkpoint, "train")
+        job, _created = await gw.submit(SubmitJob(kind="eval", workload=eval_workload(data.workload),
+                                                  params=data.params, episodes=data.episodes,
+                                                  checkpoint_of=data.checkpoint))
+        return TestingStarted(test_id=job.id, status=run_status(job.status), checkpoint=data.checkpoint,
+                              episodes=data.episodes, workload=job.workload, started_at=job.submitted_at)
+
+    @post("/stop", opt=OPERATOR, status_code=200, responses=errors(400, 404, 503))
+    async def stop(self, gw: GW, data: JSONBody[TestingStop | None] = None) -> TestingStopped:
+        """Stop one evaluation run, or every unfinished one."""
+        ids = await gw.stop(data.test_id if data else None, "eval")
+        message = f"stopping {len(ids)} evaluation run(s)" if ids else "no evaluation run to stop"
+        return TestingStopped(stopped_count=len(ids), test_ids=ids, message=message)
+
+    @get("/{test_id:str}/status", opt=VIEWER, responses=errors(404))
+    async def status(self, gw: GW, test_id: FromPath[str]) -> TestingStatus:
+        """Status, progress and the newest finished episode."""
+        job = await gw.job(test_id, "eval")
+        progress = await last_sample(gw.nc, gw.topology, "progress", job.id, JobProgress)
+        episode = await last_sample(gw.nc, gw.topology, "episode", job.id, EpisodeReport)
+        done = max(progress.iteration if progress else 0, episode.episode if episode else 0)
+        return TestingStatus(test_id=job.id, status=run_status(job.status), checkpoint=job.checkpoint_of,
+                             progress=testing_progress(job, done, utcnow()),
+                             latest_episode=episode_summary(episode) if episode else None,
+                             started_at=job.started_at or job.submitted_at, error=job.error)
+
+    @get("/{test_id:str}/results", opt=VIEWER, responses=errors(404))
+    async def results(self, gw: GW, test_id: FromPath[str]) -> TestingResults:
+        """Every episode and statistics of each figure."""
+        job = await gw.job(test_id, "eval")
+        episodes = [episode_summary(r) for r in await episodes_of(gw, job.id)]
+        return TestingResults(test_id=job.id, status=run_status(job.status), checkpoint=job.checkpoint_of,
+                              episodes=episodes, aggregate_metrics=aggregate_episodes(episodes, job.result),
+                              result=job.result)
+
+    @get("/{test_id:str}/logs", opt=VIEWER, responses=errors(400, 404))
+    async def logs(self, gw: GW, test_id: FromPath[str],
+                   episode_num: Annotated[int, Parameter(ge=0, le=1_000_000)]) -> EpisodeLog:
+        """One episode's move-by-move log."""
+        job = await gw.job(test_id, "eval")
+        found = [r for r in await episodes_of(gw, job.id) if r.episode == episode_num]
+        if not found:
+            raise NotFound(f"evaluation run {job.id} has no episode {episode_num} (yet)")
+        report = found[-1]
+        return EpisodeLog(test_id=job.id, episode=report.episode, score=report.score, figures=dict(report.figures),
+                          timestamp=report.at, log=report.log)

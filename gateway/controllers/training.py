@@ -1,0 +1,62 @@
+"""/api/v1/training: start, stop, status and logs of training runs (a training id is a job id)."""
+
+from __future__ import annotations
+
+from litestar import Controller, get, post
+from litestar.params import FromPath, JSONBody
+
+from contracts.base import utcnow
+from contracts.commands import SubmitJob
+from contracts.telemetry import JobProgress
+from eventstore.telemetry import last_sample, sample_history
+from gateway.auth import OPERATOR, VIEWER
+from gateway.controllers.common import GW, errors
+from gateway.runs import latest_metrics, run_status, training_logs, training_progress
+from gateway.schemas.runs import (
+    TrainingLogs,
+    TrainingStart,
+    TrainingStarted,
+    TrainingStatus,
+    TrainingStop,
+    TrainingStopped,
+)
+
+
+class TrainingController(Controller):
+    """Training runs, field-compatible with the earlier training API."""
+
+    path = "/training"
+    tags = ["training"]
+
+    @post("/start", opt=OPERATOR, status_code=202, responses=errors(400, 503))
+    async def start(self, gw: GW, data: JSONBody[TrainingStart]) -> TrainingStarted:
+        """Queue a training run."""
+        job, _created = await gw.submit(SubmitJob(kind="train", workload=data.workload, params=data.params,
+                                                  max_iterations=data.max_iterations,
+                                                  idempotency_key=data.idempotency_key))
+        return TrainingStarted(training_id=job.id, status=run_status(job.status), workload=job.workload,
+                               max_iterations=job.max_iterations, params=job.params, started_at=job.submitted_at)
+
+    @post("/stop", opt=OPERATOR, status_code=200, responses=errors(400, 404, 503))
+    async def stop(self, gw: GW, data: JSONBody[TrainingStop | None] = None) -> TrainingStopped:
+        """Stop one training run, or every unfinished one."""
+        training_id = data.training_id if data else None
+        ids = await gw.stop(training_id, "train")
+        message = f"stopping {len(ids)} training run(s)" if ids else "no training run to stop"
+        return TrainingStopped(stopped_count=len(ids), training_ids=ids, message=message)
+
+    @get("/{training_id:str}/status", opt=VIEWER, responses=errors(404))
+    async def status(self, gw: GW, training_id: FromPath[str]) -> TrainingStatus:
+        """Status, progress and the newest metrics."""
+        job = await gw.job(training_id, "train")
+        last = await last_sample(gw.nc, gw.topology, "progress", job.id, JobProgress)
+        return TrainingStatus(training_id=job.id, status=run_status(job.status), workload=job.workload,
+                              progress=training_progress(job, last, utcnow()), latest_metrics=latest_metrics(last),
+                              started_at=job.started_at or job.submitted_at, error=job.error)
+
+    @get("/{training_id:str}/logs", opt=VIEWER, responses=errors(404))
+    async def logs(self, gw: GW, training_id: FromPath[str]) -> TrainingLogs:
+        """Every reported iteration's loss, with statistics."""
+        job = await gw.job(training_id, "train")
+        samples = await sample_history(gw.nc, gw.topology, "progress", job.id, JobProgress)
+        return training_logs(job, [s for _seq, s in samples], utcnow())

@@ -1,0 +1,166 @@
+"""The live fan-out: one ordered consumer per stream, every message rendered once, offered to subscribers."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import defaultdict
+
+from eventstore.log import JetStreamLog
+from eventstore.observability import get_logger
+from gateway.live import EVENTS, STREAMS, TELEMETRY, Outgoing, render, subject_topics
+from gateway.streams import stream_last_seq
+
+log = get_logger(component="hub")
+YIELD_EVERY = 32  # let socket writers run during a burst, so a fast client is never mistaken for a slow one
+SLOW_CONSUMER = 4009
+
+
+class Subscriber:
+    """One socket's view of the hub: its topics, a bounded queue, and the last sequence queued per stream."""
+
+    def __init__(self, queue_size: int, token_id: str = "") -> None:
+        self.queue: asyncio.Queue[str] = asyncio.Queue(maxsize=queue_size)
+        self.queue_size = queue_size
+        self.token_id = token_id
+        self.topics: set[str] = set()
+        self.sent = dict.fromkeys(STREAMS, 0)
+        self.held: list[Outgoing] | None = None  # live messages kept back while a resume replays
+        self.closing = asyncio.Event()
+        self.close_code = 1000
+        self.close_reason = ""
+
+    def close(self, code: int, reason: str) -> None:
+        """Ask the socket's session to close (the first reason wins)."""
+        if not self.closing.is_set():
+            self.close_code, self.close_reason = code, reason
+            self.closing.set()
+
+    def offer(self, message: Outgoing) -> None:
+        """Take a live message without waiting; a full queue closes this subscriber, never slows the hub."""
+        if self.held is not None:
+            self.held.append(message)
+            if len(self.held) > self.queue_size * 10:
+                self.close(SLOW_CONSUMER, "too many live messages while catching up")
+            return
+        self.push(message)
+
+    def push(self, message: Outgoing) -> None:
+        """Queue a message unless this stream already got it (resume and overlapping topics)."""
+        if message.seq <= self.sent[message.stream] or self.closing.is_set():
+            return
+        try:
+            self.queue.put_nowait(message.text)
+        except asyncio.QueueFull:
+            self.close(SLOW_CONSUMER, f"slow consumer: {self.queue_size} messages waiting")
+            return
+        self.sent[message.stream] = message.seq
+
+    async def push_waiting(self, message: Outgoing) -> None:
+        """Queue a replayed message, waiting for room (a resume goes at the client's own pace)."""
+        if message.seq <= self.sent[message.stream] or self.closing.is_set():
+            return
+        await self.queue.put(message.text)
+        self.sent[message.stream] = message.seq
+
+    def release_held(self) -> None:
+        """After a replay: queue the live messages kept back, then take live ones directly."""
+        held, self.held = self.held or [], None
+        for message in held:
+            self.push(message)
+
+    def say(self, text: str) -> None:
+        """Queue a control message (welcome, acknowledgements, pings, errors)."""
+        try:
+            self.queue.put_nowait(text)
+        except asyncio.QueueFull:
+            self.close(SLOW_CONSUMER, f"slow consumer: {self.queue_size} messages waiting")
+
+
+class Hub:
+    """Follows the event and telemetry streams from now on and fans each message out by topic."""
+
+    def __init__(self, event_log: JetStreamLog) -> None:
+        self.log = event_log
+        self.positions = dict.fromkeys(STREAMS, 0)
+        self.subscribers: set[Subscriber] = set()
+        self._by_topic: dict[str, set[Subscriber]] = defaultdict(set)
+        self._tasks: list[asyncio.Task[None]] = []
+
+    async def start(self) -> None:
+        """Start following both streams from their current ends."""
+        topology = self.log.topology
+        sources = {EVENTS: (topology.events_stream, topology.all_events),
+                   TELEMETRY: (topology.telemetry_stream, f"{topology.prefix}.telemetry.>")}
+        for key, (stream, subject) in sources.items():
+            self.positions[key] = await stream_last_seq(self.log, stream)
+            self._tasks.append(asyncio.create_task(self._follow(key, stream, subject), name=f"hub-{key}"))
+
+    async def stop(self) -> None:
+        """Stop following; close every subscriber as the server goes away."""
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        for subscriber in list(self.subscribers):
+            subscriber.close(1001, "the gateway is shutting down")
+
+    async def _follow(self, key: str, stream: str, subject: str) -> None:
+        while True:
+            try:
+                count = 0
+                async for msg in self.log.follow_raw(self.positions[key] + 1, filter_subject=subject, stream=stream):
+                    self.dispatch(key, msg)
+                    count += 1
+                    if count % YIELD_EVERY == 0:
+                        await asyncio.sleep(0)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # keep serving: the consumer resumes after the last dispatched message
+                log.warning("hub consumer restarting", stream=key, error=repr(exc))
+                await asyncio.sleep(0.5)
+
+    def dispatch(self, key: str, msg) -> None:
+        """Render one message and offer it to every subscriber of its topics."""
+        seq = msg.metadata.sequence.stream
+        if seq <= self.positions[key]:
+            return
+        self.positions[key] = seq
+        # Nobody watching: nothing to decode (telemetry can be high-rate).
+        if not any(t in self._by_topic for t in subject_topics(self.log.topology, key, msg.subject)):
+            return
+        message = render(self.log, key, msg)
+        if message is None:
+            return
+        for topic in message.topics:
+            for subscriber in self._by_topic.get(topic, ()):
+                subscriber.offer(message)
+
+    def join(self, subscriber: Subscriber) -> None:
+        """Register a socket's subscriber."""
+        self.subscribers.add(subscriber)
+
+    def leave(self, subscriber: Subscriber) -> None:
+        """Forget a subscriber and its topics."""
+        self.subscribers.discard(subscriber)
+        self.unsubscribe(subscriber, list(subscriber.topics))
+
+    def subscribe(self, subscriber: Subscriber, topics: list[str]) -> None:
+        """Start offering the topics' messages to the subscriber."""
+        for topic in topics:
+            subscriber.topics.add(topic)
+            self._by_topic[topic].add(subscriber)
+
+    def unsubscribe(self, subscriber: Subscriber, topics: list[str]) -> None:
+        """Stop offering the topics' messages."""
+        for topic in topics:
+            subscriber.topics.discard(topic)
+            members = self._by_topic.get(topic)
+            if members is not None:
+                members.discard(subscriber)
+                if not members:
+                    del self._by_topic[topic]
+
+    def revoke(self, token_id: str) -> None:
+        """Close every socket authenticated with a token that was just revoked."""
+        for subscriber in list(self.subscribers):
+            if subscriber.token_id == token_id:
+                subscriber.close(4401, "the token was revoked")

@@ -1,0 +1,71 @@
+"""Resume: what a reconnecting socket missed, read back from the streams, in order, without duplicates."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Mapping
+
+from nats.aio.msg import Msg
+
+from eventstore.log import JetStreamLog
+from gateway.hub import Subscriber
+from gateway.live import EVENTS, STREAMS, render, topic_subjects
+from gateway.streams import read_range
+
+
+def stream_name(event_log: JetStreamLog, stream: str) -> str:
+    """The JetStream stream behind `events` or `telemetry`."""
+    topology = event_log.topology
+    return topology.events_stream if stream == EVENTS else topology.telemetry_stream
+
+
+async def merge_by_seq(sources: list[AsyncIterator[Msg]]) -> AsyncIterator[Msg]:
+    """Merge sequence-ordered message sources of one stream into one sequence-ordered source."""
+    heads: dict[int, Msg] = {}
+    try:
+        for index, source in enumerate(sources):
+            first = await anext(source, None)
+            if first is not None:
+                heads[index] = first
+        while heads:
+            index = min(heads, key=lambda i: heads[i].metadata.sequence.stream)
+            yield heads[index]
+            following = await anext(sources[index], None)
+            if following is None:
+                del heads[index]
+            else:
+                heads[index] = following
+    finally:
+        for source in sources:
+            await source.aclose()  # type: ignore[attr-defined]
+
+
+async def truncated_streams(event_log: JetStreamLog, cursors: Mapping[str, int]) -> list[str]:
+    """Streams whose oldest kept message is newer than the cursor: something missed is gone (telemetry ages out)."""
+    gone = []
+    for stream, cursor in cursors.items():
+        info = await event_log.js.stream_info(stream_name(event_log, stream))
+        if 0 < cursor < int(info.state.first_seq) - 1:
+            gone.append(stream)
+    return gone
+
+
+async def replay(event_log: JetStreamLog, subscriber: Subscriber, cursors: Mapping[str, int],
+                 targets: Mapping[str, int]) -> int:
+    """Queue every message of the subscriber's topics with cursor < seq <= target, per stream; returns the count."""
+    count = 0
+    for stream in STREAMS:
+        if stream not in cursors:
+            continue
+        subjects = sorted({s for topic in subscriber.topics
+                           for s in topic_subjects(event_log.topology, topic)[stream]})
+        sources = [read_range(event_log, stream_name(event_log, stream), subject, cursors[stream] + 1,
+                              targets[stream]) for subject in subjects]
+        async for msg in merge_by_seq(sources):
+            message = render(event_log, stream, msg)
+            if message is not None and subscriber.topics.intersection(message.topics):
+                before = subscriber.sent[stream]
+                await subscriber.push_waiting(message)
+                count += subscriber.sent[stream] > before
+            if subscriber.closing.is_set():
+                return count
+    return count

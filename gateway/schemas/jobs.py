@@ -1,0 +1,134 @@
+"""Bodies of /api/v1/jobs: submitting, listing, one job, its timeline, progress and checkpoints."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+import msgspec
+
+from contracts.events import Label
+from gateway.schemas.common import Body, Episodes, Id, Iterations, Params, Reply, Seq, Workload
+
+JobKind = Literal["train", "eval"]
+JobStatus = Literal["queued", "assigned", "running", "stopping", "completed", "failed", "stopped", "timed_out"]
+
+
+class SubmitJobBody(Body, kw_only=True):
+    """A training or evaluation run to queue; the same `idempotency_key` always gives the same job."""
+
+    kind: JobKind = "train"
+    workload: Workload
+    params: Params = {}
+    max_iterations: Iterations | None = None
+    episodes: Episodes | None = None
+    checkpoint_of: Id | None = None
+    priority: Annotated[int, msgspec.Meta(ge=-1_000_000, le=1_000_000)] = 0
+    gpus: Annotated[int, msgspec.Meta(ge=0, le=64)] = 0
+    labels: Annotated[list[Label], msgspec.Meta(max_length=32)] = []
+    idempotency_key: Annotated[str, msgspec.Meta(min_length=1, max_length=200)] | None = None
+    timeout_s: Annotated[float, msgspec.Meta(gt=0, le=366 * 86400)] | None = None
+    max_retries: Annotated[int, msgspec.Meta(ge=0, le=100)] = 0
+
+
+class JobView(Reply, kw_only=True):
+    """One job as the read model (or, while the projector catches up, the log) knows it."""
+
+    id: str
+    kind: JobKind
+    workload: str
+    status: JobStatus
+    attempt: int
+    worker_id: str | None
+    priority: int
+    params: dict[str, Any]
+    max_iterations: int | None
+    episodes: int | None
+    checkpoint_of: str | None
+    gpus: int
+    labels: list[str]
+    idempotency_key: str | None
+    timeout_s: float | None
+    max_retries: int
+    submitted_at: datetime
+    assigned_at: datetime | None
+    started_at: datetime | None
+    finished_at: datetime | None
+    stop_requested: bool
+    resumed_from: int | None
+    last_checkpoint: str | None
+    last_checkpoint_iteration: int | None
+    checkpoints: int
+    requeues: int
+    error: str | None
+    result: dict[str, Any] | None
+    updated_seq: int
+
+
+class JobPage(Reply, kw_only=True):
+    """A page of jobs, newest first; pass `next_cursor` as `cursor` for the next page."""
+
+    items: list[JobView]
+    next_cursor: str | None = None
+
+
+class TimelineEntry(Reply, kw_only=True):
+    """One event of a job, with its place in the log."""
+
+    seq: int
+    time: datetime | None
+    type: str
+    event: dict[str, Any]
+
+
+class JobTimeline(Reply, kw_only=True):
+    """Every event of one job, oldest first."""
+
+    job_id: str
+    events: list[TimelineEntry]
+
+
+class ProgressSample(Reply, kw_only=True):
+    """One progress report of a job attempt (`seq` is its telemetry sequence)."""
+
+    seq: int
+    attempt: int
+    worker_id: str
+    iteration: int
+    total: int | None
+    loss: float | None
+    metrics: dict[str, float]
+    at: datetime
+
+
+class ProgressHistory(Reply, kw_only=True):
+    """Progress samples oldest first; ask again with `since=next_since` for newer ones."""
+
+    job_id: str
+    samples: list[ProgressSample]
+    next_since: Seq
+
+
+class CheckpointView(Reply, kw_only=True):
+    """A stored checkpoint of a job (in the object store under `name`)."""
+
+    seq: int
+    attempt: int
+    iteration: int
+    name: str
+    sha256: str
+    size: int
+    checkpointed_at: datetime
+
+
+class JobCheckpoints(Reply, kw_only=True):
+    """A job's checkpoints, oldest first."""
+
+    job_id: str
+    checkpoints: list[CheckpointView]
+
+
+class StopResult(Reply, kw_only=True):
+    """The jobs asked to stop."""
+
+    job_ids: list[str]

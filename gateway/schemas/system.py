@@ -1,0 +1,126 @@
+"""Bodies of health, the admin event feed and token management."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+import msgspec
+
+from gateway.schemas.common import Body, Reply
+
+Role = Literal["admin", "operator", "viewer"]
+
+
+class NatsHealth(Reply, kw_only=True):
+    """The gateway's NATS connection."""
+
+    connected: bool
+    url: str | None
+
+
+class StreamHealth(Reply, kw_only=True):
+    """One JetStream stream."""
+
+    name: str
+    ok: bool
+    messages: int
+    last_seq: int
+    error: str | None = None
+
+
+class ServiceHealth(Reply, kw_only=True):
+    """A service's answers to `$SRV.PING` (one per running instance)."""
+
+    name: str
+    required: bool
+    up: bool
+    instances: int
+    versions: list[str]
+
+
+class ProjectionHealth(Reply, kw_only=True):
+    """How far a read model is behind the event log."""
+
+    name: str
+    checkpoint: int
+    lag: int
+    updated_at: str | None
+
+
+class StoreHealth(Reply, kw_only=True):
+    """The read-model database."""
+
+    ok: bool
+    dialect: str
+    error: str | None = None
+
+
+class Health(Reply, kw_only=True):
+    """Overall status (503 unless NATS, streams, store and required services are fine) and each part."""
+
+    status: Literal["ok", "degraded", "down"]
+    nats: NatsHealth
+    streams: list[StreamHealth]
+    services: list[ServiceHealth]
+    projections: list[ProjectionHealth]
+    store: StoreHealth
+    checked_at: datetime
+
+
+class EventRecord(Reply, kw_only=True):
+    """One event of the log."""
+
+    seq: int
+    time: datetime | None
+    subject: str
+    type: str
+    aggregate: str
+    aggregate_id: str
+    event_id: str
+    correlation_id: str | None
+    event: dict[str, Any]
+
+
+class EventPage(Reply, kw_only=True):
+    """Events after `since`, oldest first; ask again with `since=next_since`."""
+
+    events: list[EventRecord]
+    next_since: int
+    last_seq: int
+
+
+class TokenCreate(Body, kw_only=True):
+    """A token to issue; the secret is in the reply and nowhere else."""
+
+    role: Role
+    name: Annotated[str, msgspec.Meta(max_length=200)] = ""
+    expires_in_s: Annotated[float, msgspec.Meta(gt=0, le=10 * 366 * 86400)] | None = None
+
+
+class TokenCreated(Reply, kw_only=True):
+    """A new token: `token` is shown this once."""
+
+    token_id: str
+    token: str
+    role: Role
+    name: str
+    expires_at: datetime | None
+
+
+class TokenView(Reply, kw_only=True):
+    """A token without its secret."""
+
+    token_id: str
+    role: Role
+    name: str
+    issued_at: datetime
+    expires_at: datetime | None
+    revoked_at: datetime | None
+    active: bool
+
+
+class TokenList(Reply, kw_only=True):
+    """Every token ever issued."""
+
+    items: list[TokenView]

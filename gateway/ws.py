@@ -1,0 +1,194 @@
+"""/ws: authenticate, subscribe to topics, resume from cursors, live messages, pings, slow clients closed."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from typing import Annotated, Any, Literal
+
+import msgspec
+from litestar import WebSocket, websocket
+from litestar.exceptions import HTTPException, WebSocketDisconnect
+
+from contracts.base import utcnow
+from gateway.auth import PUBLIC, bearer, client_address
+from gateway.hub import Subscriber
+from gateway.live import STREAMS, control, topic_role, valid_topic
+from gateway.replay import replay, truncated_streams
+from gateway.tokens import TokenRecord, role_allows
+
+BAD_MESSAGE, UNAUTHORIZED, FORBIDDEN, AUTH_TIMEOUT, TOO_MANY = 4400, 4401, 4403, 4408, 4429
+MAX_TOPICS = 200
+Cursor = Annotated[int, msgspec.Meta(ge=0, le=2**53)]
+
+
+class Auth(msgspec.Struct, tag="auth", forbid_unknown_fields=True):
+    """First message of a browser (which cannot set headers): the token."""
+
+    token: Annotated[str, msgspec.Meta(max_length=512)]
+
+
+class Subscribe(msgspec.Struct, tag="subscribe", forbid_unknown_fields=True):
+    """Add topics; `resume` (first subscribe only) replays what was missed after these cursors."""
+
+    topics: Annotated[list[str], msgspec.Meta(min_length=1, max_length=MAX_TOPICS)]
+    resume: dict[Literal["events", "telemetry"], Cursor] | None = None
+
+
+class Unsubscribe(msgspec.Struct, tag="unsubscribe", forbid_unknown_fields=True):
+    """Drop topics."""
+
+    topics: Annotated[list[str], msgspec.Meta(min_length=1, max_length=MAX_TOPICS)]
+
+
+class Ping(msgspec.Struct, tag="ping"):
+    """The client checks the server is there; answered with `pong`."""
+
+
+class Pong(msgspec.Struct, tag="pong"):
+    """Answer to the server's ping (optional)."""
+
+
+ClientMessage = Auth | Subscribe | Unsubscribe | Ping | Pong
+_decoder = msgspec.json.Decoder(ClientMessage)
+
+
+class Session:
+    """One authenticated socket: reader, writer and pinger around a hub subscriber."""
+
+    def __init__(self, gateway: Any, socket: WebSocket, record: TokenRecord) -> None:
+        self.gw = gateway
+        self.socket = socket
+        self.record = record
+        self.sub = Subscriber(gateway.settings.gateway.ws_queue_size, record.token_id)
+
+    async def run(self) -> None:
+        """Serve until the client leaves, misbehaves, is too slow, or the token stops working."""
+        hub, settings = self.gw.hub, self.gw.settings.gateway
+        hub.join(self.sub)
+        self.sub.say(control("welcome", role=self.record.role, token_id=self.record.token_id,
+                             positions=dict(hub.positions), ping_s=settings.ws_ping_s,
+                             queue_size=settings.ws_queue_size))
+        tasks = [asyncio.create_task(self._read()), asyncio.create_task(self._write()),
+                 asyncio.create_task(self._ping()), asyncio.create_task(self.sub.closing.wait())]
+        try:
+            await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            hub.leave(self.sub)
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+        if self.sub.closing.is_set():
+            await close(self.socket, self.sub.close_code, self.sub.close_reason)
+
+    async def _read(self) -> None:
+        while True:
+            try:
+                text = await self.socket.receive_text()
+            except WebSocketDisconnect:
+                return
+            try:
+                message = _decoder.decode(text)
+            except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+                self.sub.say(control("error", code=400, detail=f"bad message: {exc}"))
+                continue
+            await self._handle(message)
+
+    async def _handle(self, message: ClientMessage) -> None:
+        if isinstance(message, Subscribe):
+            await self._subscribe(message)
+        elif isinstance(message, Unsubscribe):
+            self.gw.hub.unsubscribe(self.sub, message.topics)
+            self.sub.say(control("unsubscribed", topics=message.topics))
+        elif isinstance(message, Ping):
+            self.sub.say(control("pong", time=utcnow()))
+        elif isinstance(message, Auth):
+            self.sub.say(control("error", code=400, detail="already authenticated"))
+
+    async def _subscribe(self, message: Subscribe) -> None:
+        bad = [t for t in message.topics if not valid_topic(t)]
+        if bad:
+            self.sub.say(control("error", code=400, detail=f"unknown topics: {', '.join(bad[:5])}; "
+                                 "use job:<id>, jobs, workers, progress or events"))
+            return
+        for topic in message.topics:
+            if not role_allows(self.record.role, topic_role(topic)):
+                self.sub.close(FORBIDDEN, f"topic {topic} needs the {topic_role(topic)} role")
+                return
+        if message.resume is not None and self.sub.topics:
+            self.sub.say(control("error", code=400, detail="resume only in the first subscribe of a connection"))
+            return
+        if len(self.sub.topics | set(message.topics)) > MAX_TOPICS:
+            self.sub.say(control("error", code=400, detail=f"at most {MAX_TOPICS} topics per connection"))
+            return
+        await self._start(message.topics, dict(message.resume or {}))
+
+    async def _start(self, topics: list[str], cursors: dict[str, int]) -> None:
+        hub, sub = self.gw.hub, self.sub
+        # From here on live messages are held back; the replay covers everything up to `targets`.
+        sub.held = [] if cursors else None
+        targets = dict(hub.positions)
+        hub.subscribe(sub, topics)
+        for stream, cursor in cursors.items():
+            sub.sent[stream] = max(sub.sent[stream], cursor)
+        replayed, gone = 0, []
+        if cursors:
+            gone = await truncated_streams(self.gw.log, cursors)
+            replayed = await replay(self.gw.log, sub, cursors, targets)
+            sub.release_held()
+        sub.say(control("subscribed", topics=sorted(sub.topics), replayed=replayed, truncated=gone,
+                        positions={s: max(hub.positions[s], sub.sent[s]) for s in STREAMS}))
+
+    async def _write(self) -> None:
+        queue, send = self.sub.queue, self.socket.send
+        while True:
+            # The ASGI event directly: this runs once per message per client, the fan-out's hot path.
+            await send({"type": "websocket.send", "text": await queue.get(), "bytes": None})
+
+    async def _ping(self) -> None:
+        period = self.gw.settings.gateway.ws_ping_s
+        while True:
+            await asyncio.sleep(period)
+            if not self.record.active(utcnow()):
+                self.sub.close(UNAUTHORIZED, "the token expired or was revoked")
+                return
+            self.sub.say(control("ping", time=utcnow()))
+
+
+async def close(socket: WebSocket, code: int, reason: str) -> None:
+    """Close the socket; a client that stopped reading cannot hold the gateway up."""
+    with contextlib.suppress(Exception):
+        await asyncio.wait_for(socket.close(code=code, reason=reason[:120]), 2.0)
+
+
+async def authenticate(gateway: Any, socket: WebSocket) -> TokenRecord | None:
+    """The token from the Authorization header, or from the first message; closes the socket on failure."""
+    token = bearer(socket.headers.get("authorization"))
+    if token is None:
+        try:
+            text = await asyncio.wait_for(socket.receive_text(), gateway.settings.gateway.ws_auth_timeout_s)
+        except TimeoutError:
+            await close(socket, AUTH_TIMEOUT, "send {\"type\": \"auth\", \"token\": …} first")
+            return None
+        except WebSocketDisconnect:
+            return None
+        try:
+            token = msgspec.json.decode(text, type=Auth).token
+        except (msgspec.DecodeError, msgspec.ValidationError):
+            await close(socket, UNAUTHORIZED, "the first message must be {\"type\": \"auth\", \"token\": …}")
+            return None
+    try:
+        return gateway.auth.check(token, client_address(socket), "viewer")
+    except HTTPException as exc:
+        await close(socket, 4000 + exc.status_code, str(exc.detail))
+        return None
+
+
+@websocket("/ws", opt=PUBLIC)
+async def live_socket(socket: WebSocket) -> None:
+    """Live events and telemetry by topic; see docs/websocket.md."""
+    gateway = socket.app.state.gateway
+    await socket.accept()
+    record = await authenticate(gateway, socket)
+    if record is not None:
+        await Session(gateway, socket, record).run()

@@ -1,0 +1,152 @@
+"""Contract tests of /api/v1/training and /api/v1/testing: the user's earlier API, field for field."""
+
+from __future__ import annotations
+
+import pytest
+import pytest_asyncio
+
+from contracts.base import new_id
+from tests.integration.gateway_support import (
+    assert_error,
+    gateway_stack,
+    publish_episodes,
+    publish_progress,
+    run_job,
+)
+
+STATUS_FIELDS = {"training_id", "status", "progress", "latest_metrics", "started_at"}
+PROGRESS_FIELDS = {"current_iteration", "max_iterations", "progress_percent", "elapsed_seconds",
+                   "estimated_remaining_seconds"}
+LOG_FIELDS = {"training_id", "max_iterations", "final_iteration", "started_at", "completed_at", "duration_seconds",
+              "iterations", "max_loss", "min_loss", "mean_loss", "final_loss"}
+
+
+@pytest_asyncio.fixture
+async def stack(nats_server, nc, topology, tmp_path):
+    """A gateway with a projector and a stand-in scheduler."""
+    async with gateway_stack(nats_server.url, nc, topology, tmp_path) as running:
+        yield running
+
+
+async def test_training_start_status_stop(stack) -> None:
+    async with stack.client("operator") as client:
+        started = await client.post("/api/v1/training/start", json={"max_iterations": 100, "params": {"lr": 0.01}})
+        assert started.status_code == 202
+        body = started.json()
+        assert {"training_id", "status", "max_iterations", "started_at"} <= body.keys()
+        assert body["status"] == "pending" and body["max_iterations"] == 100 and body["workload"] == "2048"
+        status = (await client.get(f"/api/v1/training/{body['training_id']}/status")).json()
+        assert STATUS_FIELDS <= status.keys() and PROGRESS_FIELDS <= status["progress"].keys()
+        assert status["latest_metrics"] is None and status["progress"]["current_iteration"] == 0
+        stopped = (await client.post("/api/v1/training/stop", json={"training_id": body["training_id"]})).json()
+        assert stopped["stopped_count"] == 1 and stopped["training_ids"] == [body["training_id"]]
+        assert stopped["message"]
+
+
+async def test_training_stop_without_id_stops_every_training_run_only(stack) -> None:
+    async with stack.client("operator") as client:
+        trains = [(await client.post("/api/v1/training/start", json={"max_iterations": 5})).json()["training_id"]
+                  for _ in range(2)]
+        test = (await client.post("/api/v1/testing/start", json={"checkpoint": trains[0], "episodes": 3})).json()
+        stopped = (await client.post("/api/v1/training/stop")).json()
+        assert sorted(stopped["training_ids"]) == sorted(trains) and stopped["stopped_count"] == 2
+        assert (await client.get(f"/api/v1/testing/{test['test_id']}/status")).json()["status"] == "pending"
+        assert (await client.post("/api/v1/testing/stop", json={})).json()["test_ids"] == [test["test_id"]]
+
+
+async def test_training_status_and_logs_from_telemetry(stack) -> None:
+    job = new_id()
+    await run_job(stack.log, job, finish=False)
+    await publish_progress(stack.nc, stack.topology, job, range(1, 5))
+    await publish_progress(stack.nc, stack.topology, job, range(3, 5))  # a resumed attempt repeats iterations
+    await stack.projected()
+    async with stack.client("viewer") as client:
+        status = (await client.get(f"/api/v1/training/{job}/status")).json()
+        assert status["status"] == "running"
+        assert status["progress"]["current_iteration"] == 4 and status["progress"]["progress_percent"] == 40.0
+        assert status["progress"]["estimated_remaining_seconds"] is not None
+        assert status["latest_metrics"]["iteration"] == 4 and status["latest_metrics"]["loss"] == 0.25
+        logs = (await client.get(f"/api/v1/training/{job}/logs")).json()
+    assert LOG_FIELDS <= logs.keys()
+    assert [i["iteration"] for i in logs["iterations"]] == [1, 2, 3, 4]
+    assert logs["max_loss"] == 1.0 and logs["min_loss"] == 0.25 and logs["final_loss"] == 0.25
+    assert logs["final_iteration"] == 4 and logs["completed_at"] is None
+
+
+@pytest.mark.parametrize(("body", "word"), [({}, "max_iterations"), ({"max_iterations": 0}, "max_iterations"),
+                                            ({"max_iterations": "ten"}, "max_iterations"),
+                                            ({"max_iterations": 10**12}, "max_iterations"),
+                                            ({"max_iterations": 5, "workload": "no spaces"}, "workload"),
+                                            ({"max_iterations": 5, "params": []}, "params")])
+async def test_training_start_rejects_bad_input(stack, body, word) -> None:
+    async with stack.client("operator") as client:
+        assert_error(await client.post("/api/v1/training/start", json=body), 400, word)
+
+
+async def test_unknown_or_wrong_kind_runs_are_404(stack) -> None:
+    train, test = new_id(), new_id()
+    await run_job(stack.log, train)
+    await run_job(stack.log, test, kind="eval", checkpoint_of=train)
+    await stack.projected()
+    async with stack.client("operator") as client:
+        for path in (f"/api/v1/training/{test}/status", f"/api/v1/training/{test}/logs",
+                     f"/api/v1/testing/{train}/status", f"/api/v1/testing/{train}/results",
+                     "/api/v1/training/01NOSUCH/status", "/api/v1/testing/01NOSUCH/results",
+                     f"/api/v1/testing/{train}/logs?episode_num=1"):
+            assert_error(await client.get(path), 404)
+        assert_error(await client.post("/api/v1/training/stop", json={"training_id": test}), 404)
+        assert_error(await client.post("/api/v1/testing/start", json={"checkpoint": test, "episodes": 2}), 404)
+        assert_error(await client.post("/api/v1/testing/start", json={"checkpoint": "01NOSUCH", "episodes": 2}), 404)
+        assert_error(await client.post("/api/v1/training/stop", json={"training_id": "bad id"}), 400)
+
+
+async def test_testing_start_status_results_and_logs(stack) -> None:
+    train = new_id()
+    await run_job(stack.log, train)
+    await stack.projected()
+    async with stack.client("operator") as client:
+        started = await client.post("/api/v1/testing/start", json={"checkpoint": train, "episodes": 3})
+        assert started.status_code == 202
+        test = started.json()
+        assert {"test_id", "status", "checkpoint", "episodes", "started_at"} <= test.keys()
+        assert test["checkpoint"] == train and test["workload"] == "2048-eval" and test["status"] == "pending"
+        await publish_episodes(stack.nc, stack.topology, test["test_id"], [10.0, 30.0])
+        status = (await client.get(f"/api/v1/testing/{test['test_id']}/status")).json()
+        assert {"current_episode", "total_episodes", "progress_percent", "elapsed_seconds",
+                "estimated_remaining_seconds"} <= status["progress"].keys()
+        assert status["progress"]["current_episode"] == 2 and status["progress"]["total_episodes"] == 3
+        assert status["latest_episode"]["episode"] == 2 and status["latest_episode"]["score"] == 30.0
+        results = (await client.get(f"/api/v1/testing/{test['test_id']}/results")).json()
+        assert [e["score"] for e in results["episodes"]] == [10.0, 30.0]
+        score = results["aggregate_metrics"]["score"]
+        assert score == {"min": 10.0, "max": 30.0, "mean": 20.0, "median": 20.0, "std": 10.0}
+        assert results["aggregate_metrics"]["max_tile"]["max"] == 512.0
+        log = (await client.get(f"/api/v1/testing/{test['test_id']}/logs", params={"episode_num": 2})).json()
+        assert log["episode"] == 2 and log["log"][0]["action"] == "up"
+        assert_error(await client.get(f"/api/v1/testing/{test['test_id']}/logs", params={"episode_num": 9}), 404)
+        assert_error(await client.get(f"/api/v1/testing/{test['test_id']}/logs"), 400, "episode_num")
+        assert_error(await client.get(f"/api/v1/testing/{test['test_id']}/logs",
+                                      params={"episode_num": "x"}), 400)
+
+
+async def test_results_of_a_finished_run_come_from_its_result_when_telemetry_is_gone(stack) -> None:
+    train, test = new_id(), new_id()
+    result = {"episodes": 2, "score": {"min": 1.0, "max": 3.0, "mean": 2.0, "median": 2.0, "std": 1.0}}
+    await run_job(stack.log, train)
+    await run_job(stack.log, test, kind="eval", checkpoint_of=train, result=result)
+    await stack.projected()
+    async with stack.client("viewer") as client:
+        results = (await client.get(f"/api/v1/testing/{test}/results")).json()
+        status = (await client.get(f"/api/v1/testing/{test}/status")).json()
+    assert results["status"] == "completed" and results["episodes"] == []
+    assert results["aggregate_metrics"]["score"]["max"] == 3.0 and results["result"] == result
+    assert status["progress"]["progress_percent"] == 100.0
+
+
+@pytest.mark.parametrize(("body", "word"), [({"episodes": 3}, "checkpoint"), ({"checkpoint": "x"}, "episodes"),
+                                            ({"checkpoint": "x", "episodes": 0}, "episodes"),
+                                            ({"checkpoint": "x", "episodes": 10**9}, "episodes"),
+                                            ({"checkpoint": "a b", "episodes": 2}, "checkpoint")])
+async def test_testing_start_rejects_bad_input(stack, body, word) -> None:
+    async with stack.client("operator") as client:
+        assert_error(await client.post("/api/v1/testing/start", json=body), 400, word)
