@@ -5,6 +5,10 @@ from __future__ import annotations
 from typing import Any, Protocol
 
 
+class CheckpointError(RuntimeError):
+    """`save_checkpoint` could not store the checkpoint durably (the object store stayed unreachable)."""
+
+
 class JobContext(Protocol):
     """Handed to a workload's ``run(ctx)``; the workload reports through it and checkpoints through it."""
 
@@ -25,7 +29,10 @@ class JobContext(Protocol):
         """Publish one finished evaluation episode: its figures and, optionally, its move-by-move log."""
 
     def save_checkpoint(self, obj: Any, iteration: int) -> None:
-        """Store a checkpoint (any torch-serialisable object) durably, so the job can resume anywhere."""
+        """Store a checkpoint (any torch-serialisable object) durably, so the job can resume anywhere.
+
+        Returns once it is stored and the scheduler knows of it; raises CheckpointError if it cannot be.
+        """
 
     def load_checkpoint(self) -> Any | None:
         """The newest good checkpoint: this job's own, or for an evaluation the source job's; None if none."""

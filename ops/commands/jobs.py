@@ -1,0 +1,307 @@
+"""`stoker submit|jobs|job|logs|stop`: jobs from the command line (and `stoker worker|workers`)."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from datetime import datetime
+from typing import Any
+
+import click
+import msgspec
+
+from contracts.base import is_valid_id
+from contracts.codec import decode_message
+from contracts.commands import JobAccepted, JobsStopping, StopJob, SubmitJob
+from contracts.events import JobCompleted, JobFailed, JobStopped, JobTimedOut
+from contracts.telemetry import JobProgress
+from eventstore.log import StoredEvent
+from eventstore.micro import call
+from eventstore.stores import open_store
+from eventstore.telemetry import sample_history
+from ops.cli import Cli, pass_cli, run_async
+from ops.commands.events import event_line, event_record
+from ops.output import emit_json, is_terminal, progress_bar, table
+
+JOB_COLUMNS = ("id", "kind", "workload", "status", "attempt", "worker_id", "submitted_at")
+
+
+def parse_value(text: str) -> Any:
+    """A --param value: JSON when it parses (numbers, true/false, lists), else the text itself."""
+    try:
+        return msgspec.json.decode(text)
+    except msgspec.DecodeError:
+        return text
+
+
+def parse_params(items: tuple[str, ...]) -> dict[str, Any]:
+    """`k=v` pairs as a dict; ValueError names the first bad one."""
+    params: dict[str, Any] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ValueError(f"--param {item!r} is not key=value")
+        params[key.strip()] = parse_value(value)
+    return params
+
+
+def check_job_id(job_id: str) -> str:
+    """A job id as given, or ValueError."""
+    if not is_valid_id(job_id):
+        raise ValueError(f"{job_id!r} is not a job id")
+    return job_id
+
+
+def eval_workload(workload: str) -> str:
+    """`stoker submit eval X` runs `X-eval` when this installation has such a workload."""
+    from services.trainer.workloads_registry import Registry, eval_name
+
+    return eval_name(workload, Registry().names())
+
+
+def as_json(cli: Cli, flag: bool) -> bool:
+    """The global --json or the command's own."""
+    return flag or cli.as_json
+
+
+async def _submit(cli: Cli, command: SubmitJob, json_out: bool) -> None:
+    async with cli.connection() as (nc, _log):
+        reply = await call(nc, cli.topology, command, JobAccepted)
+    if json_out:
+        emit_json({"job_id": reply.job_id, "created": reply.created})
+    else:
+        verb = "submitted" if reply.created else "already submitted (same idempotency key)"
+        click.echo(f"{verb}: job {reply.job_id}  ({command.kind} {command.workload})")
+        click.echo(f"follow it: stoker logs {reply.job_id} --follow")
+
+
+@click.group("submit")
+def submit_group() -> None:
+    """Queue a training or evaluation job."""
+
+
+def _common_options(fn):
+    for option in reversed([
+        click.option("--param", "params", multiple=True, metavar="K=V", help="Workload parameter (repeatable)."),
+        click.option("--gpus", default=0, show_default=True, type=click.IntRange(0, 64), help="GPUs it needs."),
+        click.option("--priority", default=0, show_default=True, help="Higher runs first."),
+        click.option("--label", "labels", multiple=True, help="Run only on workers with this label (repeatable)."),
+        click.option("--idempotency-key", help="Submitting the same key again returns the same job."),
+        click.option("--timeout", "timeout_s", type=click.FloatRange(min=0, min_open=True), help="Seconds."),
+        click.option("--retries", default=0, show_default=True, type=click.IntRange(0, 100),
+                     help="Retries after a failure."),
+        click.option("--json", "json_flag", is_flag=True, help="Machine-readable output."),
+    ]):
+        fn = option(fn)
+    return fn
+
+
+@submit_group.command("train")
+@click.argument("workload")
+@click.option("--iterations", type=click.IntRange(min=1), help="Training iterations (max_iterations).")
+@_common_options
+@pass_cli
+@run_async
+async def submit_train(cli: Cli, workload: str, iterations: int | None, params: tuple[str, ...], json_flag: bool,
+                       **options: Any) -> None:
+    """Train WORKLOAD (a registered name or module:function)."""
+    command = SubmitJob(kind="train", workload=workload, params=parse_params(params), max_iterations=iterations,
+                        **_submit_fields(options))
+    await _submit(cli, command, as_json(cli, json_flag))
+
+
+@submit_group.command("eval")
+@click.argument("workload")
+@click.option("--checkpoint", "checkpoint_of", required=True, help="The training job whose checkpoint to use.")
+@click.option("--episodes", type=click.IntRange(min=1), required=True, help="Episodes to play.")
+@_common_options
+@pass_cli
+@run_async
+async def submit_eval(cli: Cli, workload: str, checkpoint_of: str, episodes: int, params: tuple[str, ...],
+                      json_flag: bool, **options: Any) -> None:
+    """Evaluate the newest checkpoint of a training job (`2048` means the `2048-eval` workload)."""
+    command = SubmitJob(kind="eval", workload=eval_workload(workload), params=parse_params(params),
+                        episodes=episodes, checkpoint_of=check_job_id(checkpoint_of), **_submit_fields(options))
+    await _submit(cli, command, as_json(cli, json_flag))
+
+
+def _submit_fields(options: dict[str, Any]) -> dict[str, Any]:
+    return {"gpus": options["gpus"], "priority": options["priority"], "labels": tuple(options["labels"]),
+            "idempotency_key": options["idempotency_key"], "timeout_s": options["timeout_s"],
+            "max_retries": options["retries"]}
+
+
+async def _read_model(cli: Cli, sql: str, *params: Any) -> list[dict[str, Any]] | None:
+    """Rows from the read models, or None when they do not exist yet."""
+    store = await open_store(cli.settings.database_url, cli.settings.sqlite_path, readonly=True)
+    try:
+        table = sql.split("{", 1)[1].split("}", 1)[0]
+        if not await store.table_exists(table):
+            return None
+        return await store.fetchall(sql, *params)
+    finally:
+        await store.close()
+
+
+@click.command("jobs")
+@click.option("--status", help="Only jobs in this status (queued, running, completed, failed, …).")
+@click.option("-n", "--limit", default=50, show_default=True, type=click.IntRange(min=1))
+@click.option("--json", "json_flag", is_flag=True, help="Machine-readable output.")
+@pass_cli
+@run_async
+async def jobs(cli: Cli, status: str | None, limit: int, json_flag: bool) -> None:
+    """The newest jobs and their status, from the jobs read model."""
+    where, params = ("WHERE status = ?", [status]) if status else ("", [])
+    rows = await _read_model(cli, f"SELECT * FROM {{jobs}} {where} ORDER BY submitted_at DESC LIMIT ?",
+                             *params, limit)
+    if as_json(cli, json_flag):
+        emit_json(rows or [])
+    elif rows is None:
+        click.echo("no jobs yet (no read model: is `stoker up` running?)")
+    else:
+        click.echo(table([[r[c] for c in JOB_COLUMNS] for r in rows], JOB_COLUMNS))
+
+
+@click.command("job")
+@click.argument("job_id")
+@click.option("--json", "json_flag", is_flag=True, help="Machine-readable output.")
+@pass_cli
+@run_async
+async def job(cli: Cli, job_id: str, json_flag: bool) -> None:
+    """A job's timeline: every event in its log, oldest first."""
+    check_job_id(job_id)
+    async with cli.connection() as (_nc, log):
+        events, _version = await log.load("job", job_id)
+    if not events:
+        raise ValueError(f"no job {job_id}")
+    for stored in events:
+        emit_json(event_record(stored)) if as_json(cli, json_flag) else click.echo(event_line(stored))
+
+
+def is_final(stored: StoredEvent) -> bool:
+    """Whether an event ends its job for good."""
+    event = stored.event
+    if isinstance(event, JobFailed):
+        return not event.will_retry
+    return isinstance(event, JobCompleted | JobStopped | JobTimedOut)
+
+
+def progress_line(sample: JobProgress, first: tuple[float, datetime] | None) -> str:
+    """`[####....]  40.0%  1200/3000  loss 0.31  score 812  ETA 3m12s`."""
+    parts = [progress_bar(sample.iteration, sample.total), f"{sample.iteration}/{sample.total or '?'}"]
+    if sample.loss is not None:
+        parts.append(f"loss {sample.loss:.4g}")
+    if "score" in sample.metrics:
+        parts.append(f"score {sample.metrics['score']:.4g}")
+    eta = estimate_eta(sample, first)
+    if eta is not None:
+        parts.append(f"ETA {int(eta // 60)}m{int(eta % 60):02d}s")
+    return "  ".join(parts)
+
+
+def estimate_eta(sample: JobProgress, first: tuple[float, datetime] | None) -> float | None:
+    """Seconds left at the attempt's average rate so far; None when it cannot be told."""
+    if first is None or not sample.total:
+        return None
+    elapsed = (sample.at - first[1]).total_seconds()
+    done = sample.iteration - first[0]
+    return (sample.total - sample.iteration) * elapsed / done if done > 0 and elapsed > 0 else None
+
+
+@click.command("logs")
+@click.argument("job_id")
+@click.option("-f", "--follow", is_flag=True, help="Keep showing progress until the job ends.")
+@click.option("--json", "json_flag", is_flag=True, help="JSON lines.")
+@pass_cli
+@run_async
+async def logs(cli: Cli, job_id: str, follow: bool, json_flag: bool) -> None:
+    """A job's progress: its history, then (with --follow) live until it ends."""
+    printer = ProgressPrinter(as_json(cli, json_flag))
+    check_job_id(job_id)
+    async with cli.connection() as (nc, log):
+        events, version = await log.load("job", job_id)
+        if not events:
+            raise ValueError(f"no job {job_id}")
+        live = await nc.subscribe(cli.topology.telemetry("progress", job_id))
+        for _seq, sample in await sample_history(nc, cli.topology, "progress", job_id, JobProgress):
+            printer.show(sample, live=False)
+        final = next((e for e in reversed(events) if is_final(e)), None)
+        if follow and final is None:
+            relay = asyncio.create_task(_relay(live, printer))
+            try:
+                async for stored in log.subscribe(version + 1, filter_subject=cli.topology.events("job", job_id)):
+                    if is_final(stored):
+                        final = stored
+                        break
+            finally:
+                relay.cancel()
+        printer.end(final or events[-1])
+
+
+async def _relay(sub: Any, printer: ProgressPrinter) -> None:
+    async for msg in sub.messages:
+        try:
+            printer.show(decode_message(JobProgress, msg.data))
+        except (msgspec.DecodeError, msgspec.ValidationError):
+            continue
+
+
+class ProgressPrinter:
+    """Progress as JSON lines, plain lines, or (live, on a terminal) one bar redrawn in place."""
+
+    def __init__(self, json_out: bool) -> None:
+        self.json_out, self.tty = json_out, is_terminal() and not json_out
+        self.first: tuple[float, datetime] | None = None
+        self.attempt = 0
+        self.latest: datetime | None = None
+
+    def show(self, sample: JobProgress, live: bool = True) -> None:
+        """Print one sample (older than one already shown: skipped)."""
+        if self.latest is not None and sample.at <= self.latest:
+            return
+        self.latest = sample.at
+        if sample.attempt != self.attempt:
+            self.attempt, self.first = sample.attempt, (sample.iteration, sample.at)
+        if self.json_out:
+            emit_json(sample)
+        elif self.tty and live:
+            sys.stdout.write("\r" + progress_line(sample, self.first) + "\x1b[K")
+            sys.stdout.flush()
+        else:
+            click.echo(f"{sample.at:%H:%M:%S}  attempt {sample.attempt}  {progress_line(sample, self.first)}")
+
+    def end(self, last: StoredEvent) -> None:
+        """Say where the job stands: its final (or latest) event."""
+        if self.json_out:
+            emit_json(event_record(last))
+        else:
+            click.echo(("\n" if self.tty else "") + event_line(last))
+
+
+@click.command("stop")
+@click.argument("job_id", required=False)
+@click.option("--all", "everything", is_flag=True, help="Stop every unfinished job.")
+@click.option("--kind", type=click.Choice(["train", "eval"]), help="With --all: only jobs of this kind.")
+@click.option("--json", "json_flag", is_flag=True, help="Machine-readable output.")
+@pass_cli
+@run_async
+async def stop(cli: Cli, job_id: str | None, everything: bool, kind: str | None, json_flag: bool) -> None:
+    """Stop a job (it checkpoints first), or every unfinished one with --all."""
+    if bool(job_id) == everything:
+        raise ValueError("name one job, or pass --all")
+    command = StopJob(job_id=check_job_id(job_id) if job_id else None, kind=kind if everything else None)
+    async with cli.connection() as (nc, _log):
+        reply = await call(nc, cli.topology, command, JobsStopping)
+    if as_json(cli, json_flag):
+        emit_json({"job_ids": reply.job_ids})
+    else:
+        click.echo(f"stopping {len(reply.job_ids)} job(s)" + "".join(f"\n  {j}" for j in reply.job_ids))
+
+
+def register(group: click.Group) -> None:
+    """Add the job commands, and the worker commands beside them."""
+    from ops.commands import worker
+
+    for command in (submit_group, jobs, job, logs, stop):
+        group.add_command(command)
+    worker.register(group)

@@ -1,0 +1,84 @@
+"""`stoker worker` (join this machine as a worker) and `stoker workers` (who is out there)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import click
+import msgspec
+
+from contracts.telemetry import WorkerHeartbeat
+from eventstore.telemetry import last_sample
+from ops.cli import Cli, pass_cli, run_async
+from ops.commands.jobs import _read_model, as_json
+from ops.output import emit_json, table
+
+WORKER_COLUMNS = ("id", "status", "hostname", "slots", "free", "running", "gpus", "labels", "heartbeat", "cpu",
+                  "mem")
+
+
+@click.command("worker")
+@click.option("--nats", "nats_url", help="The platform's NATS server, e.g. nats://host:4222.")
+@click.option("--id", "worker_id", help="Worker id (default: derived from hostname and data dir, then kept).")
+@click.option("--label", "labels", multiple=True, help="Pool label (repeatable; default training, evaluation).")
+@click.option("--slots", type=click.IntRange(min=1, max=256), help="Jobs at once (default: one per GPU, else 1).")
+@pass_cli
+def worker(cli: Cli, nats_url: str | None, worker_id: str | None, labels: tuple[str, ...],
+           slots: int | None) -> None:
+    """Join this machine to a stoker platform as a worker and run jobs until Ctrl-C."""
+    from services.trainer.__main__ import cli_main
+
+    common = cli.settings
+    if nats_url:
+        common = msgspec.structs.replace(common, nats_url=nats_url)
+    overrides = {"worker_id": worker_id, "labels": list(labels) or None, "slots": slots}
+    cli_main({k: v for k, v in overrides.items() if v is not None}, common)
+
+
+def heartbeat_age(beat: WorkerHeartbeat | None, now: datetime) -> str:
+    """How long ago a heartbeat was sent, e.g. `1.2s ago`; `-` when none."""
+    if beat is None:
+        return "-"
+    return f"{max(0.0, (now - beat.at).total_seconds()):.1f}s ago"
+
+
+def worker_row(row: dict[str, Any], beat: WorkerHeartbeat | None, now: datetime) -> dict[str, Any]:
+    """A workers read-model row joined with its last heartbeat."""
+    gpus = msgspec.json.decode(row["gpus"]) if row.get("gpus") else []
+    return {"id": row["id"], "status": row["status"], "hostname": row["hostname"], "slots": row["slots"],
+            "free": beat.free_slots if beat else None, "running": list(beat.running) if beat else [],
+            "gpus": len(gpus), "labels": msgspec.json.decode(row["labels"]) if row.get("labels") else [],
+            "heartbeat": heartbeat_age(beat, now), "cpu": beat.cpu_percent if beat else None,
+            "mem": beat.memory_percent if beat else None, "last_heartbeat": beat.at if beat else None,
+            "addresses": msgspec.json.decode(row["addresses"]) if row.get("addresses") else [],
+            "version": row.get("version")}
+
+
+@click.command("workers")
+@click.option("--json", "json_flag", is_flag=True, help="Machine-readable output.")
+@pass_cli
+@run_async
+async def workers(cli: Cli, json_flag: bool) -> None:
+    """Known workers: status, capacity, what they run, and their last heartbeat."""
+    rows = await _read_model(cli, "SELECT * FROM {workers} ORDER BY id")
+    out = []
+    async with cli.connection() as (nc, _log):
+        now = datetime.now(UTC)
+        for row in rows or []:
+            beat = await last_sample(nc, cli.topology, "heartbeat", row["id"], WorkerHeartbeat)
+            out.append(worker_row(row, beat, now))
+    if as_json(cli, json_flag):
+        emit_json(out)
+    elif not out:
+        click.echo("no workers yet (start one with `stoker worker`, or `stoker up` runs a local one)")
+    else:
+        cells = [[len(r["running"]) if c == "running" else ",".join(r[c]) if c == "labels" else r[c]
+                  for c in WORKER_COLUMNS] for r in out]
+        click.echo(table(cells, WORKER_COLUMNS))
+
+
+def register(group: click.Group) -> None:
+    """Add `stoker worker` and `stoker workers`."""
+    group.add_command(worker)
+    group.add_command(workers)

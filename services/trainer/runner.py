@@ -1,0 +1,271 @@
+"""One attempt on this worker: resume, hand it to a warm child, relay what it says, report how it ended."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+import nats.errors
+from nats.aio.client import Client
+
+from contracts.codec import encode
+from contracts.commands import JobReport, ReportJobCheckpointed, ReportJobFinished, ReportJobStarted
+from contracts.dispatch import Assignment, CheckpointRef
+from contracts.subjects import MAX_TELEMETRY_BYTES, Topology
+from contracts.telemetry import EpisodeReport, JobProgress
+from eventstore.observability import get_logger
+from services.trainer import wire
+from services.trainer.blobstore import CheckpointStore
+from services.trainer.checkpoints import CheckpointUnavailable, Choice, checkpoint_name, choose
+from services.trainer.outbox import AttemptLog, Outbox, deliver
+from services.trainer.outcome import Ending, decide
+from services.trainer.pool import BASE, WarmPool
+from services.trainer.processes import ChildProcess, kill, terminate
+from services.trainer.settings import TrainerSettings
+from services.trainer.workloads_registry import Registry, UnknownWorkload, module_of
+
+log = get_logger(component="runner")
+EXIT_WAIT_S = 2.0
+MAX_SAMPLE_BYTES = MAX_TELEMETRY_BYTES - 64 * 1024
+
+
+@dataclass
+class Deps:
+    """What every runner of this worker shares."""
+
+    nc: Client
+    topology: Topology
+    settings: TrainerSettings
+    worker_id: str
+    pool: WarmPool
+    store: CheckpointStore
+    registry: Registry
+    attempts: AttemptLog
+    spool: Path
+
+
+def at(epoch: float) -> datetime:
+    """An epoch timestamp from the child as an aware datetime."""
+    return datetime.fromtimestamp(epoch, UTC)
+
+
+class JobRunner:
+    """Runs one assignment to its end; `stop()` and `fence()` may be called at any time."""
+
+    def __init__(self, deps: Deps, assignment: Assignment, on_release: Callable[[JobRunner], None]) -> None:
+        self.deps, self.a, self.on_release = deps, assignment, on_release
+        self.key = (assignment.job_id, assignment.attempt)
+        self.child: ChildProcess | None = None
+        self.stop_reason: str | None = None
+        self.fenced = False
+        self.outbox = Outbox()
+        self.spool = deps.spool / f"{assignment.job_id}-{assignment.attempt}"
+        self.total = assignment.max_iterations if assignment.kind == "train" else assignment.episodes
+        self._kill_timer: asyncio.TimerHandle | None = None
+        self._saving = 0  # checkpoints handed over by the child, not yet stored and reported
+        self._finished = False
+        self.log = log.bind(job_id=assignment.job_id, attempt=assignment.attempt)
+
+    def stop(self, reason: str) -> None:
+        """Ask the attempt to stop: SIGTERM now (the SDK's should_stop), SIGKILL after the grace period."""
+        if self.stop_reason is None:
+            self.stop_reason = reason
+        if self.child is not None and self._kill_timer is None:
+            terminate(self.child)
+            grace = self.deps.settings.stop_grace_s
+            self._kill_timer = asyncio.get_running_loop().call_later(grace, kill, self.child)
+
+    def fence(self, reason: str) -> None:
+        """The scheduler says this attempt is no longer ours: end it now and report nothing more."""
+        if not self.fenced:
+            self.log.warning("attempt fenced, killing it", reason=reason)
+        self.fenced = True
+        if self.child is not None:
+            kill(self.child)
+
+    async def run(self) -> None:
+        """The whole attempt; never raises."""
+        try:
+            await self._run()
+        except Exception as exc:
+            self.log.exception("runner failed")
+            if not self._finished:
+                with contextlib.suppress(Exception):
+                    await self._finish(Ending("failed", error=f"worker error: {exc!r}", retryable=True))
+        finally:
+            if self._kill_timer is not None:
+                self._kill_timer.cancel()
+            shutil.rmtree(self.spool, ignore_errors=True)
+
+    async def _run(self) -> None:
+        try:
+            target = self.deps.registry.target(self.a.workload)
+        except UnknownWorkload as exc:
+            await self._finish(Ending("failed", error=str(exc)))
+            return
+        choice = Choice()
+        if self.a.checkpoints:
+            try:
+                choice = await self._choose_checkpoint()
+            except CheckpointUnavailable as exc:
+                await self._finish(Ending("failed", error=str(exc), retryable=True))
+                return
+        if self.stop_reason is not None or self.fenced:
+            await self._finish(decide(None, None, self.stop_reason or "stopped"))
+            return
+        child = await self.deps.pool.acquire(self._pool_key(target))
+        self._start(child, target, choice)
+        done = await self._pump(child)
+        exit_code = None
+        if done is None:
+            with contextlib.suppress(TimeoutError):
+                exit_code = await asyncio.wait_for(asyncio.shield(child.exit_code), EXIT_WAIT_S)
+        child.close()
+        await self._finish(decide(done, exit_code, self.stop_reason))
+
+    def _pool_key(self, target: str) -> str:
+        module = module_of(target)
+        if self.deps.registry.is_registered(self.a.workload) or self.deps.settings.warm_user_workloads:
+            self.deps.pool.warm_up(module)
+            return module
+        return BASE
+
+    async def _choose_checkpoint(self) -> Choice:
+        self.spool.mkdir(parents=True, exist_ok=True)
+
+        async def fetch(ref: CheckpointRef):
+            return await self.deps.store.fetch(ref, self.spool / f"resume-{ref.iteration}-{ref.sha256[:12]}")
+
+        choice = await choose(self.a.checkpoints, fetch)
+        if choice.corrupt:
+            self.log.warning("skipped corrupt checkpoints", corrupt=choice.corrupt,
+                             using=choice.ref.name if choice.ref else None)
+        return choice
+
+    def _start(self, child: ChildProcess, target: str, choice: Choice) -> None:
+        a = self.a
+        resume = None
+        if choice.ref is not None and choice.fetched is not None:
+            resume = wire.Resume(path=str(choice.fetched.path), format=choice.fetched.format,
+                                 iteration=choice.ref.iteration, name=choice.ref.name)
+        self.child = child
+        child.send(wire.Start(
+            job_id=a.job_id, attempt=a.attempt, worker_id=self.deps.worker_id, kind=a.kind, workload=a.workload,
+            target=target, params=a.params, max_iterations=a.max_iterations, episodes=a.episodes,
+            gpu_indices=a.gpu_indices, spool_dir=str(self.spool), resume=resume,
+            progress_interval_s=self.deps.settings.progress_interval_s))
+        self._report(ReportJobStarted(job_id=a.job_id, attempt=a.attempt, worker_id=self.deps.worker_id,
+                                      resumed_from=choice.ref.iteration if choice.ref else None,
+                                      corrupt_checkpoints=tuple(choice.corrupt)))
+        if self.stop_reason is not None:
+            self.stop(self.stop_reason)  # asked while it was being prepared
+        elif self.fenced:
+            kill(child)
+
+    async def _pump(self, child: ChildProcess) -> wire.Done | None:
+        async for frame in child.frames():
+            if isinstance(frame, wire.Progress):
+                await self._progress(frame)
+            elif isinstance(frame, wire.Episode):
+                await self._episode(frame)
+            elif isinstance(frame, wire.Saved):
+                self._saving += 1
+                self.outbox.then(lambda frame=frame: self._store_checkpoint(child, frame))
+            elif isinstance(frame, wire.Done):
+                return frame  # it exits on its own; waiting for its end of the socket would only add latency
+        return None
+
+    async def _progress(self, frame: wire.Progress) -> None:
+        sample = JobProgress(job_id=self.a.job_id, attempt=self.a.attempt, worker_id=self.deps.worker_id,
+                             iteration=max(0, frame.iteration), total=self.total, loss=frame.loss,
+                             metrics=frame.metrics, at=at(frame.at))
+        await self._publish("progress", encode(sample))
+
+    async def _episode(self, frame: wire.Episode) -> None:
+        moves = frame.log
+        while True:
+            sample = EpisodeReport(job_id=self.a.job_id, attempt=self.a.attempt, episode=max(0, frame.episode),
+                                   score=frame.score, figures=frame.figures, log=moves, at=at(frame.at))
+            data = encode(sample)
+            if len(data) <= MAX_SAMPLE_BYTES or not moves:
+                break
+            moves = moves[: len(moves) // 2]  # a sample over the stream's limit would be dropped whole
+        await self._publish("episode", data)
+
+    async def _publish(self, kind: str, data: bytes) -> None:
+        try:
+            await self.deps.nc.publish(self.deps.topology.telemetry(kind, self.a.job_id), data)
+        except nats.errors.Error as exc:  # telemetry is disposable; the job goes on
+            self.log.debug("telemetry sample dropped", kind=kind, error=repr(exc))
+
+    async def _store_checkpoint(self, child: ChildProcess, frame: wire.Saved) -> None:
+        try:
+            await self._store_and_report(child, frame)
+        finally:
+            self._saving -= 1
+
+    async def _store_and_report(self, child: ChildProcess, frame: wire.Saved) -> None:
+        name = checkpoint_name(self.a.job_id, self.a.attempt, frame.iteration)
+        path = Path(frame.path)
+        try:
+            digest = await self.deps.store.upload(path, name, frame.format, self.deps.settings.upload_timeout_s)
+        except (CheckpointUnavailable, OSError) as exc:
+            self.log.error("checkpoint not stored", name=name, error=str(exc))
+            child.send(wire.Ack(seq=frame.seq, ok=False, error=str(exc)))
+            return
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(path)  # uploaded or not, the spool copy is done with
+        if digest and digest != frame.sha256:
+            self.log.warning("stored checkpoint digest differs from the child's", name=name)
+        report = ReportJobCheckpointed(job_id=self.a.job_id, attempt=self.a.attempt, worker_id=self.deps.worker_id,
+                                       iteration=frame.iteration, name=name, sha256=digest or frame.sha256,
+                                       size=frame.size)
+        await self._deliver(report)
+        child.send(wire.Ack(seq=frame.seq, ok=True))
+
+    def _report(self, report: JobReport) -> asyncio.Task[None]:
+        return self.outbox.then(lambda: self._deliver(report))
+
+    async def _deliver(self, report: JobReport) -> None:
+        if self.fenced:
+            return
+        reply = await deliver(self.deps.nc, self.deps.topology, report, self.deps.settings.report_timeout_s,
+                              cancelled=lambda: self.fenced)
+        if reply is None or not reply.stop:
+            return
+        if not reply.accepted:
+            self.fence(reply.reason or "stale attempt")
+        elif not isinstance(report, ReportJobFinished):
+            self.stop(reply.reason or "requested")
+
+    async def _finish(self, ending: Ending) -> None:
+        a = self.a
+        self._finished = True
+        self.on_release(self)
+        if self.fenced:
+            self.deps.attempts.forget(a.job_id, a.attempt)
+            return
+        report = ReportJobFinished(job_id=a.job_id, attempt=a.attempt, worker_id=self.deps.worker_id,
+                                   outcome=ending.outcome, result=ending.result, error=ending.error[:16_000],
+                                   traceback=ending.traceback[-16_000:], retryable=ending.retryable)
+        self.deps.attempts.finish(report)
+        started = time.monotonic()
+        if self._saving:
+            await self._report(report)  # after the checkpoints it still stores and reports
+        else:
+            # Only the started report can still be in flight, and it went out first on this connection:
+            # send the outcome right behind it instead of waiting for its reply (short jobs finish first).
+            await self._deliver(report)
+        await self.outbox.drain()
+        self.deps.attempts.forget(a.job_id, a.attempt)
+        level = self.log.debug if ending.outcome == "completed" else self.log.info
+        level("attempt ended", outcome=ending.outcome, error=ending.error or None,
+              report_s=round(time.monotonic() - started, 3))

@@ -1,0 +1,29 @@
+"""Settings of the worker agent: env `STOKER_TRAINER_<FIELD>`, or `[trainer]` in stoker.toml."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import msgspec
+
+from contracts.events import Label
+
+
+class TrainerSettings(msgspec.Struct, frozen=True, kw_only=True):
+    """How a worker presents itself and runs its jobs; laptop defaults."""
+
+    worker_id: str = ""  # empty: derived from hostname + data dir, then kept in the data dir
+    labels: tuple[Label, ...] = ("training", "evaluation")
+    slots: Annotated[int, msgspec.Meta(ge=0, le=256)] = 0  # 0: one per GPU, else cpu_slots
+    cpu_slots: Annotated[int, msgspec.Meta(ge=1, le=256)] = 1
+    detect_gpus: bool = True
+    heartbeat_s: Annotated[float, msgspec.Meta(gt=0)] = 2.0
+    stop_grace_s: Annotated[float, msgspec.Meta(ge=0)] = 30.0  # SIGTERM → SIGKILL
+    progress_interval_s: Annotated[float, msgspec.Meta(ge=0)] = 0.1  # at most ~10 samples/s per job
+    report_timeout_s: Annotated[float, msgspec.Meta(gt=0)] = 5.0
+    upload_timeout_s: Annotated[float, msgspec.Meta(gt=0)] = 120.0  # a checkpoint upload's whole retry budget
+    warm: bool = True  # keep forked spare children ready; off: fork on demand
+    warm_user_workloads: bool = False  # also keep a warm zygote for `module:function` workloads
+    max_zygotes: Annotated[int, msgspec.Meta(ge=1, le=16)] = 3
+    preload: tuple[str, ...] = ()  # modules every job child has imported already (e.g. "torch")
+    dispatch_batch: Annotated[int, msgspec.Meta(ge=1, le=1024)] = 64

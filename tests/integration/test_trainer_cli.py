@@ -1,0 +1,120 @@
+"""The job commands against a running platform: submit, jobs, job, logs, stop, workers."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+
+import pytest
+import pytest_asyncio
+from click.testing import CliRunner, Result
+
+from contracts.events import JobCompleted, JobStarted, JobStopped
+from ops.cli import main
+from tests.integration.test_trainer_platform import Platform, pytestmark, wait_event  # noqa: F401
+
+
+@pytest_asyncio.fixture
+async def platform(nats_server, event_log, topology, tmp_path) -> AsyncIterator[Platform]:
+    """Scheduler, discovery, projector and one worker."""
+    running = Platform(nats_server, topology, tmp_path)
+    for name in ("scheduler", "discovery", "projector"):
+        running.start(name, f"services.{name}")
+    running.worker("cli-w1", slots=2)
+    try:
+        yield running
+    finally:
+        running.stop()
+
+
+async def stoker(platform: Platform, *args: str) -> Result:
+    """Run the CLI in a thread (it runs its own event loop), against this test's platform."""
+    base = ["--data-dir", str(platform.base / "data"), "--nats", platform.server.url]
+    return await asyncio.to_thread(CliRunner().invoke, main, [*base, *args],
+                                   env={"STOKER_PREFIX": platform.topology.prefix})
+
+
+async def submitted(platform: Platform, *args: str) -> str:
+    """Submit through the CLI (retrying while the scheduler takes its lease); the job id."""
+    for _ in range(100):
+        result = await stoker(platform, "submit", *args, "--json")
+        if result.exit_code == 0:
+            return json.loads(result.output)["job_id"]
+        assert "not running" in result.output or "not leading" in result.output, result.output
+        await asyncio.sleep(0.2)
+    raise AssertionError("the scheduler never answered")
+
+
+async def until(check, timeout: float = 30.0):
+    """Poll an async check until it returns something truthy (the projector catches up on its own time)."""
+    for _ in range(int(timeout / 0.2)):
+        if value := await check():
+            return value
+        await asyncio.sleep(0.2)
+    raise TimeoutError("never came true")
+
+
+async def test_submit_then_look_at_the_job(platform, event_log):
+    job_id = await submitted(platform, "train", "noop", "--param", "note=hello", "--priority", "3")
+    await wait_event(event_log, "job", job_id, lambda s: isinstance(s.event, JobCompleted))
+    timeline = await stoker(platform, "job", job_id)
+    assert timeline.exit_code == 0
+    assert [line.split()[2] for line in timeline.output.splitlines()] == [
+        "JobSubmitted", "JobAssigned", "JobStarted", "JobCompleted"]
+    logs = await stoker(platform, "logs", job_id)
+    assert logs.exit_code == 0 and "1/?" in logs.output and "JobCompleted" in logs.output.splitlines()[-1]
+
+    async def listed():
+        result = await stoker(platform, "jobs", "--json", "--status", "completed")
+        return [r for r in json.loads(result.output) if r["id"] == job_id]
+
+    row = (await until(listed))[0]
+    assert row["workload"] == "noop" and row["priority"] == 3 and json.loads(row["params"]) == {"note": "hello"}
+
+
+async def test_logs_follow_ends_with_the_job(platform, event_log):
+    job_id = await submitted(platform, "train", "sleep", "--iterations", "20", "--param", "step_s=0.05")
+    await wait_event(event_log, "job", job_id, lambda s: isinstance(s.event, JobStarted))
+    result = await stoker(platform, "logs", job_id, "--follow", "--json")
+    lines = [json.loads(line) for line in result.output.splitlines()]
+    assert result.exit_code == 0 and lines[-1]["type"] == "JobCompleted"
+    assert lines[-2]["iteration"] == 20 and lines[-2]["total"] == 20
+
+
+async def test_stop_a_running_job(platform, event_log):
+    job_id = await submitted(platform, "train", "sleep", "--iterations", "100000", "--param", "step_s=0.02")
+    await wait_event(event_log, "job", job_id, lambda s: isinstance(s.event, JobStarted))
+    result = await stoker(platform, "stop", job_id, "--json")
+    assert result.exit_code == 0 and json.loads(result.output) == {"job_ids": [job_id]}
+    stopped = await wait_event(event_log, "job", job_id, lambda s: isinstance(s.event, JobStopped))
+    assert stopped.event.attempt == 1
+    nothing = await stoker(platform, "stop", "--all", "--kind", "eval")
+    assert nothing.exit_code == 0 and "stopping 0 job(s)" in nothing.output
+
+
+async def test_workers_lists_the_worker_with_its_heartbeat(platform):
+    async def listed():
+        result = await stoker(platform, "workers", "--json")
+        return [w for w in json.loads(result.output) if w["id"] == "cli-w1" and w["last_heartbeat"]]
+
+    worker = (await until(listed))[0]
+    assert worker["status"] == "healthy" and worker["slots"] == 2 and worker["free"] == 2
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (("job", "NOSUCHJOB"), "no job NOSUCHJOB"),
+    (("logs", "NOSUCHJOB"), "no job NOSUCHJOB"),
+    (("submit", "train", "noop", "--param", "x"), "is not key=value"),
+])
+async def test_errors_are_one_line(platform, args, message):
+    result = await stoker(platform, *args)
+    assert result.exit_code == 1 and result.output.startswith("stoker: ") and message in result.output
+    assert result.output.count("\n") == 1
+
+
+async def test_without_a_scheduler_submit_says_so(nats_server, event_log, topology, tmp_path):
+    result = await asyncio.to_thread(
+        CliRunner().invoke, main, ["--data-dir", str(tmp_path), "--nats", nats_server.url, "submit", "train", "noop"],
+        env={"STOKER_PREFIX": topology.prefix})
+    assert result.exit_code == 1 and "scheduler service is not running" in result.output

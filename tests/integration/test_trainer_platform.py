@@ -1,0 +1,154 @@
+"""Workers against the real scheduler and discovery (separate processes, as `stoker up` runs them)."""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.util
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+
+import pytest
+import pytest_asyncio
+
+from contracts.commands import JobAccepted, SubmitJob
+from contracts.errors import Unavailable
+from contracts.events import JobCheckpointed, JobCompleted, JobRequeued, JobStarted, WorkerLost
+from contracts.subjects import Topology
+from contracts.telemetry import JobProgress
+from eventstore.log import JetStreamLog, StoredEvent
+from eventstore.micro import call
+from eventstore.server import NatsServer
+from eventstore.telemetry import sample_history
+from tests.integration.test_trainer_agent import wait_file, wait_gone
+
+ROOT = Path(__file__).resolve().parents[2]
+pytestmark = pytest.mark.skipif(
+    not all(importlib.util.find_spec(f"services.{s}.__main__") for s in ("scheduler", "discovery")),
+    reason="needs the scheduler and discovery services")
+
+
+class Platform:
+    """Scheduler, discovery and workers as processes on one test's topology."""
+
+    def __init__(self, server: NatsServer, topology: Topology, base: Path) -> None:
+        self.server, self.topology, self.base = server, topology, base
+        self.procs: dict[str, subprocess.Popen] = {}
+
+    def env(self, **extra: str) -> dict[str, str]:
+        """The environment every stoker process of this test gets."""
+        return {**os.environ, "STOKER_NATS_URL": self.server.url, "STOKER_PREFIX": self.topology.prefix,
+                "STOKER_DATA_DIR": str(self.base / "data"), "STOKER_LOG_LEVEL": "warning",
+                "STOKER_LOG_FORMAT": "json", "STOKER_DISCOVERY_LOST_AFTER_S": "2",
+                "STOKER_DISCOVERY_TICK_S": "0.2", "STOKER_SCHEDULER_TICK_S": "0.2", **extra}
+
+    def start(self, name: str, module: str, **extra: str) -> subprocess.Popen:
+        """Start `python -m module` as `name`."""
+        (self.base / "logs").mkdir(parents=True, exist_ok=True)
+        with (self.base / "logs" / f"{name}.log").open("ab") as out:
+            proc = subprocess.Popen([sys.executable, "-m", module], env=self.env(**extra), cwd=ROOT, stdout=out,
+                                    stderr=out, start_new_session=True)
+        self.procs[name] = proc
+        return proc
+
+    def worker(self, worker_id: str, slots: int = 1) -> subprocess.Popen:
+        """A worker agent process with its own data dir (as on its own machine)."""
+        return self.start(worker_id, "services.trainer", STOKER_TRAINER_WORKER_ID=worker_id,
+                          STOKER_TRAINER_SLOTS=str(slots), STOKER_TRAINER_DETECT_GPUS="false",
+                          STOKER_TRAINER_HEARTBEAT_S="0.3", STOKER_TRAINER_STOP_GRACE_S="5",
+                          STOKER_DATA_DIR=str(self.base / worker_id))
+
+    def stop(self) -> None:
+        """SIGTERM everything, then SIGKILL what does not go."""
+        for proc in self.procs.values():
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        for proc in self.procs.values():
+            try:
+                proc.wait(30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
+@pytest_asyncio.fixture
+async def platform(nats_server, event_log, topology, tmp_path) -> AsyncIterator[Platform]:
+    """The real scheduler and discovery, running."""
+    running = Platform(nats_server, topology, tmp_path)
+    running.start("scheduler", "services.scheduler")
+    running.start("discovery", "services.discovery")
+    try:
+        yield running
+    finally:
+        running.stop()
+
+
+async def submit(nc, topology: Topology, **fields) -> str:
+    """SubmitJob, retried while the scheduler is still taking its lease."""
+    for _ in range(200):
+        try:
+            return (await call(nc, topology, SubmitJob(**fields), JobAccepted)).job_id
+        except Unavailable:
+            await asyncio.sleep(0.1)
+    raise AssertionError("the scheduler never answered")
+
+
+async def wait_event(log: JetStreamLog, aggregate: str, aggregate_id: str, match: Callable[[StoredEvent], bool],
+                     timeout: float = 60.0) -> StoredEvent:
+    """The first event of an aggregate (already stored or still to come) that matches."""
+    async def find() -> StoredEvent:
+        async for stored in log.subscribe(1, filter_subject=log.topology.events(aggregate, aggregate_id)):
+            if match(stored):
+                return stored
+        raise AssertionError("unreachable")
+
+    return await asyncio.wait_for(find(), timeout)
+
+
+async def test_a_noop_job_runs_through_the_real_scheduler(platform, nc, event_log, topology):
+    platform.worker("pw1", slots=2)
+    job_id = await submit(nc, topology, workload="noop")
+    done = await wait_event(event_log, "job", job_id, lambda s: isinstance(s.event, JobCompleted))
+    assert done.event.result == {"ok": True, "iteration": 1}
+    events, _ = await event_log.load("job", job_id)
+    assert [type(e.event).__name__ for e in events] == ["JobSubmitted", "JobAssigned", "JobStarted", "JobCompleted"]
+
+
+async def test_a_killed_worker_s_job_resumes_elsewhere_from_its_checkpoint(platform, nc, event_log, topology):
+    first = platform.worker("pw-a")
+    job_id = await submit(nc, topology, workload="sleep", max_iterations=120,
+                          params={"step_s": 0.02, "checkpoint_every": 5})
+    await wait_event(event_log, "job", job_id,
+                     lambda s: isinstance(s.event, JobCheckpointed) and s.event.iteration >= 10)
+    platform.worker("pw-b")
+    first.send_signal(signal.SIGKILL)
+    first.wait()
+    await wait_event(event_log, "worker", "pw-a", lambda s: isinstance(s.event, WorkerLost))
+    await wait_event(event_log, "job", job_id,
+                     lambda s: isinstance(s.event, JobRequeued) and s.event.reason == "worker_lost")
+    started = await wait_event(event_log, "job", job_id,
+                               lambda s: isinstance(s.event, JobStarted) and s.event.attempt == 2)
+    events, _ = await event_log.load("job", job_id)
+    last_checkpoint = max(e.event.iteration for e in events
+                          if isinstance(e.event, JobCheckpointed) and e.event.attempt == 1)
+    assert started.event.worker_id == "pw-b" and started.event.resumed_from == last_checkpoint
+    done = await wait_event(event_log, "job", job_id, lambda s: isinstance(s.event, JobCompleted))
+    assert done.event.attempt == 2 and done.event.result["resumed_from"] == last_checkpoint
+    assert done.event.result["iteration"] == 120
+    samples = [s for _seq, s in await sample_history(nc, topology, "progress", job_id, JobProgress)]
+    second = [s.iteration for s in samples if s.attempt == 2]
+    assert second and min(second) == last_checkpoint + 1  # it went on from the checkpoint, not from 0
+
+
+async def test_a_job_dies_with_its_worker(platform, nc, event_log, topology, tmp_path):
+    worker = platform.worker("pw-c")
+    pid_file = tmp_path / "pid"
+    await submit(nc, topology, workload="tests.integration.test_trainer_workloads:write_pid_and_wait",
+                 params={"pid_file": str(pid_file)})
+    pid = int(await wait_file(pid_file))
+    worker.send_signal(signal.SIGKILL)
+    worker.wait()
+    await wait_gone(pid)  # the kernel ends it along with its zygote

@@ -1,0 +1,72 @@
+"""The job commands' pure parts: --param parsing, ids, ETA, and usage errors."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from click.testing import CliRunner
+
+from contracts.telemetry import JobProgress
+from ops.cli import main
+from ops.commands.jobs import check_job_id, estimate_eta, eval_workload, parse_params, progress_line
+
+
+@pytest.mark.parametrize(("items", "expected"), [
+    ((), {}),
+    (("lr=0.001",), {"lr": 0.001}),
+    (("batch_size=128", "name=run one"), {"batch_size": 128, "name": "run one"}),
+    (("flag=true", "layers=[64,64]", "empty="), {"flag": True, "layers": [64, 64], "empty": ""}),
+    (("url=a=b",), {"url": "a=b"}),
+    ((" k =v",), {"k": "v"}),
+])
+def test_params_parse(items, expected):
+    assert parse_params(items) == expected
+
+
+@pytest.mark.parametrize("bad", ["novalue", "=3", " =x"])
+def test_bad_params_are_refused(bad):
+    with pytest.raises(ValueError, match="not key=value"):
+        parse_params((bad,))
+
+
+def test_job_ids_are_checked():
+    assert check_job_id("01JABC") == "01JABC"
+    with pytest.raises(ValueError, match="not a job id"):
+        check_job_id("a.b")
+
+
+def test_eval_of_2048_runs_2048_eval():
+    assert eval_workload("2048") == "2048-eval"
+    assert eval_workload("noop") == "noop"
+
+
+def sample(iteration: int, seconds: float, total: int | None = 100, **metrics: float) -> JobProgress:
+    at = datetime(2025, 1, 1, tzinfo=UTC) + timedelta(seconds=seconds)
+    return JobProgress(job_id="j", attempt=1, worker_id="w", iteration=iteration, total=total, loss=0.25,
+                       metrics=metrics, at=at)
+
+
+def test_eta_comes_from_the_attempt_rate():
+    first = (0, sample(0, 0).at)
+    assert estimate_eta(sample(50, 10), first) == pytest.approx(10.0)
+    assert estimate_eta(sample(50, 10, total=None), first) is None
+    assert estimate_eta(sample(0, 10), first) is None
+
+
+def test_progress_line_shows_bar_counts_loss_score_and_eta():
+    line = progress_line(sample(50, 10, score=812.0), (0, sample(0, 0).at))
+    assert "50.0%" in line and "50/100" in line and "loss 0.25" in line and "score 812" in line
+    assert "ETA 0m10s" in line
+
+
+@pytest.mark.parametrize("args", [
+    ["submit", "train", "noop", "--param", "oops"],
+    ["stop"],
+    ["stop", "JOB", "--all"],
+    ["job", "bad.id"],
+])
+def test_usage_errors_are_one_line_and_exit_1(args, tmp_path):
+    result = CliRunner().invoke(main, ["--data-dir", str(tmp_path), "--nats", "nats://127.0.0.1:1", *args])
+    assert result.exit_code == 1
+    assert result.output.startswith("stoker: ") and result.output.count("\n") == 1
