@@ -18,16 +18,16 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from contracts import events as ev  # noqa: E402
-from contracts.base import utcnow, uuid7  # noqa: E402
-from contracts.codec import encode  # noqa: E402
-from contracts.subjects import Topology  # noqa: E402
-from eventstore.connect import connect  # noqa: E402
-from eventstore.log import JetStreamLog, event_headers  # noqa: E402
-from eventstore.projection import ProjectionRunner  # noqa: E402
-from eventstore.readmodels import all_projections  # noqa: E402
-from eventstore.server import NatsServer, ServerSpec, free_port  # noqa: E402
-from eventstore.stores.sqlite import SqliteStore  # noqa: E402
+from contracts import events as ev
+from contracts.base import utcnow, uuid7
+from contracts.codec import encode
+from contracts.subjects import Topology
+from eventstore.connect import connect
+from eventstore.log import JetStreamLog, event_headers
+from eventstore.projection import ProjectionRunner
+from eventstore.readmodels import all_projections
+from eventstore.server import NatsServer, ServerSpec, free_port
+from eventstore.stores.sqlite import SqliteStore
 
 POSTGRES_URL = "postgresql://postgres@127.0.0.1:5432/test"
 ROUNDS = 10

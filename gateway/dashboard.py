@@ -7,6 +7,7 @@ the service worker answers from its own cache instead.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import re
@@ -118,7 +119,7 @@ def dashboard_router(static_dir: Path | None = None) -> Router:
     @get("/", media_type=MediaType.HTML)
     async def index(request: Request) -> Response[bytes]:
         """The app shell."""
-        asset = assets.get("index.html")
+        asset = await asyncio.to_thread(assets.get, "index.html")
         if asset is None:
             raise NotFoundException("the dashboard is not installed")
         return respond(request, asset, {"Content-Security-Policy": CSP})
@@ -126,13 +127,14 @@ def dashboard_router(static_dir: Path | None = None) -> Router:
     @get("/sw.js")
     async def worker(request: Request) -> Response[bytes]:
         """The service worker, at the root so that its scope covers the whole app."""
-        return respond(request, service_worker(assets), {"Service-Worker-Allowed": "/"})
+        # Off the event loop: the first call draws the PNG icons (a second of CPU) to version the shell.
+        return respond(request, await asyncio.to_thread(service_worker, assets), {"Service-Worker-Allowed": "/"})
 
     @get("/static/{name:path}")
     async def static(request: Request, name: FromPath[str]) -> Response[bytes]:
         """A module, stylesheet, manifest or icon."""
         name = name.lstrip("/")
-        asset = None if name in NOT_STATIC else assets.get(name)
+        asset = None if name in NOT_STATIC else await asyncio.to_thread(assets.get, name)
         if asset is None:
             raise NotFoundException(f"no static file {name}")
         return respond(request, asset)

@@ -2,8 +2,6 @@
 // screen the moment its event arrives, and a job's progress history with "the newest report wins".
 
 export const ACTIVE = ['queued', 'assigned', 'running', 'stopping'];
-export const STOPPABLE = ACTIVE;
-export const STATUSES = ['queued', 'assigned', 'running', 'stopping', 'completed', 'failed', 'stopped', 'timed_out'];
 export const isActive = (job) => ACTIVE.includes(job?.status);
 
 const FOLD = {
@@ -151,7 +149,9 @@ export function rate(rows, windowMs = 60000) {
 export function progressOf(job, latest, rows = []) {
   const total = latest?.total ?? job?.max_iterations ?? job?.episodes ?? null;
   const done = job?.status === 'completed' && total ? total : latest?.iteration ?? 0;
-  const fraction = total ? Math.min(1, done / total) : job?.status === 'completed' ? 1 : null;
+  let fraction = null; // unknown: a running job's first report has not come, or a finished job's is not here
+  if (job?.status === 'completed') fraction = 1;
+  else if (total && (latest || ['queued', 'assigned'].includes(job?.status))) fraction = Math.min(1, done / total);
   const perSecond = rate(rows);
   const remaining = isActive(job) && total && perSecond ? Math.max(0, (total - done) / perSecond) : null;
   return {done, total, fraction, remaining, perSecond};

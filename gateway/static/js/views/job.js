@@ -3,7 +3,7 @@
 import {allProgress, api} from '../api.js';
 import {LineChart} from '../chart.js';
 import {
-  ago, coalesce, failure, fmtBytes, fmtDuration, fmtInt, fmtNum, fmtTime, h, put, refreshTimes, shortId,
+  ago, coalesce, failure, fmtBytes, fmtDuration, fmtInt, fmtTime, h, put, refreshTimes, shortId,
 } from '../dom.js';
 import {ProgressHistory, evolve, isActive, newer, progressOf, sampleOf} from '../model.js';
 import {heading, kindLabel, progressBar, statusBadge} from './common.js';
