@@ -90,14 +90,12 @@ def _ready(url: str) -> bool:
     return health.status_code == 200 and health.json()["status"] == "ok"
 
 
-@pytest.fixture(scope="session")
-def platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Platform]:
-    """`stoker up` with a fresh data directory, free ports and a local worker, once healthy."""
-    data_dir = tmp_path_factory.mktemp("platform")
-    port = free_port()
+def start_platform(data_dir: Path, port: int | None = None) -> Platform:
+    """`stoker up` on `data_dir` (fresh or reused) with free ports, returned once healthy with a worker."""
+    port = port or free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("STOKER_")}
     env.update(STOKER_DATA_DIR=str(data_dir), STOKER_GATEWAY_PORT=str(port), STOKER_LOG_FORMAT="json")
-    with (data_dir / "stoker-up.log").open("wb") as out:
+    with (data_dir / "stoker-up.log").open("ab") as out:
         process = subprocess.Popen([sys.executable, "-m", "ops", "up", "--port", str(free_port())], cwd=data_dir,
                                    env=env, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}"
@@ -110,9 +108,25 @@ def platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Platform]:
         with running.client() as client:
             wait_until(lambda: any(w["status"] == "healthy" for w in client.get("/api/v1/workers").json()["items"]),
                        START_TIMEOUT_S, "the local worker to register", running.log_tail)
+    except BaseException:
+        _stop(process)
+        raise
+    return running
+
+
+def stop_platform(running: Platform) -> None:
+    """Stop `stoker up` as Ctrl-C/SIGTERM would, and clean up anything left."""
+    _stop(running.process)
+
+
+@pytest.fixture(scope="session")
+def platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Platform]:
+    """`stoker up` with a fresh data directory, free ports and a local worker, once healthy."""
+    running = start_platform(tmp_path_factory.mktemp("platform"))
+    try:
         yield running
     finally:
-        _stop(process)
+        stop_platform(running)
 
 
 def browser_missing() -> str | None:
