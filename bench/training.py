@@ -2,11 +2,12 @@
 
 env_steps_per_s counts board-steps (one move on one board) under random valid moves; updates_per_s
 counts training iterations of the "2048" workload, each one 128-board env step plus one gradient update.
-Standalone figures only for now; `measure` times any callable that runs a job and returns its iteration
-count, so the same measurement can later wrap a job submitted through stoker and be compared with
-`standalone_run` from the same process.
+The overhead figure compares the workload's steady-state update rate run bare in this process with the
+same workload submitted through stoker (`stoker up` in a temporary data dir: scheduler, discovery, a
+worker running the job in its warm child, progress and checkpoints going through NATS), measured from
+iteration timestamps after a warm-up, in alternating rounds so machine noise hits both alike.
 
-    python bench/training.py [--seconds 3] [--iterations 300] [--batch-sizes 256,4096]
+    python bench/training.py [--seconds 3] [--iterations 600] [--batch-sizes 256,4096] [--rounds 2]
 """
 
 from __future__ import annotations
@@ -35,9 +36,11 @@ class BareContext:
         self.max_iterations = max_iterations
         self.device = device
         self.params = params
+        self.times: list[tuple[int, float]] = []
 
     def report(self, iteration: int, loss: float | None = None, **metrics: float) -> None:
-        """Drop the sample."""
+        """Keep only when each iteration finished (what the under-stoker figure reads from telemetry)."""
+        self.times.append((iteration, time.time()))
 
     def report_episode(self, episode: int, *, score: float, log: Any = None, **figures: float) -> None:
         """Drop the episode."""
@@ -109,12 +112,31 @@ def standalone_run(device: str, iterations: int, params: dict[str, Any]) -> Call
     return run
 
 
+def steady_rate(times: list[tuple[int, float]], warmup: int) -> float:
+    """Iterations per second between the first sample at or past `warmup` and the last sample."""
+    later = [(i, t) for i, t in times if i >= warmup]
+    if len(later) < 2 or later[-1][1] <= later[0][1]:
+        raise ValueError("too few progress samples past the warm-up to measure a rate")
+    return (later[-1][0] - later[0][0]) / (later[-1][1] - later[0][1])
+
+
+def standalone_rate(device: str, iterations: int, warmup: int) -> float:
+    """Steady-state updates/s of the workload run bare in this process."""
+    from services.trainer.workloads.game2048 import train
+
+    ctx = BareContext(iterations, device, {})
+    train.run(ctx)
+    return steady_rate(ctx.times, warmup)
+
+
 def main(argv: list[str] | None = None) -> None:
     """Print one JSON line per measurement and a summary line."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=3.0, help="time per env measurement")
-    parser.add_argument("--iterations", type=int, default=300, help="training iterations to time")
+    parser.add_argument("--iterations", type=int, default=600, help="training iterations to time")
     parser.add_argument("--batch-sizes", default="256,4096", help="boards per env measurement")
+    parser.add_argument("--rounds", type=int, default=2, help="alternating standalone / under-stoker rounds")
+    parser.add_argument("--standalone-only", action="store_true", help="skip the under-stoker comparison")
     args = parser.parse_args(argv)
     device = pick_device()
     best_env = 0.0
@@ -125,7 +147,13 @@ def main(argv: list[str] | None = None) -> None:
     standalone_run(device, 20, {})()  # warm-up: first-call allocations and kernel selection
     train = measure(standalone_run(device, args.iterations, {}))
     emit({"measure": "train_standalone", "device": device, **rounded(train)})
-    emit({"device": device, "env_steps_per_s": round(best_env), "updates_per_s": round(train["updates_per_s"], 1)})
+    summary: dict[str, Any] = {"device": device, "env_steps_per_s": round(best_env),
+                               "updates_per_s": round(train["updates_per_s"], 1)}
+    if not args.standalone_only:
+        from bench.training_under_stoker import compare
+
+        summary.update(compare(device, args.iterations, args.rounds, standalone_rate, emit))
+    emit(summary)
 
 
 def rounded(figures: dict[str, float]) -> dict[str, float]:
