@@ -1,0 +1,1 @@
+"""Discovery: the worker registry (register, heartbeats, lost, returned, left, forgotten)."""

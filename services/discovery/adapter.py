@@ -1,0 +1,119 @@
+"""Discovery on NATS: the lease, the micro endpoints, the heartbeat subscription and the timer. Thin.
+
+A discovery that does not hold the lease does nothing but wait for it: it registers no endpoints
+and reads no heartbeats, so requests always reach the acting one. On taking over it folds the
+worker events and gives every healthy worker `lost_after_s` from that moment to be heard from.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+
+import msgspec
+from nats.aio.msg import Msg
+from nats.micro.service import Service
+
+from contracts.base import uuid7
+from contracts.codec import decode_message
+from contracts.commands import DeregisterWorker, RegisterWorker
+from contracts.telemetry import WorkerHeartbeat
+from eventstore.lease import Lease
+from eventstore.micro import start_service
+from eventstore.observability import get_logger
+from eventstore.service import ServiceContext
+from eventstore.streams import ensure_kv
+from services.discovery.domain import Timing
+from services.discovery.handlers import Discovery
+from services.discovery.settings import DiscoverySettings
+
+log = get_logger(component="discovery")
+VERSION = "0.1.0"
+LEASE_KEY = "discovery"
+
+
+class DiscoveryService:
+    """One discovery process: waits for the lease, then keeps the registry until it loses it or stops."""
+
+    def __init__(self, ctx: ServiceContext, settings: DiscoverySettings) -> None:
+        self.ctx, self.settings = ctx, settings
+        self.holder = f"{socket.gethostname()}-{os.getpid()}-{uuid7()[-8:]}"
+        self.discovery: Discovery | None = None
+        self.serving = asyncio.Event()  # acting, with endpoints registered
+
+    async def run(self) -> None:
+        """Lead whenever the lease is ours, until `ctx.stop`."""
+        kv = await ensure_kv(self.ctx.nc.jetstream(), self.ctx.topology.lease_bucket, self.ctx.settings.replicas)
+        lease = Lease(kv, LEASE_KEY, self.holder, self.settings.lease_ttl_s)
+        while not self.ctx.stop.is_set():
+            if await lease.wait_acquired(self.ctx.stop):
+                await self._lead(lease)
+
+    async def _lead(self, lease: Lease) -> None:
+        lost = asyncio.Event()
+        keeper = asyncio.create_task(_keep(lease, lost), name="discovery-lease")
+        timing = Timing(lost_after_s=self.settings.lost_after_s, forget_after_s=self.settings.forget_after_s)
+        self.discovery = discovery = Discovery(self.ctx.log, timing)
+        heartbeats = service = timer = None
+        try:
+            await discovery.load()
+            log.info("leading", holder=self.holder, workers=len(discovery.state.workers))
+            heartbeats = await self.ctx.nc.subscribe(self.ctx.topology.telemetry("heartbeat", "*"),
+                                                     cb=self._on_heartbeat)
+            service = await self._serve(discovery)
+            timer = asyncio.create_task(self._tick(), name="discovery-tick")
+            waits = [asyncio.create_task(e.wait()) for e in (self.ctx.stop, lost)]
+            await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+            for task in waits:
+                task.cancel()
+        finally:
+            self.serving.clear()
+            for task in (timer, keeper):
+                if task is not None:
+                    task.cancel()
+            if service is not None:
+                await service.stop()
+            if heartbeats is not None:
+                await heartbeats.unsubscribe()
+            if self.ctx.stop.is_set():
+                await lease.release()
+            log.info("stopped leading", holder=self.holder, lease_lost=lost.is_set())
+
+    async def _serve(self, discovery: Discovery) -> Service:
+        service = await start_service(self.ctx.nc, self.ctx.topology, "discovery", VERSION, {
+            "register": (RegisterWorker, discovery.register),
+            "deregister": (DeregisterWorker, discovery.deregister),
+        }, description="stoker discovery: worker registry")
+        self.serving.set()
+        return service
+
+    async def _on_heartbeat(self, msg: Msg) -> None:
+        try:
+            beat = decode_message(WorkerHeartbeat, msg.data)
+        except (msgspec.DecodeError, msgspec.ValidationError):
+            log.debug("ignoring malformed heartbeat", subject=msg.subject)
+            return
+        if msg.subject.rsplit(".", 1)[-1] != beat.worker_id:
+            return  # a worker speaks only for itself
+        try:
+            await self.discovery.heartbeat(beat)
+        except Exception:
+            log.exception("heartbeat handling failed", worker_id=beat.worker_id)
+
+    async def _tick(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.tick_s)
+            try:
+                await self.discovery.tick()
+            except Exception:
+                log.exception("tick failed")
+
+
+async def _keep(lease: Lease, lost: asyncio.Event) -> None:
+    try:
+        await lease.keep(lost)
+    except Exception as exc:
+        log.warning("lease renewal failed", error=repr(exc))
+        lease.revision = None
+        lost.set()

@@ -1,0 +1,106 @@
+"""Discovery's handlers: decide on the registry, append with the worker's expected version, evolve, reply.
+
+Only the lease holder runs these, and it is the only writer of worker events, so the registry is
+folded from the log once when it takes over and then kept by evolving what it appends. Decisions
+are serialised (registrations and state changes are rare; plain heartbeats take no lock). A
+failed append re-folds the registry from the log and decides again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from datetime import datetime
+
+from nats.js.errors import NotFoundError
+
+from contracts.base import Event, utcnow, uuid7
+from contracts.commands import DeregisterWorker, RegisterWorker, WorkerAccepted
+from contracts.errors import Unavailable
+from contracts.telemetry import WorkerHeartbeat
+from eventstore.log import AppendError, ConcurrencyError, JetStreamLog
+from eventstore.observability import get_logger
+from services.discovery import domain
+
+log = get_logger(component="discovery")
+TRIES = 3
+
+
+class Discovery:
+    """The acting discovery: registry, versions and heartbeat times of every known worker."""
+
+    def __init__(self, event_log: JetStreamLog, timing: domain.Timing,
+                 clock: Callable[[], datetime] = utcnow) -> None:
+        self.log, self.timing, self.clock = event_log, timing, clock
+        self.state = domain.initial_state()
+        self.versions: dict[str, int] = {}  # worker id -> stream sequence of its last event
+        self.seen: dict[str, datetime] = {}  # worker id -> when its last heartbeat (or registration) came
+        self._lock = asyncio.Lock()
+
+    async def load(self) -> None:
+        """Fold every worker event in the log; healthy workers get `lost_after_s` from now to be heard."""
+        state, versions = domain.initial_state(), {}
+        subjects = self.log.topology.events("worker", "*")
+        if await self._has_events(subjects):
+            async for stored in self.log.read(1, filter_subject=subjects):
+                state = domain.evolve(state, stored.event)
+                versions[stored.aggregate_id] = stored.seq
+        self.state, self.versions = state, versions
+        self.seen = domain.seed_seen(state, self.seen, self.clock())
+
+    async def _has_events(self, subjects: str) -> bool:
+        try:
+            info = await self.log.js.stream_info(self.log.topology.events_stream, subjects_filter=subjects)
+        except NotFoundError:
+            return False
+        return bool(info.state.messages) and bool(info.state.subjects)
+
+    async def register(self, command: RegisterWorker) -> WorkerAccepted:
+        """A worker joins (again): record it healthy with its capabilities."""
+        seq = await self._run(lambda now: domain.decide(command, self.state, now))
+        self.seen[command.worker_id] = self.clock()
+        return WorkerAccepted(worker_id=command.worker_id, status="healthy", seq=seq)
+
+    async def deregister(self, command: DeregisterWorker) -> WorkerAccepted:
+        """A worker leaves on purpose."""
+        seq = await self._run(lambda now: domain.decide(command, self.state, now))
+        self.seen.pop(command.worker_id, None)
+        return WorkerAccepted(worker_id=command.worker_id, status="left", seq=seq)
+
+    async def heartbeat(self, beat: WorkerHeartbeat) -> None:
+        """A worker is alive; a lost one comes back."""
+        now = self.clock()
+        record = self.state.workers.get(beat.worker_id)
+        if record is None:
+            return  # never registered (or forgotten): it registers again when its commands fail
+        self.seen[beat.worker_id] = now
+        if record.status == "lost":
+            await self._run(lambda at: domain.decide_heartbeat(self.state, beat.worker_id, at))
+
+    async def tick(self) -> None:
+        """Declare silent workers lost and long-gone ones forgotten."""
+        self.seen = domain.seed_seen(self.state, self.seen, self.clock())
+        await self._run(lambda now: domain.decide_tick(self.state, self.seen, now, self.timing))
+
+    async def _run(self, decide: Callable[[datetime], list[Event]]) -> int:
+        async with self._lock:
+            for _ in range(TRIES):
+                events = decide(self.clock())  # decided again on the re-folded registry after a conflict
+                try:
+                    return await self._append(events)
+                except (ConcurrencyError, AppendError) as exc:
+                    log.warning("append failed, re-folding the registry", error=str(exc))
+                    await self.load()
+        raise Unavailable("discovery could not record the change (log unavailable); try again")
+
+    async def _append(self, events: list[Event]) -> int:
+        seq = 0
+        for event in events:
+            worker_id = event.aggregate_id
+            result = await self.log.append("worker", worker_id, [event], self.versions.get(worker_id, 0),
+                                           event_ids=[uuid7()])
+            seq = result.last_seq
+            self.versions[worker_id] = result.versions.get(f"worker.{worker_id}", seq)
+            self.state = domain.evolve(self.state, event)
+            log.info(type(event).__name__, worker_id=worker_id, seq=seq)
+        return seq

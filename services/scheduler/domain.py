@@ -1,0 +1,269 @@
+"""The scheduler's decider: commands and worker events in, job events out. Pure: no I/O, no clock.
+
+State and `evolve` live in `board`, placement in `placement`; both are re-exported here so the
+decider reads as the three functions of DESIGN §4.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from datetime import datetime, timedelta
+
+import msgspec
+
+from contracts import events as ev
+from contracts.base import Event, new_id
+from contracts.commands import (
+    ReportAccepted,
+    ReportJobCheckpointed,
+    ReportJobFinished,
+    ReportJobStarted,
+    StopJob,
+    SubmitJob,
+)
+from contracts.dispatch import Assignment, DispatchMessage, StopAttempt
+from contracts.errors import Conflict, InvalidCommand, NotFound
+from services.scheduler.board import ACTIVE_ON_WORKER, Finished, Job, JobBoard, evolve, initial_state, new_job
+from services.scheduler.placement import Placement, place
+
+__all__ = ["JobBoard", "RetryPolicy", "StaleAttempt", "decide", "evolve", "initial_state", "on_worker_event",
+           "tick"]
+
+
+class RetryPolicy(msgspec.Struct, frozen=True, kw_only=True):
+    """Delay before retry n (0-based): `base_s * 2**n`, at most `max_s`."""
+
+    base_s: float = 1.0
+    max_s: float = 60.0
+
+    def delay(self, retries_done: int) -> timedelta:
+        """The backoff before the next retry."""
+        return timedelta(seconds=min(self.max_s, self.base_s * 2 ** min(retries_done, 32)))
+
+
+DEFAULT_POLICY = RetryPolicy()
+
+
+class StaleAttempt(Conflict):
+    """A report of an attempt that is no longer the job's current one on that worker (fenced)."""
+
+
+def decide(command: object, state: JobBoard, now: datetime, *, policy: RetryPolicy = DEFAULT_POLICY,
+           new_job_id: Callable[[], str] = new_id) -> list[Event]:
+    """The events one command causes; raises a DomainError when it cannot be carried out."""
+    if isinstance(command, SubmitJob):
+        return _submit(command, state, now, new_job_id())
+    if isinstance(command, StopJob):
+        return _stop(command, state, now)
+    if isinstance(command, ReportJobStarted | ReportJobCheckpointed | ReportJobFinished):
+        job = fence(command, state)
+        if job is None:
+            return []
+        if isinstance(command, ReportJobStarted):
+            return _started(command, job, now)
+        if isinstance(command, ReportJobCheckpointed):
+            return _checkpointed(command, job, now)
+        return _finished(command, job, now, policy)
+    raise InvalidCommand(f"the scheduler does not handle {type(command).__name__}")
+
+
+def _submit(cmd: SubmitJob, state: JobBoard, now: datetime, job_id: str) -> list[Event]:
+    if cmd.idempotency_key and cmd.idempotency_key in state.idempotency:
+        return []
+    if cmd.kind == "eval" and not cmd.checkpoint_of:
+        raise InvalidCommand("an evaluation needs checkpoint_of: the job whose checkpoint it evaluates")
+    if cmd.checkpoint_of:
+        _check_source(state, cmd.checkpoint_of)
+    submitted = ev.JobSubmitted(
+        job_id=job_id, kind=cmd.kind, workload=cmd.workload, params=cmd.params,
+        max_iterations=cmd.max_iterations, episodes=cmd.episodes, checkpoint_of=cmd.checkpoint_of,
+        priority=cmd.priority, gpus=cmd.gpus, labels=cmd.labels, idempotency_key=cmd.idempotency_key,
+        timeout_s=cmd.timeout_s, max_retries=cmd.max_retries, submitted_at=now)
+    job = new_job(submitted, state.next_order)
+    mine = [p for p in place(state, now, extra=job) if p.job_id == job_id]
+    return [submitted, *(assigned(p, job.attempt, now) for p in mine)]
+
+
+def _check_source(state: JobBoard, source_id: str) -> None:
+    source = state.jobs.get(source_id) or state.finished.get(source_id)
+    if source is None:
+        raise InvalidCommand(f"checkpoint_of {source_id}: no such job")
+    if not source.checkpoints:
+        status = source.status
+        raise InvalidCommand(f"checkpoint_of {source_id}: that job ({status}) has no checkpoint yet")
+
+
+def _stop(cmd: StopJob, state: JobBoard, now: datetime) -> list[Event]:
+    if cmd.job_id is not None:
+        job = state.jobs.get(cmd.job_id)
+        if job is None:
+            done = state.finished.get(cmd.job_id)
+            if done is None:
+                raise NotFound(f"no job {cmd.job_id}")
+            raise Conflict(f"job {cmd.job_id} has already finished ({done.status})")
+        return _stop_one(job, cmd.reason, now)
+    chosen = sorted((j for j in state.jobs.values() if cmd.kind in (None, j.kind)), key=lambda j: j.order)
+    return [e for job in chosen for e in _stop_one(job, cmd.reason, now)]
+
+
+def _stop_one(job: Job, reason: str, now: datetime) -> list[Event]:
+    if job.stop_requested:
+        return []
+    requested = ev.JobStopRequested(job_id=job.job_id, reason=reason, requested_at=now)
+    if job.status in ACTIVE_ON_WORKER:
+        return [requested]  # the worker checkpoints and reports `stopped`
+    return [requested, ev.JobStopped(job_id=job.job_id, attempt=job.attempt, reason=reason, stopped_at=now)]
+
+
+def fence(report: ReportJobStarted | ReportJobCheckpointed | ReportJobFinished, state: JobBoard) -> Job | None:
+    """The job a report may change; None for a repeat about a finished job; raises StaleAttempt otherwise."""
+    job = state.jobs.get(report.job_id)
+    if job is not None and job.status in ACTIVE_ON_WORKER and job.attempt == report.attempt \
+            and job.worker_id == report.worker_id:
+        return job
+    done = state.finished.get(report.job_id)
+    if done is not None and done.attempt == report.attempt and done.worker_id == report.worker_id:
+        return None
+    if job is None and done is None:
+        raise StaleAttempt(f"no job {report.job_id}")
+    current = job or done
+    raise StaleAttempt(f"attempt {report.attempt} on {report.worker_id} is stale: job {report.job_id} is at "
+                       f"attempt {current.attempt} on {current.worker_id or 'no worker'}")
+
+
+def _started(cmd: ReportJobStarted, job: Job, now: datetime) -> list[Event]:
+    if job.status == "running":
+        return []
+    return [ev.JobStarted(job_id=job.job_id, attempt=cmd.attempt, worker_id=cmd.worker_id,
+                          resumed_from=cmd.resumed_from, corrupt_checkpoints=cmd.corrupt_checkpoints,
+                          started_at=now)]
+
+
+def _checkpointed(cmd: ReportJobCheckpointed, job: Job, now: datetime) -> list[Event]:
+    if any(c.name == cmd.name for c in job.checkpoints):
+        return []
+    return [ev.JobCheckpointed(job_id=job.job_id, attempt=cmd.attempt, iteration=cmd.iteration, name=cmd.name,
+                               sha256=cmd.sha256, size=cmd.size, checkpointed_at=now)]
+
+
+def _finished(cmd: ReportJobFinished, job: Job, now: datetime, policy: RetryPolicy) -> list[Event]:
+    job_id, attempt = job.job_id, cmd.attempt
+    if cmd.outcome == "completed":
+        return [ev.JobCompleted(job_id=job_id, attempt=attempt, result=cmd.result, completed_at=now)]
+    if cmd.outcome == "stopped" or (cmd.outcome == "interrupted" and job.stop_requested):
+        reason = job.stop_reason or cmd.error or "stopped by the worker"
+        return [ev.JobStopped(job_id=job_id, attempt=attempt, reason=reason, stopped_at=now)]
+    if cmd.outcome == "interrupted":
+        return [ev.JobRequeued(job_id=job_id, attempt=attempt + 1, reason="shutdown", requeued_at=now)]
+    retry = cmd.retryable and job.retries < job.max_retries and not job.stop_requested
+    failed = ev.JobFailed(job_id=job_id, attempt=attempt, error=cmd.error or "failed", traceback=cmd.traceback,
+                          retryable=cmd.retryable, will_retry=retry, failed_at=now)
+    if not retry:
+        return [failed]
+    return [failed, ev.JobRequeued(job_id=job_id, attempt=attempt + 1, reason="retry",
+                                   not_before=now + policy.delay(job.retries), requeued_at=now)]
+
+
+def report_reply(report: ReportJobStarted | ReportJobCheckpointed | ReportJobFinished,
+                 state: JobBoard) -> ReportAccepted:
+    """The reply to an accepted report, read from the board after its events: should the attempt stop?"""
+    job = state.jobs.get(report.job_id)
+    if job is not None:
+        return ReportAccepted(accepted=True, stop=job.stop_requested, reason=job.stop_reason)
+    done = state.finished.get(report.job_id)
+    status = done.status if done else "gone"
+    ended = isinstance(report, ReportJobFinished)
+    return ReportAccepted(accepted=True, stop=not ended, reason="" if ended else f"job already {status}")
+
+
+def assigned(placement: Placement, attempt: int, now: datetime) -> ev.JobAssigned:
+    """The event recording one placement."""
+    return ev.JobAssigned(job_id=placement.job_id, attempt=attempt, worker_id=placement.worker_id,
+                          slot=placement.slot, gpu_indices=placement.gpu_indices, assigned_at=now)
+
+
+def assign(state: JobBoard, now: datetime) -> list[Event]:
+    """A placement pass: one `JobAssigned` per queued job that fits somewhere now."""
+    return [assigned(p, state.jobs[p.job_id].attempt, now) for p in place(state, now)]
+
+
+def on_worker_event(state: JobBoard, event: Event, now: datetime) -> list[Event]:
+    """Reaction to a worker event: a lost, departed or forgotten worker's attempts go back to the queue."""
+    if isinstance(event, ev.WorkerLost | ev.WorkerForgotten):
+        return requeue_worker(state, event.worker_id, "worker_lost", now)
+    if isinstance(event, ev.WorkerDeregistered):
+        return requeue_worker(state, event.worker_id, "worker_left", now)
+    return []
+
+
+def requeue_worker(state: JobBoard, worker_id: str, reason: str, now: datetime) -> list[Event]:
+    """Requeue (attempt + 1) every active attempt on one worker; jobs asked to stop just stop."""
+    out: list[Event] = []
+    for job_id in state.running.get(worker_id, ()):
+        job = state.jobs[job_id]
+        if job.stop_requested:
+            out.append(ev.JobStopped(job_id=job_id, attempt=job.attempt, reason=job.stop_reason, stopped_at=now))
+        else:
+            out.append(ev.JobRequeued(job_id=job_id, attempt=job.attempt + 1, reason=reason, requeued_at=now))
+    return out
+
+
+def tick(state: JobBoard, now: datetime) -> list[Event]:
+    """Time passing: timeouts end jobs; attempts left on workers that are not healthy are requeued."""
+    out: list[Event] = [ev.JobTimedOut(job_id=job.job_id, attempt=job.attempt, timed_out_at=now)
+                        for job in state.jobs.values()
+                        if job.status == "running" and job.deadline is not None and job.deadline <= now]
+    timed_out = {e.job_id for e in out}
+    for worker_id in list(state.running):
+        worker = state.workers.get(worker_id)
+        if worker is None or worker.health != "healthy":
+            reason = "worker_left" if worker is not None and worker.health == "left" else "worker_lost"
+            out.extend(e for e in requeue_worker(state, worker_id, reason, now) if e.job_id not in timed_out)
+    return out
+
+
+def atomic_groups(events: Iterable[Event]) -> list[list[Event]]:
+    """Split a decision into appends: one event each, except a failure that is retried goes with its requeue."""
+    groups: list[list[Event]] = []
+    for event in events:
+        if groups and isinstance(event, ev.JobRequeued) and event.reason == "retry" \
+                and isinstance(groups[-1][-1], ev.JobFailed) and groups[-1][-1].will_retry:
+            groups[-1].append(event)
+        else:
+            groups.append([event])
+    return groups
+
+
+def dispatch_for(state: JobBoard, event: Event) -> DispatchMessage | None:
+    """What a worker must hear because of `event` (read from the board after evolving it), if anything."""
+    if isinstance(event, ev.JobAssigned):
+        job = state.jobs.get(event.job_id)
+        return assignment_for(state, job) if job is not None and job.attempt == event.attempt else None
+    if isinstance(event, ev.JobStopRequested):
+        job = state.jobs.get(event.job_id)
+        if job is not None and job.status in ACTIVE_ON_WORKER and job.worker_id:
+            return StopAttempt(job_id=job.job_id, attempt=job.attempt, worker_id=job.worker_id, reason=event.reason)
+    if isinstance(event, ev.JobTimedOut):
+        done = state.finished.get(event.job_id)
+        if done is not None and done.worker_id:
+            return StopAttempt(job_id=event.job_id, attempt=event.attempt, worker_id=done.worker_id, reason="timeout")
+    return None
+
+
+def assignment_for(state: JobBoard, job: Job) -> Assignment:
+    """The message that hands a job's current attempt to its worker, with the checkpoints to resume from."""
+    checkpoints = list(job.checkpoints)
+    if job.checkpoint_of:
+        source: Job | Finished | None = state.jobs.get(job.checkpoint_of) or state.finished.get(job.checkpoint_of)
+        if source is not None:
+            checkpoints.extend(source.checkpoints)
+    return Assignment(job_id=job.job_id, attempt=job.attempt, worker_id=job.worker_id or "", kind=job.kind,
+                      workload=job.workload, params=job.params, max_iterations=job.max_iterations,
+                      episodes=job.episodes, slot=job.slot, gpu_indices=job.gpu_indices,
+                      checkpoints=tuple(checkpoints), timeout_s=job.timeout_s,
+                      assigned_at=job.assigned_at or job.submitted_at)
+
+
+def unstarted_assignments(state: JobBoard) -> list[Assignment]:
+    """Assignments of jobs assigned but not started: re-published when a scheduler takes the lease."""
+    return [assignment_for(state, job) for job in state.jobs.values() if job.status == "assigned"]
