@@ -13,7 +13,7 @@ import nats.errors
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.js.api import ConsumerConfig, DeliverPolicy
-from nats.js.errors import NotFoundError
+from nats.js.errors import NotFoundError, ServiceUnavailableError
 
 from contracts.base import Event, uuid7
 from contracts.codec import MalformedEvent, decode_event, encode
@@ -109,7 +109,7 @@ class JetStreamLog:
     """stoker's event log: one JetStream stream, one subject per aggregate, sequence = version."""
 
     def __init__(self, nc: Client, topology: Topology | None = None, *, timeout: float = 5.0,
-                 retries: int = 3) -> None:
+                 retries: int = 5) -> None:
         self.nc = nc
         self.js = nc.jetstream(timeout=timeout)
         self.topology = topology or Topology()
@@ -173,16 +173,17 @@ class JetStreamLog:
             try:
                 reply = await self._publish_batch(batch_id, messages)
             except (nats.errors.TimeoutError, nats.errors.ConnectionClosedError,
-                    nats.errors.ConnectionReconnectingError) as exc:
+                    nats.errors.ConnectionReconnectingError, nats.errors.NoRespondersError) as exc:
                 # Same message ids on every try: a retry after a lost acknowledgement is deduplicated.
-                if attempt == self.retries:
-                    raise AppendError(f"no acknowledgement from JetStream after {attempt + 1} tries: "
-                                      f"{exc.__class__.__name__}") from None
-                await asyncio.sleep(0.2 * (attempt + 1))
-                continue
-            except nats.errors.NoRespondersError:
-                raise AppendError(f"no stream listens on {messages[0][0]}: create it with "
-                                  "ensure_streams (stoker up does)") from None
+                # No responders is retried too: a cluster electing a stream leader has none for a moment.
+                if attempt < self.retries:
+                    await asyncio.sleep(min(2.0, 0.25 * 2**attempt))
+                    continue
+                if isinstance(exc, nats.errors.NoRespondersError):
+                    raise AppendError(f"no stream listens on {messages[0][0]}: create it with "
+                                      "ensure_streams (stoker up does)") from None
+                raise AppendError(f"no acknowledgement from JetStream after {attempt + 1} tries: "
+                                  f"{exc.__class__.__name__}") from None
             return await self._result(reply, messages, appends)
         raise AssertionError("unreachable")
 
@@ -300,16 +301,28 @@ class JetStreamLog:
         config = ConsumerConfig(deliver_policy=DeliverPolicy.BY_START_SEQUENCE, opt_start_seq=max(1, from_seq))
         if from_seq <= 1:
             config = ConsumerConfig(deliver_policy=DeliverPolicy.ALL)
-        sub = await self.js.subscribe(
-            filter_subject or self.topology.all_events, stream=stream or self.topology.events_stream,
-            ordered_consumer=True, config=config, pending_msgs_limit=256 * 1024,
-            pending_bytes_limit=256 * 1024 * 1024,
-        )
+        sub = await self._ordered_subscription(filter_subject or self.topology.all_events,
+                                               stream or self.topology.events_stream, config)
         try:
             while True:
                 yield await sub.next_msg(timeout=None)
         finally:
             await _quiet_unsubscribe(sub)
+
+    async def _ordered_subscription(self, subject: str, stream: str, config: ConsumerConfig,
+                                    attempts: int = 20) -> Any:
+        # A cluster electing a new stream leader (a node just died) answers consumer creation late or
+        # with 503 for a few seconds; retry through that rather than fail a reader.
+        for attempt in range(attempts):
+            try:
+                return await self.js.subscribe(subject, stream=stream, ordered_consumer=True, config=config,
+                                               pending_msgs_limit=256 * 1024,
+                                               pending_bytes_limit=256 * 1024 * 1024)
+            except (nats.errors.TimeoutError, ServiceUnavailableError):
+                if attempt == attempts - 1:
+                    raise
+                await asyncio.sleep(0.5)
+        raise AssertionError("unreachable")
 
     def decode(self, msg: Msg) -> StoredEvent | None:
         """Turn a raw message into a StoredEvent; a malformed one is logged and skipped (None)."""
