@@ -91,9 +91,15 @@ class Lease:
         return False
 
     async def keep(self, on_lost: asyncio.Event) -> None:
-        """Renew every ttl/3 until cancelled; sets `on_lost` and returns if the lease is lost."""
+        """Renew every ttl/3 until cancelled; sets `on_lost` and returns if the lease is lost or can't be renewed."""
         while True:
             await asyncio.sleep(self.ttl / 3)
-            if not await self.renew():
+            try:
+                renewed = await self.renew()
+            except Exception as exc:  # no answer from NATS counts as losing the lease: another may hold it soon
+                log.warning("lease renewal failed", key=self.key, error=repr(exc))
+                self.revision = None
+                renewed = False
+            if not renewed:
                 on_lost.set()
                 return

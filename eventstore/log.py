@@ -251,10 +251,19 @@ class JetStreamLog:
         """The current version of one aggregate (0 when it has no events)."""
         return await self.subject_version(self.topology.events(aggregate, aggregate_id))
 
-    async def last_seq(self) -> int:
-        """The stream's last sequence number."""
-        info = await self.js.stream_info(self.topology.events_stream)
+    async def last_seq(self, stream: str | None = None) -> int:
+        """The last sequence number of the event stream (or of `stream`); 0 when empty."""
+        info = await self.js.stream_info(stream or self.topology.events_stream)
         return int(info.state.last_seq)
+
+    async def first_match(self, subject: str, start: int, stream: str | None = None) -> int | None:
+        """The sequence of the first message on `subject` (wildcards allowed) at or after `start`."""
+        try:
+            msg = await self.js.get_msg(stream or self.topology.events_stream, seq=max(1, start), subject=subject,
+                                        next=True, direct=True)
+        except NotFoundError:
+            return None
+        return int(msg.seq) if msg.seq else None
 
     async def load(self, aggregate: str, aggregate_id: str) -> tuple[list[StoredEvent], int]:
         """Every event of one aggregate, oldest first, and its version."""
@@ -281,13 +290,19 @@ class JetStreamLog:
             if stored is not None:
                 yield stored
 
-    async def read_raw(self, from_seq: int = 1, *, until_seq: int | None = None,
-                       filter_subject: str | None = None) -> AsyncIterator[Msg]:
-        """Raw messages from `from_seq` to the end as of now (malformed ones included)."""
-        end = until_seq if until_seq is not None else await self.last_seq()
+    async def read_raw(self, from_seq: int = 1, *, until_seq: int | None = None, filter_subject: str | None = None,
+                       stream: str | None = None) -> AsyncIterator[Msg]:
+        """Raw messages from `from_seq` to the end as of now, or `until_seq` (malformed ones included)."""
+        end = until_seq if until_seq is not None else await self.last_seq(stream)
         if end < from_seq:
             return
-        async for msg in self.follow_raw(from_seq, filter_subject=filter_subject):
+        if filter_subject is not None:
+            # An ordered consumer waits forever when nothing matches: look before subscribing.
+            first = await self.first_match(filter_subject, from_seq, stream)
+            if first is None or first > end:
+                return
+            from_seq = first
+        async for msg in self.follow_raw(from_seq, filter_subject=filter_subject, stream=stream):
             seq = msg.metadata.sequence.stream
             if seq > end:
                 return

@@ -8,7 +8,6 @@ from collections import defaultdict
 from eventstore.log import JetStreamLog
 from eventstore.observability import get_logger
 from gateway.live import EVENTS, STREAMS, TELEMETRY, Outgoing, render, subject_topics
-from gateway.streams import stream_last_seq
 
 log = get_logger(component="hub")
 YIELD_EVERY = 32  # let socket writers run during a burst, so a fast client is never mistaken for a slow one
@@ -92,7 +91,7 @@ class Hub:
         sources = {EVENTS: (topology.events_stream, topology.all_events),
                    TELEMETRY: (topology.telemetry_stream, f"{topology.prefix}.telemetry.>")}
         for key, (stream, subject) in sources.items():
-            self.positions[key] = await stream_last_seq(self.log, stream)
+            self.positions[key] = await self.log.last_seq(stream)
             self._tasks.append(asyncio.create_task(self._follow(key, stream, subject), name=f"hub-{key}"))
 
     async def stop(self) -> None:

@@ -9,7 +9,6 @@ from nats.aio.msg import Msg
 from eventstore.log import JetStreamLog
 from gateway.hub import Subscriber
 from gateway.live import EVENTS, STREAMS, render, topic_subjects
-from gateway.streams import read_range
 
 
 def stream_name(event_log: JetStreamLog, stream: str) -> str:
@@ -58,8 +57,8 @@ async def replay(event_log: JetStreamLog, subscriber: Subscriber, cursors: Mappi
             continue
         subjects = sorted({s for topic in subscriber.topics
                            for s in topic_subjects(event_log.topology, topic)[stream]})
-        sources = [read_range(event_log, stream_name(event_log, stream), subject, cursors[stream] + 1,
-                              targets[stream]) for subject in subjects]
+        sources = [event_log.read_raw(cursors[stream] + 1, until_seq=targets[stream], filter_subject=subject,
+                                      stream=stream_name(event_log, stream)) for subject in subjects]
         async for msg in merge_by_seq(sources):
             message = render(event_log, stream, msg)
             if message is not None and subscriber.topics.intersection(message.topics):

@@ -17,7 +17,6 @@ from contracts.base import is_valid_id, new_id, utcnow
 from contracts.errors import NotFound
 from eventstore.log import JetStreamLog
 from eventstore.observability import get_logger
-from gateway.streams import read_range
 
 log = get_logger(component="tokens")
 Role = Literal["admin", "operator", "viewer"]
@@ -97,8 +96,7 @@ async def load_registry(event_log: JetStreamLog, registry: TokenRegistry | None 
     registry = registry or TokenRegistry()
     topology = event_log.topology
     end = await event_log.last_seq()
-    async for msg in read_range(event_log, topology.events_stream, topology.events("token"), registry.position + 1,
-                                end):
+    async for msg in event_log.read_raw(registry.position + 1, until_seq=end, filter_subject=topology.events("token")):
         stored = event_log.decode(msg)
         if stored is not None:
             registry.apply(stored.event, stored.seq)

@@ -15,7 +15,6 @@ from gateway import health
 from gateway.auth import ADMIN, PUBLIC
 from gateway.controllers.common import GW, errors
 from gateway.schemas.system import EventPage, Health, TokenCreate, TokenCreated, TokenList, TokenView
-from gateway.streams import read_range
 from gateway.tokens import TokenRecord, issue_token, revoke_token
 from gateway.views import event_record
 
@@ -45,9 +44,8 @@ class SystemController(Controller):
         """Events after sequence `since`, oldest first."""
         last = await gw.log.last_seq()
         end = min(last, since + limit)
-        stream = gw.topology.events_stream
         records = []
-        async for msg in read_range(gw.log, stream, gw.topology.all_events, since + 1, end):
+        async for msg in gw.log.read_raw(since + 1, until_seq=end):
             stored = gw.log.decode(msg)
             if stored is not None:
                 records.append(event_record(stored))

@@ -52,7 +52,7 @@ class DiscoveryService:
 
     async def _lead(self, lease: Lease) -> None:
         lost = asyncio.Event()
-        keeper = asyncio.create_task(_keep(lease, lost), name="discovery-lease")
+        keeper = asyncio.create_task(lease.keep(lost), name="discovery-lease")
         timing = Timing(lost_after_s=self.settings.lost_after_s, forget_after_s=self.settings.forget_after_s)
         self.discovery = discovery = Discovery(self.ctx.log, timing)
         heartbeats = service = timer = None
@@ -108,12 +108,3 @@ class DiscoveryService:
                 await self.discovery.tick()
             except Exception:
                 log.exception("tick failed")
-
-
-async def _keep(lease: Lease, lost: asyncio.Event) -> None:
-    try:
-        await lease.keep(lost)
-    except Exception as exc:
-        log.warning("lease renewal failed", error=repr(exc))
-        lease.revision = None
-        lost.set()

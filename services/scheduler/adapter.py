@@ -39,16 +39,6 @@ def holder_name() -> str:
     return f"{socket.gethostname()}-{os.getpid()}-{uuid7()[-8:]}"
 
 
-async def keep_lease(lease: Lease, lost: asyncio.Event) -> None:
-    """Renew the lease until cancelled; any failure to renew counts as losing it."""
-    try:
-        await lease.keep(lost)
-    except Exception as exc:
-        log.warning("lease renewal failed", error=repr(exc))
-        lease.revision = None
-        lost.set()
-
-
 class SchedulerService:
     """One scheduler process: standby until it holds the lease, then the leader until it loses it."""
 
@@ -82,7 +72,7 @@ class SchedulerService:
     async def _lead(self, lease: Lease) -> None:
         scheduler = self.scheduler
         lost = asyncio.Event()
-        keeper = asyncio.create_task(keep_lease(lease, lost), name="scheduler-lease")
+        keeper = asyncio.create_task(lease.keep(lost), name="scheduler-lease")
         log.info("leading", holder=self.holder)
         try:
             await scheduler.lead()

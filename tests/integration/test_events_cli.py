@@ -38,6 +38,8 @@ async def test_tail_show_export_import(event_log, nats_server, topology, tmp_pat
     lines = (await asyncio.to_thread(stoker, ["events", "tail", "--json", "--id", job], env)).stdout.splitlines()
     assert [json.loads(line)["type"] for line in lines] == ["JobSubmitted", "JobAssigned", "JobStarted",
                                                             "JobCheckpointed", "JobCompleted"]
+    nothing = await asyncio.to_thread(stoker, ["events", "tail", "--id", "NoSuchJob"], env)
+    assert nothing.stdout == ""  # a filter that matches nothing answers at once instead of waiting
     shown = json.loads((await asyncio.to_thread(stoker, ["events", "show", "6"], env)).stdout)
     assert shown["raw"] == "not json" and "unknown event type" in shown["malformed"]
     missing = await asyncio.to_thread(stoker, ["events", "show", "999"], env, False)

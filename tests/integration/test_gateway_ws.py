@@ -19,7 +19,6 @@ from contracts import events as ev
 from contracts.base import new_id, utcnow
 from gateway.live import EVENTS, TELEMETRY
 from gateway.replay import stream_name
-from gateway.streams import read_range
 from tests.integration.gateway_support import gateway_stack, publish_progress, run_job
 
 
@@ -70,8 +69,7 @@ async def expected_for(stack, job_id: str) -> dict[str, list[int]]:
         seqs: set[int] = set()
         for subject in names:
             name = stream_name(log, stream)
-            last = (await log.js.stream_info(name)).state.last_seq
-            seqs |= {m.metadata.sequence.stream async for m in read_range(log, name, subject, 1, last)}
+            seqs |= {m.metadata.sequence.stream async for m in log.read_raw(1, filter_subject=subject, stream=name)}
         out[stream] = sorted(seqs)
     return out
 
