@@ -70,58 +70,62 @@ async def _submitted(e: ev.JobSubmitted, seq: int, tx: Transaction) -> None:
         " ON CONFLICT (id) DO NOTHING",
         e.job_id, e.kind, e.workload, e.priority, as_json(e.params), e.max_iterations, e.episodes,
         e.checkpoint_of, e.gpus, as_json(list(e.labels)), e.idempotency_key, e.timeout_s, e.max_retries,
-        iso(e.submitted_at), seq)
+        iso(e.submitted_at), seq, key=e.job_id)
 
 
 async def _assigned(e: ev.JobAssigned, seq: int, tx: Transaction) -> None:
     await tx.execute("UPDATE {jobs} SET status = 'assigned', attempt = ?, worker_id = ?, assigned_at = ?,"
-                     " updated_seq = ? WHERE id = ?", e.attempt, e.worker_id, iso(e.assigned_at), seq, e.job_id)
+                     " updated_seq = ? WHERE id = ?", e.attempt, e.worker_id, iso(e.assigned_at), seq, e.job_id,
+                     key=e.job_id)
 
 
 async def _started(e: ev.JobStarted, seq: int, tx: Transaction) -> None:
     await tx.execute("UPDATE {jobs} SET status = CASE WHEN stop_requested = 1 THEN 'stopping' ELSE 'running'"
                      " END, attempt = ?, worker_id = ?, started_at = COALESCE(started_at, ?), resumed_from = ?,"
                      " updated_seq = ? WHERE id = ?",
-                     e.attempt, e.worker_id, iso(e.started_at), e.resumed_from, seq, e.job_id)
+                     e.attempt, e.worker_id, iso(e.started_at), e.resumed_from, seq, e.job_id, key=e.job_id)
 
 
 async def _checkpointed(e: ev.JobCheckpointed, seq: int, tx: Transaction) -> None:
     await tx.execute("UPDATE {jobs} SET last_checkpoint = ?, last_checkpoint_iteration = ?,"
                      " checkpoints = checkpoints + 1, updated_seq = ? WHERE id = ?",
-                     e.name, e.iteration, seq, e.job_id)
+                     e.name, e.iteration, seq, e.job_id, key=e.job_id)
     await tx.execute("INSERT INTO {job_checkpoints} (job_id, seq, attempt, iteration, name, sha256, size,"
                      " checkpointed_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (job_id, seq) DO NOTHING",
-                     e.job_id, seq, e.attempt, e.iteration, e.name, e.sha256, e.size, iso(e.checkpointed_at))
+                     e.job_id, seq, e.attempt, e.iteration, e.name, e.sha256, e.size, iso(e.checkpointed_at),
+                     key=e.job_id)
 
 
 async def _completed(e: ev.JobCompleted, seq: int, tx: Transaction) -> None:
     await tx.execute("UPDATE {jobs} SET status = 'completed', result = ?, finished_at = ?, error = NULL,"
-                     " updated_seq = ? WHERE id = ?", as_json(e.result), iso(e.completed_at), seq, e.job_id)
+                     " updated_seq = ? WHERE id = ?", as_json(e.result), iso(e.completed_at), seq, e.job_id,
+                     key=e.job_id)
 
 
 async def _failed(e: ev.JobFailed, seq: int, tx: Transaction) -> None:
     await tx.execute("UPDATE {jobs} SET status = 'failed', error = ?, traceback = ?, finished_at = ?,"
-                     " updated_seq = ? WHERE id = ?", e.error, e.traceback, iso(e.failed_at), seq, e.job_id)
+                     " updated_seq = ? WHERE id = ?", e.error, e.traceback, iso(e.failed_at), seq, e.job_id,
+                     key=e.job_id)
 
 
 async def _stop_requested(e: ev.JobStopRequested, seq: int, tx: Transaction) -> None:
     await tx.execute("UPDATE {jobs} SET stop_requested = 1, status = CASE WHEN status IN ('running', 'assigned')"
-                     " THEN 'stopping' ELSE status END, updated_seq = ? WHERE id = ?", seq, e.job_id)
+                     " THEN 'stopping' ELSE status END, updated_seq = ? WHERE id = ?", seq, e.job_id, key=e.job_id)
 
 
 async def _stopped(e: ev.JobStopped, seq: int, tx: Transaction) -> None:
     await tx.execute("UPDATE {jobs} SET status = 'stopped', finished_at = ?, error = NULL, updated_seq = ?"
-                     " WHERE id = ?", iso(e.stopped_at), seq, e.job_id)
+                     " WHERE id = ?", iso(e.stopped_at), seq, e.job_id, key=e.job_id)
 
 
 async def _requeued(e: ev.JobRequeued, seq: int, tx: Transaction) -> None:
     await tx.execute("UPDATE {jobs} SET status = 'queued', attempt = ?, worker_id = NULL, finished_at = NULL,"
-                     " requeues = requeues + 1, updated_seq = ? WHERE id = ?", e.attempt, seq, e.job_id)
+                     " requeues = requeues + 1, updated_seq = ? WHERE id = ?", e.attempt, seq, e.job_id, key=e.job_id)
 
 
 async def _timed_out(e: ev.JobTimedOut, seq: int, tx: Transaction) -> None:
     await tx.execute("UPDATE {jobs} SET status = 'timed_out', error = 'timed out', finished_at = ?,"
-                     " updated_seq = ? WHERE id = ?", iso(e.timed_out_at), seq, e.job_id)
+                     " updated_seq = ? WHERE id = ?", iso(e.timed_out_at), seq, e.job_id, key=e.job_id)
 
 
 _HANDLERS: dict[type, Callable[[Any, int, Transaction], Awaitable[None]]] = {

@@ -46,26 +46,26 @@ async def _registered(e: ev.WorkerRegistered, seq: int, tx: Transaction) -> None
         " gpus = excluded.gpus, labels = excluded.labels, slots = excluded.slots, version = excluded.version,"
         " last_change_at = excluded.last_change_at, lost_at = NULL, updated_seq = excluded.updated_seq",
         e.worker_id, c.hostname, as_json(list(c.addresses)), c.cpu_cores, c.ram_mb, as_json(gpus),
-        as_json(list(c.labels)), c.slots, c.version, at, at, seq)
+        as_json(list(c.labels)), c.slots, c.version, at, at, seq, key=e.worker_id)
 
 
 async def _lost(e: ev.WorkerLost, seq: int, tx: Transaction) -> None:
     await tx.execute("UPDATE {workers} SET status = 'lost', lost_at = ?, last_change_at = ?, updated_seq = ?"
-                     " WHERE id = ?", iso(e.lost_at), iso(e.lost_at), seq, e.worker_id)
+                     " WHERE id = ?", iso(e.lost_at), iso(e.lost_at), seq, e.worker_id, key=e.worker_id)
 
 
 async def _returned(e: ev.WorkerReturned, seq: int, tx: Transaction) -> None:
     await tx.execute("UPDATE {workers} SET status = 'healthy', lost_at = NULL, last_change_at = ?,"
-                     " updated_seq = ? WHERE id = ?", iso(e.returned_at), seq, e.worker_id)
+                     " updated_seq = ? WHERE id = ?", iso(e.returned_at), seq, e.worker_id, key=e.worker_id)
 
 
 async def _deregistered(e: ev.WorkerDeregistered, seq: int, tx: Transaction) -> None:
     await tx.execute("UPDATE {workers} SET status = 'left', last_change_at = ?, updated_seq = ? WHERE id = ?",
-                     iso(e.deregistered_at), seq, e.worker_id)
+                     iso(e.deregistered_at), seq, e.worker_id, key=e.worker_id)
 
 
 async def _forgotten(e: ev.WorkerForgotten, seq: int, tx: Transaction) -> None:
-    await tx.execute("DELETE FROM {workers} WHERE id = ?", e.worker_id)
+    await tx.execute("DELETE FROM {workers} WHERE id = ?", e.worker_id, key=e.worker_id)
 
 
 _HANDLERS: dict[type, Callable[[Any, int, Transaction], Awaitable[None]]] = {

@@ -9,7 +9,7 @@ from typing import Any
 
 import asyncpg
 
-from eventstore.stores.base import IdentityTables, group_runs, to_numbered
+from eventstore.stores.base import IdentityTables, Write, plan_writes, to_numbered
 
 
 @lru_cache(maxsize=4096)
@@ -23,11 +23,11 @@ class PostgresTransaction:
     def __init__(self, conn: asyncpg.Connection, tables: Mapping[str, str]) -> None:
         self._conn = conn
         self._tables = tuple(sorted(tables.items()))
-        self._writes: list[tuple[str, tuple[Any, ...]]] = []
+        self._writes: list[Write] = []
 
-    async def execute(self, sql: str, *params: Any) -> None:
-        """Queue a write."""
-        self._writes.append((_render(sql, self._tables), params))
+    async def execute(self, sql: str, *params: Any, key: str | None = None) -> None:
+        """Queue a write (`key`: the row it touches, see Transaction.execute)."""
+        self._writes.append((_render(sql, self._tables), params, key))
 
     async def fetchone(self, sql: str, *params: Any) -> dict[str, Any] | None:
         """One row (queued writes run first)."""
@@ -43,7 +43,7 @@ class PostgresTransaction:
     async def flush(self) -> None:
         """Run queued writes."""
         writes, self._writes = self._writes, []
-        for sql, batch in group_runs(writes):
+        for sql, batch in plan_writes(writes):
             if len(batch) == 1:
                 await self._conn.execute(sql, *batch[0])
             else:

@@ -11,7 +11,7 @@ from typing import Any
 
 import aiosqlite
 
-from eventstore.stores.base import IdentityTables, group_runs
+from eventstore.stores.base import IdentityTables, Write, plan_writes
 
 
 @lru_cache(maxsize=4096)
@@ -30,11 +30,11 @@ class SqliteTransaction:
     def __init__(self, conn: aiosqlite.Connection, tables: Mapping[str, str]) -> None:
         self._conn = conn
         self._tables = tuple(sorted(tables.items()))
-        self._writes: list[tuple[str, tuple[Any, ...]]] = []
+        self._writes: list[Write] = []
 
-    async def execute(self, sql: str, *params: Any) -> None:
-        """Queue a write."""
-        self._writes.append((_render(sql, self._tables), params))
+    async def execute(self, sql: str, *params: Any, key: str | None = None) -> None:
+        """Queue a write (`key`: the row it touches, see Transaction.execute)."""
+        self._writes.append((_render(sql, self._tables), params, key))
 
     async def fetchone(self, sql: str, *params: Any) -> dict[str, Any] | None:
         """One row (queued writes run first)."""
@@ -59,8 +59,8 @@ class SqliteTransaction:
             await self._conn._execute(_apply, self._conn._conn, writes)
 
 
-def _apply(db: sqlite3.Connection, writes: list[tuple[str, tuple[Any, ...]]]) -> None:
-    for sql, batch in group_runs(writes):
+def _apply(db: sqlite3.Connection, writes: list[Write]) -> None:
+    for sql, batch in plan_writes(writes):
         if len(batch) == 1:
             db.execute(sql, batch[0])
         else:
