@@ -64,7 +64,7 @@ class _MemoryTransaction:
         self.db = sqlite3.connect(":memory:")
         self.tables = IdentityTables()
 
-    async def execute(self, sql: str, *params: Any) -> None:
+    async def execute(self, sql: str, *params: Any, key: str | None = None) -> None:
         self.db.execute(sql.format_map(self.tables), params)
 
     async def fetchall(self, sql: str, *params: Any) -> list[dict[str, Any]]:
