@@ -7,6 +7,7 @@ import signal
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
+import nats.errors
 from nats.aio.client import Client
 
 from contracts.subjects import Topology
@@ -77,7 +78,10 @@ async def serve(name: str, main: ServiceMain, settings: CommonSettings | None = 
         log.error("service failed", error=repr(task.exception()))
         await nc.close()
         raise task.exception()
-    await nc.drain()
+    try:
+        await nc.drain()
+    except (nats.errors.ConnectionReconnectingError, nats.errors.ConnectionClosedError, TimeoutError):
+        await nc.close()  # NATS is already gone (stopped before us): nothing left to flush
     log.info("service stopped")
 
 
