@@ -254,7 +254,9 @@ async def test_a_dropped_connection_says_so_reconnects_and_misses_nothing(stack:
         await page.reload()  # a fresh socket, watched from its first frame
         await expect(page.locator(".progress-line")).to_contain_text("10 of 100")
         await expect(page.locator("#conn")).to_have_text("Live")
-        await page.wait_for_function("() => !!navigator.serviceWorker.controller")  # a function: the CSP forbids eval
+        # A function: the CSP forbids eval. Installing the worker caches the whole shell, which takes a
+        # while when the machine is busy with the rest of the suite.
+        await page.wait_for_function("() => !!navigator.serviceWorker.controller", timeout=90_000)
         reads_before = len(timeline_reads)
 
         # The network goes away: the page says so plainly, and everything that happens meanwhile is kept.
