@@ -20,11 +20,6 @@ TRACER_NAME = "stoker"
 _tracing = {"on": False}
 
 
-def tracing_enabled() -> bool:
-    """Whether spans are recorded in this process (consumers skip span work when not)."""
-    return _tracing["on"]
-
-
 def _add_trace_id(_logger: Any, _name: str, event: dict[str, Any]) -> dict[str, Any]:
     span = trace.get_current_span().get_span_context()
     if span.is_valid:

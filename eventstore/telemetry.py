@@ -6,7 +6,6 @@ from typing import TypeVar
 
 import msgspec
 from nats.aio.client import Client
-from nats.js.api import ConsumerConfig, DeliverPolicy
 from nats.js.errors import NotFoundError
 
 from contracts.codec import decode_message, encode
@@ -39,27 +38,18 @@ async def last_sample(nc: Client, topology: Topology, kind: str, key: str, cls: 
 async def sample_history(nc: Client, topology: Topology, kind: str, key: str, cls: type[T], *,
                          from_seq: int = 1, limit: int = 100_000) -> list[tuple[int, T]]:
     """Samples on one subject, oldest first, as (stream sequence, sample); malformed ones are skipped."""
-    js = nc.jetstream()
+    from eventstore.log import JetStreamLog
+
     subject = topology.telemetry(kind, key)
-    try:
-        last = await js.get_last_msg(topology.telemetry_stream, subject, direct=True)
-    except NotFoundError:
-        return []
-    if last.seq is None or last.seq < from_seq:
-        return []
-    policy = ConsumerConfig(deliver_policy=DeliverPolicy.BY_START_SEQUENCE, opt_start_seq=max(1, from_seq))
-    sub = await js.subscribe(subject, stream=topology.telemetry_stream, ordered_consumer=True, config=policy)
     out: list[tuple[int, T]] = []
-    try:
-        while len(out) < limit:
-            msg = await sub.next_msg(timeout=5)
-            seq = msg.metadata.sequence.stream
-            try:
-                out.append((seq, decode_message(cls, msg.data)))
-            except (msgspec.DecodeError, msgspec.ValidationError) as exc:
-                log.warning("skipping malformed sample", subject=subject, seq=seq, reason=str(exc))
-            if seq >= last.seq or msg.metadata.num_pending == 0:
-                break
-    finally:
-        await sub.unsubscribe()
+    reader = JetStreamLog(nc, topology).read_raw(from_seq, filter_subject=subject, stream=topology.telemetry_stream)
+    async for msg in reader:
+        seq = msg.metadata.sequence.stream
+        try:
+            out.append((seq, decode_message(cls, msg.data)))
+        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+            log.warning("skipping malformed sample", subject=subject, seq=seq, reason=str(exc))
+        if len(out) >= limit:
+            await reader.aclose()
+            break
     return out

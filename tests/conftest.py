@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import secrets
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -56,12 +56,6 @@ async def event_log(nc, topology: Topology) -> JetStreamLog:
     log = JetStreamLog(nc, topology)
     await log.ensure_streams()
     return log
-
-
-@pytest.fixture
-def sqlite_path(tmp_path: Path) -> Iterator[Path]:
-    """A fresh SQLite file path."""
-    yield tmp_path / "readmodels.sqlite3"
 
 
 async def postgres_available() -> str | None:

@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from typing import Any, Protocol
-
-_PLACEHOLDER = re.compile(r"\{(\w+)\}")
 
 
 class Transaction(Protocol):
@@ -103,8 +100,3 @@ def _layered(segment: Sequence[Write]) -> list[tuple[str, list[tuple[Any, ...]]]
             layers.append({})
         layers[level].setdefault(sql, []).append(params)
     return [(sql, batch) for layer in layers for sql, batch in layer.items()]
-
-
-def table_names(sql: str) -> list[str]:
-    """The `{placeholder}` table names a statement uses."""
-    return _PLACEHOLDER.findall(sql)

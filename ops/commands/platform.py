@@ -7,7 +7,6 @@ import importlib
 import importlib.util
 import os
 import signal
-from pathlib import Path
 
 import click
 
@@ -140,8 +139,3 @@ def register(group: click.Group) -> None:
     """Add `stoker up` and `stoker run`."""
     group.add_command(up)
     group.add_command(run)
-
-
-def data_dir_of(settings: CommonSettings) -> Path:
-    """The data directory (created)."""
-    return settings.data_path
