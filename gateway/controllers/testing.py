@@ -27,8 +27,10 @@ from gateway.schemas.runs import (
 
 
 def eval_workload(workload: str) -> str:
-    """`2048` → `2048-eval`: the evaluation workload that goes with a training workload."""
-    return workload if workload.endswith("-eval") else f"{workload}-eval"
+    """`2048` → `2048-eval` when installed: the same rule as `stoker submit eval` (names only, no torch)."""
+    from services.trainer.workloads_registry import Registry, eval_name
+
+    return eval_name(workload, Registry().names())
 
 
 async def episodes_of(gw: GW, job_id: FromPath[str]) -> list[EpisodeReport]:
