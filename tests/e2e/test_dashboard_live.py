@@ -250,13 +250,23 @@ async def test_a_dropped_connection_says_so_reconnects_and_misses_nothing(stack:
                                          ws.on("framereceived", lambda f: frames.append(("got", json.loads(f))))))
         timeline_reads: list[str] = []
         page.on("request", lambda r: timeline_reads.append(r.url) if r.url.endswith(f"/{job_id}/events") else None)
+        console: list[str] = []
+        page.on("console", lambda m: console.append(m.text))
         await page.goto(f"{url}/#/job/{job_id}")
         await page.reload()  # a fresh socket, watched from its first frame
         await expect(page.locator(".progress-line")).to_contain_text("10 of 100")
         await expect(page.locator("#conn")).to_have_text("Live")
         # A function: the CSP forbids eval. Installing the worker caches the whole shell, which takes a
         # while when the machine is busy with the rest of the suite.
-        await page.wait_for_function("() => !!navigator.serviceWorker.controller", timeout=90_000)
+        try:
+            await page.wait_for_function("() => !!navigator.serviceWorker.controller", timeout=90_000)
+        except Exception:
+            state = await page.evaluate("""async () => {
+                const r = await navigator.serviceWorker.getRegistration();
+                return r ? [r.installing && r.installing.state, r.waiting && r.waiting.state,
+                            r.active && r.active.state] : 'no registration'; }""")
+            raise AssertionError(f"service worker never took control: {state}; errors {page.errors}; "
+                                 f"console {console}") from None
         reads_before = len(timeline_reads)
 
         # The network goes away: the page says so plainly, and everything that happens meanwhile is kept.
