@@ -1,11 +1,11 @@
-"""Who may call what: bearer tokens, roles per route, and a brake on repeated bad tokens."""
+"""Who may call what: bearer tokens, roles per route, and a brake on repeated bad tokens (never on good ones)."""
 
 from __future__ import annotations
 
 import math
 import time
 from collections import OrderedDict, deque
-from typing import Any
+from typing import Any, NoReturn
 
 from litestar.connection import ASGIConnection
 from litestar.exceptions import NotAuthorizedException, PermissionDeniedException, TooManyRequestsException
@@ -70,23 +70,32 @@ class Authenticator:
         self.limiter = limiter
 
     def check(self, token: str | None, address: str, needed: str) -> TokenRecord:
-        """The token's record, or raise 401 (missing/bad), 403 (role too low) or 429 (too many bad tokens)."""
+        """The token's record, or raise 401 (missing/bad), 403 (role too low) or 429 (too many bad tokens).
+
+        A valid token is always accepted: the brake only answers the failures of an address that failed
+        too often, so a local process guessing tokens (every local client is 127.0.0.1) cannot lock the
+        dashboard or the CLI out. Guessing is hopeless anyway (256-bit secrets); the brake keeps a
+        scanner's failures cheap and tells it to go away.
+        """
+        record = self.registry.authenticate(token) if token else None
+        if record is None:
+            self._refuse(token, address)
+        if not role_allows(record.role, needed):
+            raise PermissionDeniedException(detail=f"this needs the {needed} role; the token is {record.role}")
+        return record
+
+    def _refuse(self, token: str | None, address: str) -> NoReturn:
+        if not token:  # not a guess: nothing to brake
+            raise NotAuthorizedException(detail="a token is required: Authorization: Bearer <token>",
+                                         headers={"WWW-Authenticate": "Bearer"})
         wait = self.limiter.retry_after(address)
         if wait > 0:
             raise TooManyRequestsException(
                 detail=f"too many bad tokens from {address}; try again in {math.ceil(wait)} s",
                 headers={"Retry-After": str(math.ceil(wait))})
-        if not token:
-            raise NotAuthorizedException(detail="a token is required: Authorization: Bearer <token>",
-                                         headers={"WWW-Authenticate": "Bearer"})
-        record = self.registry.authenticate(token)
-        if record is None:
-            self.limiter.fail(address)
-            raise NotAuthorizedException(detail="the token is unknown, expired or revoked",
-                                         headers={"WWW-Authenticate": "Bearer"})
-        if not role_allows(record.role, needed):
-            raise PermissionDeniedException(detail=f"this needs the {needed} role; the token is {record.role}")
-        return record
+        self.limiter.fail(address)
+        raise NotAuthorizedException(detail="the token is unknown, expired or revoked",
+                                     headers={"WWW-Authenticate": "Bearer"})
 
 
 def client_address(connection: ASGIConnection[Any, Any, Any, Any]) -> str:

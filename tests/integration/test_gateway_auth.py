@@ -106,13 +106,30 @@ async def test_repeated_bad_tokens_from_one_address_are_slowed_down(nats_server,
             blocked = await guesser.get("/api/v1/jobs")
         assert_error(blocked, 429, "too many")
         assert int(blocked.headers["Retry-After"]) > 0
-        async with stack.client("admin") as good:  # the same address, even with a good token, waits too
-            assert_error(await good.get("/api/v1/jobs"), 429)
-        async with connect(stack.ws_url) as socket:
-            await socket.send(json.dumps({"type": "auth", "token": stack.tokens["admin"]}))
+        async with connect(stack.ws_url) as socket:  # a bad token on the socket is braked too
+            await socket.send(json.dumps({"type": "auth", "token": "stk_guess"}))
             with pytest.raises(ConnectionClosed):
                 await socket.recv()
             assert socket.close_code == 4429
+        async with stack.client(None) as anonymous:  # no token is no guess: a plain 401, not braked
+            assert_error(await anonymous.get("/api/v1/jobs"), 401)
+
+
+async def test_bad_tokens_never_lock_out_a_valid_token(nats_server, nc, topology, tmp_path) -> None:
+    # Every local client is 127.0.0.1: a local process sending bad tokens must not lock the dashboard out.
+    async with gateway_stack(nats_server.url, nc, topology, tmp_path, auth_max_failures=10) as stack:
+        async with stack.client(token="stk_guess") as guesser:
+            statuses = [(await guesser.get("/api/v1/jobs")).status_code for _ in range(11)]
+        assert statuses == [401] * 10 + [429]
+        async with stack.client("admin") as good:
+            assert (await good.get("/api/v1/jobs")).status_code == 200
+            assert (await good.get("/api/v1/tokens")).status_code == 200
+        async with connect(stack.ws_url) as socket:
+            await socket.send(json.dumps({"type": "auth", "token": stack.tokens["admin"]}))
+            welcome = json.loads(await socket.recv())
+            assert welcome["type"] == "welcome" and welcome["role"] == "admin"
+        async with stack.client(token="stk_guess") as guesser:  # the guesser is still braked
+            assert_error(await guesser.get("/api/v1/jobs"), 429)
 
 
 async def test_cors_origins_are_configurable(nats_server, nc, topology, tmp_path) -> None:
