@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from datetime import datetime
 from typing import Annotated, Any, Literal
 
 import msgspec
@@ -19,6 +20,7 @@ from gateway.tokens import TokenRecord, role_allows
 
 BAD_MESSAGE, UNAUTHORIZED, FORBIDDEN, AUTH_TIMEOUT, TOO_MANY = 4400, 4401, 4403, 4408, 4429
 MAX_TOPICS = 200
+EXPIRY_SLACK_S = 0.01  # the loop's clock and the wall clock `expires_at` is on may differ by a hair
 Cursor = Annotated[int, msgspec.Meta(ge=0, le=2**53)]
 
 
@@ -66,11 +68,15 @@ class Session:
         """Serve until the client leaves, misbehaves, is too slow, or the token stops working."""
         hub, settings = self.gw.hub, self.gw.settings.gateway
         hub.join(self.sub)
+        if not self.record.active(utcnow()):  # revoked between the check and the join: the hub could not see it
+            self.sub.close(UNAUTHORIZED, "the token expired or was revoked")
         self.sub.say(control("welcome", role=self.record.role, token_id=self.record.token_id,
                              positions=dict(hub.positions), ping_s=settings.ws_ping_s,
                              queue_size=settings.ws_queue_size))
-        tasks = [asyncio.create_task(self._read()), asyncio.create_task(self._write()),
-                 asyncio.create_task(self._ping()), asyncio.create_task(self.sub.closing.wait())]
+        work = [self._read(), self._write(), self._ping(), self.sub.closing.wait()]
+        if self.record.expires_at is not None:
+            work.append(self._expire(self.record.expires_at))
+        tasks = [asyncio.create_task(w) for w in work]
         try:
             await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
         finally:
@@ -144,6 +150,11 @@ class Session:
         while True:
             # The ASGI event directly: this runs once per message per client, the fan-out's hot path.
             await send({"type": "websocket.send", "text": await queue.get(), "bytes": None})
+
+    async def _expire(self, expires_at: datetime) -> None:
+        """Close the socket the moment its token expires (a revocation closes it through the hub)."""
+        await asyncio.sleep(max((expires_at - utcnow()).total_seconds(), 0) + EXPIRY_SLACK_S)
+        self.sub.close(UNAUTHORIZED, "the token expired")
 
     async def _ping(self) -> None:
         period = self.gw.settings.gateway.ws_ping_s

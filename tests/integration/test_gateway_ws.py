@@ -19,6 +19,7 @@ from contracts import events as ev
 from contracts.base import new_id, utcnow
 from gateway.live import EVENTS, TELEMETRY
 from gateway.replay import stream_name
+from gateway.tokens import load_registry, revoke_token
 from tests.integration.gateway_support import gateway_stack, publish_progress, run_job
 
 
@@ -193,6 +194,39 @@ async def test_revoking_a_token_closes_its_sockets(stack) -> None:
         operator = next(t for t in tokens if t["role"] == "operator")
         assert (await client.post(f"/api/v1/tokens/{operator['token_id']}/revoke")).status_code == 200
     assert await close_code(conn) == 4401
+
+
+@pytest_asyncio.fixture
+async def slow_pings(nats_server, nc, topology, tmp_path):
+    """A gateway whose ping tick (which also looks at tokens) is far beyond any wait in these tests."""
+    async with gateway_stack(nats_server.url, nc, topology, tmp_path, ws_ping_s=60) as running:
+        yield running
+
+
+async def test_a_socket_closes_when_its_token_expires(slow_pings) -> None:
+    stack = slow_pings
+    async with stack.client("admin") as client:
+        created = (await client.post("/api/v1/tokens", json={"role": "viewer", "expires_in_s": 2})).json()
+    conn = await connect(stack.ws_url)
+    await conn.send(json.dumps({"type": "auth", "token": created["token"]}))
+    assert (await next_of(conn, "welcome"))["ping_s"] == 60
+    with pytest.raises(ConnectionClosed):
+        async with asyncio.timeout(10):  # the expiry, not the 60 s ping tick, closes it
+            while True:
+                assert json.loads(await conn.recv())["type"] != "ping"
+    assert conn.close_code == 4401
+
+
+async def test_a_revocation_seen_in_the_log_closes_the_socket(slow_pings) -> None:
+    stack = slow_pings
+    conn = await open_socket(stack, "operator")
+    operator = (await load_registry(stack.log)).authenticate(stack.tokens["operator"])
+    await revoke_token(stack.log, operator.token_id)  # straight to the log, as `stoker token revoke` does
+    with pytest.raises(ConnectionClosed):
+        async with asyncio.timeout(10):
+            while True:
+                await conn.recv()
+    assert conn.close_code == 4401
 
 
 class StalledClient:
