@@ -214,6 +214,7 @@ class TokenIssued(TokenEvent, kw_only=True):
     name: Annotated[str, msgspec.Meta(max_length=200)] = ""
     expires_at: datetime | None = None
     issued_at: datetime
+    purpose: Literal["api", "login"] = "api"  # login: a dashboard login link; a new one revokes the old
 
 
 class TokenRevoked(TokenEvent, kw_only=True):

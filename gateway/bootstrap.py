@@ -8,7 +8,7 @@ from pathlib import Path
 
 from eventstore.log import JetStreamLog
 from gateway.settings import load
-from gateway.tokens import issue_token, load_registry
+from gateway.tokens import LOGIN_NAME, issue_token, load_registry
 
 ADMIN_TOKEN_FILE = "admin.token"
 
@@ -37,7 +37,7 @@ def write_secret(path: Path, secret: str) -> None:
 
 
 async def ensure_admin_token(event_log: JetStreamLog, data_dir: Path, base_url: str | None = None) -> str:
-    """Make sure a working admin token is on disk; issue a 12 h viewer login link; return lines to print."""
+    """Make sure a working admin token is on disk; issue a 12 h login link (revoking the last); lines to print."""
     settings = load().gateway
     registry = await load_registry(event_log)
     path = admin_token_path(data_dir)
@@ -50,8 +50,9 @@ async def ensure_admin_token(event_log: JetStreamLog, data_dir: Path, base_url: 
         lines.append(f"  admin token:       created in {path} (0600; keep it secret)")
     else:
         lines.append(f"  admin token:       {path}")
-    _login, viewer = await issue_token(event_log, "viewer", "dashboard login (stoker up)",
-                                       timedelta(hours=settings.login_token_hours))
+    # The new login link revokes the previous ones: one working link at a time, not one per start.
+    _login, viewer = await issue_token(event_log, "viewer", LOGIN_NAME, timedelta(hours=settings.login_token_hours),
+                                       purpose="login", registry=registry)
     lines.append(f"  dashboard login:   {(base_url or settings.base_url)}/#token={viewer}  "
                  f"(viewer, {settings.login_token_hours:g} h)")
     return "\n".join(lines)

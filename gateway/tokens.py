@@ -15,13 +15,15 @@ import msgspec
 from contracts import events as ev
 from contracts.base import is_valid_id, new_id, utcnow
 from contracts.errors import NotFound
-from eventstore.log import JetStreamLog
+from eventstore.log import MAX_BATCH, JetStreamLog, PendingAppend
 from eventstore.observability import get_logger
 
 log = get_logger(component="tokens")
 Role = Literal["admin", "operator", "viewer"]
+Purpose = Literal["api", "login"]
 ROLES: tuple[Role, ...] = ("viewer", "operator", "admin")
 TOKEN_PREFIX = "stk_"
+LOGIN_NAME = "dashboard login (stoker up)"  # before tokens had a purpose, this name was what marked a login
 
 
 class TokenRecord(msgspec.Struct, kw_only=True):
@@ -34,6 +36,12 @@ class TokenRecord(msgspec.Struct, kw_only=True):
     issued_at: datetime
     expires_at: datetime | None = None
     revoked_at: datetime | None = None
+    purpose: Purpose = "api"
+
+    @property
+    def is_login(self) -> bool:
+        """A dashboard login link's token (also one issued before tokens had a purpose)."""
+        return self.purpose == "login" or self.name == LOGIN_NAME
 
     def active(self, now: datetime) -> bool:
         """Neither revoked nor expired."""
@@ -69,7 +77,8 @@ class TokenRegistry:
         self.position = max(self.position, seq)
         if isinstance(event, ev.TokenIssued) and event.token_id not in self.by_id:
             record = TokenRecord(token_id=event.token_id, role=event.role, name=event.name,
-                                 sha256=event.token_sha256, issued_at=event.issued_at, expires_at=event.expires_at)
+                                 sha256=event.token_sha256, issued_at=event.issued_at, expires_at=event.expires_at,
+                                 purpose=event.purpose)
             self.by_id[record.token_id] = record
             self._by_hash[record.sha256] = record
         elif isinstance(event, ev.TokenRevoked) and event.token_id in self.by_id:
@@ -118,14 +127,32 @@ async def follow_tokens(event_log: JetStreamLog, registry: TokenRegistry) -> Non
             await asyncio.sleep(1.0)
 
 
-async def issue_token(event_log: JetStreamLog, role: Role, name: str = "",
-                      expires_in: timedelta | None = None) -> tuple[ev.TokenIssued, str]:
-    """Append TokenIssued for a fresh secret; returns the event and the secret (shown once)."""
+def decide_issue(issued: ev.TokenIssued, records: list[TokenRecord]) -> list[ev.TokenEvent]:
+    """The events of issuing a token: it, and for a login token the revocation of every earlier active login."""
+    if issued.purpose != "login":
+        return [issued]
+    return [issued, *(ev.TokenRevoked(token_id=r.token_id, revoked_at=issued.issued_at)
+                      for r in records if r.is_login and r.active(issued.issued_at))]
+
+
+async def issue_token(event_log: JetStreamLog, role: Role, name: str = "", expires_in: timedelta | None = None, *,
+                      purpose: Purpose = "api", registry: TokenRegistry | None = None) -> tuple[ev.TokenIssued, str]:
+    """Append TokenIssued for a fresh secret; returns the event and the secret (shown once).
+
+    A login token supersedes the earlier ones: their TokenRevoked go in the same atomic append
+    (`registry`: the tokens as already folded; read from the log when not given).
+    """
     secret = new_secret()
     now = utcnow()
     event = ev.TokenIssued(token_id=new_id(), role=role, token_sha256=digest(secret), name=name,
-                           expires_at=now + expires_in if expires_in else None, issued_at=now)
-    await event_log.append("token", event.token_id, [event], 0)
+                           expires_at=now + expires_in if expires_in else None, issued_at=now, purpose=purpose)
+    if purpose == "login":
+        registry = registry or await load_registry(event_log)
+    events = decide_issue(event, registry.records() if registry else [])
+    # The new token must not exist yet (version 0); revoking twice is harmless, so revocations are unchecked.
+    appends = [PendingAppend("token", e.token_id, [e], 0 if e is event else None) for e in events]
+    for start in range(0, len(appends), MAX_BATCH):
+        await event_log.append_batch(appends[start:start + MAX_BATCH])
     return event, secret
 
 

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import json
 import stat
+from datetime import timedelta
 
 import pytest
 from click.testing import CliRunner
 
+from contracts.codec import decode_event
 from gateway.bootstrap import admin_token_path, ensure_admin_token, read_admin_token
-from gateway.tokens import load_registry, revoke_token
+from gateway.tokens import LOGIN_NAME, issue_token, load_registry, revoke_token
 from ops.cli import main
 
 
@@ -61,3 +63,26 @@ async def test_first_run_writes_an_admin_token_once(event_log, tmp_path) -> None
     await ensure_admin_token(event_log, tmp_path)
     assert read_admin_token(tmp_path) != first  # a revoked one is replaced
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
+
+
+async def test_each_start_leaves_exactly_one_working_login_token(event_log, tmp_path) -> None:
+    # One issued as the stoker up of before tokens had a purpose: only its name marks it a login.
+    _old, legacy = await issue_token(event_log, "viewer", LOGIN_NAME, timedelta(hours=12))
+    _api, api = await issue_token(event_log, "viewer", "phone", timedelta(hours=12))
+    links = [await ensure_admin_token(event_log, tmp_path, "http://127.0.0.1:8000") for _ in range(3)]
+    secrets = [line.split("#token=")[1].split()[0] for lines in links for line in lines.splitlines()
+               if "#token=" in line]
+    registry = await load_registry(event_log)
+    now = registry.records()[-1].issued_at
+    logins = [r for r in registry.records() if r.is_login]
+    assert len(logins) == 4 and [r.active(now) for r in logins] == [False, False, False, True]
+    assert registry.authenticate(secrets[-1]).purpose == "login"
+    assert [registry.authenticate(s) for s in (legacy, *secrets[:-1])] == [None, None, None]
+    assert registry.authenticate(api) is not None  # other tokens are left alone
+    assert registry.authenticate(read_admin_token(tmp_path)).role == "admin"
+
+
+def test_a_token_issued_before_purposes_existed_decodes_as_an_api_token() -> None:
+    payload = (b'{"type": "TokenIssued", "token_id": "01TOK", "role": "viewer", "token_sha256": "' + b"ab" * 32
+               + b'", "name": "phone", "expires_at": null, "issued_at": "2026-01-02T03:04:05Z"}')
+    assert decode_event("TokenIssued", 1, payload).purpose == "api"
