@@ -24,6 +24,14 @@ R = TypeVar("R")
 Handler = Callable[[Any], Awaitable[msgspec.Struct]]
 
 
+class NoResponders(Unavailable):
+    """Nobody listens on the command's subject: the request reached no one, so sending it again is safe."""
+
+
+class NoAnswer(Unavailable):
+    """The service got the command but did not answer in time: it may or may not have been carried out."""
+
+
 def error_reply(code: int, error: str, message: str) -> tuple[bytes, dict[str, str]]:
     """The body and micro error headers of an error reply."""
     body = encode(CommandError(code=code, error=error, message=message))
@@ -70,9 +78,9 @@ async def call(nc: Client, topology: Topology, command: Command, reply_type: typ
         try:
             msg = await nc.request(subject, encode(command), timeout=timeout, headers=inject_trace({}))
         except nats.errors.NoRespondersError:
-            raise Unavailable(f"the {command.service} service is not running (no responder on {subject})") from None
+            raise NoResponders(f"the {command.service} service is not running (no responder on {subject})") from None
         except nats.errors.TimeoutError:
-            raise Unavailable(f"the {command.service} service did not answer within {timeout}s") from None
+            raise NoAnswer(f"the {command.service} service did not answer within {timeout:g}s") from None
     if msg.headers and "Nats-Service-Error-Code" in msg.headers:
         try:
             error = decode_message(CommandError, msg.data)

@@ -11,10 +11,10 @@ from nats.aio.client import Client
 
 from contracts.base import Command, is_valid_id
 from contracts.commands import JobAccepted, JobsStopping, StopJob, SubmitJob
-from contracts.errors import NotFound
+from contracts.errors import NotFound, Unavailable
 from contracts.subjects import Topology
 from eventstore.log import JetStreamLog
-from eventstore.micro import call
+from eventstore.micro import NoAnswer, NoResponders, call
 from eventstore.stores.base import ReadModelStore
 from gateway import queries
 from gateway.auth import Authenticator
@@ -26,6 +26,13 @@ from gateway.views import fold_job, job_view
 
 R = TypeVar("R")
 POLL_S = 0.02
+RETRY_FIRST_S, RETRY_MAX_S = 0.05, 0.5  # backoff between sends while no service answers
+REPEAT_AFTER_S = 1.0  # a repeatable command unanswered this long is sent again (its service may have died)
+
+
+def may_repeat(command: Command) -> bool:
+    """Whether a command that reached a service may be sent again without being carried out twice."""
+    return isinstance(command, SubmitJob) and command.idempotency_key is not None
 
 
 @dataclass
@@ -58,9 +65,33 @@ class Gateway:
         return self.log.topology
 
     async def call(self, command: Command, reply_type: type[R]) -> R:
-        """Send a command to its service; DomainErrors propagate to the one error mapping."""
-        return await call(self.nc, self.topology, command, reply_type,
-                          timeout=self.settings.gateway.command_timeout_s)
+        """Send a command to its service within `command_timeout_s`; DomainErrors go to the one error mapping.
+
+        While nobody answers on the subject (a standby is still taking the scheduler's lease) the
+        command is sent again with a short backoff: "no responders" means it reached no one. A command
+        that reached a service and got no answer (a leader killed mid-command) is sent again only when
+        doing it twice is impossible: a submission with an idempotency key, which the next leader
+        recognises. A keyless submission is never repeated: it might have been queued.
+        """
+        timeout = self.settings.gateway.command_timeout_s
+        deadline = time.monotonic() + timeout
+        repeatable = may_repeat(command)
+        delay = RETRY_FIRST_S
+        while True:
+            left = deadline - time.monotonic()
+            try:
+                return await call(self.nc, self.topology, command, reply_type,
+                                  timeout=min(left, REPEAT_AFTER_S) if repeatable else left)
+            except (NoResponders, NoAnswer) as exc:
+                if isinstance(exc, NoAnswer) and not repeatable:
+                    hint = " (an idempotency_key makes sending it again safe)" if isinstance(command, SubmitJob) else ""
+                    raise NoAnswer(f"the {command.service} service did not answer within {timeout:g} s; the "
+                                   f"command may or may not have been carried out{hint}") from None
+                if time.monotonic() + delay >= deadline:
+                    raise Unavailable(f"no {command.service} service answered within {timeout:g} s (none is "
+                                      "running, or a standby is still taking over); try again") from None
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, RETRY_MAX_S)
 
     async def job(self, job_id: str, kind: str | None = None) -> JobView:
         """One job from the read model, or folded from the log while the projector catches up."""
