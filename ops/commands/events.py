@@ -11,7 +11,7 @@ import msgspec
 from nats.js.errors import NotFoundError
 
 from contracts.codec import MalformedEvent
-from eventstore.log import EXPECTED_SUBJECT_SEQ, JetStreamLog, StoredEvent
+from eventstore.log import EXPECTED_SUBJECT_SEQ, TYPE, JetStreamLog, StoredEvent
 from ops.cli import Cli, pass_cli, run_async
 from ops.output import emit_json
 
@@ -33,6 +33,22 @@ def event_line(stored: StoredEvent) -> str:
                       if k not in SUMMARY_SKIP and v not in (None, {}, [], ""))
     when = stored.time.strftime("%H:%M:%S.%f")[:-3] if stored.time else "-"
     return f"{stored.seq:>8}  {when}  {stored.type:<18} {stored.aggregate}/{stored.aggregate_id}  {fields}"
+
+
+def malformed_record(msg: Any, reason: str) -> dict[str, Any]:
+    """A message that is no readable event, as a JSON-ready dict: where it is, why, and its bytes."""
+    headers = dict(msg.headers or {})
+    when = msg.metadata.timestamp
+    return {"seq": msg.metadata.sequence.stream, "time": when.isoformat() if when else None,
+            "subject": msg.subject, "type": headers.get(TYPE), "malformed": reason, "headers": headers,
+            "raw": msg.data.decode(errors="replace")}
+
+
+def malformed_line(msg: Any, reason: str) -> str:
+    """One readable line for a skipped message: seq, time, MALFORMED, its subject and the reason."""
+    when = msg.metadata.timestamp
+    at = when.strftime("%H:%M:%S.%f")[:-3] if when else "-"
+    return f"{msg.metadata.sequence.stream:>8}  {at}  {'MALFORMED':<18} {msg.subject}  {_short(reason, 120)}"
 
 
 def _short(value: Any, limit: int = 60) -> str:
@@ -67,15 +83,24 @@ async def tail(cli: Cli, follow: bool, aggregate: str | None, aggregate_id: str 
         subject = _filter_subject(log, aggregate, aggregate_id)
         end = await log.last_seq()
         start = 1 if subject else max(1, end - last + 1)
-        recent = [] if end == 0 else [e async for e in log.read(start, filter_subject=subject)]
-        for stored in recent[-last:] if last else recent:
-            _print(stored, as_json)
+        recent = [] if end == 0 else [m async for m in log.read_raw(start, until_seq=end, filter_subject=subject)]
+        for msg in recent[-last:] if last else recent:
+            _print(log, msg, as_json)
         if follow:
-            async for stored in log.subscribe(end + 1, filter_subject=subject):
-                _print(stored, as_json)
+            async for msg in log.follow_raw(end + 1, filter_subject=subject):
+                _print(log, msg, as_json)
 
 
-def _print(stored: StoredEvent, as_json: bool) -> None:
+def _print(log: JetStreamLog, msg: Any, as_json: bool) -> None:
+    # Every message is shown: one that is no readable event is marked, with the reason it is skipped.
+    try:
+        stored = log.decode_strict(msg)
+    except MalformedEvent as exc:
+        if as_json:
+            emit_json(malformed_record(msg, str(exc)))
+        else:
+            click.echo(malformed_line(msg, str(exc)))
+        return
     if as_json:
         emit_json(event_record(stored))
     else:
