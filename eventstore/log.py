@@ -289,11 +289,16 @@ class JetStreamLog:
 
     def decode(self, msg: Msg) -> StoredEvent | None:
         """Turn a raw message into a StoredEvent; a malformed one is skipped (None), logged once per reader."""
+        decoded = self.decode_or_reason(msg)
+        return decoded if isinstance(decoded, StoredEvent) else None
+
+    def decode_or_reason(self, msg: Msg) -> StoredEvent | MalformedEvent:
+        """Like `decode`, but a malformed message comes back as the MalformedEvent saying why."""
         try:
             return self.decode_strict(msg)
         except MalformedEvent as exc:
             self._skipped(msg, exc)
-            return None
+            return exc
 
     def _skipped(self, msg: Msg, exc: MalformedEvent) -> None:
         seq = msg.metadata.sequence.stream
