@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import AsyncIterator, Sequence
+from datetime import datetime
 from typing import Any
 
 import nats.errors
@@ -199,6 +200,14 @@ class JetStreamLog:
         """The last sequence number of the event stream (or of `stream`); 0 when empty."""
         info = await self.js.stream_info(stream or self.topology.events_stream)
         return int(info.state.last_seq)
+
+    async def appended_at(self, seq: int, stream: str | None = None) -> datetime | None:
+        """When the message at sequence `seq` was stored (None when there is none)."""
+        try:
+            msg = await self.js.get_msg(stream or self.topology.events_stream, seq=max(1, seq), direct=True)
+        except NotFoundError:
+            return None
+        return msg.time
 
     async def first_match(self, subject: str, start: int, stream: str | None = None) -> int | None:
         """The sequence of the first message on `subject` (wildcards allowed) at or after `start`."""

@@ -98,6 +98,14 @@ async def dead_letter_counts(store: ReadModelStore) -> dict[str, dict[str, int]]
     return counts
 
 
+async def malformed_total(store: ReadModelStore) -> int:
+    """How many distinct messages of the log some projection passed over as malformed."""
+    if not await store.table_exists(DEAD_LETTERS):
+        return 0
+    row = await store.fetchone(f"SELECT COUNT(DISTINCT seq) AS n FROM {DEAD_LETTERS} WHERE reason = 'malformed'")
+    return int(row["n"]) if row else 0
+
+
 async def dead_letters(store: ReadModelStore, limit: int = 100) -> list[dict[str, object]]:
     """The newest dead letters, newest first."""
     if not await store.table_exists(DEAD_LETTERS):
