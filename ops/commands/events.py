@@ -12,8 +12,10 @@ from nats.js.errors import NotFoundError
 
 from contracts.codec import MalformedEvent
 from eventstore.log import EXPECTED_SUBJECT_SEQ, TYPE, JetStreamLog, StoredEvent
+from eventstore.projection import dead_letters
+from eventstore.stores import open_store
 from ops.cli import Cli, pass_cli, run_async
-from ops.output import emit_json
+from ops.output import emit_json, table
 
 SUMMARY_SKIP = {"type", "job_id", "worker_id", "token_id"}
 
@@ -130,6 +132,30 @@ async def show(cli: Cli, seq: int) -> None:
         except MalformedEvent as exc:
             record["malformed"] = str(exc)
         click.echo(msgspec.json.format(msgspec.json.encode(record), indent=2).decode())
+
+
+@events_group.command("dead-letters")
+@click.option("-n", "--limit", default=50, show_default=True, type=click.IntRange(min=1))
+@click.option("--json", "as_json", is_flag=True, help="JSON lines.")
+@pass_cli
+@run_async
+async def dead_letters_command(cli: Cli, limit: int, as_json: bool) -> None:
+    """Events the read models passed over: malformed, or their projection could not apply them (newest first)."""
+    store = await open_store(cli.settings.database_url, cli.settings.sqlite_path, readonly=True)
+    try:
+        rows = await dead_letters(store, limit)
+    finally:
+        await store.close()
+    if as_json or cli.as_json:
+        for row in rows:
+            emit_json(row)
+        return
+    if not rows:
+        click.echo("no dead letters: every read model applied every event")
+        return
+    click.echo(table([(r["seq"], r["projection"], r["reason"], r["event_type"] or "-", r["subject"],
+                       _short(r["error"], 80)) for r in rows],
+                     ["SEQ", "PROJECTION", "REASON", "TYPE", "SUBJECT", "ERROR"]))
 
 
 @events_group.command("export")

@@ -9,6 +9,9 @@ import structlog
 
 from contracts.commands import RegisterWorker, WorkerAccepted
 from eventstore.micro import call
+from eventstore.projection import ProjectionRunner
+from eventstore.readmodels import all_projections
+from eventstore.stores.sqlite import SqliteStore
 from services.discovery.adapter import DiscoveryService
 from tests.integration.fake_worker import FakeWorker, InProcess, eventually, job_events
 from tests.integration.test_discovery_service import FAST, acting
@@ -89,3 +92,23 @@ async def test_events_tail_marks_a_malformed_message(event_log, nats_server, top
     assert records[-1]["seq"] == seq and "unknown event type" in records[-1]["malformed"]
     assert records[-1]["raw"] == "garbage"
 
+
+
+async def test_events_dead_letters_lists_what_the_read_models_passed_over(event_log, nats_server, topology,
+                                                                          tmp_path, nc) -> None:
+    env = env_for(nats_server, topology, tmp_path)
+    empty = await asyncio.to_thread(stoker, ["events", "dead-letters"], env)
+    assert "no dead letters" in empty.stdout
+    await submit_and_run(event_log, "j1")
+    seq = await publish_garbage(nc, topology.events("job", "j1"))
+    store = await SqliteStore.open(tmp_path / "data" / "readmodels.sqlite3")
+    try:
+        await ProjectionRunner(event_log, store, all_projections()).catch_up()
+    finally:
+        await store.close()
+    lines = (await asyncio.to_thread(stoker, ["events", "dead-letters", "--json"], env)).stdout.splitlines()
+    rows = [json.loads(line) for line in lines]
+    assert {(r["seq"], r["projection"], r["reason"]) for r in rows} == {(seq, "jobs", "malformed"),
+                                                                       (seq, "workers", "malformed")}
+    text = (await asyncio.to_thread(stoker, ["events", "dead-letters"], env)).stdout
+    assert "malformed" in text and topology.events("job", "j1") in text
