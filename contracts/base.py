@@ -15,6 +15,21 @@ import msgspec
 ID_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
 Id = Annotated[str, msgspec.Meta(pattern=ID_PATTERN, max_length=64)]
 _ID_RE = re.compile(ID_PATTERN)
+
+# Every integer on the wire is bounded where it is decoded, so no message can carry a number that a
+# read model cannot store. 2^53-1 is the largest integer a JSON number keeps exactly in a browser, and
+# it fits SQLite INTEGER and PostgreSQL BIGINT; fields stored in 32-bit INTEGER columns stay below 2^31.
+MAX_SAFE_INT = 2**53 - 1
+MAX_INT32 = 2**31 - 1
+NonNegative = Annotated[int, msgspec.Meta(ge=0, le=MAX_SAFE_INT)]  # iterations, sizes, sequences, memory
+Positive = Annotated[int, msgspec.Meta(ge=1, le=MAX_SAFE_INT)]
+SmallInt = Annotated[int, msgspec.Meta(ge=-MAX_INT32, le=MAX_INT32)]
+SmallNonNegative = Annotated[int, msgspec.Meta(ge=0, le=MAX_INT32)]  # slots, GPU indices, attempt 0 (none ran)
+SmallPositive = Annotated[int, msgspec.Meta(ge=1, le=MAX_INT32)]  # attempts, CPU cores, slots
+Priority = Annotated[int, msgspec.Meta(ge=-1_000_000, le=1_000_000)]
+GpuCount = Annotated[int, msgspec.Meta(ge=0, le=64)]
+Retries = Annotated[int, msgspec.Meta(ge=0, le=100)]
+StatusCode = Annotated[int, msgspec.Meta(ge=100, le=599)]
 _CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
 
 

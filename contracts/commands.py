@@ -6,8 +6,8 @@ from typing import Annotated, Any, ClassVar, Literal
 
 import msgspec
 
-from contracts.base import Command, Id, Message
-from contracts.events import JobKind, Label, NonNegative, Positive, Text, WorkerCapabilities
+from contracts.base import Command, GpuCount, Id, Message, NonNegative, Positive, Priority, Retries, StatusCode
+from contracts.events import Attempt, JobKind, Label, Text, WorkerCapabilities
 
 
 class SubmitJob(Command, kw_only=True):
@@ -21,12 +21,12 @@ class SubmitJob(Command, kw_only=True):
     max_iterations: Positive | None = None
     episodes: Positive | None = None
     checkpoint_of: Id | None = None
-    priority: Annotated[int, msgspec.Meta(ge=-1_000_000, le=1_000_000)] = 0
-    gpus: Annotated[int, msgspec.Meta(ge=0, le=64)] = 0
+    priority: Priority = 0
+    gpus: GpuCount = 0
     labels: tuple[Label, ...] = ()
     idempotency_key: Annotated[str, msgspec.Meta(min_length=1, max_length=200)] | None = None
     timeout_s: Annotated[float, msgspec.Meta(gt=0, le=366 * 86400)] | None = None
-    max_retries: Annotated[int, msgspec.Meta(ge=0, le=100)] = 0
+    max_retries: Retries = 0
 
 
 class StopJob(Command, kw_only=True):
@@ -45,7 +45,7 @@ class ReportJobStarted(Command, kw_only=True):
     service: ClassVar[str] = "scheduler"
     verb: ClassVar[str] = "report"
     job_id: Id
-    attempt: Positive
+    attempt: Attempt
     worker_id: Id
     resumed_from: NonNegative | None = None
     corrupt_checkpoints: tuple[str, ...] = ()
@@ -57,7 +57,7 @@ class ReportJobCheckpointed(Command, kw_only=True):
     service: ClassVar[str] = "scheduler"
     verb: ClassVar[str] = "report"
     job_id: Id
-    attempt: Positive
+    attempt: Attempt
     worker_id: Id
     iteration: NonNegative
     name: str
@@ -71,7 +71,7 @@ class ReportJobFinished(Command, kw_only=True):
     service: ClassVar[str] = "scheduler"
     verb: ClassVar[str] = "report"
     job_id: Id
-    attempt: Positive
+    attempt: Attempt
     worker_id: Id
     outcome: Literal["completed", "failed", "stopped", "interrupted"]
     result: dict[str, Any] = {}
@@ -108,7 +108,7 @@ class JobAccepted(Message, kw_only=True):
 
     job_id: str
     created: bool
-    seq: int = 0
+    seq: NonNegative = 0
 
 
 class JobsStopping(Message, kw_only=True):
@@ -130,12 +130,12 @@ class WorkerAccepted(Message, kw_only=True):
 
     worker_id: str
     status: str
-    seq: int = 0
+    seq: NonNegative = 0
 
 
 class CommandError(Message, kw_only=True):
     """A typed error reply: `code` follows HTTP (400 bad input, 404 unknown, 409 conflict, 503 busy)."""
 
-    code: int
+    code: StatusCode
     error: str
     message: str

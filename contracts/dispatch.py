@@ -5,8 +5,8 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from contracts.base import Id, Message
-from contracts.events import JobKind, NonNegative, Positive
+from contracts.base import Id, Message, NonNegative, Positive, SmallNonNegative
+from contracts.events import Attempt, JobKind
 
 
 class CheckpointRef(Message, kw_only=True):
@@ -22,15 +22,15 @@ class Assignment(Message, tag_field="type", tag=True, kw_only=True):
     """Run attempt `attempt` of a job; `checkpoints` lists stored checkpoints to resume from, newest first."""
 
     job_id: Id
-    attempt: Positive
+    attempt: Attempt
     worker_id: Id
     kind: JobKind
     workload: str
     params: dict[str, Any] = {}
     max_iterations: Positive | None = None
     episodes: Positive | None = None
-    slot: NonNegative = 0
-    gpu_indices: tuple[NonNegative, ...] = ()
+    slot: SmallNonNegative = 0
+    gpu_indices: tuple[SmallNonNegative, ...] = ()
     checkpoints: tuple[CheckpointRef, ...] = ()
     timeout_s: float | None = None
     assigned_at: datetime
@@ -40,7 +40,7 @@ class StopAttempt(Message, tag_field="type", tag=True, kw_only=True):
     """Stop a running attempt: checkpoint and end (SIGTERM, then SIGKILL after the grace period)."""
 
     job_id: Id
-    attempt: Positive
+    attempt: Attempt
     worker_id: Id
     reason: str = "requested"
 

@@ -7,11 +7,19 @@ from typing import Annotated, Any, ClassVar, Literal
 
 import msgspec
 
-from contracts.base import Event, Id, Message
+from contracts.base import (
+    Event,
+    Id,
+    Message,
+    NonNegative,
+    Positive,
+    SmallInt,
+    SmallNonNegative,
+    SmallPositive,
+)
 
 JobKind = Literal["train", "eval"]
-NonNegative = Annotated[int, msgspec.Meta(ge=0)]
-Positive = Annotated[int, msgspec.Meta(ge=1)]
+Attempt = SmallPositive  # stored in INTEGER columns
 Label = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9_.:-]{1,64}$")]
 Text = Annotated[str, msgspec.Meta(max_length=16_384)]
 
@@ -38,29 +46,31 @@ class JobSubmitted(JobEvent, kw_only=True):
     max_iterations: Positive | None = None
     episodes: Positive | None = None
     checkpoint_of: Id | None = None  # an evaluation: the job whose newest checkpoint it evaluates
-    priority: int = 0
-    gpus: NonNegative = 0
+    # Events are bounded by what read models store; commands by policy (SubmitJob's Priority, GpuCount, …),
+    # so a policy can change without making old events unreadable.
+    priority: SmallInt = 0
+    gpus: SmallNonNegative = 0
     labels: tuple[Label, ...] = ()
     idempotency_key: Annotated[str, msgspec.Meta(max_length=200)] | None = None
     timeout_s: Annotated[float, msgspec.Meta(gt=0)] | None = None
-    max_retries: NonNegative = 0
+    max_retries: SmallNonNegative = 0
     submitted_at: datetime
 
 
 class JobAssigned(JobEvent, kw_only=True):
     """The scheduler placed one attempt of a job on a worker slot."""
 
-    attempt: Positive
+    attempt: Attempt
     worker_id: Id
-    slot: NonNegative = 0
-    gpu_indices: tuple[NonNegative, ...] = ()
+    slot: SmallNonNegative = 0
+    gpu_indices: tuple[SmallNonNegative, ...] = ()
     assigned_at: datetime
 
 
 class JobStarted(JobEvent, kw_only=True):
     """The worker runs the attempt; `resumed_from` is the checkpoint iteration it continues from."""
 
-    attempt: Positive
+    attempt: Attempt
     worker_id: Id
     resumed_from: NonNegative | None = None
     corrupt_checkpoints: tuple[str, ...] = ()  # checkpoints that failed their SHA-256 check and were skipped
@@ -70,7 +80,7 @@ class JobStarted(JobEvent, kw_only=True):
 class JobCheckpointed(JobEvent, kw_only=True):
     """A checkpoint of the attempt is stored in the object store under `name`, with its digest."""
 
-    attempt: Positive
+    attempt: Attempt
     iteration: NonNegative
     name: str
     sha256: Annotated[str, msgspec.Meta(pattern=r"^[0-9a-f]{64}$")]
@@ -81,7 +91,7 @@ class JobCheckpointed(JobEvent, kw_only=True):
 class JobCompleted(JobEvent, kw_only=True):
     """The attempt finished its work; `result` holds the workload's summary."""
 
-    attempt: Positive
+    attempt: Attempt
     result: dict[str, Any] = {}
     completed_at: datetime
 
@@ -89,7 +99,7 @@ class JobCompleted(JobEvent, kw_only=True):
 class JobFailed(JobEvent, kw_only=True):
     """The attempt raised or crashed. Final unless a `JobRequeued` (a retry) follows."""
 
-    attempt: Positive
+    attempt: Attempt
     error: Text
     traceback: Text = ""
     retryable: bool = False
@@ -107,7 +117,7 @@ class JobStopRequested(JobEvent, kw_only=True):
 class JobStopped(JobEvent, kw_only=True):
     """The job ended because it was asked to; final."""
 
-    attempt: NonNegative
+    attempt: SmallNonNegative
     reason: Text = "requested"
     stopped_at: datetime
 
@@ -115,7 +125,7 @@ class JobStopped(JobEvent, kw_only=True):
 class JobRequeued(JobEvent, kw_only=True):
     """The job went back to the queue for a new attempt (worker lost, retry, shutdown)."""
 
-    attempt: Positive  # the attempt that will run next
+    attempt: Attempt  # the attempt that will run next
     reason: Literal["worker_lost", "retry", "shutdown", "worker_left", "rejected"]
     not_before: datetime | None = None
     requeued_at: datetime
@@ -124,14 +134,14 @@ class JobRequeued(JobEvent, kw_only=True):
 class JobTimedOut(JobEvent, kw_only=True):
     """The job ran past its timeout and was ended; final."""
 
-    attempt: NonNegative
+    attempt: SmallNonNegative
     timed_out_at: datetime
 
 
 class Gpu(Message, kw_only=True):
     """One GPU of a worker."""
 
-    index: NonNegative
+    index: SmallNonNegative
     name: Annotated[str, msgspec.Meta(max_length=200)]
     memory_mb: NonNegative
 
@@ -141,11 +151,11 @@ class WorkerCapabilities(Message, kw_only=True):
 
     hostname: Annotated[str, msgspec.Meta(min_length=1, max_length=255)]
     addresses: tuple[Annotated[str, msgspec.Meta(max_length=64)], ...] = ()
-    cpu_cores: Positive
+    cpu_cores: SmallPositive
     ram_mb: NonNegative
     gpus: tuple[Gpu, ...] = ()
     labels: tuple[Label, ...] = ("training", "evaluation")
-    slots: Positive = 1
+    slots: SmallPositive = 1
     version: Annotated[str, msgspec.Meta(max_length=64)] = "0"
 
 

@@ -5,15 +5,14 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from contracts.base import Id, Message
-from contracts.events import NonNegative
+from contracts.base import Id, Message, NonNegative, SmallNonNegative
 
 
 class JobProgress(Message, kw_only=True):
     """A progress sample of one job attempt."""
 
     job_id: Id
-    attempt: NonNegative
+    attempt: SmallNonNegative
     worker_id: Id
     iteration: NonNegative
     total: NonNegative | None = None  # max_iterations, or episodes for an evaluation
@@ -26,7 +25,7 @@ class EpisodeReport(Message, kw_only=True):
     """One finished evaluation episode, with its figures and move-by-move log."""
 
     job_id: Id
-    attempt: NonNegative
+    attempt: SmallNonNegative
     episode: NonNegative
     score: float
     figures: dict[str, float] = {}
@@ -39,7 +38,7 @@ class WorkerHeartbeat(Message, kw_only=True):
 
     worker_id: Id
     running: tuple[str, ...] = ()
-    free_slots: NonNegative = 0
+    free_slots: SmallNonNegative = 0
     cpu_percent: float = 0.0
     memory_percent: float = 0.0
     at: datetime

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import AsyncIterator, Sequence
+from datetime import datetime
 from typing import Any
 
 import nats.errors
@@ -44,6 +45,7 @@ log = get_logger(component="eventlog")
 CONCURRENCY_CODES = {10071, 10164}
 DUPLICATE_IN_BATCH = 10201
 MAX_BATCH = 500
+WARNED_LIMIT = 10_000  # malformed sequences a reader remembers having logged (then it logs again)
 
 
 class JetStreamLog:
@@ -56,6 +58,8 @@ class JetStreamLog:
         self.topology = topology or Topology()
         self.timeout = timeout
         self.retries = retries
+        self.malformed_seen = 0  # distinct malformed messages this reader has skipped (and logged once)
+        self._warned: set[int] = set()
 
     async def ensure_streams(self, replicas: int = 1) -> None:
         """Create (or update) the event, telemetry and dispatch streams."""
@@ -197,6 +201,14 @@ class JetStreamLog:
         info = await self.js.stream_info(stream or self.topology.events_stream)
         return int(info.state.last_seq)
 
+    async def appended_at(self, seq: int, stream: str | None = None) -> datetime | None:
+        """When the message at sequence `seq` was stored (None when there is none)."""
+        try:
+            msg = await self.js.get_msg(stream or self.topology.events_stream, seq=max(1, seq), direct=True)
+        except NotFoundError:
+            return None
+        return msg.time
+
     async def first_match(self, subject: str, start: int, stream: str | None = None) -> int | None:
         """The sequence of the first message on `subject` (wildcards allowed) at or after `start`."""
         try:
@@ -207,7 +219,11 @@ class JetStreamLog:
         return int(msg.seq) if msg.seq else None
 
     async def load(self, aggregate: str, aggregate_id: str) -> tuple[list[StoredEvent], int]:
-        """Every event of one aggregate, oldest first, and its version."""
+        """Every event of one aggregate, oldest first, and its version.
+
+        The version is the sequence of the subject's last message, malformed or not: the next append's
+        expected version is what JetStream checks, and a skipped message counts there too.
+        """
         subject = self.topology.events(aggregate, aggregate_id)
         version = await self.subject_version(subject)
         if version == 0:
@@ -281,13 +297,27 @@ class JetStreamLog:
         raise AssertionError("unreachable")
 
     def decode(self, msg: Msg) -> StoredEvent | None:
-        """Turn a raw message into a StoredEvent; a malformed one is logged and skipped (None)."""
-        seq = msg.metadata.sequence.stream
+        """Turn a raw message into a StoredEvent; a malformed one is skipped (None), logged once per reader."""
+        decoded = self.decode_or_reason(msg)
+        return decoded if isinstance(decoded, StoredEvent) else None
+
+    def decode_or_reason(self, msg: Msg) -> StoredEvent | MalformedEvent:
+        """Like `decode`, but a malformed message comes back as the MalformedEvent saying why."""
         try:
             return self.decode_strict(msg)
         except MalformedEvent as exc:
-            log.warning("skipping malformed event", seq=seq, subject=msg.subject, reason=str(exc))
-            return None
+            self._skipped(msg, exc)
+            return exc
+
+    def _skipped(self, msg: Msg, exc: MalformedEvent) -> None:
+        seq = msg.metadata.sequence.stream
+        if seq in self._warned:
+            return  # a replay (a rebuild, a reload) meets it again: said already
+        if len(self._warned) >= WARNED_LIMIT:
+            self._warned.clear()
+        self._warned.add(seq)
+        self.malformed_seen += 1
+        log.warning("skipping malformed event", seq=seq, subject=msg.subject, reason=str(exc))
 
     def decode_strict(self, msg: Msg) -> StoredEvent:
         """Turn a raw message into a StoredEvent or raise MalformedEvent saying why."""

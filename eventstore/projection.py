@@ -9,13 +9,16 @@ from typing import Protocol
 
 from nats.aio.msg import Msg
 
-from eventstore.log import JetStreamLog, StoredEvent
+from contracts.codec import MalformedEvent
+from eventstore.log import TYPE, JetStreamLog, StoredEvent
 from eventstore.observability import consumer_span, get_logger
 from eventstore.stores.base import ReadModelStore, Transaction
 
 log = get_logger(component="projections")
 CHECKPOINTS = "stoker_checkpoints"
+DEAD_LETTERS = "stoker_dead_letters"  # events a projection passed over: malformed, or its apply failed
 SHADOW_SUFFIX = "__shadow"
+MAX_ERROR_TEXT = 2000
 
 
 class Projection(Protocol):
@@ -46,10 +49,13 @@ def shadow_tables(projection: Projection) -> dict[str, str]:
 
 
 async def ensure_checkpoint_table(store: ReadModelStore) -> None:
-    """The table of projection checkpoints."""
+    """The tables of projection checkpoints and of dead letters (events a projection passed over)."""
     async with store.transaction() as tx:
         await tx.execute(f"CREATE TABLE IF NOT EXISTS {CHECKPOINTS} (projection TEXT PRIMARY KEY, "
                          "seq BIGINT NOT NULL, version INTEGER NOT NULL, updated_at TEXT)")
+        await tx.execute(f"CREATE TABLE IF NOT EXISTS {DEAD_LETTERS} (projection TEXT NOT NULL, seq BIGINT NOT NULL,"
+                         " subject TEXT NOT NULL, event_type TEXT, reason TEXT NOT NULL, error TEXT NOT NULL,"
+                         " dead_at TEXT NOT NULL, PRIMARY KEY (projection, seq))")
 
 
 async def read_checkpoints(tx: Transaction, names: Sequence[str]) -> dict[str, tuple[int, int]]:
@@ -64,6 +70,87 @@ async def write_checkpoint(tx: Transaction, name: str, seq: int, version: int) -
         f"INSERT INTO {CHECKPOINTS} (projection, seq, version, updated_at) VALUES (?, ?, ?, ?) "
         "ON CONFLICT (projection) DO UPDATE SET seq = excluded.seq, version = excluded.version, "
         "updated_at = excluded.updated_at", name, seq, version, _now_text())
+
+
+async def write_dead_letter(tx: Transaction, name: str, msg: Msg, reason: str, error: str) -> None:
+    """Record that projection `name` passed over one message: `reason` malformed (it is no event) or failed."""
+    await tx.execute(
+        f"INSERT INTO {DEAD_LETTERS} (projection, seq, subject, event_type, reason, error, dead_at)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (projection, seq) DO NOTHING",
+        name, msg.metadata.sequence.stream, msg.subject, (msg.headers or {}).get(TYPE), reason,
+        error[:MAX_ERROR_TEXT], _now_text())
+
+
+async def clear_dead_letters(tx: Transaction, name: str) -> None:
+    """Forget a projection's dead letters (it is rebuilt from the log, which finds them again)."""
+    await tx.execute(f"DELETE FROM {DEAD_LETTERS} WHERE projection = ?", name)
+
+
+async def dead_letter_counts(store: ReadModelStore) -> dict[str, dict[str, int]]:
+    """{projection: {"malformed": n, "failed": m}} for projections that passed over events."""
+    if not await store.table_exists(DEAD_LETTERS):
+        return {}
+    rows = await store.fetchall(f"SELECT projection, reason, COUNT(*) AS n FROM {DEAD_LETTERS}"
+                                " GROUP BY projection, reason")
+    counts: dict[str, dict[str, int]] = {}
+    for row in rows:
+        counts.setdefault(row["projection"], {"malformed": 0, "failed": 0})[row["reason"]] = int(row["n"])
+    return counts
+
+
+async def malformed_total(store: ReadModelStore) -> int:
+    """How many distinct messages of the log some projection passed over as malformed."""
+    if not await store.table_exists(DEAD_LETTERS):
+        return 0
+    row = await store.fetchone(f"SELECT COUNT(DISTINCT seq) AS n FROM {DEAD_LETTERS} WHERE reason = 'malformed'")
+    return int(row["n"]) if row else 0
+
+
+async def dead_letters(store: ReadModelStore, limit: int = 100) -> list[dict[str, object]]:
+    """The newest dead letters, newest first."""
+    if not await store.table_exists(DEAD_LETTERS):
+        return []
+    return await store.fetchall(f"SELECT projection, seq, subject, event_type, reason, error, dead_at"
+                                f" FROM {DEAD_LETTERS} ORDER BY seq DESC, projection LIMIT ?", limit)
+
+
+def _error_text(exc: BaseException) -> str:
+    return f"{exc.__class__.__name__}: {exc}"
+
+
+async def apply_alone(event_log: JetStreamLog, store: ReadModelStore, projection: Projection, msg: Msg, *,
+                      name: str | None = None, tables: dict[str, str] | None = None,
+                      checkpoint: bool = True) -> bool:
+    """Apply one message to one projection in a transaction of its own; quarantine it if that fails.
+
+    The slow path after a batch failed: the event that breaks the projection gets a dead-letter row,
+    written with the checkpoint that passes it, and every other event is applied as usual. An error of
+    the store itself (`is_transient`) is raised instead: the event is not to blame. Returns whether the
+    event was applied.
+    """
+    name = name or projection.name
+    seq = msg.metadata.sequence.stream
+    decoded = event_log.decode_or_reason(msg)
+    try:
+        async with store.transaction(tables) as tx:
+            if isinstance(decoded, MalformedEvent):
+                await write_dead_letter(tx, name, msg, "malformed", str(decoded))
+            else:
+                await projection.apply(decoded, tx)
+            if checkpoint:
+                await write_checkpoint(tx, name, seq, projection.version)
+        return not isinstance(decoded, MalformedEvent)
+    except Exception as exc:
+        if store.is_transient(exc):
+            raise
+        error = _error_text(exc)
+    async with store.transaction() as tx:
+        await write_dead_letter(tx, name, msg, "failed", error)
+        if checkpoint:
+            await write_checkpoint(tx, name, seq, projection.version)
+    log.error("event quarantined: the projection cannot apply it", projection=name, seq=seq, subject=msg.subject,
+              type=(msg.headers or {}).get(TYPE), error=error)
+    return False
 
 
 def _now_text() -> str:
@@ -107,6 +194,7 @@ class ProjectionRunner:
                     log.info("projection changed, rebuilding", projection=projection.name,
                              old=seen[1], new=projection.version)
                     await drop_tables(tx, projection, {})
+                    await clear_dead_letters(tx, projection.name)
                     seen = None
                 await create_tables(tx, projection, self.store.dialect)
                 if seen is None:
@@ -150,7 +238,27 @@ class ProjectionRunner:
             await self.apply_batch(batch)
 
     async def apply_batch(self, messages: Sequence[Msg]) -> None:
-        """Apply raw messages in one transaction; events at or below a checkpoint are not applied again."""
+        """Apply raw messages in one transaction; events at or below a checkpoint are not applied again.
+
+        When the batch cannot be applied, its events are applied one at a time, each on its own, and an
+        event a projection cannot apply is quarantined (`apply_alone`): one event never stops a projection.
+        """
+        last = messages[-1].metadata.sequence.stream
+        try:
+            await self._apply_together(messages)
+        except Resync:
+            raise
+        except Exception as exc:
+            if self.store.is_transient(exc):
+                raise
+            log.warning("a batch could not be applied; applying its events one by one",
+                        first=messages[0].metadata.sequence.stream, last=last, error=_error_text(exc))
+            await self._apply_singly(messages)
+        self.position = last
+        self.applied.set()
+        self.applied.clear()
+
+    async def _apply_together(self, messages: Sequence[Msg]) -> None:
         first, last = messages[0].metadata.sequence.stream, messages[-1].metadata.sequence.stream
         async with self.store.transaction() as tx:
             checkpoints = await read_checkpoints(tx, [p.name for p in self.projections])
@@ -162,19 +270,28 @@ class ProjectionRunner:
                 await self._apply_one(msg, pending, checkpoints, tx)
             for projection in pending:
                 await write_checkpoint(tx, projection.name, last, projection.version)
-        self.position = last
-        self.applied.set()
-        self.applied.clear()
+
+    async def _apply_singly(self, messages: Sequence[Msg]) -> None:
+        async with self.store.transaction() as tx:
+            checkpoints = await read_checkpoints(tx, [p.name for p in self.projections])
+        for msg in messages:
+            seq = msg.metadata.sequence.stream
+            for projection in self.projections:
+                if checkpoints.get(projection.name, (0, 0))[0] < seq:
+                    await apply_alone(self.log, self.store, projection, msg)
 
     async def _apply_one(self, msg: Msg, pending: list[Projection], checkpoints: dict[str, tuple[int, int]],
                          tx: Transaction) -> None:
-        stored = self.log.decode(msg)
-        if stored is None:
+        seq = msg.metadata.sequence.stream
+        behind = [p for p in pending if seq > checkpoints.get(p.name, (0, 0))[0]]
+        decoded = self.log.decode_or_reason(msg)
+        if isinstance(decoded, MalformedEvent):
+            for projection in behind:  # counted where the projection's checkpoint passes it
+                await write_dead_letter(tx, projection.name, msg, "malformed", str(decoded))
             return
-        with consumer_span(f"stoker.project {stored.type}", stored.headers, **{"stoker.seq": stored.seq}):
-            for projection in pending:
-                if stored.seq > checkpoints.get(projection.name, (0, 0))[0]:
-                    await projection.apply(stored, tx)
+        with consumer_span(f"stoker.project {decoded.type}", decoded.headers, **{"stoker.seq": decoded.seq}):
+            for projection in behind:
+                await projection.apply(decoded, tx)
 
     async def wait_for(self, seq: int, timeout: float = 5.0) -> bool:
         """Wait until this runner has applied `seq` (read-your-writes for tests and the gateway)."""

@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+from contracts.codec import MalformedEvent
 from eventstore.log import JetStreamLog
 from eventstore.observability import get_logger
 from eventstore.projection import (
+    DEAD_LETTERS,
     SHADOW_SUFFIX,
     Projection,
+    apply_alone,
+    clear_dead_letters,
     create_tables,
     drop_tables,
     ensure_checkpoint_table,
     shadow_tables,
     write_checkpoint,
+    write_dead_letter,
 )
 from eventstore.stores.base import ReadModelStore
 
@@ -25,6 +30,7 @@ async def replay(event_log: JetStreamLog, store: ReadModelStore, projection: Pro
     shadow = shadow_tables(projection)
     async with store.transaction(shadow) as tx:
         await drop_tables(tx, projection, shadow)
+        await clear_dead_letters(tx, projection.name + SHADOW_SUFFIX)
         await create_tables(tx, projection, store.dialect)
     position = 0
     while True:
@@ -52,11 +58,21 @@ async def _fill(event_log: JetStreamLog, store: ReadModelStore, projection: Proj
 
 async def _apply(event_log: JetStreamLog, store: ReadModelStore, projection: Projection,
                  shadow: dict[str, str], batch: list) -> int:
-    async with store.transaction(shadow) as tx:
+    try:
+        async with store.transaction(shadow) as tx:
+            for msg in batch:
+                decoded = event_log.decode_or_reason(msg)
+                if isinstance(decoded, MalformedEvent):
+                    await write_dead_letter(tx, projection.name + SHADOW_SUFFIX, msg, "malformed", str(decoded))
+                else:
+                    await projection.apply(decoded, tx)
+    except Exception as exc:
+        if store.is_transient(exc):
+            raise
+        # As the live runner does: one event at a time, and the one that cannot be applied is quarantined.
         for msg in batch:
-            stored = event_log.decode(msg)
-            if stored is not None:
-                await projection.apply(stored, tx)
+            await apply_alone(event_log, store, projection, msg, name=projection.name + SHADOW_SUFFIX,
+                              tables=shadow, checkpoint=False)
     return batch[-1].metadata.sequence.stream
 
 
@@ -70,3 +86,6 @@ async def _swap(store: ReadModelStore, projection: Projection, shadow: dict[str,
         await drop_tables(tx, projection, shadow)
         await write_checkpoint(tx, projection.name, position, projection.version)
         await tx.execute("DELETE FROM stoker_checkpoints WHERE projection = ?", projection.name + SHADOW_SUFFIX)
+        await clear_dead_letters(tx, projection.name)
+        await tx.execute(f"UPDATE {DEAD_LETTERS} SET projection = ? WHERE projection = ?", projection.name,
+                         projection.name + SHADOW_SUFFIX)

@@ -26,7 +26,9 @@ class GatewaySettings(msgspec.Struct, frozen=True, kw_only=True):
     command_timeout_s: PositiveFloat = 5.0
     auth_max_failures: Annotated[int, msgspec.Meta(ge=1)] = 10  # bad tokens per address per window
     auth_window_s: PositiveFloat = 60.0
-    required_services: tuple[str, ...] = ("scheduler", "discovery")  # health is 503 while one is silent
+    required_services: tuple[str, ...] = ("scheduler", "discovery", "projector")  # health is 503 while one is silent
+    max_projection_lag: Annotated[int, msgspec.Meta(ge=0)] = 10_000  # events a read model may be behind (else 503)
+    max_projection_behind_s: PositiveFloat = 30.0  # how old the oldest event not yet projected may be (else 503)
     login_token_hours: PositiveFloat = 12.0
     job_page_cache: Annotated[int, msgspec.Meta(ge=0)] = 256  # job list pages kept until the projector moves on
 

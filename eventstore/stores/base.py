@@ -44,6 +44,16 @@ class ReadModelStore(Protocol):
     async def close(self) -> None:
         """Release connections."""
 
+    def is_transient(self, exc: BaseException) -> bool:
+        """Whether an error is the store's own (connection, I/O, lock, resources): trying later may work.
+
+        Anything else raised while applying an event (an integer out of range, a constraint) is about
+        that event, and trying again gives the same error.
+        """
+
+
+TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (OSError, TimeoutError, MemoryError)
+
 
 class IdentityTables(dict):
     """`{jobs}` → `jobs` for any name: the mapping readers use."""

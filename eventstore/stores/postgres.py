@@ -9,7 +9,10 @@ from typing import Any
 
 import asyncpg
 
-from eventstore.stores.base import IdentityTables, Write, plan_writes, to_numbered
+from eventstore.stores.base import TRANSIENT_ERRORS, IdentityTables, Write, plan_writes, to_numbered
+
+_TRANSIENT = (asyncpg.PostgresConnectionError, asyncpg.InterfaceError, asyncpg.InsufficientResourcesError,
+              asyncpg.OperatorInterventionError, asyncpg.TransactionRollbackError, *TRANSIENT_ERRORS)
 
 
 @lru_cache(maxsize=4096)
@@ -97,3 +100,7 @@ class PostgresStore:
     async def close(self) -> None:
         """Close the pool."""
         await self._pool.close()
+
+    def is_transient(self, exc: BaseException) -> bool:
+        """A lost connection, a server shutting down, no resources, a deadlock: not the event's fault."""
+        return isinstance(exc, _TRANSIENT)

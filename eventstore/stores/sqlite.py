@@ -11,7 +11,7 @@ from typing import Any
 
 import aiosqlite
 
-from eventstore.stores.base import IdentityTables, Write, plan_writes
+from eventstore.stores.base import TRANSIENT_ERRORS, IdentityTables, Write, plan_writes
 
 
 @lru_cache(maxsize=4096)
@@ -120,6 +120,10 @@ class SqliteStore:
     async def close(self) -> None:
         """Close the connection."""
         await self._conn.close()
+
+    def is_transient(self, exc: BaseException) -> bool:
+        """Locked, busy, disk full or I/O (OperationalError), or the OS: not the event's fault."""
+        return isinstance(exc, (sqlite3.OperationalError, *TRANSIENT_ERRORS))
 
 
 def _read(db: sqlite3.Connection, sql: str, params: tuple[Any, ...]) -> list[dict[str, Any]]:

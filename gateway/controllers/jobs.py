@@ -9,6 +9,7 @@ from litestar import Controller, Response, get, post
 from litestar.openapi import ResponseSpec
 from litestar.params import FromPath, FromQuery, JSONBody, Parameter
 
+from contracts.base import MAX_SAFE_INT
 from contracts.commands import SubmitJob
 from contracts.telemetry import JobProgress
 from eventstore.telemetry import sample_history
@@ -30,7 +31,7 @@ from gateway.schemas.jobs import (
 from gateway.views import checkpoint_view, job_view, timeline_entry
 
 Limit = Annotated[int, Parameter(ge=1, le=500, description="page size")]
-Since = Annotated[int, Parameter(ge=0, le=2**53, description="only what came after this sequence")]
+Since = Annotated[int, Parameter(ge=0, le=MAX_SAFE_INT, description="only what came after this sequence")]
 
 
 class JobsController(Controller):

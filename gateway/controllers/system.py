@@ -9,7 +9,7 @@ from litestar import Controller, Response, get, post
 from litestar.openapi import ResponseSpec
 from litestar.params import FromPath, JSONBody, Parameter
 
-from contracts.base import utcnow
+from contracts.base import MAX_SAFE_INT, utcnow
 from contracts.errors import NotFound
 from gateway import health
 from gateway.auth import ADMIN, PUBLIC
@@ -39,7 +39,7 @@ class SystemController(Controller):
         return Response(report, status_code=200 if report.status == "ok" else 503)
 
     @get("/events", opt=ADMIN, responses=errors(400))
-    async def events(self, gw: GW, since: Annotated[int, Parameter(ge=0, le=2**53)] = 0,
+    async def events(self, gw: GW, since: Annotated[int, Parameter(ge=0, le=MAX_SAFE_INT)] = 0,
                      limit: Annotated[int, Parameter(ge=1, le=1000)] = 100) -> EventPage:
         """Events after sequence `since`, oldest first."""
         last = await gw.log.last_seq()

@@ -6,14 +6,15 @@ from typing import Annotated, Any
 
 import msgspec
 
-from contracts.base import ID_PATTERN
+from contracts.base import ID_PATTERN, MAX_SAFE_INT
 
 Id = Annotated[str, msgspec.Meta(pattern=ID_PATTERN, max_length=64, description="a job, worker or token id")]
 Workload = Annotated[str, msgspec.Meta(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9_.:-]+$")]
+# Request bounds are the contracts' (contracts.base) or tighter: what the API accepts, a command carries.
 Iterations = Annotated[int, msgspec.Meta(ge=1, le=1_000_000_000)]
 Episodes = Annotated[int, msgspec.Meta(ge=1, le=1_000_000)]
 Params = Annotated[dict[str, Any], msgspec.Meta(max_length=200, description="workload hyper-parameters")]
-Seq = Annotated[int, msgspec.Meta(ge=0, le=2**53)]
+Seq = Annotated[int, msgspec.Meta(ge=0, le=MAX_SAFE_INT)]
 
 
 class Body(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):

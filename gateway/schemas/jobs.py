@@ -7,6 +7,7 @@ from typing import Annotated, Any, Literal
 
 import msgspec
 
+from contracts.base import GpuCount, Priority, Retries
 from contracts.events import Label
 from gateway.schemas.common import Body, Episodes, Id, Iterations, Params, Reply, Seq, Workload
 
@@ -23,12 +24,12 @@ class SubmitJobBody(Body, kw_only=True):
     max_iterations: Iterations | None = None
     episodes: Episodes | None = None
     checkpoint_of: Id | None = None
-    priority: Annotated[int, msgspec.Meta(ge=-1_000_000, le=1_000_000)] = 0
-    gpus: Annotated[int, msgspec.Meta(ge=0, le=64)] = 0
+    priority: Priority = 0
+    gpus: GpuCount = 0
     labels: Annotated[list[Label], msgspec.Meta(max_length=32)] = []
     idempotency_key: Annotated[str, msgspec.Meta(min_length=1, max_length=200)] | None = None
     timeout_s: Annotated[float, msgspec.Meta(gt=0, le=366 * 86400)] | None = None
-    max_retries: Annotated[int, msgspec.Meta(ge=0, le=100)] = 0
+    max_retries: Retries = 0
 
 
 class JobView(Reply, kw_only=True):

@@ -40,12 +40,15 @@ class ServiceHealth(Reply, kw_only=True):
 
 
 class ProjectionHealth(Reply, kw_only=True):
-    """How far a read model is behind the event log."""
+    """How far a read model is behind the event log, and the events it passed over."""
 
     name: str
     checkpoint: int
-    lag: int
+    lag: int  # events in the log it has not applied yet
+    behind_s: float | None = None  # how long the oldest of those has been waiting (None: caught up)
     updated_at: str | None
+    malformed: int = 0  # messages it skipped because they are no readable event
+    dead_letters: int = 0  # events it could not apply and quarantined (stoker_dead_letters)
 
 
 class StoreHealth(Reply, kw_only=True):
@@ -57,9 +60,18 @@ class StoreHealth(Reply, kw_only=True):
 
 
 class Health(Reply, kw_only=True):
-    """Overall status (503 unless NATS, streams, store and required services are fine) and each part."""
+    """Overall status and each part: 503 unless NATS, streams, store, required services and read models are fine.
+
+    `problems` says why the status is not ok. Malformed and dead-lettered events are counted (and named
+    in `warnings`) but leave the status alone: they are history the platform has passed over, not a
+    part that is down.
+    """
 
     status: Literal["ok", "degraded", "down"]
+    problems: list[str] = []
+    warnings: list[str] = []
+    malformed: int = 0  # distinct messages on the event stream that are no readable event
+    dead_letters: int = 0  # events a projection could not apply, over all projections
     nats: NatsHealth
     streams: list[StreamHealth]
     services: list[ServiceHealth]

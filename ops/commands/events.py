@@ -11,9 +11,11 @@ import msgspec
 from nats.js.errors import NotFoundError
 
 from contracts.codec import MalformedEvent
-from eventstore.log import EXPECTED_SUBJECT_SEQ, JetStreamLog, StoredEvent
+from eventstore.log import EXPECTED_SUBJECT_SEQ, TYPE, JetStreamLog, StoredEvent
+from eventstore.projection import dead_letters
+from eventstore.stores import open_store
 from ops.cli import Cli, pass_cli, run_async
-from ops.output import emit_json
+from ops.output import emit_json, table
 
 SUMMARY_SKIP = {"type", "job_id", "worker_id", "token_id"}
 
@@ -33,6 +35,22 @@ def event_line(stored: StoredEvent) -> str:
                       if k not in SUMMARY_SKIP and v not in (None, {}, [], ""))
     when = stored.time.strftime("%H:%M:%S.%f")[:-3] if stored.time else "-"
     return f"{stored.seq:>8}  {when}  {stored.type:<18} {stored.aggregate}/{stored.aggregate_id}  {fields}"
+
+
+def malformed_record(msg: Any, reason: str) -> dict[str, Any]:
+    """A message that is no readable event, as a JSON-ready dict: where it is, why, and its bytes."""
+    headers = dict(msg.headers or {})
+    when = msg.metadata.timestamp
+    return {"seq": msg.metadata.sequence.stream, "time": when.isoformat() if when else None,
+            "subject": msg.subject, "type": headers.get(TYPE), "malformed": reason, "headers": headers,
+            "raw": msg.data.decode(errors="replace")}
+
+
+def malformed_line(msg: Any, reason: str) -> str:
+    """One readable line for a skipped message: seq, time, MALFORMED, its subject and the reason."""
+    when = msg.metadata.timestamp
+    at = when.strftime("%H:%M:%S.%f")[:-3] if when else "-"
+    return f"{msg.metadata.sequence.stream:>8}  {at}  {'MALFORMED':<18} {msg.subject}  {_short(reason, 120)}"
 
 
 def _short(value: Any, limit: int = 60) -> str:
@@ -67,15 +85,24 @@ async def tail(cli: Cli, follow: bool, aggregate: str | None, aggregate_id: str 
         subject = _filter_subject(log, aggregate, aggregate_id)
         end = await log.last_seq()
         start = 1 if subject else max(1, end - last + 1)
-        recent = [] if end == 0 else [e async for e in log.read(start, filter_subject=subject)]
-        for stored in recent[-last:] if last else recent:
-            _print(stored, as_json)
+        recent = [] if end == 0 else [m async for m in log.read_raw(start, until_seq=end, filter_subject=subject)]
+        for msg in recent[-last:] if last else recent:
+            _print(log, msg, as_json)
         if follow:
-            async for stored in log.subscribe(end + 1, filter_subject=subject):
-                _print(stored, as_json)
+            async for msg in log.follow_raw(end + 1, filter_subject=subject):
+                _print(log, msg, as_json)
 
 
-def _print(stored: StoredEvent, as_json: bool) -> None:
+def _print(log: JetStreamLog, msg: Any, as_json: bool) -> None:
+    # Every message is shown: one that is no readable event is marked, with the reason it is skipped.
+    try:
+        stored = log.decode_strict(msg)
+    except MalformedEvent as exc:
+        if as_json:
+            emit_json(malformed_record(msg, str(exc)))
+        else:
+            click.echo(malformed_line(msg, str(exc)))
+        return
     if as_json:
         emit_json(event_record(stored))
     else:
@@ -105,6 +132,30 @@ async def show(cli: Cli, seq: int) -> None:
         except MalformedEvent as exc:
             record["malformed"] = str(exc)
         click.echo(msgspec.json.format(msgspec.json.encode(record), indent=2).decode())
+
+
+@events_group.command("dead-letters")
+@click.option("-n", "--limit", default=50, show_default=True, type=click.IntRange(min=1))
+@click.option("--json", "as_json", is_flag=True, help="JSON lines.")
+@pass_cli
+@run_async
+async def dead_letters_command(cli: Cli, limit: int, as_json: bool) -> None:
+    """Events the read models passed over: malformed, or their projection could not apply them (newest first)."""
+    store = await open_store(cli.settings.database_url, cli.settings.sqlite_path, readonly=True)
+    try:
+        rows = await dead_letters(store, limit)
+    finally:
+        await store.close()
+    if as_json or cli.as_json:
+        for row in rows:
+            emit_json(row)
+        return
+    if not rows:
+        click.echo("no dead letters: every read model applied every event")
+        return
+    click.echo(table([(r["seq"], r["projection"], r["reason"], r["event_type"] or "-", r["subject"],
+                       _short(r["error"], 80)) for r in rows],
+                     ["SEQ", "PROJECTION", "REASON", "TYPE", "SUBJECT", "ERROR"]))
 
 
 @events_group.command("export")

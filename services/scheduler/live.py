@@ -113,6 +113,11 @@ class LiveBoard:
         stored = self.log.decode(msg)  # a malformed event is logged and skipped
         if stored is not None:
             self._fold(stored)
+        else:
+            # Skipped, but it moved its subject's last sequence: the next append must expect it.
+            where = self.log.topology.parse_event_subject(msg.subject)
+            if where is not None:
+                record_version(self.state, where[0], where[1], seq)
         self._advance(seq)
 
     def _fold(self, stored: StoredEvent) -> None:

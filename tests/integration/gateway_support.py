@@ -150,8 +150,11 @@ async def serve(app: Any, port: int) -> tuple[uvicorn.Server, asyncio.Task[None]
 @asynccontextmanager
 async def gateway_stack(nats_url: str, nc: Any, topology: Topology, tmp_path: Path, *, fakes: bool = True,
                         store: ReadModelStore | None = None, reader: ReadModelStore | None = None,
-                        **gateway: Any) -> AsyncIterator[Stack]:
-    """Streams, tokens of every role, a projector, fake services and the gateway on a free port."""
+                        projector: bool = True, **gateway: Any) -> AsyncIterator[Stack]:
+    """Streams, tokens of every role, a projector, fake services and the gateway on a free port.
+
+    With `projector=False` no projector runs (a test starts the real one, or none).
+    """
     event_log = JetStreamLog(nc, topology)
     await event_log.ensure_streams()
     tokens = {role: (await issue_token(event_log, role, f"test {role}"))[1] for role in ROLES}
@@ -160,8 +163,10 @@ async def gateway_stack(nats_url: str, nc: Any, topology: Topology, tmp_path: Pa
     reader = reader or (await SqliteStore.open(tmp_path / "readmodels.sqlite3") if own else store)
     runner = ProjectionRunner(event_log, store, all_projections(), max_delay=0.005)
     await runner.prepare()
-    projector = asyncio.create_task(runner.run())
+    running = asyncio.create_task(runner.run()) if projector else None
     services = await start_fakes(nc, topology, event_log) if fakes else []
+    if projector:  # answers $SRV.PING as the projector service does
+        services.append(await start_service(nc, topology, "projector", "0.0.0-test", {}))
     port = free_port()
     settings = Settings(common=CommonSettings(data_dir=str(tmp_path), nats_url=nats_url, prefix=topology.prefix),
                         gateway=GatewaySettings(port=port, **{"auth_max_failures": 10_000, **gateway}))
@@ -173,8 +178,9 @@ async def gateway_stack(nats_url: str, nc: Any, topology: Topology, tmp_path: Pa
         await task
         for service in services:
             await service.stop()
-        projector.cancel()
-        await asyncio.gather(projector, return_exceptions=True)
+        if running is not None:
+            running.cancel()
+            await asyncio.gather(running, return_exceptions=True)
         if own:
             await reader.close()
             await store.close()
