@@ -52,13 +52,6 @@ def check_job_id(job_id: str) -> str:
     return job_id
 
 
-def eval_workload(workload: str) -> str:
-    """`stoker submit eval X` runs `X-eval` when this installation has such a workload."""
-    from services.trainer.workloads_registry import Registry, eval_name
-
-    return eval_name(workload, Registry().names())
-
-
 def as_json(cli: Cli, flag: bool) -> bool:
     """The global --json or the command's own."""
     return flag or cli.as_json
@@ -119,8 +112,8 @@ async def submit_train(cli: Cli, workload: str, iterations: int | None, params: 
 @run_async
 async def submit_eval(cli: Cli, workload: str, checkpoint_of: str, episodes: int, params: tuple[str, ...],
                       json_flag: bool, **options: Any) -> None:
-    """Evaluate the newest checkpoint of a training job (`2048` means the `2048-eval` workload)."""
-    command = SubmitJob(kind="eval", workload=eval_workload(workload), params=parse_params(params),
+    """Evaluate the newest checkpoint of a training job (the worker runs `2048-eval` for `2048`)."""
+    command = SubmitJob(kind="eval", workload=workload, params=parse_params(params),
                         episodes=episodes, checkpoint_of=check_job_id(checkpoint_of), **_submit_fields(options))
     await _submit(cli, command, as_json(cli, json_flag))
 

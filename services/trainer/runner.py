@@ -68,6 +68,7 @@ class JobRunner:
         self.outbox = Outbox()
         self.spool = deps.spool / f"{assignment.job_id}-{assignment.attempt}"
         self.total = assignment.max_iterations if assignment.kind == "train" else assignment.episodes
+        self.workload = assignment.workload  # the name it runs, once resolved (see _run)
         self._kill_timer: asyncio.TimerHandle | None = None
         self._saving = 0  # checkpoints handed over by the child, not yet stored and reported
         self._finished = False
@@ -105,8 +106,10 @@ class JobRunner:
             shutil.rmtree(self.spool, ignore_errors=True)
 
     async def _run(self) -> None:
+        registry = self.deps.registry
+        self.workload = registry.resolve(self.a.workload, self.a.kind)  # an evaluation of X runs X-eval if here
         try:
-            target = self.deps.registry.target(self.a.workload)
+            target = registry.target(self.workload)
         except UnknownWorkload as exc:
             await self._finish(Ending("failed", error=str(exc)))
             return
@@ -132,7 +135,7 @@ class JobRunner:
 
     def _pool_key(self, target: str) -> str:
         module = module_of(target)
-        if self.deps.registry.is_registered(self.a.workload) or self.deps.settings.warm_user_workloads:
+        if self.deps.registry.is_registered(self.workload) or self.deps.settings.warm_user_workloads:
             self.deps.pool.warm_up(module)
             return module
         return BASE
@@ -157,7 +160,7 @@ class JobRunner:
                                  iteration=choice.ref.iteration, name=choice.ref.name)
         self.child = child
         child.send(wire.Start(
-            job_id=a.job_id, attempt=a.attempt, worker_id=self.deps.worker_id, kind=a.kind, workload=a.workload,
+            job_id=a.job_id, attempt=a.attempt, worker_id=self.deps.worker_id, kind=a.kind, workload=self.workload,
             target=target, params=a.params, max_iterations=a.max_iterations, episodes=a.episodes,
             gpu_indices=a.gpu_indices, spool_dir=str(self.spool), resume=resume,
             progress_interval_s=self.deps.settings.progress_interval_s))
