@@ -216,7 +216,8 @@ async def logs(cli: Cli, job_id: str, follow: bool, json_flag: bool) -> None:
         if not events:
             raise ValueError(f"no job {job_id}")
         live = await nc.subscribe(cli.topology.telemetry("progress", job_id))
-        for _seq, sample in await sample_history(nc, cli.topology, "progress", job_id, JobProgress):
+        history = await sample_history(nc, cli.topology, "progress", job_id, JobProgress)
+        for _seq, sample in history:
             printer.show(sample, live=False)
         final = next((e for e in reversed(events) if is_final(e)), None)
         if follow and final is None:
@@ -228,6 +229,13 @@ async def logs(cli: Cli, job_id: str, follow: bool, json_flag: bool) -> None:
                         break
             finally:
                 relay.cancel()
+                await asyncio.gather(relay, return_exceptions=True)
+            # A worker reports the end only once its samples are stored: those the live relay had not shown
+            # yet (still queued, or missed) are all in the stream now.
+            seen = history[-1][0] if history else 0
+            for _seq, sample in await sample_history(nc, cli.topology, "progress", job_id, JobProgress,
+                                                     from_seq=seen + 1):
+                printer.show(sample)
         printer.end(final or events[-1])
 
 

@@ -29,6 +29,7 @@ from services.trainer.outcome import SHUTDOWN
 from services.trainer.pool import WarmPool
 from services.trainer.runner import Deps, JobRunner
 from services.trainer.settings import TrainerSettings
+from services.trainer.telemetry import TelemetryPublisher
 from services.trainer.workloads_registry import Registry
 
 log = get_logger(component="agent")
@@ -47,7 +48,7 @@ class Agent:
         pool = WarmPool(settings.preload, capabilities.slots if settings.warm else 0, settings.max_zygotes)
         self.deps = Deps(nc, topology, settings, worker_id, pool, CheckpointStore(nc.jetstream(),
                          topology.checkpoint_bucket, replicas), Registry(settings.target_modules),
-                         AttemptLog(state_dir / "attempts"), state_dir / "spool")
+                         AttemptLog(state_dir / "attempts"), state_dir / "spool", TelemetryPublisher(nc))
         self.runners: dict[Key, JobRunner] = {}
         self.tasks: set[asyncio.Task] = set()
         self.seen: OrderedDict[Key, None] = OrderedDict()

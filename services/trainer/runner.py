@@ -29,6 +29,7 @@ from services.trainer.outcome import Ending, decide
 from services.trainer.pool import BASE, WarmPool
 from services.trainer.processes import ChildProcess, kill, terminate
 from services.trainer.settings import TrainerSettings
+from services.trainer.telemetry import TelemetryPublisher
 from services.trainer.workloads_registry import Registry, UnknownWorkload, module_of
 
 log = get_logger(component="runner")
@@ -49,6 +50,7 @@ class Deps:
     registry: Registry
     attempts: AttemptLog
     spool: Path
+    telemetry: TelemetryPublisher
 
 
 def at(epoch: float) -> datetime:
@@ -71,6 +73,7 @@ class JobRunner:
         self.workload = assignment.workload  # the name it runs, once resolved (see _run)
         self._kill_timer: asyncio.TimerHandle | None = None
         self._saving = 0  # checkpoints handed over by the child, not yet stored and reported
+        self._last_sample: asyncio.Future | None = None  # acknowledgement of the last telemetry sample sent
         self._finished = False
         self.log = log.bind(job_id=assignment.job_id, attempt=assignment.attempt)
 
@@ -204,9 +207,12 @@ class JobRunner:
 
     async def _publish(self, kind: str, data: bytes) -> None:
         try:
-            await self.deps.nc.publish(self.deps.topology.telemetry(kind, self.a.job_id), data)
+            acked = await self.deps.telemetry.publish(self.deps.topology.telemetry(kind, self.a.job_id), data)
         except nats.errors.Error as exc:  # telemetry is disposable; the job goes on
             self.log.debug("telemetry sample dropped", kind=kind, error=repr(exc))
+            return
+        if acked is not None:
+            self._last_sample = acked
 
     async def _store_checkpoint(self, child: ChildProcess, frame: wire.Saved) -> None:
         try:
@@ -261,6 +267,8 @@ class JobRunner:
                                    traceback=ending.traceback[-16_000:], retryable=ending.retryable)
         self.deps.attempts.finish(report)
         started = time.monotonic()
+        # The end must not overtake the last progress: whoever sees JobCompleted can read every sample.
+        await self.deps.telemetry.stored(self._last_sample, self.deps.settings.report_timeout_s)
         if self._saving:
             await self._report(report)  # after the checkpoints it still stores and reports
         else:
