@@ -78,6 +78,7 @@ class ReportJobFinished(Command, kw_only=True):
     error: Text = ""
     traceback: Text = ""
     retryable: bool = False
+    crashed: bool = False  # interrupted: the worker died while it ran (its next run says so): worker_lost
 
 
 class RegisterWorker(Command, kw_only=True):
@@ -87,6 +88,7 @@ class RegisterWorker(Command, kw_only=True):
     verb: ClassVar[str] = "register"
     worker_id: Id
     capabilities: WorkerCapabilities
+    draining: bool = False  # shutting down: no new jobs (docs/protocol.md, graceful shutdown)
 
 
 class DeregisterWorker(Command, kw_only=True):

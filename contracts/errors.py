@@ -21,6 +21,12 @@ class InvalidCommand(DomainError):
     error = "invalid"
 
 
+class UnknownWorkload(InvalidCommand):
+    """No registered worker offers the workload a job names; the message lists what is offered."""
+
+    error = "unknown_workload"
+
+
 class NotFound(DomainError):
     """The command names something that does not exist."""
 
@@ -52,7 +58,7 @@ class CommandFailed(DomainError):
 
 def error_for(code: int, error: str, message: str) -> DomainError:
     """Rebuild the typed error a service replied with."""
-    for cls in (InvalidCommand, NotFound, Conflict, Unavailable):
+    for cls in (UnknownWorkload, InvalidCommand, NotFound, Conflict, Unavailable):
         if cls.code == code and cls.error == error:
             return cls(message)
     return CommandFailed(code, error, message)

@@ -22,6 +22,8 @@ JobKind = Literal["train", "eval"]
 Attempt = SmallPositive  # stored in INTEGER columns
 Label = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9_.:-]{1,64}$")]
 Text = Annotated[str, msgspec.Meta(max_length=16_384)]
+WorkloadName = Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
+ModuleName = Annotated[str, msgspec.Meta(max_length=200, pattern=r"^[A-Za-z_][\w.]*$")]
 
 
 class JobEvent(Event, kw_only=True):
@@ -157,6 +159,10 @@ class WorkerCapabilities(Message, kw_only=True):
     labels: tuple[Label, ...] = ("training", "evaluation")
     slots: SmallPositive = 1
     version: Annotated[str, msgspec.Meta(max_length=64)] = "0"
+    # Registered workload names it runs (contracts.workloads); None: it did not say (it may run anything).
+    workloads: Annotated[tuple[WorkloadName, ...], msgspec.Meta(max_length=1000)] | None = None
+    # Packages it runs `module:function` workloads from; None: any module it can import; empty: none.
+    target_modules: Annotated[tuple[ModuleName, ...], msgspec.Meta(max_length=1000)] | None = None
 
 
 class WorkerEvent(Event, kw_only=True):
@@ -172,10 +178,15 @@ class WorkerEvent(Event, kw_only=True):
 
 
 class WorkerRegistered(WorkerEvent, kw_only=True):
-    """A worker joined, or joined again with (maybe) new capabilities; it is healthy."""
+    """A worker joined, or joined again with (maybe) new capabilities; it is healthy.
+
+    `draining`: it is shutting down and takes no new jobs; the ones it runs end (checkpointed) and are
+    requeued, then it deregisters.
+    """
 
     capabilities: WorkerCapabilities
     registered_at: datetime
+    draining: bool = False
 
 
 class WorkerLost(WorkerEvent, kw_only=True):

@@ -26,13 +26,6 @@ from gateway.schemas.runs import (
 )
 
 
-def eval_workload(workload: str) -> str:
-    """`2048` → `2048-eval` when installed: the same rule as `stoker submit eval` (names only, no torch)."""
-    from services.trainer.workloads_registry import Registry, eval_name
-
-    return eval_name(workload, Registry().names())
-
-
 async def episodes_of(gw: GW, job_id: FromPath[str]) -> list[EpisodeReport]:
     """Every episode report of an evaluation run, one per episode number."""
     history = await sample_history(gw.nc, gw.topology, "episode", job_id, EpisodeReport)
@@ -49,7 +42,8 @@ class TestingController(Controller):
     async def start(self, gw: GW, data: JSONBody[TestingStart]) -> TestingStarted:
         """Queue an evaluation of the newest checkpoint of training run `checkpoint`."""
         await gw.job(data.checkpoint, "train")
-        job, _created = await gw.submit(SubmitJob(kind="eval", workload=eval_workload(data.workload),
+        # The base name (`2048`): the worker runs `2048-eval` where it has it (contracts.workloads).
+        job, _created = await gw.submit(SubmitJob(kind="eval", workload=data.workload,
                                                   params=data.params, episodes=data.episodes,
                                                   checkpoint_of=data.checkpoint))
         return TestingStarted(test_id=job.id, status=run_status(job.status), checkpoint=data.checkpoint,

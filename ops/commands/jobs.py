@@ -52,13 +52,6 @@ def check_job_id(job_id: str) -> str:
     return job_id
 
 
-def eval_workload(workload: str) -> str:
-    """`stoker submit eval X` runs `X-eval` when this installation has such a workload."""
-    from services.trainer.workloads_registry import Registry, eval_name
-
-    return eval_name(workload, Registry().names())
-
-
 def as_json(cli: Cli, flag: bool) -> bool:
     """The global --json or the command's own."""
     return flag or cli.as_json
@@ -119,8 +112,8 @@ async def submit_train(cli: Cli, workload: str, iterations: int | None, params: 
 @run_async
 async def submit_eval(cli: Cli, workload: str, checkpoint_of: str, episodes: int, params: tuple[str, ...],
                       json_flag: bool, **options: Any) -> None:
-    """Evaluate the newest checkpoint of a training job (`2048` means the `2048-eval` workload)."""
-    command = SubmitJob(kind="eval", workload=eval_workload(workload), params=parse_params(params),
+    """Evaluate the newest checkpoint of a training job (the worker runs `2048-eval` for `2048`)."""
+    command = SubmitJob(kind="eval", workload=workload, params=parse_params(params),
                         episodes=episodes, checkpoint_of=check_job_id(checkpoint_of), **_submit_fields(options))
     await _submit(cli, command, as_json(cli, json_flag))
 
@@ -223,7 +216,8 @@ async def logs(cli: Cli, job_id: str, follow: bool, json_flag: bool) -> None:
         if not events:
             raise ValueError(f"no job {job_id}")
         live = await nc.subscribe(cli.topology.telemetry("progress", job_id))
-        for _seq, sample in await sample_history(nc, cli.topology, "progress", job_id, JobProgress):
+        history = await sample_history(nc, cli.topology, "progress", job_id, JobProgress)
+        for _seq, sample in history:
             printer.show(sample, live=False)
         final = next((e for e in reversed(events) if is_final(e)), None)
         if follow and final is None:
@@ -235,6 +229,13 @@ async def logs(cli: Cli, job_id: str, follow: bool, json_flag: bool) -> None:
                         break
             finally:
                 relay.cancel()
+                await asyncio.gather(relay, return_exceptions=True)
+            # A worker reports the end only once its samples are stored: those the live relay had not shown
+            # yet (still queued, or missed) are all in the stream now.
+            seen = history[-1][0] if history else 0
+            for _seq, sample in await sample_history(nc, cli.topology, "progress", job_id, JobProgress,
+                                                     from_seq=seen + 1):
+                printer.show(sample)
         printer.end(final or events[-1])
 
 

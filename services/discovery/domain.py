@@ -1,8 +1,9 @@
 """The worker registry's decider: registrations, heartbeats and silence in, worker events out. Pure.
 
 Registration emits `WorkerRegistered` every time (docs/protocol.md): it is how a worker that
-restarted, or that was lost, left or forgotten, says "I am here, with these capabilities". It is
-rare (a worker registers at start and when told), so the log does not fill with it.
+restarted, or that was lost, left or forgotten, says "I am here, with these capabilities", and how
+a worker that is shutting down says it takes no new jobs (`draining`). It is rare (a worker
+registers at start, when told, and once as it leaves), so the log does not fill with it.
 
 Heartbeats are telemetry, not events: the time each worker was last heard from (`seen`) is kept
 beside the state, and the time-based decisions are functions of (state, seen, now).
@@ -56,7 +57,7 @@ def decide(command: RegisterWorker | DeregisterWorker, state: Registry, now: dat
     if isinstance(command, RegisterWorker):
         validate_capabilities(command.capabilities)
         return [ev.WorkerRegistered(worker_id=command.worker_id, capabilities=command.capabilities,
-                                    registered_at=now)]
+                                    registered_at=now, draining=command.draining)]
     if isinstance(command, DeregisterWorker):
         record = state.workers.get(command.worker_id)
         if record is None:

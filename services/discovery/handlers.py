@@ -63,7 +63,8 @@ class Discovery:
         """A worker joins (again): record it healthy with its capabilities."""
         seq = await self._run(lambda now: domain.decide(command, self.state, now))
         self.seen[command.worker_id] = self.clock()
-        return WorkerAccepted(worker_id=command.worker_id, status="healthy", seq=seq)
+        return WorkerAccepted(worker_id=command.worker_id, status="draining" if command.draining else "healthy",
+                              seq=seq)
 
     async def deregister(self, command: DeregisterWorker) -> WorkerAccepted:
         """A worker leaves on purpose."""

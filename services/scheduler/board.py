@@ -73,9 +73,12 @@ class WorkerView(msgspec.Struct, kw_only=True):
     """A worker as the scheduler sees it."""
 
     health: str  # healthy | lost | left
+    draining: bool = False  # shutting down: it keeps the jobs it runs (they end on their own) and takes no new ones
     slots: int
     gpus: tuple[int, ...] = ()
     labels: tuple[str, ...] = ()
+    workloads: tuple[str, ...] | None = None  # registered names it runs; None: it did not say
+    target_modules: tuple[str, ...] | None = None  # packages it runs module:function targets from; None: any
 
 
 class JobBoard(msgspec.Struct, kw_only=True):
@@ -229,8 +232,9 @@ def _requeued(state: JobBoard, e: ev.JobRequeued) -> None:
 
 def _worker_registered(state: JobBoard, e: ev.WorkerRegistered) -> None:
     c = e.capabilities
-    state.workers[e.worker_id] = WorkerView(health="healthy", slots=c.slots, gpus=tuple(g.index for g in c.gpus),
-                                            labels=c.labels)
+    state.workers[e.worker_id] = WorkerView(health="healthy", draining=e.draining, slots=c.slots,
+                                            gpus=tuple(g.index for g in c.gpus), labels=c.labels,
+                                            workloads=c.workloads, target_modules=c.target_modules)
 
 
 def _worker_health(health: str):

@@ -22,8 +22,18 @@ from contracts.commands import (
     SubmitJob,
 )
 from contracts.dispatch import Assignment, DispatchMessage, StopAttempt
-from contracts.errors import Conflict, InvalidCommand, NotFound
-from services.scheduler.board import ACTIVE_ON_WORKER, Finished, Job, JobBoard, evolve, initial_state, new_job
+from contracts.errors import Conflict, InvalidCommand, NotFound, UnknownWorkload
+from contracts.workloads import EVAL_SUFFIX, is_target, offers
+from services.scheduler.board import (
+    ACTIVE_ON_WORKER,
+    Finished,
+    Job,
+    JobBoard,
+    WorkerView,
+    evolve,
+    initial_state,
+    new_job,
+)
 from services.scheduler.placement import Placement, place
 
 __all__ = ["JobBoard", "RetryPolicy", "StaleAttempt", "decide", "evolve", "initial_state", "on_worker_event",
@@ -74,6 +84,7 @@ def _submit(cmd: SubmitJob, state: JobBoard, now: datetime, job_id: str) -> list
         raise InvalidCommand("an evaluation needs checkpoint_of: the job whose checkpoint it evaluates")
     if cmd.checkpoint_of:
         _check_source(state, cmd.checkpoint_of)
+    check_workload(state, cmd.workload, cmd.kind)
     submitted = ev.JobSubmitted(
         job_id=job_id, kind=cmd.kind, workload=cmd.workload, params=cmd.params,
         max_iterations=cmd.max_iterations, episodes=cmd.episodes, checkpoint_of=cmd.checkpoint_of,
@@ -91,6 +102,33 @@ def _check_source(state: JobBoard, source_id: str) -> None:
     if not source.checkpoints:
         status = source.status
         raise InvalidCommand(f"checkpoint_of {source_id}: that job ({status}) has no checkpoint yet")
+
+
+def check_workload(state: JobBoard, workload: str, kind: str) -> None:
+    """Refuse a job that no registered worker (healthy or not, until forgotten) can run.
+
+    With no worker registered at all the job is queued: workers may join later.
+    """
+    workers = state.workers.values()
+    if not workers or any(offers(w.workloads, w.target_modules, workload, kind) for w in workers):
+        return
+    raise UnknownWorkload(unoffered(workload, kind, workers))
+
+
+def unoffered(workload: str, kind: str, workers: Iterable[WorkerView]) -> str:
+    """Why no worker runs `workload`, listing what the registered workers do offer."""
+    workers = list(workers)
+    names = sorted({name for w in workers for name in w.workloads or ()})
+    modules = sorted({m for w in workers for m in w.target_modules or ()})
+    if any(w.target_modules is None for w in workers):
+        targets = "from any module"
+    else:
+        targets = f"from {', '.join(modules)}" if modules else "none"
+    offered = f"offered: {', '.join(names) or 'no registered workloads'}; module:function targets: {targets}"
+    if is_target(workload):
+        return f"no registered worker runs module:function workloads such as {workload!r} ({offered})"
+    also = f" (nor {workload + EVAL_SUFFIX!r})" if kind == "eval" and not workload.endswith(EVAL_SUFFIX) else ""
+    return f"unknown workload {workload!r}: no registered worker offers it{also} ({offered})"
 
 
 def _stop(cmd: StopJob, state: JobBoard, now: datetime) -> list[Event]:
@@ -154,7 +192,8 @@ def _finished(cmd: ReportJobFinished, job: Job, now: datetime, policy: RetryPoli
         reason = job.stop_reason or cmd.error or "stopped by the worker"
         return [ev.JobStopped(job_id=job_id, attempt=attempt, reason=reason, stopped_at=now)]
     if cmd.outcome == "interrupted":
-        return [ev.JobRequeued(job_id=job_id, attempt=attempt + 1, reason="shutdown", requeued_at=now)]
+        reason = "worker_lost" if cmd.crashed else "shutdown"
+        return [ev.JobRequeued(job_id=job_id, attempt=attempt + 1, reason=reason, requeued_at=now)]
     retry = cmd.retryable and job.retries < job.max_retries and not job.stop_requested
     failed = ev.JobFailed(job_id=job_id, attempt=attempt, error=cmd.error or "failed", traceback=cmd.traceback,
                           retryable=cmd.retryable, will_retry=retry, failed_at=now)
@@ -209,7 +248,10 @@ def requeue_worker(state: JobBoard, worker_id: str, reason: str, now: datetime) 
 
 
 def tick(state: JobBoard, now: datetime) -> list[Event]:
-    """Time passing: timeouts end jobs; attempts left on workers that are not healthy are requeued."""
+    """Time passing: timeouts end jobs; attempts left on lost, departed or unknown workers are requeued.
+
+    A draining worker keeps its attempts: they end on their own (checkpointed, `interrupted`).
+    """
     out: list[Event] = [ev.JobTimedOut(job_id=job.job_id, attempt=job.attempt, timed_out_at=now)
                         for job in state.jobs.values()
                         if job.status == "running" and job.deadline is not None and job.deadline <= now]

@@ -16,9 +16,17 @@ from nats.aio.client import Client
 from contracts import events as ev
 from contracts.base import Event, utcnow
 from contracts.codec import encode
-from contracts.commands import JobAccepted, JobReport, JobsStopping, ReportAccepted, StopJob, SubmitJob
+from contracts.commands import (
+    JobAccepted,
+    JobReport,
+    JobsStopping,
+    ReportAccepted,
+    ReportJobFinished,
+    StopJob,
+    SubmitJob,
+)
 from contracts.dispatch import Assignment, DispatchMessage
-from contracts.errors import InvalidCommand, Unavailable
+from contracts.errors import InvalidCommand, Unavailable, UnknownWorkload
 from contracts.subjects import MAX_EVENT_BYTES, Topology
 from eventstore.log import MSG_ID, StoredEvent
 from eventstore.observability import get_logger
@@ -57,7 +65,11 @@ class Scheduler:
     async def submit(self, command: SubmitJob) -> JobAccepted:
         """Queue a job (placing it at once when a slot is free); the same idempotency key gives the same job."""
         async def once() -> JobAccepted:
-            events = domain.decide(command, self.board.state, utcnow(), policy=self.policy)
+            try:
+                events = domain.decide(command, self.board.state, utcnow(), policy=self.policy)
+            except UnknownWorkload:
+                await self._fold_all()  # refuse only on a board that knows every worker registered so far
+                events = domain.decide(command, self.board.state, utcnow(), policy=self.policy)
             if not events:
                 job_id = self.board.state.idempotency[command.idempotency_key or ""]
                 await self._settled(job_id)
@@ -79,6 +91,9 @@ class Scheduler:
 
     async def report(self, command: JobReport) -> ReportAccepted:
         """Record a worker's report of its attempt; a stale attempt is told to stop (fencing)."""
+        if isinstance(command, ReportJobFinished) and command.outcome == "interrupted":
+            await self._fold_all()  # the worker said it is draining before it sent this: place knowing that
+
         async def once() -> ReportAccepted:
             try:
                 events = domain.decide(command, self.board.state, utcnow(), policy=self.policy)
@@ -99,6 +114,13 @@ class Scheduler:
             except CommitFailed:
                 continue
         raise Unavailable("the scheduler could not record the decision (log unavailable); try again")
+
+    async def _fold_all(self) -> None:
+        """Fold what the log holds now (a little while at most: deciding late beats not deciding)."""
+        try:
+            await self.board.catch_up(timeout=self.settings.command_wait_s)
+        except Exception as exc:
+            log.warning("board not caught up with the log; deciding anyway", error=repr(exc))
 
     async def _wait_ready(self) -> None:
         if self.ready.is_set():

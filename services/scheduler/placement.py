@@ -3,7 +3,9 @@
 Queue order is priority (high first), then submission order; a requeued job keeps its place. A job
 that does not fit anywhere is skipped and later jobs may still run (backfill). Every job takes one
 of its worker's slots; a job with `gpus > 0` also needs that many free GPU indices. Among eligible
-workers the least loaded wins (active jobs per slot), then round robin by worker id.
+workers the least loaded wins (active jobs per slot), then round robin by worker id. Only healthy
+workers take jobs (not draining, lost or left ones), and only jobs whose workload they offer
+(`contracts.workloads.offers`).
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import NamedTuple
 
+from contracts.workloads import offers
 from services.scheduler.board import Job, JobBoard
 
 
@@ -33,9 +36,12 @@ class _Capacity:
     active: int
     slots: int
     labels: frozenset[str]
+    workloads: frozenset[str] | None
+    target_modules: tuple[str, ...] | None
 
     def fits(self, job: Job) -> bool:
-        return len(self.free_gpus) >= job.gpus and self.labels.issuperset(job.labels)
+        return len(self.free_gpus) >= job.gpus and self.labels.issuperset(job.labels) \
+            and offers(self.workloads, self.target_modules, job.workload, job.kind)
 
     def load(self) -> float:
         # Equal fractions divide to equal floats (IEEE division is correctly rounded), so ties stay ties.
@@ -48,12 +54,12 @@ def place(state: JobBoard, now: datetime, extra: Job | None = None) -> list[Plac
     placements: list[Placement] = []
     if not free:
         return placements
-    hopeless: set[tuple[int, tuple[str, ...]]] = set()  # capacity only shrinks during a pass
+    hopeless: set[tuple[int, tuple[str, ...], str, str]] = set()  # capacity only shrinks during a pass
     cursor = state.last_worker
     for job in queue_order(state, extra):
         if job.not_before is not None and job.not_before > now:
             continue
-        shape = (job.gpus, job.labels)
+        shape = (job.gpus, job.labels, job.workload, job.kind)
         if shape in hopeless:
             continue
         worker_id = _choose(free, job, cursor)
@@ -68,10 +74,10 @@ def place(state: JobBoard, now: datetime, extra: Job | None = None) -> list[Plac
 
 
 def free_capacity(state: JobBoard) -> dict[str, _Capacity]:
-    """Healthy workers with at least one free slot, and what is free on each."""
+    """Healthy workers that are not draining with at least one free slot, and what is free on each."""
     free = {}
     for worker_id, worker in state.workers.items():
-        if worker.health != "healthy":
+        if worker.health != "healthy" or worker.draining:
             continue
         active = [state.jobs[j] for j in state.running.get(worker_id, ()) if j in state.jobs]
         used_slots = {job.slot for job in active}
@@ -80,7 +86,9 @@ def free_capacity(state: JobBoard) -> dict[str, _Capacity]:
             continue
         used_gpus = {g for job in active for g in job.gpu_indices}
         gpus = [g for g in sorted(worker.gpus) if g not in used_gpus]
-        free[worker_id] = _Capacity(slots, gpus, len(active), worker.slots, frozenset(worker.labels))
+        workloads = frozenset(worker.workloads) if worker.workloads is not None else None
+        free[worker_id] = _Capacity(slots, gpus, len(active), worker.slots, frozenset(worker.labels), workloads,
+                                    worker.target_modules)
     return free
 
 

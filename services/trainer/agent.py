@@ -29,6 +29,7 @@ from services.trainer.outcome import SHUTDOWN
 from services.trainer.pool import WarmPool
 from services.trainer.runner import Deps, JobRunner
 from services.trainer.settings import TrainerSettings
+from services.trainer.telemetry import TelemetryPublisher
 from services.trainer.workloads_registry import Registry
 
 log = get_logger(component="agent")
@@ -46,8 +47,8 @@ class Agent:
         self.worker_id, self.capabilities = worker_id, capabilities
         pool = WarmPool(settings.preload, capabilities.slots if settings.warm else 0, settings.max_zygotes)
         self.deps = Deps(nc, topology, settings, worker_id, pool, CheckpointStore(nc.jetstream(),
-                         topology.checkpoint_bucket, replicas), Registry(), AttemptLog(state_dir / "attempts"),
-                         state_dir / "spool")
+                         topology.checkpoint_bucket, replicas), Registry(settings.target_modules),
+                         AttemptLog(state_dir / "attempts"), state_dir / "spool", TelemetryPublisher(nc))
         self.runners: dict[Key, JobRunner] = {}
         self.tasks: set[asyncio.Task] = set()
         self.seen: OrderedDict[Key, None] = OrderedDict()
@@ -88,7 +89,8 @@ class Agent:
 
     async def register(self, stop: asyncio.Event) -> bool:
         """RegisterWorker until discovery answers; False if asked to stop first."""
-        command = RegisterWorker(worker_id=self.worker_id, capabilities=self.capabilities)
+        command = RegisterWorker(worker_id=self.worker_id, capabilities=self.capabilities,
+                                 draining=self.leaving.is_set())
         delay = 0.1
         while not stop.is_set():
             try:
@@ -102,14 +104,26 @@ class Agent:
             delay = min(delay * 2, 5.0)
         return False
 
+    async def announce_draining(self) -> None:
+        """Tell discovery this worker takes no new jobs, before its running ones are stopped.
+
+        The scheduler then requeues each attempt that ends `interrupted` here to another worker (or
+        keeps it queued), never back to this one. Best effort, like deregistering.
+        """
+        command = RegisterWorker(worker_id=self.worker_id, capabilities=self.capabilities, draining=True)
+        await self._tell_discovery(command, "draining")
+
     async def deregister(self) -> None:
         """DeregisterWorker, a few tries (best effort: discovery notices silence anyway)."""
+        await self._tell_discovery(DeregisterWorker(worker_id=self.worker_id), "deregistration")
+
+    async def _tell_discovery(self, command: RegisterWorker | DeregisterWorker, what: str) -> None:
         for _ in range(3):
             try:
-                await call(self.nc, self.topology, DeregisterWorker(worker_id=self.worker_id), WorkerAccepted, 3.0)
+                await call(self.nc, self.topology, command, WorkerAccepted, 3.0)
                 return
             except DomainError as exc:
-                self.log.warning("deregistration not answered", error=exc.message)
+                self.log.warning(f"{what} not answered", error=exc.message)
 
     def heartbeat(self) -> WorkerHeartbeat:
         """What this worker runs and how loaded it is, now."""
@@ -188,7 +202,7 @@ class Agent:
             self._remember((job_id, attempt))
             report = finished or ReportJobFinished(
                 job_id=job_id, attempt=attempt, worker_id=self.worker_id, outcome="interrupted",
-                error="the worker restarted while this attempt ran", retryable=True)
+                error="the worker restarted while this attempt ran", retryable=True, crashed=True)
             self.log.info("settling attempt left by a previous run", job_id=job_id, attempt=attempt,
                           outcome=report.outcome)
             self._spawn(self._settle(report))
@@ -201,6 +215,7 @@ class Agent:
         """Stop taking work, stop running attempts (final checkpoint, outcome interrupted), leave."""
         self.leaving.set()
         self.log.info("worker stopping", running=len(self.runners))
+        await self.announce_draining()
         for runner in list(self.runners.values()):
             runner.stop(SHUTDOWN)
         if self.tasks:

@@ -18,10 +18,12 @@ from contracts.base import is_valid_id
 from contracts.events import Gpu, WorkerCapabilities
 from eventstore.observability import get_logger
 from services.trainer.settings import TrainerSettings
+from services.trainer.workloads_registry import Registry
 
 log = get_logger(component="capabilities")
 WORKER_ID_FILE = "worker-id"
 MAX_ADDRESSES = 16
+MAX_WORKLOADS = 1000
 
 # Run in a throwaway interpreter so the agent never pays torch's import (seconds, hundreds of MB).
 _TORCH_PROBE = (
@@ -127,6 +129,11 @@ def stoker_version() -> str:
         return "0"
 
 
+def workload_names(registry: Registry) -> tuple[str, ...]:
+    """The registered workloads this worker advertises (the names a job may give; see contracts.workloads)."""
+    return tuple(name for name in registry.names() if 0 < len(name) <= 200)[:MAX_WORKLOADS]
+
+
 def detect(settings: TrainerSettings, gpus: list[Gpu] | None = None) -> WorkerCapabilities:
     """This host's capabilities; `gpus` skips GPU detection (tests, or already known)."""
     found = detect_gpus(settings.detect_gpus) if gpus is None else gpus
@@ -134,4 +141,5 @@ def detect(settings: TrainerSettings, gpus: list[Gpu] | None = None) -> WorkerCa
     return WorkerCapabilities(
         hostname=socket.gethostname()[:255] or "localhost", addresses=addresses(),
         cpu_cores=max(1, os.cpu_count() or 1), ram_mb=psutil.virtual_memory().total // 2**20,
-        gpus=tuple(found), labels=tuple(settings.labels), slots=slots, version=stoker_version()[:64])
+        gpus=tuple(found), labels=tuple(settings.labels), slots=slots, version=stoker_version()[:64],
+        workloads=workload_names(Registry()), target_modules=settings.target_modules)

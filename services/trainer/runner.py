@@ -29,6 +29,7 @@ from services.trainer.outcome import Ending, decide
 from services.trainer.pool import BASE, WarmPool
 from services.trainer.processes import ChildProcess, kill, terminate
 from services.trainer.settings import TrainerSettings
+from services.trainer.telemetry import TelemetryPublisher
 from services.trainer.workloads_registry import Registry, UnknownWorkload, module_of
 
 log = get_logger(component="runner")
@@ -49,6 +50,7 @@ class Deps:
     registry: Registry
     attempts: AttemptLog
     spool: Path
+    telemetry: TelemetryPublisher
 
 
 def at(epoch: float) -> datetime:
@@ -68,8 +70,10 @@ class JobRunner:
         self.outbox = Outbox()
         self.spool = deps.spool / f"{assignment.job_id}-{assignment.attempt}"
         self.total = assignment.max_iterations if assignment.kind == "train" else assignment.episodes
+        self.workload = assignment.workload  # the name it runs, once resolved (see _run)
         self._kill_timer: asyncio.TimerHandle | None = None
         self._saving = 0  # checkpoints handed over by the child, not yet stored and reported
+        self._last_sample: asyncio.Future | None = None  # acknowledgement of the last telemetry sample sent
         self._finished = False
         self.log = log.bind(job_id=assignment.job_id, attempt=assignment.attempt)
 
@@ -105,8 +109,10 @@ class JobRunner:
             shutil.rmtree(self.spool, ignore_errors=True)
 
     async def _run(self) -> None:
+        registry = self.deps.registry
+        self.workload = registry.resolve(self.a.workload, self.a.kind)  # an evaluation of X runs X-eval if here
         try:
-            target = self.deps.registry.target(self.a.workload)
+            target = registry.target(self.workload)
         except UnknownWorkload as exc:
             await self._finish(Ending("failed", error=str(exc)))
             return
@@ -132,7 +138,7 @@ class JobRunner:
 
     def _pool_key(self, target: str) -> str:
         module = module_of(target)
-        if self.deps.registry.is_registered(self.a.workload) or self.deps.settings.warm_user_workloads:
+        if self.deps.registry.is_registered(self.workload) or self.deps.settings.warm_user_workloads:
             self.deps.pool.warm_up(module)
             return module
         return BASE
@@ -157,7 +163,7 @@ class JobRunner:
                                  iteration=choice.ref.iteration, name=choice.ref.name)
         self.child = child
         child.send(wire.Start(
-            job_id=a.job_id, attempt=a.attempt, worker_id=self.deps.worker_id, kind=a.kind, workload=a.workload,
+            job_id=a.job_id, attempt=a.attempt, worker_id=self.deps.worker_id, kind=a.kind, workload=self.workload,
             target=target, params=a.params, max_iterations=a.max_iterations, episodes=a.episodes,
             gpu_indices=a.gpu_indices, spool_dir=str(self.spool), resume=resume,
             progress_interval_s=self.deps.settings.progress_interval_s))
@@ -201,9 +207,12 @@ class JobRunner:
 
     async def _publish(self, kind: str, data: bytes) -> None:
         try:
-            await self.deps.nc.publish(self.deps.topology.telemetry(kind, self.a.job_id), data)
+            acked = await self.deps.telemetry.publish(self.deps.topology.telemetry(kind, self.a.job_id), data)
         except nats.errors.Error as exc:  # telemetry is disposable; the job goes on
             self.log.debug("telemetry sample dropped", kind=kind, error=repr(exc))
+            return
+        if acked is not None:
+            self._last_sample = acked
 
     async def _store_checkpoint(self, child: ChildProcess, frame: wire.Saved) -> None:
         try:
@@ -258,6 +267,8 @@ class JobRunner:
                                    traceback=ending.traceback[-16_000:], retryable=ending.retryable)
         self.deps.attempts.finish(report)
         started = time.monotonic()
+        # The end must not overtake the last progress: whoever sees JobCompleted can read every sample.
+        await self.deps.telemetry.stored(self._last_sample, self.deps.settings.report_timeout_s)
         if self._saving:
             await self._report(report)  # after the checkpoints it still stores and reports
         else:

@@ -3,18 +3,16 @@
 from __future__ import annotations
 
 import importlib
-import re
 from collections.abc import Callable
 from typing import Any
 
+from contracts.errors import UnknownWorkload
+from contracts.workloads import eval_name, is_target, runs_target
+
+__all__ = ["GROUP", "Registry", "UnknownWorkload", "eval_name", "is_target", "load", "module_of", "registered"]
 GROUP = "stoker.workloads"
-_TARGET_RE = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$")
 
 Workload = Callable[[Any], Any]
-
-
-class UnknownWorkload(LookupError):
-    """No workload has this name; the message lists the ones this worker knows."""
 
 
 def registered() -> dict[str, str]:
@@ -24,20 +22,19 @@ def registered() -> dict[str, str]:
     return {ep.name: ep.value for ep in metadata.entry_points(group=GROUP)}
 
 
-def is_target(name: str) -> bool:
-    """Whether a workload name is a `module:function` reference rather than a registered name."""
-    return bool(_TARGET_RE.match(name))
-
-
 def module_of(target: str) -> str:
     """The module part of `module:function`."""
     return target.split(":", 1)[0]
 
 
 class Registry:
-    """Name → target lookups, cached; re-read when a name is missing (a package may have been installed)."""
+    """Name → target lookups, cached; re-read when a name is missing (a package may have been installed).
 
-    def __init__(self) -> None:
+    `target_modules`: the packages `module:function` names may come from (None: any; empty: none).
+    """
+
+    def __init__(self, target_modules: tuple[str, ...] | None = None) -> None:
+        self.target_modules = target_modules
         self._known: dict[str, str] | None = None
 
     def names(self) -> list[str]:
@@ -49,6 +46,15 @@ class Registry:
             self._known = registered()
         return self._known
 
+    def resolve(self, name: str, kind: str) -> str:
+        """The workload a job of `name` runs: an evaluation of `X` runs `X-eval` where installed, else `X`."""
+        if kind != "eval":
+            return name
+        table = self._table()
+        if name not in table and eval_name(name, table) == name:
+            table = self._table(refresh=True)
+        return eval_name(name, table)
+
     def target(self, name: str) -> str:
         """The `module:function` a workload name runs; UnknownWorkload when there is none."""
         table = self._table()
@@ -57,9 +63,14 @@ class Registry:
         if name in table:
             return table[name]
         if is_target(name):
-            return name
+            if runs_target(self.target_modules, name):
+                return name
+            allowed = ", ".join(self.target_modules or ()) or "none"
+            raise UnknownWorkload(f"this worker does not run {name!r}: its target_modules setting allows "
+                                  f"module:function targets from {allowed}")
         known = ", ".join(sorted(table)) or "none installed"
-        raise UnknownWorkload(f"unknown workload {name!r} (registered: {known}; or give module:function)")
+        targets = "; or give module:function" if self.target_modules != () else ""
+        raise UnknownWorkload(f"unknown workload {name!r} (registered: {known}{targets})")
 
     def is_registered(self, name: str) -> bool:
         """Whether `name` is a registered (installed) workload."""
@@ -80,9 +91,3 @@ def load(target: str) -> Workload:
     if not callable(obj):
         raise UnknownWorkload(f"workload {target!r} is not callable")
     return obj
-
-
-def eval_name(workload: str, known: list[str]) -> str:
-    """The workload an evaluation of `workload` runs: `<workload>-eval` when that exists."""
-    candidate = f"{workload}-eval"
-    return candidate if candidate in known and not workload.endswith("-eval") else workload

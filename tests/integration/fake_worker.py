@@ -64,11 +64,11 @@ class FakeWorker:
 
     def __init__(self, url: str, topology: Topology, worker_id: str, *, slots: int = 1, gpus: int = 0,
                  labels: tuple[str, ...] = ("training", "evaluation"), heartbeat_s: float = 0.2,
-                 auto_complete: bool = False) -> None:
+                 auto_complete: bool = False, workloads: tuple[str, ...] | None = None) -> None:
         self.url, self.topology, self.worker_id = url, topology, worker_id
         self.capabilities = WorkerCapabilities(
             hostname=f"fake-{worker_id}", cpu_cores=2, ram_mb=1024, slots=slots, labels=labels,
-            gpus=tuple(Gpu(index=i, name="fake", memory_mb=1024) for i in range(gpus)))
+            gpus=tuple(Gpu(index=i, name="fake", memory_mb=1024) for i in range(gpus)), workloads=workloads)
         self.heartbeat_s, self.auto_complete = heartbeat_s, auto_complete
         self.nc: Client | None = None
         self.messages: asyncio.Queue[DispatchMessage] = asyncio.Queue()
@@ -90,9 +90,9 @@ class FakeWorker:
         self.connect_consumer()
         return self
 
-    async def register(self) -> WorkerAccepted:
-        """Send RegisterWorker."""
-        command = RegisterWorker(worker_id=self.worker_id, capabilities=self.capabilities)
+    async def register(self, draining: bool = False) -> WorkerAccepted:
+        """Send RegisterWorker (`draining`: as a worker that is shutting down does)."""
+        command = RegisterWorker(worker_id=self.worker_id, capabilities=self.capabilities, draining=draining)
         return await call(self.nc, self.topology, command, WorkerAccepted)
 
     async def deregister(self) -> WorkerAccepted:

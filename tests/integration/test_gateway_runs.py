@@ -109,7 +109,7 @@ async def test_testing_start_status_results_and_logs(stack) -> None:
         assert started.status_code == 202
         test = started.json()
         assert {"test_id", "status", "checkpoint", "episodes", "started_at"} <= test.keys()
-        assert test["checkpoint"] == train and test["workload"] == "2048-eval" and test["status"] == "pending"
+        assert test["checkpoint"] == train and test["workload"] == "2048" and test["status"] == "pending"
         await publish_episodes(stack.nc, stack.topology, test["test_id"], [10.0, 30.0])
         status = (await client.get(f"/api/v1/testing/{test['test_id']}/status")).json()
         assert {"current_episode", "total_episodes", "progress_percent", "elapsed_seconds",

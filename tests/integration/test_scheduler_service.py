@@ -16,7 +16,7 @@ from contracts import events as ev
 from contracts.base import utcnow
 from contracts.commands import CommandError, JobAccepted, JobsStopping, ReportAccepted, StopJob, SubmitJob
 from contracts.dispatch import Assignment, StopAttempt
-from contracts.errors import Conflict, InvalidCommand, NotFound
+from contracts.errors import Conflict, InvalidCommand, NotFound, UnknownWorkload
 from eventstore.micro import call
 from eventstore.streams import ensure_kv
 from services.discovery.adapter import DiscoveryService
@@ -27,6 +27,7 @@ from services.scheduler.live import LiveBoard
 from services.scheduler.settings import SchedulerSettings
 from services.scheduler.snapshot import SnapshotStore
 from tests.integration.fake_worker import FakeWorker, InProcess, eventually, job_events
+from tests.integration.gateway_support import assert_error, gateway_stack
 
 ROOT = Path(__file__).resolve().parents[2]
 SCHEDULER = SchedulerSettings(lease_ttl_s=1.0, tick_s=0.1, retry_backoff_s=0.1, snapshot_every=10_000)
@@ -34,7 +35,7 @@ DISCOVERY = DiscoverySettings(heartbeat_s=0.2, lost_after_s=1.0, tick_s=0.1, lea
 
 
 async def submit(nc, topology, **fields) -> JobAccepted:
-    return await call(nc, topology, SubmitJob(workload="noop", **fields), JobAccepted)
+    return await call(nc, topology, SubmitJob(**{"workload": "noop", **fields}), JobAccepted)
 
 
 class Plane:
@@ -146,6 +147,38 @@ async def test_a_lost_workers_job_moves_to_another_worker(plane, nc, topology, e
                       "JobCompleted"]
     stored, _ = await event_log.load("job", job.job_id)
     assert stored[3].event.reason == "worker_lost" and stored[3].event.attempt == 2
+
+
+async def test_a_draining_worker_s_interrupted_job_is_not_given_back_to_it(plane, nc, topology, event_log) -> None:
+    leaving = await plane.worker("w1")
+    job = await submit(nc, topology)
+    old = await leaving.next_assignment()
+    await leaving.report_started(old)
+    # As the agent does on SIGTERM: say it is draining, then end the attempt (checkpointed) as interrupted.
+    await leaving.register(draining=True)
+    assert (await leaving.report_finished(old, outcome="interrupted")).accepted
+    await eventually(lambda: plane.board.jobs[job.job_id].attempt == 2, what="requeued")
+    fresh = await plane.worker("w2")
+    new = await fresh.next_assignment()
+    assert (new.job_id, new.attempt, new.worker_id) == (job.job_id, 2, "w2")
+    stored, _ = await event_log.load("job", job.job_id)
+    assert [(s.type, getattr(s.event, "worker_id", None)) for s in stored][-2:] == [
+        ("JobRequeued", None), ("JobAssigned", "w2")]
+    assert stored[-2].event.reason == "shutdown" and stored[-2].event.attempt == 2
+    assert leaving.received == [old]  # nothing else was ever sent to the leaving worker
+
+
+async def test_an_unknown_workload_is_refused_listing_what_workers_offer(plane, nats_server, nc, topology,
+                                                                          event_log, tmp_path) -> None:
+    await plane.worker("w1", workloads=("noop", "sleep"))
+    with pytest.raises(UnknownWorkload, match=r"unknown workload 'nosuch'.*offered: noop, sleep"):
+        await submit(nc, topology, workload="nosuch")
+    assert (await submit(nc, topology, workload="sleep")).created
+    async with gateway_stack(nats_server.url, nc, topology, tmp_path, fakes=False) as stack, \
+            stack.client("operator") as client:
+        for path, body in (("/api/v1/jobs", {"workload": "nosuch"}),
+                           ("/api/v1/training/start", {"workload": "nosuch", "max_iterations": 5})):
+            assert_error(await client.post(path, json=body), 400, "unknown workload 'nosuch'", "offered: noop, sleep")
 
 
 async def test_an_assignment_waits_for_a_disconnected_worker(plane, nc, topology, event_log) -> None:

@@ -327,7 +327,8 @@ async def run_2048_then_evaluate(fake: FakeScheduler) -> None:
     assert finished.outcome == "completed", finished.traceback
     refs = fake.checkpoints(train.job_id)
     assert [r.iteration for r in refs] == [20, 10]
-    evaluation = await fake.assign("w1", "2048-eval", kind="eval", episodes=2, checkpoints=refs)
+    # An evaluation names the base workload; the worker runs `2048-eval`, which it has.
+    evaluation = await fake.assign("w1", "2048", kind="eval", episodes=2, checkpoints=refs)
     evaluated = await fake.finished(evaluation.job_id, timeout=120)
     assert evaluated.outcome == "completed", evaluated.traceback
     assert evaluated.result["episodes"] == 2

@@ -10,7 +10,7 @@ import pytest
 import pytest_asyncio
 from click.testing import CliRunner, Result
 
-from contracts.events import JobCompleted, JobStarted, JobStopped
+from contracts.events import JobCompleted, JobFailed, JobStarted, JobStopped, WorkerRegistered
 from ops.cli import main
 from tests.integration.test_trainer_platform import Platform, pytestmark, wait_event  # noqa: F401
 
@@ -80,6 +80,30 @@ async def test_logs_follow_ends_with_the_job(platform, event_log):
     lines = [json.loads(line) for line in result.output.splitlines()]
     assert result.exit_code == 0 and lines[-1]["type"] == "JobCompleted"
     assert lines[-2]["iteration"] == 20 and lines[-2]["total"] == 20
+
+
+async def test_an_unknown_workload_is_refused_with_what_the_workers_offer(platform, event_log):
+    await wait_event(event_log, "worker", "cli-w1", lambda s: isinstance(s.event, WorkerRegistered))
+    result = await stoker(platform, "submit", "train", "no-such-workload")
+    for _ in range(100):  # the scheduler may still be taking its lease
+        if "not running" not in result.output and "not leading" not in result.output:
+            break
+        await asyncio.sleep(0.2)
+        result = await stoker(platform, "submit", "train", "no-such-workload")
+    assert result.exit_code == 1 and "unknown workload 'no-such-workload'" in result.output, result.output
+    assert "noop" in result.output and "2048-eval" in result.output
+
+
+async def test_submit_eval_names_the_base_workload_and_the_worker_runs_it(platform, event_log):
+    train = await submitted(platform, "train", "sleep", "--iterations", "4", "--param", "step_s=0.01",
+                            "--param", "checkpoint_every=2")
+    await wait_event(event_log, "job", train, lambda s: isinstance(s.event, JobCompleted))
+    job_id = await submitted(platform, "eval", "sleep", "--checkpoint", train, "--episodes", "2",
+                             "--param", "seconds=0.1")
+    done = await wait_event(event_log, "job", job_id, lambda s: isinstance(s.event, JobCompleted | JobFailed))
+    assert isinstance(done.event, JobCompleted), done.event
+    events, _ = await event_log.load("job", job_id)
+    assert events[0].event.kind == "eval" and events[0].event.workload == "sleep"
 
 
 async def test_stop_a_running_job(platform, event_log):

@@ -16,7 +16,15 @@ import pytest_asyncio
 
 from contracts.commands import JobAccepted, SubmitJob
 from contracts.errors import Unavailable
-from contracts.events import JobCheckpointed, JobCompleted, JobRequeued, JobStarted, WorkerLost
+from contracts.events import (
+    JobAssigned,
+    JobCheckpointed,
+    JobCompleted,
+    JobRequeued,
+    JobStarted,
+    WorkerDeregistered,
+    WorkerLost,
+)
 from contracts.subjects import Topology
 from contracts.telemetry import JobProgress
 from eventstore.log import JetStreamLog, StoredEvent
@@ -152,3 +160,39 @@ async def test_a_job_dies_with_its_worker(platform, nc, event_log, topology, tmp
     worker.send_signal(signal.SIGKILL)
     worker.wait()
     await wait_gone(pid)  # the kernel ends it along with its zygote
+
+
+async def test_a_clean_shutdown_costs_a_job_one_attempt(platform, nc, event_log, topology):
+    leaving = platform.worker("pw-d")
+    job_id = await submit(nc, topology, workload="sleep", max_iterations=100_000,
+                          params={"step_s": 0.02, "checkpoint_every": 10})
+    await wait_event(event_log, "job", job_id, lambda s: isinstance(s.event, JobCheckpointed))
+    leaving.send_signal(signal.SIGTERM)  # it checkpoints, says `interrupted`, and deregisters
+    assert await asyncio.to_thread(leaving.wait, 60) == 0
+    await wait_event(event_log, "worker", "pw-d", lambda s: isinstance(s.event, WorkerDeregistered))
+    platform.worker("pw-d")  # up again, same worker
+    started = await wait_event(event_log, "job", job_id,
+                               lambda s: isinstance(s.event, JobStarted) and s.event.attempt > 1)
+    assert started.event.attempt == 2 and started.event.resumed_from is not None
+    events, _ = await event_log.load("job", job_id)
+    assert [(e.event.reason, e.event.attempt) for e in events if isinstance(e.event, JobRequeued)] == [
+        ("shutdown", 2)]
+    assert [e.event.attempt for e in events if isinstance(e.event, JobAssigned)] == [1, 2]  # none while it left
+
+
+async def test_a_crashed_worker_s_job_is_requeued_as_worker_lost(nats_server, nc, event_log, topology, tmp_path):
+    # Discovery is slow to notice here: the worker is back (as a supervisor restarts it) before it is lost.
+    running = Platform(nats_server, topology, tmp_path)
+    running.start("scheduler", "services.scheduler")
+    running.start("discovery", "services.discovery", STOKER_DISCOVERY_LOST_AFTER_S="120")
+    try:
+        crashing = running.worker("pw-e")
+        job_id = await submit(nc, topology, workload="sleep", max_iterations=100_000, params={"step_s": 0.02})
+        await wait_event(event_log, "job", job_id, lambda s: isinstance(s.event, JobStarted))
+        crashing.send_signal(signal.SIGKILL)
+        crashing.wait()
+        running.worker("pw-e")
+        requeued = await wait_event(event_log, "job", job_id, lambda s: isinstance(s.event, JobRequeued))
+        assert (requeued.event.reason, requeued.event.attempt) == ("worker_lost", 2)
+    finally:
+        running.stop()

@@ -44,6 +44,13 @@ def test_registration_always_records_the_worker_healthy(before) -> None:
     assert after.status == "healthy" and after.capabilities.slots == 3
 
 
+def test_a_worker_that_is_leaving_says_it_is_draining() -> None:
+    state = fold(registered())
+    events = domain.decide(RegisterWorker(worker_id="w1", capabilities=caps(), draining=True), state, T0)
+    assert events == [ev.WorkerRegistered(worker_id="w1", capabilities=caps(), registered_at=T0, draining=True)]
+    assert domain.evolve(state, events[0]).workers["w1"].status == "healthy"  # alive, heartbeating, still listed
+
+
 @pytest.mark.parametrize(("capabilities", "message"), [
     (caps(gpu_indices=(0, 0)), "distinct"),
     (caps(slots=domain.MAX_SLOTS + 1), "at most"),

@@ -94,6 +94,14 @@ def test_only_healthy_workers_get_jobs() -> None:
     assert placed(state) == [("a", "w3")]
 
 
+def test_jobs_go_only_to_workers_that_offer_their_workload() -> None:
+    state = fold(worker("w1", slots=3, workloads=("noop",), target_modules=()),
+                 worker("w2", slots=3, workloads=("2048", "2048-eval")),
+                 submitted("train", workload="2048"), submitted("eval", workload="2048", kind="eval"),
+                 submitted("target", workload="pkg:run"), submitted("noop"), submitted("nobody", workload="x"))
+    assert sorted(placed(state)) == [("eval", "w2"), ("noop", "w1"), ("target", "w2"), ("train", "w2")]
+
+
 def test_a_job_waiting_for_its_backoff_is_skipped() -> None:
     state = fold(worker(), submitted("later"), submitted("now"))
     state.jobs["later"].not_before = T0 + timedelta(seconds=5)

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
+import msgspec
 import pytest
 
 from contracts import events as ev
 from contracts.commands import ReportJobCheckpointed, ReportJobFinished, ReportJobStarted, StopJob, SubmitJob
 from contracts.dispatch import Assignment, StopAttempt
-from contracts.errors import Conflict, InvalidCommand, NotFound
+from contracts.errors import Conflict, InvalidCommand, NotFound, UnknownWorkload
 from services.scheduler import board as board_module
 from services.scheduler import domain
 from services.scheduler.board import JobBoard, evolve, initial_state
@@ -26,14 +27,17 @@ def fold(*events: ev.Event) -> JobBoard:
     return state
 
 
-def worker(worker_id: str = "w1", slots: int = 1, gpus: int = 0, labels=("training", "evaluation")):
+def worker(worker_id: str = "w1", slots: int = 1, gpus: int = 0, labels=("training", "evaluation"), *,
+           workloads: tuple[str, ...] | None = None, target_modules: tuple[str, ...] | None = None,
+           draining: bool = False):
     caps = ev.WorkerCapabilities(hostname=worker_id, cpu_cores=4, ram_mb=1024, slots=slots, labels=labels,
-                                 gpus=tuple(ev.Gpu(index=i, name="g", memory_mb=1) for i in range(gpus)))
-    return ev.WorkerRegistered(worker_id=worker_id, capabilities=caps, registered_at=T0)
+                                 gpus=tuple(ev.Gpu(index=i, name="g", memory_mb=1) for i in range(gpus)),
+                                 workloads=workloads, target_modules=target_modules)
+    return ev.WorkerRegistered(worker_id=worker_id, capabilities=caps, registered_at=T0, draining=draining)
 
 
 def submitted(job_id: str = "j1", **fields) -> ev.JobSubmitted:
-    return ev.JobSubmitted(job_id=job_id, kind=fields.pop("kind", "train"), workload="noop",
+    return ev.JobSubmitted(job_id=job_id, kind=fields.pop("kind", "train"), workload=fields.pop("workload", "noop"),
                            submitted_at=T0, **fields)
 
 
@@ -106,6 +110,47 @@ def test_an_evaluation_gets_the_checkpoints_of_a_finished_source_newest_first() 
     message = domain.dispatch_for(state, events[1])
     assert isinstance(message, Assignment) and message.kind == "eval" and message.episodes == 2
     assert [c.name for c in message.checkpoints] == ["c9", "c5"]
+
+
+OFFERS = ("2048", "2048-eval", "noop")
+
+
+@pytest.mark.parametrize(("command", "workers"), [
+    (SubmitJob(workload="noop"), (worker(workloads=OFFERS),)),
+    (SubmitJob(workload="2048-eval"), (worker(workloads=OFFERS),)),
+    (SubmitJob(workload="pkg.mod:run"), (worker(workloads=OFFERS),)),  # it accepts module:function targets
+    (SubmitJob(workload="anything"), ()),  # no worker yet: it waits for one
+    (SubmitJob(workload="anything"), (worker(workloads=OFFERS), worker("old"))),  # one that did not say
+    (SubmitJob(workload="noop"), (worker(workloads=OFFERS), ev.WorkerDeregistered(worker_id="w1",
+                                                                                  deregistered_at=T0))),
+])
+def test_a_workload_some_registered_worker_offers_is_accepted(command: SubmitJob, workers) -> None:
+    assert type(decide(command, fold(*workers))[0]) is ev.JobSubmitted
+
+
+def test_an_unknown_workload_is_refused_listing_what_is_offered() -> None:
+    state = fold(worker(workloads=OFFERS), worker("w2", workloads=("sleep",), target_modules=()),
+                 ev.WorkerLost(worker_id="w2", last_seen=T0, lost_at=T0))
+    with pytest.raises(UnknownWorkload) as refused:
+        decide(SubmitJob(workload="nosuch"), state)
+    assert refused.value.code == 400
+    assert "unknown workload 'nosuch'" in refused.value.message
+    assert "offered: 2048, 2048-eval, noop, sleep; module:function targets: from any module" in refused.value.message
+    only_mine = fold(worker(workloads=OFFERS, target_modules=("mine",)), worker("w2", workloads=(), target_modules=()))
+    assert decide(SubmitJob(workload="mine.train:run"), only_mine)  # it has that module
+    with pytest.raises(UnknownWorkload, match=r"workloads such as 'pkg:run'.*module:function targets: from mine\)"):
+        decide(SubmitJob(workload="pkg:run"), only_mine)
+    with pytest.raises(UnknownWorkload, match=r"module:function targets: none"):
+        decide(SubmitJob(workload="pkg:run"), fold(worker(workloads=OFFERS, target_modules=())))
+
+
+def test_an_evaluation_of_x_needs_a_worker_with_x_eval_or_x() -> None:
+    source = (submitted("src"), checkpointed("src"))
+    evaluate = SubmitJob(kind="eval", workload="2048", episodes=3, checkpoint_of="src")
+    assert decide(evaluate, fold(*source, worker(workloads=("2048-eval",))))[0].workload == "2048"
+    assert decide(msgspec.structs.replace(evaluate, workload="noop"), fold(*source, worker(workloads=("noop",))))
+    with pytest.raises(UnknownWorkload, match=r"'2048'.*nor '2048-eval'"):
+        decide(evaluate, fold(*source, worker(workloads=("noop",))))
 
 
 # -- stop ------------------------------------------------------------------------------------------
@@ -183,6 +228,33 @@ def test_after_a_worker_is_lost_its_attempt_is_fenced() -> None:
 def test_interrupted_attempt_is_requeued_with_the_next_attempt() -> None:
     assert decide(finished("interrupted"), fold(*RUNNING)) == [
         ev.JobRequeued(job_id="j1", attempt=2, reason="shutdown", requeued_at=T0)]
+
+
+def test_an_attempt_cut_off_by_a_worker_crash_is_requeued_as_worker_lost() -> None:
+    # The worker's next run reports what the crash cut off (before discovery noticed the silence).
+    assert decide(finished("interrupted", crashed=True), fold(*RUNNING)) == [
+        ev.JobRequeued(job_id="j1", attempt=2, reason="worker_lost", requeued_at=T0)]
+
+
+def test_a_clean_shutdown_costs_one_attempt_and_never_reassigns_to_the_leaving_worker() -> None:
+    # w1 says it is draining, its job ends interrupted and is requeued: nothing goes back to w1.
+    state = fold(worker(slots=2), submitted(), assigned(), started(), worker(slots=2, draining=True))
+    assert domain.tick(state, T0) == []  # a draining worker keeps the attempts it still runs
+    events = decide(finished("interrupted"), state)
+    assert events == [ev.JobRequeued(job_id="j1", attempt=2, reason="shutdown", requeued_at=T0)]
+    evolve(state, events[0])
+    assert domain.assign(state, T0) == []
+    assert [type(e) for e in decide(SubmitJob(workload="noop"), state)] == [ev.JobSubmitted]
+    assert domain.on_worker_event(state, ev.WorkerDeregistered(worker_id="w1", deregistered_at=T0), T0) == []
+    evolve(state, worker("w2"))
+    assert [(e.job_id, e.worker_id, e.attempt) for e in domain.assign(state, T0)] == [("j1", "w2", 2)]
+
+
+def test_registering_again_ends_draining() -> None:
+    state = fold(worker(draining=True), submitted())
+    assert domain.assign(state, T0) == []
+    evolve(state, worker())
+    assert [e.worker_id for e in domain.assign(state, T0)] == ["w1"]
 
 
 def test_checkpoint_reports_are_recorded_once() -> None:

@@ -7,7 +7,9 @@ import socket
 import pytest
 
 from contracts.base import is_valid_id
+from contracts.codec import decode_event
 from contracts.events import Gpu, WorkerCapabilities
+from contracts.workloads import offers
 from services.trainer.capabilities import derived_worker_id, detect, worker_id
 from services.trainer.settings import TrainerSettings
 
@@ -19,6 +21,21 @@ def test_capabilities_describe_this_host():
     assert caps.gpus == () and caps.slots == 1 and caps.labels == ("training", "evaluation")
     assert all(not a.startswith("127.") and a != "::1" for a in caps.addresses)
     assert caps.version
+
+
+def test_a_worker_advertises_its_registered_workloads_and_whether_it_runs_targets():
+    caps = detect(TrainerSettings(), gpus=[])
+    assert {"noop", "sleep", "fail", "2048", "2048-eval"} <= set(caps.workloads) and caps.target_modules is None
+    assert detect(TrainerSettings(target_modules=("mine",)), gpus=[]).target_modules == ("mine",)
+
+
+def test_a_registration_from_before_workloads_were_advertised_still_decodes():
+    old = (b'{"type":"WorkerRegistered","worker_id":"w","registered_at":"2026-01-02T03:04:05Z",'
+           b'"capabilities":{"hostname":"h","cpu_cores":2,"ram_mb":1024,"slots":1,"version":"0.1.0"}}')
+    event = decode_event("WorkerRegistered", 1, old)
+    caps = event.capabilities
+    assert caps.workloads is None and caps.target_modules is None and not event.draining
+    assert offers(caps.workloads, caps.target_modules, "anything", "train")  # it did not say: it may run it
 
 
 @pytest.mark.parametrize(("gpus", "settings", "slots"), [

@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
 
 from contracts.telemetry import JobProgress
 from ops.cli import main
-from ops.commands.jobs import check_job_id, estimate_eta, eval_workload, parse_params, progress_line
+from ops.commands.jobs import check_job_id, estimate_eta, parse_params, progress_line
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.mark.parametrize(("items", "expected"), [
@@ -36,9 +42,11 @@ def test_job_ids_are_checked():
         check_job_id("a.b")
 
 
-def test_eval_of_2048_runs_2048_eval():
-    assert eval_workload("2048") == "2048-eval"
-    assert eval_workload("noop") == "noop"
+def test_the_cli_and_the_gateway_never_read_this_machine_s_workloads():
+    # The worker resolves `X` to `X-eval`: the machine a command runs on usually has no workloads.
+    code = ("import sys, ops.cli, gateway.app, gateway.controllers.testing\n"
+            "assert not [m for m in sys.modules if m.startswith('services.trainer')], sys.modules")
+    subprocess.run([sys.executable, "-c", code], check=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
 
 
 def sample(iteration: int, seconds: float, total: int | None = 100, **metrics: float) -> JobProgress:

@@ -88,3 +88,21 @@ def test_targets_load_or_fail_clearly():
 ])
 def test_an_evaluation_runs_the_eval_workload_when_there_is_one(workload, known, expected):
     assert eval_name(workload, known) == expected
+
+
+def test_the_worker_resolves_an_evaluation_to_its_eval_workload():
+    registry = Registry()
+    assert registry.resolve("2048", "eval") == "2048-eval"
+    assert registry.resolve("2048-eval", "eval") == "2048-eval"
+    assert registry.resolve("noop", "eval") == "noop"  # no noop-eval: the workload itself evaluates
+    assert registry.resolve("2048", "train") == "2048"
+
+
+def test_a_worker_runs_targets_only_from_its_target_modules():
+    registry = Registry(target_modules=("pkg",))
+    assert registry.target("noop") == "services.trainer.workloads.basic:noop"
+    assert registry.target("pkg.mod:fn") == "pkg.mod:fn" and registry.target("pkg:fn") == "pkg:fn"
+    with pytest.raises(UnknownWorkload, match="allows module:function targets from pkg"):
+        registry.target("pkgx.mod:fn")
+    with pytest.raises(UnknownWorkload, match="from none"):
+        Registry(target_modules=()).target("pkg:fn")
