@@ -14,10 +14,20 @@ from nats.aio.msg import Msg
 from nats.js.api import ConsumerConfig, DeliverPolicy
 from nats.js.errors import NotFoundError, ServiceUnavailableError
 
-from contracts.base import Event, uuid7
-from contracts.codec import MalformedEvent, decode_event, encode
-from contracts.subjects import MAX_EVENT_BYTES, Topology
-from eventstore.observability import get_logger, tracer
+from contracts.base import Event
+from contracts.subjects import Topology
+from eventstore.logcore import (
+    MAX_BATCH,
+    LogReader,
+    Message,
+    Metadata,
+    Sequences,
+    StoredMessage,
+    by_aggregate,
+    prepare_messages,
+)
+from eventstore.observability import tracer
+from eventstore.ports import StreamMissing, StreamState
 from eventstore.records import (
     CAUSATION,
     CORRELATION,
@@ -35,31 +45,25 @@ from eventstore.records import (
 )
 
 __all__ = [
-    "CAUSATION", "CORRELATION", "EXPECTED_SUBJECT_SEQ", "MSG_ID", "SCHEMA", "TYPE", "AppendError",
+    "CAUSATION", "CORRELATION", "EXPECTED_SUBJECT_SEQ", "MAX_BATCH", "MSG_ID", "SCHEMA", "TYPE", "AppendError",
     "AppendResult", "ConcurrencyError", "EventTooLarge", "JetStreamLog", "PendingAppend", "StoredEvent",
     "event_headers",
 ]
 
-log = get_logger(component="eventlog")
-
 CONCURRENCY_CODES = {10071, 10164}
 DUPLICATE_IN_BATCH = 10201
-MAX_BATCH = 500
-WARNED_LIMIT = 10_000  # malformed sequences a reader remembers having logged (then it logs again)
 
 
-class JetStreamLog:
-    """stoker's event log: one JetStream stream, one subject per aggregate, sequence = version."""
+class JetStreamLog(LogReader):
+    """stoker's event log (an `EventLog`): one JetStream stream, one subject per aggregate, sequence = version."""
 
     def __init__(self, nc: Client, topology: Topology | None = None, *, timeout: float = 5.0,
                  retries: int = 5) -> None:
+        super().__init__(topology)
         self.nc = nc
         self.js = nc.jetstream(timeout=timeout)
-        self.topology = topology or Topology()
         self.timeout = timeout
         self.retries = retries
-        self.malformed_seen = 0  # distinct malformed messages this reader has skipped (and logged once)
-        self._warned: set[int] = set()
 
     async def ensure_streams(self, replicas: int = 1) -> None:
         """Create (or update) the event, telemetry and dispatch streams."""
@@ -79,39 +83,18 @@ class JetStreamLog:
                            causation_id: str | None = None,
                            event_ids: Sequence[str] | None = None) -> AppendResult:
         """Append events of several aggregates as one atomic batch: all of them land, or none."""
-        flat = [(a, e) for a in appends for e in a.events]
-        if not flat:
-            raise ValueError("append needs at least one event")
-        if len(flat) > MAX_BATCH:
-            raise ValueError(f"one append holds at most {MAX_BATCH} events, got {len(flat)}")
-        ids = list(event_ids) if event_ids is not None else [uuid7() for _ in flat]
-        if len(ids) != len(flat):
-            raise ValueError("event_ids must name one id per event")
-        with tracer().start_as_current_span("stoker.append", attributes={"stoker.events": len(flat)}):
-            messages = self._messages(flat, ids, correlation_id, causation_id)
+        count = sum(len(a.events) for a in appends)
+        with tracer().start_as_current_span("stoker.append", attributes={"stoker.events": count}):
+            messages = prepare_messages(self.topology, appends, correlation_id, causation_id, event_ids)
             return await self._publish_with_retries(messages, appends)
 
-    def _messages(self, flat: list[tuple[PendingAppend, Event]], ids: list[str], correlation_id: str | None,
-                  causation_id: str | None) -> list[tuple[str, bytes, dict[str, str]]]:
-        messages, guarded = [], set()
-        for (pending, event), event_id in zip(flat, ids, strict=True):
-            if event.aggregate != pending.aggregate or event.aggregate_id != pending.aggregate_id:
-                raise ValueError(f"{type(event).__name__} of {event.aggregate_id!r} does not belong to "
-                                 f"{pending.aggregate} {pending.aggregate_id!r}")
-            subject = self.topology.events(pending.aggregate, pending.aggregate_id)
-            data = encode(event)
-            if len(data) > MAX_EVENT_BYTES - 4096:
-                raise EventTooLarge(f"{type(event).__name__} is {len(data)} bytes; events are limited to "
-                                    f"{MAX_EVENT_BYTES - 4096} (store large data as a blob and reference it)")
-            headers = event_headers(event, event_id, correlation_id or ids[0], causation_id)
-            if pending.expected_version is not None and subject not in guarded:
-                # Only the aggregate's first event carries the guard; the rest follow it atomically.
-                headers[EXPECTED_SUBJECT_SEQ] = str(pending.expected_version)
-                guarded.add(subject)
-            messages.append((subject, data, headers))
-        return messages
+    async def append_raw(self, subject: str, data: bytes, headers: dict[str, str] | None = None,
+                         stream: str | None = None) -> int:
+        """Store bytes as they are (an import); the stream is the one whose subjects hold `subject`."""
+        ack = await self.js.publish(subject, data, headers=headers, stream=stream)
+        return int(ack.seq)
 
-    async def _publish_with_retries(self, messages: list[tuple[str, bytes, dict[str, str]]],
+    async def _publish_with_retries(self, messages: list[Message],
                                     appends: Sequence[PendingAppend]) -> AppendResult:
         batch_id = messages[0][2][MSG_ID]
         for attempt in range(self.retries + 1):
@@ -132,7 +115,7 @@ class JetStreamLog:
             return await self._result(reply, messages, appends)
         raise AssertionError("unreachable")
 
-    async def _publish_batch(self, batch_id: str, messages: list[tuple[str, bytes, dict[str, str]]]) -> dict:
+    async def _publish_batch(self, batch_id: str, messages: list[Message]) -> dict:
         if len(messages) == 1:
             subject, data, headers = messages[0]
             reply = await self.nc.request(subject, data, timeout=self.timeout, headers=headers)
@@ -148,7 +131,7 @@ class JetStreamLog:
                 return json.loads(reply.data)
         raise AssertionError("unreachable")
 
-    async def _result(self, reply: dict, messages: list[tuple[str, bytes, dict[str, str]]],
+    async def _result(self, reply: dict, messages: list[Message],
                       appends: Sequence[PendingAppend]) -> AppendResult:
         error = reply.get("error")
         if error:
@@ -168,16 +151,16 @@ class JetStreamLog:
         versions: dict[str, int] = {}
         for offset, (subject, _data, _headers) in enumerate(messages):
             versions[subject] = last_seq - (len(messages) - 1 - offset)
-        return AppendResult(last_seq, _by_aggregate(versions, self.topology))
+        return AppendResult(last_seq, by_aggregate(versions, self.topology))
 
-    async def _duplicate_result(self, messages: list[tuple[str, bytes, dict[str, str]]],
+    async def _duplicate_result(self, messages: list[Message],
                                 appends: Sequence[PendingAppend]) -> AppendResult:
         versions = {}
         for subject in {m[0] for m in messages}:
             versions[subject] = await self.subject_version(subject)
-        return AppendResult(max(versions.values()), _by_aggregate(versions, self.topology), duplicate=True)
+        return AppendResult(max(versions.values()), by_aggregate(versions, self.topology), duplicate=True)
 
-    async def _is_last_on_subject(self, message: tuple[str, bytes, dict[str, str]]) -> bool:
+    async def _is_last_on_subject(self, message: Message) -> bool:
         try:
             last = await self.js.get_last_msg(self.topology.events_stream, message[0], direct=True)
         except NotFoundError:
@@ -192,14 +175,37 @@ class JetStreamLog:
             return 0
         return int(msg.seq or 0)
 
-    async def version(self, aggregate: str, aggregate_id: str) -> int:
-        """The current version of one aggregate (0 when it has no events)."""
-        return await self.subject_version(self.topology.events(aggregate, aggregate_id))
-
     async def last_seq(self, stream: str | None = None) -> int:
         """The last sequence number of the event stream (or of `stream`); 0 when empty."""
         info = await self.js.stream_info(stream or self.topology.events_stream)
         return int(info.state.last_seq)
+
+    async def stream_state(self, stream: str | None = None) -> StreamState:
+        """Message count and sequence range of the event stream (or `stream`); StreamMissing if absent."""
+        name = stream or self.topology.events_stream
+        try:
+            info = await self.js.stream_info(name)
+        except NotFoundError:
+            raise StreamMissing(f"no stream {name}") from None
+        state = info.state
+        return StreamState(int(state.messages), int(state.first_seq), int(state.last_seq))
+
+    async def has_events(self, filter_subject: str) -> bool:
+        """Whether any message of the event stream is on `filter_subject` (False when there is no stream)."""
+        try:
+            info = await self.js.stream_info(self.topology.events_stream, subjects_filter=filter_subject)
+        except NotFoundError:
+            return False
+        return bool(info.state.messages) and bool(info.state.subjects)
+
+    async def raw_at(self, seq: int, stream: str | None = None) -> StoredMessage | None:
+        """The message at sequence `seq`, as stored (None when there is none)."""
+        try:
+            msg = await self.js.get_msg(stream or self.topology.events_stream, seq)
+        except NotFoundError:
+            return None
+        return StoredMessage(subject=msg.subject or "", data=msg.data or b"", headers=msg.headers,
+                             metadata=Metadata(sequence=Sequences(int(msg.seq or seq)), timestamp=msg.time))
 
     async def appended_at(self, seq: int, stream: str | None = None) -> datetime | None:
         """When the message at sequence `seq` was stored (None when there is none)."""
@@ -217,35 +223,6 @@ class JetStreamLog:
         except NotFoundError:
             return None
         return int(msg.seq) if msg.seq else None
-
-    async def load(self, aggregate: str, aggregate_id: str) -> tuple[list[StoredEvent], int]:
-        """Every event of one aggregate, oldest first, and its version.
-
-        The version is the sequence of the subject's last message, malformed or not: the next append's
-        expected version is what JetStream checks, and a skipped message counts there too.
-        """
-        subject = self.topology.events(aggregate, aggregate_id)
-        version = await self.subject_version(subject)
-        if version == 0:
-            return [], 0
-        events = [e async for e in self.read(1, until_seq=version, filter_subject=subject)]
-        return events, version
-
-    async def read(self, from_seq: int = 1, *, until_seq: int | None = None,
-                   filter_subject: str | None = None) -> AsyncIterator[StoredEvent]:
-        """Replay events from `from_seq` up to what the stream holds now (or `until_seq`), then stop."""
-        async for msg in self.read_raw(from_seq, until_seq=until_seq, filter_subject=filter_subject):
-            stored = self.decode(msg)
-            if stored is not None:
-                yield stored
-
-    async def subscribe(self, from_seq: int = 1, *,
-                        filter_subject: str | None = None) -> AsyncIterator[StoredEvent]:
-        """Replay from `from_seq`, then follow new events as they are appended, forever."""
-        async for msg in self.follow_raw(from_seq, filter_subject=filter_subject):
-            stored = self.decode(msg)
-            if stored is not None:
-                yield stored
 
     async def read_raw(self, from_seq: int = 1, *, until_seq: int | None = None, filter_subject: str | None = None,
                        stream: str | None = None) -> AsyncIterator[Msg]:
@@ -295,53 +272,6 @@ class JetStreamLog:
                     raise
                 await asyncio.sleep(0.5)
         raise AssertionError("unreachable")
-
-    def decode(self, msg: Msg) -> StoredEvent | None:
-        """Turn a raw message into a StoredEvent; a malformed one is skipped (None), logged once per reader."""
-        decoded = self.decode_or_reason(msg)
-        return decoded if isinstance(decoded, StoredEvent) else None
-
-    def decode_or_reason(self, msg: Msg) -> StoredEvent | MalformedEvent:
-        """Like `decode`, but a malformed message comes back as the MalformedEvent saying why."""
-        try:
-            return self.decode_strict(msg)
-        except MalformedEvent as exc:
-            self._skipped(msg, exc)
-            return exc
-
-    def _skipped(self, msg: Msg, exc: MalformedEvent) -> None:
-        seq = msg.metadata.sequence.stream
-        if seq in self._warned:
-            return  # a replay (a rebuild, a reload) meets it again: said already
-        if len(self._warned) >= WARNED_LIMIT:
-            self._warned.clear()
-        self._warned.add(seq)
-        self.malformed_seen += 1
-        log.warning("skipping malformed event", seq=seq, subject=msg.subject, reason=str(exc))
-
-    def decode_strict(self, msg: Msg) -> StoredEvent:
-        """Turn a raw message into a StoredEvent or raise MalformedEvent saying why."""
-        headers = msg.headers or {}
-        where = self.topology.parse_event_subject(msg.subject)
-        if where is None:
-            raise MalformedEvent(f"subject {msg.subject!r} is not an event subject")
-        event = decode_event(headers.get(TYPE), headers.get(SCHEMA), msg.data)
-        if event.aggregate != where[0] or event.aggregate_id != where[1]:
-            raise MalformedEvent(f"{type(event).__name__} of {event.aggregate} {event.aggregate_id} "
-                                 f"stored under {msg.subject}")
-        meta = msg.metadata
-        return StoredEvent(seq=meta.sequence.stream, subject=msg.subject, aggregate=where[0],
-                           aggregate_id=where[1], event=event, event_id=headers.get(MSG_ID, ""),
-                           schema=int(headers.get(SCHEMA, event.schema)), time=meta.timestamp,
-                           headers=dict(headers))
-
-
-def _by_aggregate(versions: dict[str, int], topology: Topology) -> dict[str, int]:
-    out = {}
-    for subject, version in versions.items():
-        where = topology.parse_event_subject(subject)
-        out[f"{where[0]}.{where[1]}" if where else subject] = version
-    return out
 
 
 async def _quiet_unsubscribe(sub: Any) -> None:

@@ -48,10 +48,10 @@ async def ping_services(nc: Any, prefix: str, wait: float = PING_WAIT_S) -> dict
 
 async def _stream(gw: Any, name: str) -> StreamHealth:
     try:
-        info = await gw.log.js.stream_info(name)
+        state = await gw.log.stream_state(name)
     except Exception as exc:
         return StreamHealth(name=name, ok=False, messages=0, last_seq=0, error=f"{exc.__class__.__name__}: {exc}")
-    return StreamHealth(name=name, ok=True, messages=int(info.state.messages), last_seq=int(info.state.last_seq))
+    return StreamHealth(name=name, ok=True, messages=state.messages, last_seq=state.last_seq)
 
 
 async def _store(gw: Any) -> tuple[StoreHealth, dict[str, tuple[int, str | None]], dict[str, dict[str, int]], int]:

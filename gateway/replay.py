@@ -4,22 +4,20 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Mapping
 
-from nats.aio.msg import Msg
-
-from eventstore.log import JetStreamLog
+from eventstore.ports import EventLog, RawMessage
 from gateway.hub import Subscriber
 from gateway.live import EVENTS, STREAMS, render, topic_subjects
 
 
-def stream_name(event_log: JetStreamLog, stream: str) -> str:
+def stream_name(event_log: EventLog, stream: str) -> str:
     """The JetStream stream behind `events` or `telemetry`."""
     topology = event_log.topology
     return topology.events_stream if stream == EVENTS else topology.telemetry_stream
 
 
-async def merge_by_seq(sources: list[AsyncIterator[Msg]]) -> AsyncIterator[Msg]:
+async def merge_by_seq(sources: list[AsyncIterator[RawMessage]]) -> AsyncIterator[RawMessage]:
     """Merge sequence-ordered message sources of one stream into one sequence-ordered source."""
-    heads: dict[int, Msg] = {}
+    heads: dict[int, RawMessage] = {}
     try:
         for index, source in enumerate(sources):
             first = await anext(source, None)
@@ -38,17 +36,17 @@ async def merge_by_seq(sources: list[AsyncIterator[Msg]]) -> AsyncIterator[Msg]:
             await source.aclose()  # type: ignore[attr-defined]
 
 
-async def truncated_streams(event_log: JetStreamLog, cursors: Mapping[str, int]) -> list[str]:
+async def truncated_streams(event_log: EventLog, cursors: Mapping[str, int]) -> list[str]:
     """Streams whose oldest kept message is newer than the cursor: something missed is gone (telemetry ages out)."""
     gone = []
     for stream, cursor in cursors.items():
-        info = await event_log.js.stream_info(stream_name(event_log, stream))
-        if 0 < cursor < int(info.state.first_seq) - 1:
+        state = await event_log.stream_state(stream_name(event_log, stream))
+        if 0 < cursor < state.first_seq - 1:
             gone.append(stream)
     return gone
 
 
-async def replay(event_log: JetStreamLog, subscriber: Subscriber, cursors: Mapping[str, int],
+async def replay(event_log: EventLog, subscriber: Subscriber, cursors: Mapping[str, int],
                  targets: Mapping[str, int]) -> int:
     """Queue every message of the subscriber's topics with cursor < seq <= target, per stream; returns the count."""
     count = 0

@@ -11,7 +11,6 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import click
-from nats.js.errors import NotFoundError
 
 from contracts.errors import DomainError
 from contracts.subjects import Topology
@@ -19,6 +18,7 @@ from eventstore.config import CommonSettings, ConfigError, load_settings
 from eventstore.connect import NatsUnavailable, connect
 from eventstore.log import JetStreamLog
 from eventstore.observability import configure_logging
+from eventstore.ports import StreamMissing
 from eventstore.server import resolve_nats_url
 
 T = TypeVar("T")
@@ -57,8 +57,8 @@ class Cli:
 
 async def _check_log(log: JetStreamLog, url: str) -> None:
     try:
-        await log.js.stream_info(log.topology.events_stream)
-    except NotFoundError:
+        await log.stream_state()
+    except StreamMissing:
         raise NatsUnavailable(f"NATS at {url} holds no stoker event log ({log.topology.events_stream}); "
                               "start the platform with `stoker up`, or point --nats at it") from None
 

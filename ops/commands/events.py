@@ -8,7 +8,6 @@ from typing import Any
 
 import click
 import msgspec
-from nats.js.errors import NotFoundError
 
 from contracts.codec import MalformedEvent
 from eventstore.log import EXPECTED_SUBJECT_SEQ, TYPE, JetStreamLog, StoredEvent
@@ -116,10 +115,9 @@ def _print(log: JetStreamLog, msg: Any, as_json: bool) -> None:
 async def show(cli: Cli, seq: int) -> None:
     """One event by stream sequence, with every header."""
     async with cli.connection() as (_nc, log):
-        try:
-            msg = await log.js.get_msg(log.topology.events_stream, seq)
-        except NotFoundError:
-            raise click.ClickException(f"no event with sequence {seq}") from None
+        msg = await log.raw_at(seq)
+        if msg is None:
+            raise click.ClickException(f"no event with sequence {seq}")
         record: dict[str, Any] = {"seq": seq, "subject": msg.subject, "headers": dict(msg.headers or {})}
         try:
             record["event"] = msgspec.json.decode(msg.data)
@@ -224,7 +222,7 @@ async def import_(cli: Cli, path: Path, into_non_empty: bool) -> None:
                                        "pass --into-non-empty to append anyway")
         messages = read_export(path, log)
         for subject, data, headers in messages:
-            await log.js.publish(subject, data, headers=headers)
+            await log.append_raw(subject, data, headers)
     click.echo(f"imported {len(messages)} events from {path}", err=True)
 
 

@@ -12,14 +12,13 @@ import asyncio
 from collections.abc import Callable
 from datetime import datetime
 
-from nats.js.errors import NotFoundError
-
 from contracts.base import Event, utcnow, uuid7
 from contracts.commands import DeregisterWorker, RegisterWorker, WorkerAccepted
 from contracts.errors import Unavailable
 from contracts.telemetry import WorkerHeartbeat
-from eventstore.log import AppendError, ConcurrencyError, JetStreamLog
+from eventstore.log import AppendError, ConcurrencyError
 from eventstore.observability import get_logger
+from eventstore.ports import EventLog
 from services.discovery import domain
 
 log = get_logger(component="discovery")
@@ -29,7 +28,7 @@ TRIES = 3
 class Discovery:
     """The acting discovery: registry, versions and heartbeat times of every known worker."""
 
-    def __init__(self, event_log: JetStreamLog, timing: domain.Timing,
+    def __init__(self, event_log: EventLog, timing: domain.Timing,
                  clock: Callable[[], datetime] = utcnow) -> None:
         self.log, self.timing, self.clock = event_log, timing, clock
         self.state = domain.initial_state()
@@ -41,7 +40,7 @@ class Discovery:
         """Fold every worker event in the log; healthy workers get `lost_after_s` from now to be heard."""
         state, versions = domain.initial_state(), {}
         subjects = self.log.topology.events("worker", "*")
-        if await self._has_events(subjects):
+        if await self.log.has_events(subjects):
             async for msg in self.log.read_raw(1, filter_subject=subjects):
                 where = self.log.topology.parse_event_subject(msg.subject)
                 if where is not None:  # a malformed message moves the version too: appends must expect it
@@ -51,13 +50,6 @@ class Discovery:
                     state = domain.evolve(state, stored.event)
         self.state, self.versions = state, versions
         self.seen = domain.seed_seen(state, self.seen, self.clock())
-
-    async def _has_events(self, subjects: str) -> bool:
-        try:
-            info = await self.log.js.stream_info(self.log.topology.events_stream, subjects_filter=subjects)
-        except NotFoundError:
-            return False
-        return bool(info.state.messages) and bool(info.state.subjects)
 
     async def register(self, command: RegisterWorker) -> WorkerAccepted:
         """A worker joins (again): record it healthy with its capabilities."""
