@@ -1,7 +1,9 @@
-"""The scheduler's state (the job board) and `evolve`: how each job and worker event changes it.
+"""The scheduler's state (the job board) and `apply_in_place`: how each job and worker event changes it.
 
-`evolve` updates the board in place and returns it: the board holds every live job, and copying it
-per event would make each decision O(jobs). `decide` and `place` never mutate it.
+Unlike discovery's pure `evolve`, `apply_in_place` changes the board it is given (and returns it):
+the board holds every live job, and copying it per event would make each decision O(jobs). The
+leader keeps one live board (services/scheduler/live.py) and applies its decisions at once, before
+they are on the log. `decide` and `place` never mutate it.
 """
 
 from __future__ import annotations
@@ -108,7 +110,7 @@ def new_job(e: ev.JobSubmitted, order: int) -> Job:
                submitted_at=e.submitted_at)
 
 
-def evolve(state: JobBoard, event: Event) -> JobBoard:
+def apply_in_place(state: JobBoard, event: Event) -> JobBoard:
     """Apply one event to the board (in place) and return it; unknown or late events change nothing."""
     handler = _HANDLERS.get(type(event))
     if handler is not None:

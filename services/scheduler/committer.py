@@ -16,8 +16,9 @@ from collections import deque
 from collections.abc import Callable, Sequence
 
 from contracts.base import Event
-from eventstore.log import MAX_BATCH, JetStreamLog, PendingAppend
+from eventstore.log import MAX_BATCH, PendingAppend
 from eventstore.observability import get_logger
+from eventstore.ports import EventLog
 
 log = get_logger(component="committer")
 
@@ -42,7 +43,7 @@ def _retrieve(future: asyncio.Future) -> None:
 class Committer:
     """Appends queued decisions of one aggregate type, in order, with expected versions."""
 
-    def __init__(self, event_log: JetStreamLog, *, aggregate: str = "job", batch_min_events: int = 16,
+    def __init__(self, event_log: EventLog, *, aggregate: str = "job", batch_min_events: int = 16,
                  max_in_flight: int = 8, on_versions: Callable[[dict[str, int]], None] = lambda v: None,
                  on_failure: Callable[[BaseException], None] = lambda e: None) -> None:
         self._log, self._aggregate = event_log, aggregate

@@ -1,6 +1,6 @@
 """The scheduler's decider: commands and worker events in, job events out. Pure: no I/O, no clock.
 
-State and `evolve` live in `board`, placement in `placement`; both are re-exported here so the
+State and `apply_in_place` live in `board`, placement in `placement`; both are re-exported here so the
 decider reads as the three functions of DESIGN §4.
 """
 
@@ -30,13 +30,13 @@ from services.scheduler.board import (
     Job,
     JobBoard,
     WorkerView,
-    evolve,
+    apply_in_place,
     initial_state,
     new_job,
 )
 from services.scheduler.placement import Placement, place
 
-__all__ = ["JobBoard", "RetryPolicy", "StaleAttempt", "decide", "evolve", "initial_state", "on_worker_event",
+__all__ = ["JobBoard", "RetryPolicy", "StaleAttempt", "apply_in_place", "decide", "initial_state", "on_worker_event",
            "tick"]
 
 

@@ -15,9 +15,10 @@ from collections.abc import Callable, Sequence
 from nats.aio.msg import Msg
 
 from contracts.base import Event, uuid7
-from eventstore.log import MSG_ID, JetStreamLog, StoredEvent
+from eventstore.log import MSG_ID, StoredEvent
 from eventstore.observability import get_logger
-from services.scheduler.board import JobBoard, evolve, initial_state, record_version
+from eventstore.ports import EventLog
+from services.scheduler.board import JobBoard, apply_in_place, initial_state, record_version
 from services.scheduler.snapshot import SnapshotStore
 
 log = get_logger(component="scheduler-board")
@@ -26,7 +27,7 @@ log = get_logger(component="scheduler-board")
 class LiveBoard:
     """The scheduler's state as a fold of the log, following it live."""
 
-    def __init__(self, event_log: JetStreamLog, snapshots: SnapshotStore[JobBoard] | None,
+    def __init__(self, event_log: EventLog, snapshots: SnapshotStore[JobBoard] | None,
                  on_foreign: Callable[[StoredEvent], None] = lambda stored: None) -> None:
         self.log, self.snapshots, self.on_foreign = event_log, snapshots, on_foreign
         self.state = initial_state()
@@ -61,7 +62,7 @@ class LiveBoard:
         """Apply decided events now; returns the event ids to append them with."""
         ids = [uuid7() for _ in events]
         for event in events:
-            evolve(self.state, event)
+            apply_in_place(self.state, event)
         self.own.update(ids)
         return ids
 
@@ -122,7 +123,7 @@ class LiveBoard:
 
     def _fold(self, stored: StoredEvent) -> None:
         try:
-            evolve(self.state, stored.event)
+            apply_in_place(self.state, stored.event)
             record_version(self.state, stored.aggregate, stored.aggregate_id, stored.seq)
         except Exception:
             log.exception("event could not be folded, skipped", seq=stored.seq, type=stored.type)

@@ -22,7 +22,7 @@ from eventstore.streams import ensure_kv
 from services.discovery.adapter import DiscoveryService
 from services.discovery.settings import DiscoverySettings
 from services.scheduler.adapter import SchedulerService
-from services.scheduler.board import evolve, initial_state
+from services.scheduler.board import apply_in_place, initial_state
 from services.scheduler.live import LiveBoard
 from services.scheduler.settings import SchedulerSettings
 from services.scheduler.snapshot import SnapshotStore
@@ -78,7 +78,7 @@ async def plane(nats_server, topology, event_log):
 def replayed(events) -> object:
     state = initial_state()
     for stored in events:
-        evolve(state, stored.event)
+        apply_in_place(state, stored.event)
     return state
 
 

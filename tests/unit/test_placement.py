@@ -6,7 +6,7 @@ from collections import Counter
 from datetime import timedelta
 
 from contracts import events as ev
-from services.scheduler.board import evolve, initial_state, new_job
+from services.scheduler.board import apply_in_place, initial_state, new_job
 from services.scheduler.placement import place
 from tests.unit.test_scheduler_domain import T0, assigned, fold, submitted, worker
 
@@ -64,10 +64,11 @@ def test_equally_loaded_workers_take_turns() -> None:
     state = fold(*(worker(w, slots=10) for w in ("w1", "w2", "w3")))
     order = []
     for n in range(6):
-        evolve(state, submitted(f"j{n}"))
+        apply_in_place(state, submitted(f"j{n}"))
         (p,) = place(state, T0)
-        evolve(state, ev.JobAssigned(job_id=p.job_id, attempt=1, worker_id=p.worker_id, slot=p.slot, assigned_at=T0))
-        evolve(state, ev.JobCompleted(job_id=p.job_id, attempt=1, completed_at=T0))  # keep loads equal
+        apply_in_place(state, ev.JobAssigned(job_id=p.job_id, attempt=1, worker_id=p.worker_id, slot=p.slot,
+                                             assigned_at=T0))
+        apply_in_place(state, ev.JobCompleted(job_id=p.job_id, attempt=1, completed_at=T0))  # keep loads equal
         order.append(p.worker_id)
     assert order == ["w1", "w2", "w3", "w1", "w2", "w3"]
 

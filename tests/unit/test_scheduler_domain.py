@@ -13,7 +13,7 @@ from contracts.dispatch import Assignment, StopAttempt
 from contracts.errors import Conflict, InvalidCommand, NotFound, UnknownWorkload
 from services.scheduler import board as board_module
 from services.scheduler import domain
-from services.scheduler.board import JobBoard, evolve, initial_state
+from services.scheduler.board import JobBoard, apply_in_place, initial_state
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 SHA = "b" * 64
@@ -23,7 +23,7 @@ def fold(*events: ev.Event) -> JobBoard:
     """A board from events, the way the log builds it."""
     state = initial_state()
     for event in events:
-        evolve(state, event)
+        apply_in_place(state, event)
     return state
 
 
@@ -106,7 +106,7 @@ def test_an_evaluation_gets_the_checkpoints_of_a_finished_source_newest_first() 
     state = fold(*RUNNING, checkpointed(iteration=5, name="c5"), checkpointed(iteration=9, name="c9"), done)
     events = decide(SubmitJob(workload="noop", kind="eval", checkpoint_of="j1", episodes=2), state)
     assert [type(e) for e in events] == [ev.JobSubmitted, ev.JobAssigned]
-    evolve(state, events[0]), evolve(state, events[1])
+    apply_in_place(state, events[0]), apply_in_place(state, events[1])
     message = domain.dispatch_for(state, events[1])
     assert isinstance(message, Assignment) and message.kind == "eval" and message.episodes == 2
     assert [c.name for c in message.checkpoints] == ["c9", "c5"]
@@ -164,7 +164,7 @@ def test_stopping_a_running_job_asks_its_worker() -> None:
     state = fold(*RUNNING)
     events = decide(StopJob(job_id="j1", reason="enough"), state)
     assert [type(e) for e in events] == [ev.JobStopRequested]
-    evolve(state, events[0])
+    apply_in_place(state, events[0])
     assert domain.dispatch_for(state, events[0]) == StopAttempt(job_id="j1", attempt=1, worker_id="w1",
                                                                  reason="enough")
     assert decide(StopJob(job_id="j1"), state) == []  # asking twice changes nothing
@@ -217,10 +217,10 @@ def test_reports_from_the_wrong_worker_or_attempt_are_fenced(report) -> None:
 def test_after_a_worker_is_lost_its_attempt_is_fenced() -> None:
     state = fold(*RUNNING)
     lost = ev.WorkerLost(worker_id="w1", last_seen=T0, lost_at=T0)
-    evolve(state, lost)
+    apply_in_place(state, lost)
     requeue = domain.on_worker_event(state, lost, T0)
     assert requeue == [ev.JobRequeued(job_id="j1", attempt=2, reason="worker_lost", requeued_at=T0)]
-    evolve(state, requeue[0])
+    apply_in_place(state, requeue[0])
     with pytest.raises(domain.StaleAttempt, match="attempt 1 on w1 is stale"):
         decide(finished("completed"), state)
 
@@ -242,18 +242,18 @@ def test_a_clean_shutdown_costs_one_attempt_and_never_reassigns_to_the_leaving_w
     assert domain.tick(state, T0) == []  # a draining worker keeps the attempts it still runs
     events = decide(finished("interrupted"), state)
     assert events == [ev.JobRequeued(job_id="j1", attempt=2, reason="shutdown", requeued_at=T0)]
-    evolve(state, events[0])
+    apply_in_place(state, events[0])
     assert domain.assign(state, T0) == []
     assert [type(e) for e in decide(SubmitJob(workload="noop"), state)] == [ev.JobSubmitted]
     assert domain.on_worker_event(state, ev.WorkerDeregistered(worker_id="w1", deregistered_at=T0), T0) == []
-    evolve(state, worker("w2"))
+    apply_in_place(state, worker("w2"))
     assert [(e.job_id, e.worker_id, e.attempt) for e in domain.assign(state, T0)] == [("j1", "w2", 2)]
 
 
 def test_registering_again_ends_draining() -> None:
     state = fold(worker(draining=True), submitted())
     assert domain.assign(state, T0) == []
-    evolve(state, worker())
+    apply_in_place(state, worker())
     assert [e.worker_id for e in domain.assign(state, T0)] == ["w1"]
 
 
@@ -262,7 +262,7 @@ def test_checkpoint_reports_are_recorded_once() -> None:
     state = fold(*RUNNING)
     events = decide(report, state)
     assert [type(e) for e in events] == [ev.JobCheckpointed] and events[0].iteration == 7
-    evolve(state, events[0])
+    apply_in_place(state, events[0])
     assert decide(report, state) == []
 
 
@@ -276,7 +276,7 @@ def test_retries_back_off_doubling_up_to_the_cap() -> None:
         assert failed.will_retry and requeued.reason == "retry" and requeued.attempt == attempt + 1
         delays.append(requeued.not_before - T0)
         for e in (*events, assigned(attempt=attempt + 1), started(attempt=attempt + 1)):
-            evolve(state, e)
+            apply_in_place(state, e)
     assert delays == [timedelta(seconds=1), timedelta(seconds=2), timedelta(seconds=3)]
     last = decide(finished("failed", attempt=4, retryable=True, error="x"), state, policy=policy)
     assert [type(e) for e in last] == [ev.JobFailed] and not last[0].will_retry
@@ -285,7 +285,7 @@ def test_retries_back_off_doubling_up_to_the_cap() -> None:
 def test_a_retry_waits_for_its_backoff_before_placement() -> None:
     state = fold(worker(), submitted(max_retries=1), assigned(), started())
     for e in decide(finished("failed", retryable=True, error="x"), state):
-        evolve(state, e)
+        apply_in_place(state, e)
     assert domain.assign(state, T0) == []
     placed = domain.assign(state, T0 + timedelta(seconds=1))
     assert [(e.job_id, e.attempt) for e in placed] == [("j1", 2)]
@@ -295,7 +295,7 @@ def test_non_retryable_failure_is_final() -> None:
     state = fold(worker(), submitted(max_retries=5), assigned(), started())
     events = decide(finished("failed", retryable=False, error="bad"), state)
     assert [type(e) for e in events] == [ev.JobFailed] and not events[0].will_retry
-    evolve(state, events[0])
+    apply_in_place(state, events[0])
     assert state.finished["j1"].status == "failed" and not state.running
 
 
@@ -303,7 +303,7 @@ def test_reply_tells_a_stopping_attempt_to_stop() -> None:
     state = fold(worker(), submitted(), assigned(), ev.JobStopRequested(job_id="j1", requested_at=T0, reason="r"))
     report = ReportJobStarted(job_id="j1", attempt=1, worker_id="w1")
     for e in decide(report, state):
-        evolve(state, e)
+        apply_in_place(state, e)
     assert domain.report_reply(report, state).stop is True
 
 
@@ -332,7 +332,7 @@ def test_timeout_ends_a_running_job_and_stops_its_attempt() -> None:
     assert domain.tick(state, T0 + timedelta(seconds=9)) == []
     events = domain.tick(state, T0 + timedelta(seconds=10))
     assert [type(e) for e in events] == [ev.JobTimedOut]
-    evolve(state, events[0])
+    apply_in_place(state, events[0])
     assert domain.dispatch_for(state, events[0]) == StopAttempt(job_id="j1", attempt=1, worker_id="w1",
                                                                  reason="timeout")
     with pytest.raises(domain.StaleAttempt):
@@ -354,8 +354,8 @@ def test_finished_jobs_are_forgotten_oldest_first(monkeypatch: pytest.MonkeyPatc
     monkeypatch.setattr(board_module, "RETAIN_FINISHED", 2)
     state = initial_state()
     for job_id in ("a", "b", "c"):
-        evolve(state, submitted(job_id, idempotency_key=f"k{job_id}"))
-        evolve(state, ev.JobStopped(job_id=job_id, attempt=1, stopped_at=T0))
+        apply_in_place(state, submitted(job_id, idempotency_key=f"k{job_id}"))
+        apply_in_place(state, ev.JobStopped(job_id=job_id, attempt=1, stopped_at=T0))
     assert list(state.finished) == ["b", "c"] and state.idempotency == {"kb": "b", "kc": "c"}
     assert not state.jobs and not state.queue
 
