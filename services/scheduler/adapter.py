@@ -18,6 +18,7 @@ from nats.micro.service import Service
 
 from contracts.base import uuid7
 from contracts.commands import JobReport, StopJob, SubmitJob
+from eventstore.dispatch import JetStreamDispatch
 from eventstore.lease import Lease
 from eventstore.micro import handle_request
 from eventstore.observability import get_logger
@@ -56,7 +57,8 @@ class SchedulerService:
         leases = await ensure_kv(js, self.ctx.topology.lease_bucket, replicas)
         snapshots = await ensure_kv(js, self.ctx.topology.snapshot_bucket, replicas)
         board = LiveBoard(self.ctx.log, SnapshotStore(snapshots, LEASE_KEY, JobBoard))
-        self.scheduler = Scheduler(self.ctx.nc, board, self.settings)
+        dispatch = JetStreamDispatch(self.ctx.nc, self.ctx.topology, self.settings.dispatch_retries)
+        self.scheduler = Scheduler(board, self.settings, dispatch)
         committer = asyncio.create_task(self.scheduler.committer.run(), name="scheduler-commit")
         await board.start()
         lease = Lease(leases, LEASE_KEY, self.holder, self.settings.lease_ttl_s)

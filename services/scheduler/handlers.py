@@ -9,12 +9,11 @@ is rebuilt from the log and each command is decided again.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
-
-from nats.aio.client import Client
+from collections.abc import Callable, Sequence
+from datetime import datetime
 
 from contracts import events as ev
-from contracts.base import Event, utcnow
+from contracts.base import Event, new_id, utcnow
 from contracts.codec import encode
 from contracts.commands import (
     JobAccepted,
@@ -25,10 +24,11 @@ from contracts.commands import (
     StopJob,
     SubmitJob,
 )
-from contracts.dispatch import Assignment, DispatchMessage
+from contracts.dispatch import DispatchMessage
 from contracts.errors import InvalidCommand, Unavailable, UnknownWorkload
 from contracts.subjects import MAX_EVENT_BYTES, Topology
-from eventstore.log import MSG_ID, StoredEvent
+from eventstore.dispatch import DispatchPublisher
+from eventstore.log import StoredEvent
 from eventstore.observability import get_logger
 from services.scheduler import domain
 from services.scheduler.board import record_version
@@ -45,9 +45,10 @@ DECISION_TRIES = 3
 class Scheduler:
     """The leader's loop body: commands, reactions, placement passes and ticks on one live board."""
 
-    def __init__(self, nc: Client, board: LiveBoard, settings: SchedulerSettings) -> None:
-        self.nc, self.board, self.settings = nc, board, settings
-        self.js = nc.jetstream(timeout=5.0)
+    def __init__(self, board: LiveBoard, settings: SchedulerSettings, dispatch: DispatchPublisher, *,
+                 clock: Callable[[], datetime] = utcnow, new_job_id: Callable[[], str] = new_id) -> None:
+        self.board, self.settings, self.dispatch = board, settings, dispatch
+        self.clock, self.new_job_id = clock, new_job_id
         self.topology: Topology = board.log.topology
         self.policy = domain.RetryPolicy(base_s=settings.retry_backoff_s, max_s=settings.retry_backoff_max_s)
         self.committer = Committer(board.log, batch_min_events=settings.batch_min_events,
@@ -66,10 +67,12 @@ class Scheduler:
         """Queue a job (placing it at once when a slot is free); the same idempotency key gives the same job."""
         async def once() -> JobAccepted:
             try:
-                events = domain.decide(command, self.board.state, utcnow(), policy=self.policy)
+                events = domain.decide(command, self.board.state, self.clock(), policy=self.policy,
+                                       new_job_id=self.new_job_id)
             except UnknownWorkload:
                 await self._fold_all()  # refuse only on a board that knows every worker registered so far
-                events = domain.decide(command, self.board.state, utcnow(), policy=self.policy)
+                events = domain.decide(command, self.board.state, self.clock(), policy=self.policy,
+                                       new_job_id=self.new_job_id)
             if not events:
                 job_id = self.board.state.idempotency[command.idempotency_key or ""]
                 await self._settled(job_id)
@@ -81,7 +84,7 @@ class Scheduler:
     async def stop(self, command: StopJob) -> JobsStopping:
         """Ask one job, or every unfinished job (of a kind), to stop."""
         async def once() -> JobsStopping:
-            events = domain.decide(command, self.board.state, utcnow())
+            events = domain.decide(command, self.board.state, self.clock())
             await asyncio.gather(*self._commit(events))
             if command.job_id is not None:
                 await self._settled(command.job_id)
@@ -96,7 +99,7 @@ class Scheduler:
 
         async def once() -> ReportAccepted:
             try:
-                events = domain.decide(command, self.board.state, utcnow(), policy=self.policy)
+                events = domain.decide(command, self.board.state, self.clock(), policy=self.policy)
             except domain.StaleAttempt as exc:
                 return ReportAccepted(accepted=False, stop=True, reason=exc.message)
             futures = self._commit(events)
@@ -175,22 +178,7 @@ class Scheduler:
             await appended
         except CommitFailed:
             return  # not on the log: nothing to tell the worker (a rebuild re-publishes what is)
-        await self.publish(message)
-
-    async def publish(self, message: DispatchMessage) -> None:
-        """Hand one message to its worker's dispatch queue, retrying; the message id makes repeats harmless."""
-        verb = "assign" if isinstance(message, Assignment) else "stop"
-        headers = {MSG_ID: f"{message.job_id}.{message.attempt}.{verb}"}
-        subject, data = self.topology.dispatch(message.worker_id), encode(message)
-        for attempt in range(self.settings.dispatch_retries + 1):
-            try:
-                await self.js.publish(subject, data, headers=dict(headers))
-                return
-            except Exception as exc:
-                if attempt == self.settings.dispatch_retries:
-                    log.error("dispatch failed", job_id=message.job_id, worker_id=message.worker_id, error=repr(exc))
-                    return
-                await asyncio.sleep(min(2.0, 0.1 * 2 ** attempt))
+        await self.dispatch.publish(message)
 
     def _spawn(self, coro) -> None:
         task = asyncio.create_task(coro)
@@ -204,7 +192,7 @@ class Scheduler:
             return  # a standby only folds; the leader reconciles on taking over (see lead)
         if stored.aggregate == "job":
             log.warning("job event from another writer", job_id=stored.aggregate_id, type=stored.type)
-        self._commit(domain.on_worker_event(self.board.state, stored.event, utcnow()))
+        self._commit(domain.on_worker_event(self.board.state, stored.event, self.clock()))
         self.request_placement()
 
     def request_placement(self) -> None:
@@ -216,12 +204,12 @@ class Scheduler:
     def _place_now(self) -> None:
         self._placement_due = False
         if self.ready.is_set():
-            self._commit(domain.assign(self.board.state, utcnow()))
+            self._commit(domain.assign(self.board.state, self.clock()))
 
     def run_tick(self) -> None:
         """Time passes: timeouts, orphaned attempts, retries whose backoff is over."""
         if self.ready.is_set():
-            self._commit(domain.tick(self.board.state, utcnow()))
+            self._commit(domain.tick(self.board.state, self.clock()))
             self.request_placement()
 
     # -- leadership -----------------------------------------------------------------------------
@@ -234,7 +222,7 @@ class Scheduler:
         self.ready.set()
         self.run_tick()
         for assignment in domain.unstarted_assignments(self.board.state):
-            self._spawn(self.publish(assignment))
+            self._spawn(self.dispatch.publish(assignment))
 
     def step_down(self) -> None:
         """Stop deciding (lease lost, append failed, shutting down)."""
@@ -265,6 +253,11 @@ class Scheduler:
             if self.leading:
                 self.ready.set()
                 self.run_tick()  # reactions skipped during the pause are caught up here
+
+    @property
+    def busy(self) -> bool:
+        """Decisions queued or in flight, a placement pass due, or dispatches on their way."""
+        return self._placement_due or bool(self._tasks) or not self.committer.idle
 
     async def drain_dispatch(self, timeout: float = 5.0) -> None:
         """Wait (a while) for in-flight dispatch publishes."""

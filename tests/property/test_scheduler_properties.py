@@ -1,14 +1,17 @@
-"""Random histories of commands, worker events and time against the scheduler's decider.
+"""Random histories of commands, worker events and time against the real scheduler on the in-memory log.
 
-A small simulator plays the leader: decide, evolve the live board, append to a list (the log),
-react to worker events, run a placement pass after every step. After each step the invariants
-hold; at the end every job is driven to an end and each must have exactly one terminal event.
+The leader is the real one (handlers, live board, group commit, dispatch) over a MemoryLog; the
+test plays discovery (appending worker events) and the workers (reports), with a clock of its own,
+and runs a placement pass after every step. After each step the invariants hold and folding the
+log gives the live board; at the end every job is driven to an end and each must have exactly one
+terminal event.
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections import Counter
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
 
 import msgspec
 from hypothesis import HealthCheck, given, settings
@@ -16,11 +19,11 @@ from hypothesis import strategies as st
 
 from contracts import events as ev
 from contracts.commands import ReportJobCheckpointed, ReportJobFinished, ReportJobStarted, StopJob, SubmitJob
+from contracts.dispatch import Assignment
 from contracts.errors import DomainError
-from services.scheduler import domain
-from services.scheduler.board import JobBoard, evolve, initial_state
+from services.scheduler.board import JobBoard
+from tests.scheduler_on_memory import MemoryScheduler
 
-T0 = datetime(2026, 1, 1, tzinfo=UTC)
 WORKERS = {  # fixed per id, so "never more than its slots" is a fixed bound
     "w0": dict(slots=1, gpus=0, labels=("a",)),
     "w1": dict(slots=2, gpus=2, labels=("a", "b")),
@@ -37,37 +40,36 @@ def capabilities(worker_id: str) -> ev.WorkerCapabilities:
 
 
 class Leader:
-    """The handler's loop, without I/O."""
+    """The real scheduler, and what the test remembers about the history it drives."""
 
-    def __init__(self) -> None:
-        self.state, self.log, self.now, self.ids = initial_state(), [], T0, 0
+    def __init__(self, leader: MemoryScheduler) -> None:
+        self.leader = leader
         self.submitted: list[str] = []
         self.health = {w: None for w in WORKERS}  # None: never registered
 
-    def new_id(self) -> str:
-        self.ids += 1
-        return f"j{self.ids}"
+    @property
+    def state(self) -> JobBoard:
+        return self.leader.state
 
-    def apply(self, events: list[ev.Event]) -> None:
-        for event in events:
-            evolve(self.state, event)
-            self.log.append(event)
-            if isinstance(event, ev.WorkerEvent):
-                self.apply(domain.on_worker_event(self.state, event, self.now))
+    @property
+    def now(self):
+        return self.leader.now
 
-    def command(self, command) -> None:
+    async def command(self, command) -> None:
+        scheduler = self.leader.scheduler
+        handler = {SubmitJob: scheduler.submit, StopJob: scheduler.stop}.get(type(command), scheduler.report)
         try:
-            events = domain.decide(command, self.state, self.now, new_job_id=self.new_id)
+            reply = await handler(command)
         except DomainError:
             return
-        self.submitted.extend(e.job_id for e in events if isinstance(e, ev.JobSubmitted))
-        self.apply(events)
+        if isinstance(command, SubmitJob) and reply.created:
+            self.submitted.append(reply.job_id)
+        await self.leader.settle()
 
-    def place(self) -> None:
+    async def place(self) -> None:
         before = list(self.state.queue)
-        events = domain.assign(self.state, self.now)
+        events = await self.leader.place()
         check_no_overtaking(self.state, before, events, self.now)
-        self.apply(events)
 
     def active(self) -> list[tuple[str, str]]:
         return sorted((j, w) for w, jobs in self.state.running.items() for j in jobs)
@@ -88,7 +90,7 @@ def check_no_overtaking(state: JobBoard, queue_before, events, now: datetime) ->
             waiting_shapes.add(shape)
 
 
-def check_invariants(leader: Leader) -> None:
+async def check_invariants(leader: Leader) -> None:
     state = leader.state
     seen = Counter(j for jobs in state.running.values() for j in jobs)
     assert all(n == 1 for n in seen.values()), "a job is active twice"
@@ -102,14 +104,11 @@ def check_invariants(leader: Leader) -> None:
                    for j in jobs)
     assert state.queue == sorted(state.queue), "the queue is out of priority/submission order"
     assert all(state.jobs[key[2]].queue_key == key for key in state.queue)
-    replayed = initial_state()
-    for event in leader.log:
-        evolve(replayed, event)
-    assert replayed == state, "folding the log does not give the live board"
+    assert await leader.leader.replayed() == state, "folding the log does not give the live board"
     assert msgspec.msgpack.decode(msgspec.msgpack.encode(state), type=JobBoard) == state
 
 
-def worker_event(leader: Leader, kind: str, worker_id: str) -> None:
+async def worker_event(leader: Leader, kind: str, worker_id: str) -> None:
     health, at = leader.health[worker_id], leader.now
     if kind == "register":
         event, health = ev.WorkerRegistered(worker_id=worker_id, capabilities=capabilities(worker_id),
@@ -125,10 +124,10 @@ def worker_event(leader: Leader, kind: str, worker_id: str) -> None:
     else:
         return
     leader.health[worker_id] = health
-    leader.apply([event])
+    await leader.leader.worker_event(event)
 
 
-def report(leader: Leader, kind: str, pick: int, outcome: str = "completed", retryable: bool = False,
+async def report(leader: Leader, kind: str, pick: int, outcome: str = "completed", retryable: bool = False,
            stale: bool = False) -> None:
     active = leader.active()
     if not active:
@@ -145,28 +144,27 @@ def report(leader: Leader, kind: str, pick: int, outcome: str = "completed", ret
     else:
         command = ReportJobFinished(job_id=job_id, attempt=attempt, worker_id=worker_id, outcome=outcome,
                                     retryable=retryable, error="e")
-    before = len(leader.log)
-    leader.command(command)
+    before = await leader.leader.log.last_seq()
+    await leader.command(command)
     if stale:
-        assert len(leader.log) == before, "a stale report changed the log"
+        assert await leader.leader.log.last_seq() == before, "a stale report changed the log"
 
 
-def run_step(leader: Leader, step: tuple) -> None:
+async def run_step(leader: Leader, step: tuple) -> None:
     kind, *args = step
     if kind == "submit":
         priority, gpus, labels, retries, timeout = args
-        leader.command(SubmitJob(workload="noop", priority=priority, gpus=gpus, labels=labels,
-                                 max_retries=retries, timeout_s=timeout))
+        await leader.command(SubmitJob(workload="noop", priority=priority, gpus=gpus, labels=labels,
+                                       max_retries=retries, timeout_s=timeout))
     elif kind == "worker":
-        worker_event(leader, *args)
+        await worker_event(leader, *args)
     elif kind == "report":
-        report(leader, *args)
+        await report(leader, *args)
     elif kind == "stop" and leader.submitted:
-        leader.command(StopJob(job_id=leader.submitted[args[0] % len(leader.submitted)]))
+        await leader.command(StopJob(job_id=leader.submitted[args[0] % len(leader.submitted)]))
     elif kind == "tick":
-        leader.now += timedelta(seconds=args[0])
-        leader.apply(domain.tick(leader.state, leader.now))
-    leader.place()
+        await leader.leader.tick(args[0])
+    await leader.place()
 
 
 steps = st.one_of(
@@ -181,56 +179,71 @@ steps = st.one_of(
 )
 
 
-def drain(leader: Leader) -> None:
+async def drain(leader: Leader) -> None:
     """Bring every worker back and let every job run to completion."""
     for worker_id in WORKERS:
         if leader.health[worker_id] != "healthy":
-            worker_event(leader, "register", worker_id)
+            await worker_event(leader, "register", worker_id)
     for _ in range(200):
         if not leader.state.jobs:
             return
-        run_step(leader, ("tick", 100.0))
+        await run_step(leader, ("tick", 100.0))
         for job_id, worker_id in leader.active():
             job = leader.state.jobs[job_id]
             for command in (ReportJobStarted(job_id=job_id, attempt=job.attempt, worker_id=worker_id),
                             ReportJobFinished(job_id=job_id, attempt=job.attempt, worker_id=worker_id,
                                               outcome="completed")):
-                leader.command(command)
-        leader.place()
+                await leader.command(command)
+        await leader.place()
     raise AssertionError(f"jobs never finished: {sorted(leader.state.jobs)}")
+
+
+async def play(history: list[tuple]) -> None:
+    async with MemoryScheduler() as scheduler:
+        leader = Leader(scheduler)
+        for step in history:
+            await run_step(leader, step)
+            await check_invariants(leader)
+        await drain(leader)
+        await check_invariants(leader)
+        events = [stored.event for stored in await scheduler.events()]
+        terminal = Counter(e.job_id for e in events
+                           if isinstance(e, ev.JobCompleted | ev.JobStopped | ev.JobTimedOut)
+                           or (isinstance(e, ev.JobFailed) and not e.will_retry))
+        assert set(leader.submitted) == set(leader.state.finished) == set(terminal)
+        assert all(n == 1 for n in terminal.values()), "a job ended twice"
+        assigned = {(e.job_id, e.attempt, e.worker_id) for e in events if isinstance(e, ev.JobAssigned)}
+        sent = {(m.job_id, m.attempt, m.worker_id) for m in scheduler.dispatch.sent if isinstance(m, Assignment)}
+        assert sent == assigned, "an assignment on the log was not dispatched, or one not on the log was"
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.lists(steps, max_size=60))
 def test_invariants_hold_and_every_job_ends_exactly_once(history: list[tuple]) -> None:
-    leader = Leader()
-    for step in history:
-        run_step(leader, step)
-        check_invariants(leader)
-    drain(leader)
-    check_invariants(leader)
-    terminal = Counter(e.job_id for e in leader.log
-                       if isinstance(e, ev.JobCompleted | ev.JobStopped | ev.JobTimedOut)
-                       or (isinstance(e, ev.JobFailed) and not e.will_retry))
-    assert set(leader.submitted) == set(leader.state.finished) == set(terminal)
-    assert all(n == 1 for n in terminal.values()), "a job ended twice"
+    asyncio.run(play(history))
+
+
+async def requeue_in_order(priorities: list[int]) -> None:
+    async with MemoryScheduler() as scheduler:
+        leader = Leader(scheduler)
+        await worker_event(leader, "register", "w2")
+        for priority in priorities:
+            await leader.command(SubmitJob(workload="noop", priority=priority))
+            await leader.place()
+        queued_before = [leader.state.jobs[key[2]].queue_key for key in leader.state.queue]
+        await worker_event(leader, "lost", "w2")  # its attempts go back to the queue
+        keys = list(leader.state.queue)
+        assert keys == sorted((-leader.state.jobs[k[2]].priority, leader.state.jobs[k[2]].order, k[2])
+                              for k in keys)
+        assert set(queued_before) <= set(keys) and len(keys) == len(priorities)
+        await worker_event(leader, "register", "w1")  # the leader places on it at once
+        await leader.place()
+        first_placed = sorted(leader.active())
+        expected = [key[2] for key in keys[:WORKERS["w1"]["slots"]]]
+        assert sorted(j for j, _ in first_placed) == sorted(expected)
 
 
 @settings(max_examples=60, deadline=None)
 @given(st.lists(st.integers(-2, 2), min_size=1, max_size=12))
 def test_requeue_after_a_loss_keeps_priority_order(priorities: list[int]) -> None:
-    leader = Leader()
-    worker_event(leader, "register", "w2")
-    for priority in priorities:
-        leader.command(SubmitJob(workload="noop", priority=priority))
-        leader.place()
-    queued_before = [leader.state.jobs[key[2]].queue_key for key in leader.state.queue]
-    worker_event(leader, "lost", "w2")  # its attempts go back to the queue
-    keys = list(leader.state.queue)
-    assert keys == sorted((-leader.state.jobs[k[2]].priority, leader.state.jobs[k[2]].order, k[2]) for k in keys)
-    assert set(queued_before) <= set(keys) and len(keys) == len(priorities)
-    worker_event(leader, "register", "w1")
-    leader.place()
-    first_placed = sorted(leader.active())
-    expected = [key[2] for key in keys[:WORKERS["w1"]["slots"]]]
-    assert sorted(j for j, _ in first_placed) == sorted(expected)
+    asyncio.run(requeue_in_order(priorities))
