@@ -5,12 +5,10 @@ from __future__ import annotations
 import asyncio
 from collections import defaultdict
 
-from eventstore.log import JetStreamLog
-from eventstore.observability import get_logger
+from eventstore.follow import follow_forever
+from eventstore.ports import EventLog
 from gateway.live import EVENTS, STREAMS, TELEMETRY, Outgoing, render, subject_topics
 
-log = get_logger(component="hub")
-YIELD_EVERY = 32  # let socket writers run during a burst, so a fast client is never mistaken for a slow one
 SLOW_CONSUMER = 4009
 
 
@@ -78,7 +76,7 @@ class Subscriber:
 class Hub:
     """Follows the event and telemetry streams from now on and fans each message out by topic."""
 
-    def __init__(self, event_log: JetStreamLog) -> None:
+    def __init__(self, event_log: EventLog) -> None:
         self.log = event_log
         self.positions = dict.fromkeys(STREAMS, 0)
         self.subscribers: set[Subscriber] = set()
@@ -103,19 +101,10 @@ class Hub:
             subscriber.close(1001, "the gateway is shutting down")
 
     async def _follow(self, key: str, stream: str, subject: str) -> None:
-        while True:
-            try:
-                count = 0
-                async for msg in self.log.follow_raw(self.positions[key] + 1, filter_subject=subject, stream=stream):
-                    self.dispatch(key, msg)
-                    count += 1
-                    if count % YIELD_EVERY == 0:
-                        await asyncio.sleep(0)
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:  # keep serving: the consumer resumes after the last dispatched message
-                log.warning("hub consumer restarting", stream=key, error=repr(exc))
-                await asyncio.sleep(0.5)
+        # Keep serving through errors: the consumer resumes after the last dispatched message. It yields
+        # every few messages, so socket writers run during a burst and a fast client never looks slow.
+        await follow_forever(self.log, lambda: self.positions[key], lambda msg: self.dispatch(key, msg),
+                             name=f"hub-{key}", filter_subject=subject, stream=stream)
 
     def dispatch(self, key: str, msg) -> None:
         """Render one message and offer it to every subscriber of its topics."""

@@ -5,13 +5,12 @@ from __future__ import annotations
 from typing import Any, NamedTuple
 
 import msgspec
-from nats.aio.msg import Msg
 
 from contracts.base import is_valid_id
 from contracts.codec import decode_message
 from contracts.subjects import Topology
 from contracts.telemetry import EpisodeReport, JobProgress, WorkerHeartbeat
-from eventstore.log import JetStreamLog
+from eventstore.ports import EventLog, RawMessage
 
 EVENTS = "events"
 TELEMETRY = "telemetry"
@@ -88,7 +87,7 @@ def subject_topics(topology: Topology, stream: str, subject: str) -> tuple[str, 
     return telemetry_topics(parts[2], parts[3]) if parts[2] in TELEMETRY_KINDS else ()
 
 
-def render_event(event_log: JetStreamLog, msg: Msg) -> Outgoing | None:
+def render_event(event_log: EventLog, msg: RawMessage) -> Outgoing | None:
     """An event as a `{"type": "event", …}` message; None for a malformed one."""
     stored = event_log.decode(msg)
     if stored is None:
@@ -100,7 +99,7 @@ def render_event(event_log: JetStreamLog, msg: Msg) -> Outgoing | None:
                     _encoder.encode(body).decode())
 
 
-def render_telemetry(topology: Topology, msg: Msg) -> Outgoing | None:
+def render_telemetry(topology: Topology, msg: RawMessage) -> Outgoing | None:
     """A progress, episode or heartbeat sample as a message of that type; None for anything else."""
     parts = msg.subject.split(".")
     if len(parts) != 4 or parts[0] != topology.prefix or parts[2] not in TELEMETRY_KINDS:
@@ -119,7 +118,7 @@ def render_telemetry(topology: Topology, msg: Msg) -> Outgoing | None:
     return Outgoing(TELEMETRY, seq, telemetry_topics(kind, key), _encoder.encode(body).decode())
 
 
-def render(event_log: JetStreamLog, stream: str, msg: Msg) -> Outgoing | None:
+def render(event_log: EventLog, stream: str, msg: RawMessage) -> Outgoing | None:
     """Render a message of either stream."""
     if stream == EVENTS:
         return render_event(event_log, msg)

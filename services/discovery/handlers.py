@@ -3,7 +3,7 @@
 Only the lease holder runs these, and it is the only writer of worker events, so the registry is
 folded from the log once when it takes over and then kept by evolving what it appends. Decisions
 are serialised (registrations and state changes are rare; plain heartbeats take no lock). A
-failed append re-folds the registry from the log and decides again.
+failed append re-folds the registry from the log and decides again (eventstore.decision).
 """
 
 from __future__ import annotations
@@ -12,17 +12,17 @@ import asyncio
 from collections.abc import Callable
 from datetime import datetime
 
-from contracts.base import Event, utcnow, uuid7
+from contracts.base import Event, utcnow
 from contracts.commands import DeregisterWorker, RegisterWorker, WorkerAccepted
 from contracts.errors import Unavailable
 from contracts.telemetry import WorkerHeartbeat
+from eventstore.decision import Folded, run_decision
 from eventstore.log import AppendError, ConcurrencyError
 from eventstore.observability import get_logger
 from eventstore.ports import EventLog
 from services.discovery import domain
 
 log = get_logger(component="discovery")
-TRIES = 3
 
 
 class Discovery:
@@ -53,14 +53,14 @@ class Discovery:
 
     async def register(self, command: RegisterWorker) -> WorkerAccepted:
         """A worker joins (again): record it healthy with its capabilities."""
-        seq = await self._run(lambda now: domain.decide(command, self.state, now))
+        seq = await self._run(lambda state, now: domain.decide(command, state, now))
         self.seen[command.worker_id] = self.clock()
         return WorkerAccepted(worker_id=command.worker_id, status="draining" if command.draining else "healthy",
                               seq=seq)
 
     async def deregister(self, command: DeregisterWorker) -> WorkerAccepted:
         """A worker leaves on purpose."""
-        seq = await self._run(lambda now: domain.decide(command, self.state, now))
+        seq = await self._run(lambda state, now: domain.decide(command, state, now))
         self.seen.pop(command.worker_id, None)
         return WorkerAccepted(worker_id=command.worker_id, status="left", seq=seq)
 
@@ -72,32 +72,28 @@ class Discovery:
             return  # never registered (or forgotten): it registers again when its commands fail
         self.seen[beat.worker_id] = now
         if record.status == "lost":
-            await self._run(lambda at: domain.decide_heartbeat(self.state, beat.worker_id, at))
+            await self._run(lambda state, now: domain.decide_heartbeat(state, beat.worker_id, now))
 
     async def tick(self) -> None:
         """Declare silent workers lost and long-gone ones forgotten."""
         self.seen = domain.seed_seen(self.state, self.seen, self.clock())
-        await self._run(lambda now: domain.decide_tick(self.state, self.seen, now, self.timing))
+        await self._run(lambda state, now: domain.decide_tick(state, self.seen, now, self.timing))
 
-    async def _run(self, decide: Callable[[datetime], list[Event]]) -> int:
+    async def _run(self, decide: Callable[[domain.Registry, datetime], list[Event]]) -> int:
         async with self._lock:
-            for _ in range(TRIES):
-                events = decide(self.clock())  # decided again on the re-folded registry after a conflict
-                try:
-                    return await self._append(events)
-                except (ConcurrencyError, AppendError) as exc:
-                    log.warning("append failed, re-folding the registry", error=str(exc))
-                    await self.load()
-        raise Unavailable("discovery could not record the change (log unavailable); try again")
+            try:
+                # One append per worker, in order: each with that worker's version as the expected one.
+                decided = await run_decision(self.log, "worker", lambda state: decide(state, self.clock()),
+                                             domain.evolve, load=self._reload,
+                                             start=Folded(self.state, self.versions), atomic=False,
+                                             retry_on=(ConcurrencyError, AppendError))
+            except (ConcurrencyError, AppendError):
+                raise Unavailable("discovery could not record the change (log unavailable); try again") from None
+            self.state, self.versions = decided.folded.state, dict(decided.folded.versions)
+        for event in decided.events:
+            log.info(type(event).__name__, worker_id=event.aggregate_id, seq=self.versions[event.aggregate_id])
+        return decided.last_seq
 
-    async def _append(self, events: list[Event]) -> int:
-        seq = 0
-        for event in events:
-            worker_id = event.aggregate_id
-            result = await self.log.append("worker", worker_id, [event], self.versions.get(worker_id, 0),
-                                           event_ids=[uuid7()])
-            seq = result.last_seq
-            self.versions[worker_id] = result.versions.get(f"worker.{worker_id}", seq)
-            self.state = domain.evolve(self.state, event)
-            log.info(type(event).__name__, worker_id=worker_id, seq=seq)
-        return seq
+    async def _reload(self) -> Folded[domain.Registry]:
+        await self.load()
+        return Folded(self.state, self.versions)

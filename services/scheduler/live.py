@@ -12,12 +12,11 @@ import asyncio
 import time
 from collections.abc import Callable, Sequence
 
-from nats.aio.msg import Msg
-
 from contracts.base import Event, uuid7
+from eventstore.follow import follow_forever
 from eventstore.log import MSG_ID, StoredEvent
 from eventstore.observability import get_logger
-from eventstore.ports import EventLog
+from eventstore.ports import EventLog, RawMessage
 from services.scheduler.board import JobBoard, apply_in_place, initial_state, record_version
 from services.scheduler.snapshot import SnapshotStore
 
@@ -89,17 +88,9 @@ class LiveBoard:
             self.snapshot_seq = self.position
 
     async def _follow(self) -> None:
-        while True:
-            try:
-                async for msg in self.log.follow_raw(self.position + 1):
-                    self._on_message(msg)
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                log.exception("following the log failed, resuming", position=self.position)
-                await asyncio.sleep(0.5)
+        await follow_forever(self.log, lambda: self.position, self._on_message, name="scheduler-board")
 
-    def _on_message(self, msg: Msg) -> None:
+    def _on_message(self, msg: RawMessage) -> None:
         seq = msg.metadata.sequence.stream
         if seq <= self.position:
             return

@@ -1,0 +1,47 @@
+"""Following the log forever: restart from the last applied position after an error, with a backoff.
+
+The readers that keep something current for the life of a process (the gateway's live fan-out, the
+scheduler's board, the gateway's token registry) each hand `follow_forever` a position (the last
+sequence they applied) and a function applying one raw message. A consumer that breaks (a lost
+connection, a stream leader election, an apply that raised) is logged and started again just
+after the position, so nothing is skipped and nothing applied twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+
+from eventstore.observability import get_logger
+from eventstore.ports import EventLog, RawMessage
+
+log = get_logger(component="follow")
+YIELD_EVERY = 32  # let other tasks run during a burst
+
+
+async def follow_forever(event_log: EventLog, position: Callable[[], int], apply: Callable[[RawMessage], None], *,
+                         name: str, filter_subject: str | None = None, stream: str | None = None,
+                         backoff_s: float = 0.5, max_backoff_s: float = 5.0) -> None:
+    """Apply every message after `position()` as it comes, forever (cancel to stop).
+
+    After a failure the wait before restarting doubles from `backoff_s` up to `max_backoff_s`, and
+    goes back to `backoff_s` once a message was applied.
+    """
+    failures = 0
+    while True:
+        try:
+            count = 0
+            async for msg in event_log.follow_raw(position() + 1, filter_subject=filter_subject, stream=stream):
+                apply(msg)
+                failures, count = 0, count + 1
+                if count % YIELD_EVERY == 0:
+                    await asyncio.sleep(0)
+            reason = "the consumer ended"
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            reason = repr(exc)
+        delay = min(max_backoff_s, backoff_s * 2 ** failures)
+        failures += 1
+        log.warning("follower restarting", follower=name, position=position(), error=reason, retry_in_s=delay)
+        await asyncio.sleep(delay)
