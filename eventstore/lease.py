@@ -8,14 +8,22 @@ standby claims the key with a compare-and-set on that revision. No clocks are co
 from __future__ import annotations
 
 import asyncio
+import os
+import socket
 import time
 
 from nats.js.errors import BadRequestError, KeyDeletedError, KeyNotFoundError, KeyWrongLastSequenceError
 from nats.js.kv import KeyValue
 
+from contracts.base import uuid7
 from eventstore.observability import get_logger
 
 log = get_logger(component="lease")
+
+
+def holder_name() -> str:
+    """Who holds a lease: host, pid and a random tail (a restarted process is a new holder)."""
+    return f"{socket.gethostname()}-{os.getpid()}-{uuid7()[-8:]}"
 
 
 class Lease:

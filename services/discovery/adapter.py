@@ -8,18 +8,15 @@ worker events and gives every healthy worker `lost_after_s` from that moment to 
 from __future__ import annotations
 
 import asyncio
-import os
-import socket
 
 import msgspec
 from nats.aio.msg import Msg
 from nats.micro.service import Service
 
-from contracts.base import uuid7
 from contracts.codec import decode_message
 from contracts.commands import DeregisterWorker, RegisterWorker
 from contracts.telemetry import WorkerHeartbeat
-from eventstore.lease import Lease
+from eventstore.lease import Lease, holder_name
 from eventstore.micro import start_service
 from eventstore.observability import get_logger
 from eventstore.service import ServiceContext
@@ -38,7 +35,7 @@ class DiscoveryService:
 
     def __init__(self, ctx: ServiceContext, settings: DiscoverySettings) -> None:
         self.ctx, self.settings = ctx, settings
-        self.holder = f"{socket.gethostname()}-{os.getpid()}-{uuid7()[-8:]}"
+        self.holder = holder_name()
         self.discovery: Discovery | None = None
         self.serving = asyncio.Event()  # acting, with endpoints registered
 

@@ -9,17 +9,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
-import socket
 
 from nats.micro import add_service
 from nats.micro.request import Request
 from nats.micro.service import Service
 
-from contracts.base import uuid7
 from contracts.commands import JobReport, StopJob, SubmitJob
 from eventstore.dispatch import JetStreamDispatch
-from eventstore.lease import Lease
+from eventstore.lease import Lease, holder_name
 from eventstore.micro import handle_request
 from eventstore.observability import get_logger
 from eventstore.service import ServiceContext
@@ -33,11 +30,6 @@ from services.scheduler.snapshot import SnapshotStore
 log = get_logger(component="scheduler")
 VERSION = "0.1.0"
 LEASE_KEY = "scheduler"
-
-
-def holder_name() -> str:
-    """Who holds the lease: host, pid and a random tail (a restarted process is a new holder)."""
-    return f"{socket.gethostname()}-{os.getpid()}-{uuid7()[-8:]}"
 
 
 class SchedulerService:
