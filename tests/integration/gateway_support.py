@@ -37,6 +37,7 @@ from eventstore.stores.sqlite import SqliteStore
 from gateway.app import create_app
 from gateway.settings import GatewaySettings, Settings
 from gateway.tokens import issue_token
+from services.scheduler.board import apply_in_place, initial_state
 
 ROLES = ("viewer", "operator", "admin")
 
@@ -45,6 +46,14 @@ def finished(events: list[Any]) -> bool:
     """Whether a job's events end it."""
     return any(isinstance(e.event, ev.TERMINAL_JOB_EVENTS) or (isinstance(e.event, ev.JobFailed)
                                                                 and not e.event.will_retry) for e in events)
+
+
+def current_attempt(job_id: str, events: list[Any]) -> int:
+    """The job's attempt now, folded as the scheduler folds it (not a copy of its rules)."""
+    board = initial_state()
+    for stored in events:
+        apply_in_place(board, stored.event)
+    return board.jobs[job_id].attempt
 
 
 class FakeScheduler:
@@ -82,8 +91,9 @@ class FakeScheduler:
                 raise NotFound(f"no job {job_id}")
             if events and not finished(events):
                 now = utcnow()
+                attempt = current_attempt(job_id, events)
                 await self.log.append("job", job_id, [ev.JobStopRequested(job_id=job_id, requested_at=now),
-                                                      ev.JobStopped(job_id=job_id, attempt=0, stopped_at=now)],
+                                                      ev.JobStopped(job_id=job_id, attempt=attempt, stopped_at=now)],
                                       version)
                 stopped.append(job_id)
         return JobsStopping(job_ids=stopped)

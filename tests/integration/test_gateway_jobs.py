@@ -132,6 +132,15 @@ async def test_stop(stack) -> None:
         assert_error(await client.post("/api/v1/jobs/01NOSUCHJOB/stop"), 404)
 
 
+async def test_a_stopped_job_ends_at_its_current_attempt(stack) -> None:
+    async with stack.client("operator") as client:
+        job = (await client.post("/api/v1/jobs", json=JOB)).json()["id"]
+        assert (await client.post(f"/api/v1/jobs/{job}/stop")).status_code == 202
+    events, _version = await stack.log.load("job", job)
+    stopped = [e.event for e in events if e.type == "JobStopped"]
+    assert [e.attempt for e in stopped] == [1]  # as the scheduler's decider says, not 0
+
+
 async def test_a_job_the_projector_has_not_reached_is_read_from_the_log(nats_server, nc, topology, tmp_path) -> None:
     async with gateway_stack(nats_server.url, nc, topology, tmp_path, read_your_writes_s=0.05) as stack:
         job = new_id()
