@@ -14,19 +14,16 @@ from nats.aio.msg import Msg
 from nats.js.api import ConsumerConfig, DeliverPolicy
 from nats.js.errors import NotFoundError, ServiceUnavailableError
 
-from contracts.base import Event
 from contracts.subjects import Topology
 from eventstore.logcore import (
     MAX_BATCH,
-    LogReader,
+    LogCore,
     Message,
     Metadata,
     Sequences,
     StoredMessage,
     by_aggregate,
-    prepare_messages,
 )
-from eventstore.observability import tracer
 from eventstore.ports import StreamMissing, StreamState
 from eventstore.records import (
     CAUSATION,
@@ -54,7 +51,7 @@ CONCURRENCY_CODES = {10071, 10164}
 DUPLICATE_IN_BATCH = 10201
 
 
-class JetStreamLog(LogReader):
+class JetStreamLog(LogCore):
     """stoker's event log (an `EventLog`): one JetStream stream, one subject per aggregate, sequence = version."""
 
     def __init__(self, nc: Client, topology: Topology | None = None, *, timeout: float = 5.0,
@@ -71,22 +68,8 @@ class JetStreamLog(LogReader):
 
         await ensure_streams(self.js, self.topology, replicas)
 
-    async def append(self, aggregate: str, aggregate_id: str, events: Sequence[Event],
-                     expected_version: int | None = None, *, correlation_id: str | None = None,
-                     causation_id: str | None = None, event_ids: Sequence[str] | None = None) -> AppendResult:
-        """Append one decision's events to one aggregate, atomically, if it is still at `expected_version`."""
-        return await self.append_batch([PendingAppend(aggregate, aggregate_id, events, expected_version)],
-                                       correlation_id=correlation_id, causation_id=causation_id,
-                                       event_ids=event_ids)
-
-    async def append_batch(self, appends: Sequence[PendingAppend], *, correlation_id: str | None = None,
-                           causation_id: str | None = None,
-                           event_ids: Sequence[str] | None = None) -> AppendResult:
-        """Append events of several aggregates as one atomic batch: all of them land, or none."""
-        count = sum(len(a.events) for a in appends)
-        with tracer().start_as_current_span("stoker.append", attributes={"stoker.events": count}):
-            messages = prepare_messages(self.topology, appends, correlation_id, causation_id, event_ids)
-            return await self._publish_with_retries(messages, appends)
+    async def _store(self, messages: list[Message], appends: Sequence[PendingAppend]) -> AppendResult:
+        return await self._publish_with_retries(messages, appends)
 
     async def append_raw(self, subject: str, data: bytes, headers: dict[str, str] | None = None,
                          stream: str | None = None) -> int:

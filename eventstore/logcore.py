@@ -1,4 +1,4 @@
-"""What every event log shares: an append's messages, decoding raw messages, reading on top of raw access.
+"""What every event log shares: checking and building appends, decoding raw messages, reading on raw access.
 
 `JetStreamLog` and `MemoryLog` differ only in where messages are kept; the checks on an append,
 the headers, the skipping of malformed messages and the way events are loaded and read are here once.
@@ -13,13 +13,14 @@ from datetime import datetime
 from contracts.base import Event, uuid7
 from contracts.codec import MalformedEvent, decode_event, encode
 from contracts.subjects import MAX_EVENT_BYTES, Topology
-from eventstore.observability import get_logger
+from eventstore.observability import get_logger, tracer
 from eventstore.ports import RawMessage
 from eventstore.records import (
     EXPECTED_SUBJECT_SEQ,
     MSG_ID,
     SCHEMA,
     TYPE,
+    AppendResult,
     EventTooLarge,
     PendingAppend,
     StoredEvent,
@@ -112,8 +113,9 @@ def by_aggregate(versions: dict[str, int], topology: Topology) -> dict[str, int]
     return out
 
 
-class LogReader:
-    """Loading, reading and decoding, given raw access (`subject_version`, `read_raw`, `follow_raw`)."""
+class LogCore:
+    """Appending, loading, reading and decoding, given a store for checked messages (`_store`) and raw
+    access (`subject_version`, `read_raw`, `follow_raw`)."""
 
     topology: Topology
 
@@ -122,7 +124,11 @@ class LogReader:
         self.malformed_seen = 0  # distinct malformed messages this reader has skipped (and logged once)
         self._warned: set[int] = set()
 
-    async def subject_version(self, subject: str) -> int:  # pragma: no cover - each log has its own
+    async def _store(self, messages: list[Message],
+                     appends: Sequence[PendingAppend]) -> AppendResult:  # pragma: no cover - each log has its own
+        raise NotImplementedError
+
+    async def subject_version(self, subject: str) -> int:  # pragma: no cover
         raise NotImplementedError
 
     def read_raw(self, from_seq: int = 1, *, until_seq: int | None = None, filter_subject: str | None = None,
@@ -132,6 +138,23 @@ class LogReader:
     def follow_raw(self, from_seq: int = 1, *, filter_subject: str | None = None,
                    stream: str | None = None) -> AsyncIterator[RawMessage]:  # pragma: no cover
         raise NotImplementedError
+
+    async def append(self, aggregate: str, aggregate_id: str, events: Sequence[Event],
+                     expected_version: int | None = None, *, correlation_id: str | None = None,
+                     causation_id: str | None = None, event_ids: Sequence[str] | None = None) -> AppendResult:
+        """Append one decision's events to one aggregate, atomically, if it is still at `expected_version`."""
+        return await self.append_batch([PendingAppend(aggregate, aggregate_id, events, expected_version)],
+                                       correlation_id=correlation_id, causation_id=causation_id,
+                                       event_ids=event_ids)
+
+    async def append_batch(self, appends: Sequence[PendingAppend], *, correlation_id: str | None = None,
+                           causation_id: str | None = None,
+                           event_ids: Sequence[str] | None = None) -> AppendResult:
+        """Append events of several aggregates as one atomic batch: all of them land, or none."""
+        count = sum(len(a.events) for a in appends)
+        with tracer().start_as_current_span("stoker.append", attributes={"stoker.events": count}):
+            messages = prepare_messages(self.topology, appends, correlation_id, causation_id, event_ids)
+            return await self._store(messages, appends)
 
     async def version(self, aggregate: str, aggregate_id: str) -> int:
         """The current version of one aggregate (0 when it has no events)."""

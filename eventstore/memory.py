@@ -17,10 +17,9 @@ import asyncio
 from collections.abc import AsyncIterator, Callable, Sequence
 from datetime import datetime, timedelta
 
-from contracts.base import Event, utcnow
+from contracts.base import utcnow
 from contracts.subjects import MAX_EVENT_BYTES, MAX_TELEMETRY_BYTES, Topology
-from eventstore.logcore import LogReader, Message, Metadata, Sequences, StoredMessage, by_aggregate, prepare_messages
-from eventstore.observability import tracer
+from eventstore.logcore import LogCore, Message, Metadata, Sequences, StoredMessage, by_aggregate
 from eventstore.ports import StreamMissing, StreamState
 from eventstore.records import EXPECTED_SUBJECT_SEQ, MSG_ID, AppendError, AppendResult, ConcurrencyError, PendingAppend
 
@@ -46,7 +45,7 @@ class _Stream:
         self.seen_ids: dict[str, tuple[int, datetime]] = {}  # Nats-Msg-Id -> (seq, stored at)
 
 
-class MemoryLog(LogReader):
+class MemoryLog(LogCore):
     """An `EventLog` kept in this process."""
 
     def __init__(self, topology: Topology | None = None, *, clock: Callable[[], datetime] = utcnow,
@@ -65,22 +64,8 @@ class MemoryLog(LogReader):
 
     # -- writing ----------------------------------------------------------------------------------
 
-    async def append(self, aggregate: str, aggregate_id: str, events: Sequence[Event],
-                     expected_version: int | None = None, *, correlation_id: str | None = None,
-                     causation_id: str | None = None, event_ids: Sequence[str] | None = None) -> AppendResult:
-        """Append one decision's events to one aggregate, atomically, if it is still at `expected_version`."""
-        return await self.append_batch([PendingAppend(aggregate, aggregate_id, events, expected_version)],
-                                       correlation_id=correlation_id, causation_id=causation_id,
-                                       event_ids=event_ids)
-
-    async def append_batch(self, appends: Sequence[PendingAppend], *, correlation_id: str | None = None,
-                           causation_id: str | None = None,
-                           event_ids: Sequence[str] | None = None) -> AppendResult:
-        """Append events of several aggregates as one atomic batch: all of them land, or none."""
-        count = sum(len(a.events) for a in appends)
-        with tracer().start_as_current_span("stoker.append", attributes={"stoker.events": count}):
-            messages = prepare_messages(self.topology, appends, correlation_id, causation_id, event_ids)
-            result = self._store_events(messages, appends)
+    async def _store(self, messages: list[Message], appends: Sequence[PendingAppend]) -> AppendResult:
+        result = self._store_events(messages, appends)
         if not result.duplicate:
             await self._notify()
         return result
