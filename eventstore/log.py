@@ -12,7 +12,7 @@ import nats.errors
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.js.api import ConsumerConfig, DeliverPolicy
-from nats.js.errors import NotFoundError, ServiceUnavailableError
+from nats.js.errors import APIError, NotFoundError, ServiceUnavailableError
 
 from contracts.subjects import Topology
 from eventstore.logcore import (
@@ -74,7 +74,13 @@ class JetStreamLog(LogCore):
     async def append_raw(self, subject: str, data: bytes, headers: dict[str, str] | None = None,
                          stream: str | None = None) -> int:
         """Store bytes as they are (an import); the stream is the one whose subjects hold `subject`."""
-        ack = await self.js.publish(subject, data, headers=headers, stream=stream)
+        try:
+            ack = await self.js.publish(subject, data, headers=headers, stream=stream)
+        except APIError as exc:
+            if exc.err_code in CONCURRENCY_CODES:
+                expected = (headers or {}).get(EXPECTED_SUBJECT_SEQ)
+                raise ConcurrencyError(subject, int(expected) if expected else None, exc.description or "") from None
+            raise AppendError(f"JetStream refused the append: {exc.description} (code {exc.err_code})") from None
         return int(ack.seq)
 
     async def _publish_with_retries(self, messages: list[Message],

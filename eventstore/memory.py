@@ -95,9 +95,8 @@ class MemoryLog(LogCore):
 
     def _conflict(self, stream: _Stream, messages: list[Message]) -> ConcurrencyError | None:
         for subject, _data, headers in messages:
-            expected = headers.get(EXPECTED_SUBJECT_SEQ)
-            if expected is not None and stream.last_by_subject.get(subject, 0) != int(expected):
-                last = stream.last_by_subject.get(subject, 0)
+            expected, last = headers.get(EXPECTED_SUBJECT_SEQ), stream.last_by_subject.get(subject, 0)
+            if expected is not None and last != int(expected):
                 return ConcurrencyError(subject, int(expected), f"wrong last sequence: {last}")
         return None
 
@@ -122,9 +121,9 @@ class MemoryLog(LogCore):
         msg_id = (headers or {}).get(MSG_ID)
         if msg_id is not None and msg_id in target.seen_ids:
             return target.seen_ids[msg_id][0]
-        expected = (headers or {}).get(EXPECTED_SUBJECT_SEQ)
-        if expected is not None and target.last_by_subject.get(subject, 0) != int(expected):
-            raise ConcurrencyError(subject, int(expected), "wrong last sequence")
+        conflict = self._conflict(target, [(subject, data, headers or {})])
+        if conflict is not None:
+            raise conflict
         seq = self._put(target, subject, data, dict(headers) if headers is not None else None)
         await self._notify()
         return seq

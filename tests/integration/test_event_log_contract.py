@@ -20,7 +20,7 @@ from eventstore.connect import connect
 from eventstore.log import JetStreamLog
 from eventstore.memory import MemoryLog, subject_matches
 from eventstore.ports import EventLog, StreamMissing
-from eventstore.records import MSG_ID, ConcurrencyError, EventTooLarge, PendingAppend
+from eventstore.records import EXPECTED_SUBJECT_SEQ, MSG_ID, ConcurrencyError, EventTooLarge, PendingAppend
 
 
 def submitted(job_id: str, **extra) -> ev.JobSubmitted:
@@ -162,6 +162,8 @@ async def test_raw_appends_are_deduplicated_by_message_id(log: EventLog) -> None
     first = await log.append_raw(subject, b"x", {MSG_ID: "same"})
     again = await log.append_raw(subject, b"x", {MSG_ID: "same"})
     assert first == again and await log.last_seq() == first
+    with pytest.raises(ConcurrencyError):
+        await log.append_raw(subject, b"y", {MSG_ID: "other", EXPECTED_SUBJECT_SEQ: "0"})
     sample = await log.append_raw(log.topology.telemetry("progress", "j"), b"{}")
     assert sample == 1 and await log.last_seq(log.topology.telemetry_stream) == 1
 
