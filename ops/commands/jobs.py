@@ -18,6 +18,7 @@ from contracts.telemetry import JobProgress
 from eventstore.log import StoredEvent
 from eventstore.micro import call
 from eventstore.observability import trace_id_of
+from eventstore.readmodels.jobs import job_record
 from eventstore.stores import open_store
 from eventstore.stores.sqlite import NoReadModel
 from eventstore.telemetry import sample_history
@@ -160,7 +161,7 @@ async def jobs(cli: Cli, status: str | None, limit: int, json_flag: bool) -> Non
     rows = await _read_model(cli, f"SELECT * FROM {{jobs}} {where} ORDER BY submitted_at DESC LIMIT ?",
                              *params, limit)
     if as_json(cli, json_flag):
-        emit_json(rows or [])
+        emit_json([job_record(r) for r in rows or []])
     elif rows is None:
         click.echo("no jobs yet (no read model: is `stoker up` running?)")
     else:
