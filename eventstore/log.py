@@ -87,7 +87,9 @@ class JetStreamLog:
         ids = list(event_ids) if event_ids is not None else [uuid7() for _ in flat]
         if len(ids) != len(flat):
             raise ValueError("event_ids must name one id per event")
-        with tracer().start_as_current_span("stoker.append", attributes={"stoker.events": len(flat)}):
+        types = sorted({type(e).__name__ for _a, e in flat})
+        with tracer().start_as_current_span("stoker.append", context=appends[0].trace,
+                                            attributes={"stoker.events": len(flat), "stoker.event_types": types}):
             messages = self._messages(flat, ids, correlation_id, causation_id)
             return await self._publish_with_retries(messages, appends)
 
@@ -103,7 +105,9 @@ class JetStreamLog:
             if len(data) > MAX_EVENT_BYTES - 4096:
                 raise EventTooLarge(f"{type(event).__name__} is {len(data)} bytes; events are limited to "
                                     f"{MAX_EVENT_BYTES - 4096} (store large data as a blob and reference it)")
-            headers = event_headers(event, event_id, correlation_id or ids[0], causation_id)
+            # Decisions of other commands in the same batch keep their own trace.
+            trace = pending.trace if pending.trace is not None and pending is not flat[0][0] else None
+            headers = event_headers(event, event_id, correlation_id or ids[0], causation_id, trace)
             if pending.expected_version is not None and subject not in guarded:
                 # Only the aggregate's first event carries the guard; the rest follow it atomically.
                 headers[EXPECTED_SUBJECT_SEQ] = str(pending.expected_version)

@@ -54,7 +54,7 @@ async def serve(name: str, main: ServiceMain, settings: CommonSettings | None = 
     """Run `main` until it returns or SIGTERM/SIGINT; then give it `grace` seconds and drain NATS."""
     settings = settings or load_settings(CommonSettings)
     configure_logging(name, settings.log_format, settings.log_level)
-    configure_tracing(name, settings.tracing, settings.otlp_endpoint)
+    configure_tracing(name, settings.tracing, settings.otlp_endpoint, path=settings.trace_path)
     log = get_logger()
     url = resolve_nats_url(settings.nats_url, settings.data_path)
     nc = await connect_with_retry(url, f"stoker-{name}")

@@ -12,6 +12,8 @@ import asyncio
 from collections.abc import Sequence
 
 from nats.aio.client import Client
+from opentelemetry.context import Context
+from opentelemetry.trace import SpanKind
 
 from contracts import events as ev
 from contracts.base import Event, utcnow
@@ -29,7 +31,7 @@ from contracts.dispatch import Assignment, DispatchMessage
 from contracts.errors import InvalidCommand, Unavailable, UnknownWorkload
 from contracts.subjects import MAX_EVENT_BYTES, Topology
 from eventstore.log import MSG_ID, StoredEvent
-from eventstore.observability import get_logger
+from eventstore.observability import context_of, get_logger, inject_trace, traceparent, tracer
 from services.scheduler import domain
 from services.scheduler.board import record_version
 from services.scheduler.committer import CommitFailed, Committer
@@ -65,11 +67,12 @@ class Scheduler:
     async def submit(self, command: SubmitJob) -> JobAccepted:
         """Queue a job (placing it at once when a slot is free); the same idempotency key gives the same job."""
         async def once() -> JobAccepted:
+            parent = traceparent()
             try:
-                events = domain.decide(command, self.board.state, utcnow(), policy=self.policy)
+                events = domain.decide(command, self.board.state, utcnow(), policy=self.policy, traceparent=parent)
             except UnknownWorkload:
                 await self._fold_all()  # refuse only on a board that knows every worker registered so far
-                events = domain.decide(command, self.board.state, utcnow(), policy=self.policy)
+                events = domain.decide(command, self.board.state, utcnow(), policy=self.policy, traceparent=parent)
             if not events:
                 job_id = self.board.state.idempotency[command.idempotency_key or ""]
                 await self._settled(job_id)
@@ -178,9 +181,23 @@ class Scheduler:
         await self.publish(message)
 
     async def publish(self, message: DispatchMessage) -> None:
-        """Hand one message to its worker's dispatch queue, retrying; the message id makes repeats harmless."""
+        """Hand one message to its worker's dispatch queue, retrying; the message id makes repeats harmless.
+
+        An assignment continues the job's submission trace, whichever command or pass decided it (a
+        scheduler's current span may be another command's); a stop continues the trace that asked for it.
+        """
         verb = "assign" if isinstance(message, Assignment) else "stop"
-        headers = {MSG_ID: f"{message.job_id}.{message.attempt}.{verb}"}
+        parent = None
+        if isinstance(message, Assignment):
+            job = self.board.state.jobs.get(message.job_id)
+            parent = context_of(job.traceparent if job else "") or Context()
+        attributes = {"stoker.job_id": message.job_id, "stoker.worker_id": message.worker_id}
+        with tracer().start_as_current_span(f"stoker.dispatch {verb}", context=parent, kind=SpanKind.PRODUCER,
+                                            attributes=attributes):
+            headers = inject_trace({MSG_ID: f"{message.job_id}.{message.attempt}.{verb}"})
+            await self._publish(message, headers)
+
+    async def _publish(self, message: DispatchMessage, headers: dict[str, str]) -> None:
         subject, data = self.topology.dispatch(message.worker_id), encode(message)
         for attempt in range(self.settings.dispatch_retries + 1):
             try:
