@@ -24,8 +24,10 @@ def main(settings: Settings) -> None:
     """Serve the app with uvicorn until SIGTERM/SIGINT."""
     import uvicorn
 
+    from eventstore import lifeline
     from gateway.app import create_app
 
+    lifeline.watch()  # under `stoker up`: stop (as on SIGTERM) if the supervisor dies
     configure_logging("gateway", settings.common.log_format, settings.common.log_level)
     uvicorn.Server(server_config(create_app(settings), settings)).run()
 
