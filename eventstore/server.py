@@ -23,7 +23,8 @@ from eventstore.observability import get_logger
 
 log = get_logger(component="nats-server")
 RECORD_FILE = "nats.json"
-KEEPER_STOP_S = 15.0
+EXIT_NATS_KILLED = 2  # the keeper had to SIGKILL its nats-server (it did not stop on SIGTERM)
+KEEPER_STOP_S = 10.0  # a healthy nats-server stops in well under a second
 
 
 class NatsServerError(RuntimeError):
@@ -305,6 +306,7 @@ def keep(binary: str, config: Path, log_path: Path) -> int:
     except subprocess.TimeoutExpired:
         process.kill()
         process.wait()
+        return EXIT_NATS_KILLED
     return 0
 
 

@@ -293,14 +293,17 @@ class Supervisor:
             if child.spec.infrastructure and not child.stopping:
                 child.restart_now()
 
-    async def stop(self, which: Callable[[ProcessSpec], bool] | None = None, grace: float | None = None) -> None:
+    async def stop(self, which: Callable[[ProcessSpec], bool] | None = None, grace: float | None = None,
+                   ordered: bool = True) -> None:
         """Stop the selected processes (all by default) rank by rank, each rank in parallel.
 
-        `grace` caps each one's grace period.
+        `grace` caps each one's grace period; `ordered=False` stops them all at once (when the order buys
+        nothing, e.g. without NATS).
         """
         chosen = self.select(which)
-        for rank in sorted({c.spec.stop_rank for c in chosen}):
-            await asyncio.gather(*(c.stop(grace) for c in chosen if c.spec.stop_rank == rank))
+        ranks = sorted({c.spec.stop_rank for c in chosen}) if ordered else [None]
+        for rank in ranks:
+            await asyncio.gather(*(c.stop(grace) for c in chosen if rank is None or c.spec.stop_rank == rank))
         if all(c.stopping for c in self.children):
             for watcher in self._watchers:
                 watcher.cancel()

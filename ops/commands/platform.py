@@ -23,7 +23,14 @@ from eventstore.connect import connect
 from eventstore.lifeline import open_lifeline
 from eventstore.log import JetStreamLog
 from eventstore.observability import configure_logging
-from eventstore.server import NatsServer, cluster_nodes, embedded_node, port_is_free, write_record
+from eventstore.server import (
+    EXIT_NATS_KILLED,
+    NatsServer,
+    cluster_nodes,
+    embedded_node,
+    port_is_free,
+    write_record,
+)
 from eventstore.service import EXIT_NATS_UNREACHABLE
 from gateway.bootstrap import ensure_admin_token
 from gateway.settings import GatewaySettings
@@ -52,8 +59,8 @@ SERVICES = [
 ]
 WORKER_MODULE = "services.trainer"
 NATS_STOP_RANK = 99  # after every service: they need it to checkpoint and report while they stop
-NATS_BACK_S = 10.0  # at a stop, how long NATS may take to come back before the services stop without it
-GRACE_WITHOUT_NATS_S = 10.0
+NATS_BACK_S = 5.0  # at a stop, how long NATS may take to come back before the services stop without it
+GRACE_WITHOUT_NATS_S = 5.0
 
 
 def module_runs(module: str) -> bool:
@@ -352,17 +359,19 @@ class Up:
         started = [c for c in services if c.process is not None]
         nats_ok = not started or await self._nats_back(keepers)
         restarts = sum(k.restarts for k in keepers)
-        # Without NATS the services cannot save anything: no point waiting out their full grace.
-        await supervisor.stop(lambda s: not s.infrastructure, None if nats_ok else GRACE_WITHOUT_NATS_S)
+        # Without NATS the services can neither save nor report anything: no point in the order, or in waiting
+        # out their full grace.
+        await supervisor.stop(lambda s: not s.infrastructure, None if nats_ok else GRACE_WITHOUT_NATS_S,
+                              ordered=nats_ok)
         nats_ok = nats_ok and sum(k.restarts for k in keepers) == restarts and await self._nats_healthy()
         await supervisor.stop()
         # Before the platform was up, a process that had already failed is not a doubt: it was said.
-        doubts = [f"{c.spec.name}: {explain(c.outcome)}" for c in started
+        doubts = [f"{c.spec.name}: {explain(c)}" for c in started
                   if c.outcome != "clean" and (supervisor.up or not (c.outcome or "").startswith("was down"))]
         if started and not nats_ok:
             doubts.append("NATS was down during the stop: the last checkpoints and reports may not have reached "
                           "it (a worker resends what it kept on disk when it starts again)")
-        doubts += [f"{k.spec.name}: {explain(k.outcome)}" for k in keepers if k.process is not None
+        doubts += [f"{k.spec.name}: {explain(k)}" for k in keepers if k.process is not None
                    and k.outcome != "clean" and (supervisor.up or not (k.outcome or "").startswith("was down"))]
         if not doubts:
             say("stoker: stopped; nothing was lost (every service stopped cleanly, NATS was up to the end).", err=True)
@@ -393,13 +402,18 @@ def _exit_code(child: Supervised) -> Callable[[], int | None]:
     return lambda: child.process.returncode if child.process is not None else None
 
 
-def explain(outcome: str | None) -> str:
+def explain(child: Supervised) -> str:
     """How a process ended, in terms of what it means for its work."""
+    outcome = child.outcome or "unknown"
+    if child.spec.infrastructure and outcome == f"exit {EXIT_NATS_KILLED}":
+        return "nats-server did not stop on SIGTERM and was killed (JetStream recovers its store at the next start)"
     if outcome == f"exit {EXIT_NATS_UNREACHABLE}":
         return "stopped without NATS: its last reports may not have been delivered"
-    if outcome and outcome.startswith("killed after"):
-        return f"{outcome} (did not stop in time; its running jobs are requeued from their last checkpoint)"
-    return outcome or "unknown"
+    if outcome.startswith("killed after") and child.spec.name == "worker":
+        return f"{outcome}: its running jobs go back to the queue from their last checkpoint once it is seen gone"
+    if outcome.startswith("killed after"):
+        return f"{outcome} (did not stop in time)"
+    return outcome
 
 
 @click.command("up")

@@ -226,6 +226,23 @@ def test_a_killed_nats_server_comes_back_and_jobs_still_complete(running: Platfo
     assert wait_status(running, job, {"completed", "failed"}, timeout=120)["status"] == "completed"
 
 
+def test_a_stop_while_nats_is_frozen_says_what_is_unknown(running: Platform) -> None:
+    # Runs last on the module's platform: it stops it.
+    [nats] = [p for p in family(running.process.pid) if p.name() == "nats-server"]
+    members = family(running.process.pid)
+    nats.suspend()  # alive but answering nothing: it cannot be brought back by a restart
+    try:
+        running.process.send_signal(signal.SIGINT)
+        running.process.wait(STOP_TIMEOUT_S + 30)
+    finally:
+        with contextlib.suppress(psutil.Error):
+            nats.resume()
+    assert_all_gone(members, running.data_dir, 30)
+    said = (running.data_dir / "stoker-up.log").read_text()
+    assert "nothing was lost" not in said.split("stoker: stopping")[-1]
+    assert "NATS was down during the stop" in said and running.process.returncode == 1
+
+
 def test_a_gateway_that_cannot_bind_fails_the_start(tmp_path: Path) -> None:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as taken:
         taken.bind(("127.0.0.1", 0))
