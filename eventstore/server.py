@@ -23,6 +23,7 @@ from eventstore.observability import get_logger
 
 log = get_logger(component="nats-server")
 RECORD_FILE = "nats.json"
+LOCK_FD_ENV = "STOKER_LOCK_FD"  # set by `stoker up`'s supervisor (ops.supervisor)
 EXIT_NATS_KILLED = 2  # the keeper had to SIGKILL its nats-server (it did not stop on SIGTERM)
 KEEPER_STOP_S = 10.0  # a healthy nats-server stops in well under a second
 
@@ -294,7 +295,7 @@ def keep(binary: str, config: Path, log_path: Path) -> int:
         signal.signal(sig, lambda *_: stop.set())
     with log_path.open("ab") as out:
         process = subprocess.Popen([binary, "-c", str(config), "-l", str(log_path)], stdin=subprocess.DEVNULL,
-                                   stdout=out, stderr=out, preexec_fn=_nats_preexec())
+                                   stdout=out, stderr=out, preexec_fn=_nats_preexec(), pass_fds=_lock_fd())
     lifeline.watch(on_lost=stop.set)  # after the fork: no other thread while preexec_fn runs
     while (code := process.poll()) is None and not stop.is_set():
         stop.wait(0.2)
@@ -308,6 +309,17 @@ def keep(binary: str, config: Path, log_path: Path) -> int:
         process.wait()
         return EXIT_NATS_KILLED
     return 0
+
+
+def _lock_fd() -> tuple[int, ...]:
+    # The data dir's lock (see ops.lock): nats-server holds it too, so that a nats-server left running by a
+    # killed keeper still keeps a second `stoker up` off its store.
+    try:
+        fd = int(os.environ.pop(LOCK_FD_ENV, ""))
+        os.fstat(fd)
+    except (ValueError, OSError):
+        return ()
+    return (fd,)
 
 
 def _nats_preexec() -> Callable[[], None] | None:

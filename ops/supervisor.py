@@ -22,6 +22,7 @@ from eventstore import lifeline
 from eventstore.observability import get_logger
 
 log = get_logger(component="supervisor")
+LOCK_FD_ENV = "STOKER_LOCK_FD"
 
 
 @dataclass
@@ -88,12 +89,20 @@ class Launch:
     fds: tuple[int, ...] = ()
     lifeline_fd: int | None = None
     state_file: Path | None = None
+    lock_fd: int | None = None  # the data dir's lock: held by every child (and handed on to nats-server)
+
+    @property
+    def inherited(self) -> tuple[int, ...]:
+        """Every fd a child inherits."""
+        own = tuple(fd for fd in (self.lifeline_fd, self.lock_fd) if fd is not None)
+        return tuple(dict.fromkeys(self.fds + own))
 
     def env(self, spec: ProcessSpec, wait_s: float) -> dict[str, str]:
-        """The lifeline variables for this child."""
-        if self.lifeline_fd is None:
-            return {}
-        return lifeline.child_env(self.lifeline_fd, self.state_file, spec.stop_rank, wait_s)
+        """The lifeline (and lock) variables for this child."""
+        env = {LOCK_FD_ENV: str(self.lock_fd)} if self.lock_fd is not None else {}
+        if self.lifeline_fd is not None:
+            env |= lifeline.child_env(self.lifeline_fd, self.state_file, spec.stop_rank, wait_s)
+        return env
 
 
 class Supervised:
@@ -131,7 +140,7 @@ class Supervised:
                 self.process = await asyncio.create_subprocess_exec(
                     *self.spec.argv, env={**os.environ, **self.env, **self.spec.env},
                     stdin=asyncio.subprocess.DEVNULL, stdout=out, stderr=out, start_new_session=True,
-                    pass_fds=self.launch.fds)
+                    pass_fds=self.launch.inherited)
             self.started_at, self.started_wall = time.monotonic(), time.time()
         self.on_change()
 

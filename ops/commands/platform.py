@@ -213,7 +213,7 @@ class Up:
         read_fd, write_fd = open_lifeline()
         try:
             specs = nats_specs(self.nodes, self.logs) + self.specs
-            launch = Launch(fds=(read_fd, self.lock.fd), lifeline_fd=read_fd, state_file=state_path(self.data))
+            launch = Launch(lifeline_fd=read_fd, state_file=state_path(self.data), lock_fd=self.lock.fd)
             self.supervisor = Supervisor(specs, self.logs, launch, self.write_state)
             code = await self._start_and_wait()
             stopped_clean = await self._shutdown()

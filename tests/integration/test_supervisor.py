@@ -16,7 +16,7 @@ import pytest
 
 from eventstore import lifeline
 from eventstore.server import NatsServer, ServerSpec, free_port
-from ops.supervisor import Launch, ProcessSpec, Supervisor
+from ops.supervisor import LOCK_FD_ENV, Launch, ProcessSpec, Supervisor
 
 SLEEP = [sys.executable, "-c", "import time; time.sleep(120)"]
 
@@ -128,7 +128,8 @@ def test_a_keeper_exits_when_its_nats_server_dies(tmp_path: Path) -> None:
 
 
 def test_launch_gives_each_child_its_lifeline_and_rank() -> None:
-    launch = Launch(fds=(7,), lifeline_fd=7, state_file=Path("/x/supervisor.json"))
+    launch = Launch(lifeline_fd=7, state_file=Path("/x/supervisor.json"), lock_fd=8)
     env = launch.env(ProcessSpec("scheduler", SLEEP, stop_rank=6), 70.0)
     assert env[lifeline.ENV_FD] == "7" and env[lifeline.ENV_RANK] == "6" and env[lifeline.ENV_WAIT] == "70"
+    assert env[LOCK_FD_ENV] == "8" and launch.inherited == (7, 8)
     assert lifeline.ENV_STATE not in launch.env(ProcessSpec("worker", SLEEP, stop_rank=1), 0.0)
