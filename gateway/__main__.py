@@ -24,8 +24,10 @@ def main(settings: Settings) -> None:
     """Serve the app with uvicorn until SIGTERM/SIGINT."""
     import uvicorn
 
+    from eventstore import lifeline
     from gateway.app import create_app
 
+    lifeline.watch()  # under `stoker up`: stop (as on SIGTERM) if the supervisor dies
     common = settings.common
     configure_logging("gateway", common.log_format, common.log_level)
     configure_tracing("gateway", common.tracing, common.otlp_endpoint, path=common.trace_path)
