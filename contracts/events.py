@@ -57,6 +57,9 @@ class JobSubmitted(JobEvent, kw_only=True):
     timeout_s: Annotated[float, msgspec.Meta(gt=0)] | None = None
     max_retries: SmallNonNegative = 0
     submitted_at: datetime
+    # The W3C trace context the submission was decided in: the job's dispatch, worker and job process
+    # continue this trace. Empty when nobody traced it.
+    traceparent: Annotated[str, msgspec.Meta(max_length=128)] = ""
 
 
 class JobAssigned(JobEvent, kw_only=True):

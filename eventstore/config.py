@@ -27,8 +27,9 @@ class CommonSettings(msgspec.Struct, frozen=True, kw_only=True):
     replicas: Literal[1, 3] = 1
     log_format: Literal["auto", "console", "json"] = "auto"
     log_level: str = "info"
-    tracing: Literal["off", "console", "otlp"] = "off"
+    tracing: Literal["off", "console", "otlp", "file"] = "off"
     otlp_endpoint: str = "http://127.0.0.1:4318/v1/traces"
+    trace_file: str = ""  # tracing=file: where spans go as JSON lines; empty: <data_dir>/traces.jsonl
 
     @property
     def data_path(self) -> Path:
@@ -36,6 +37,11 @@ class CommonSettings(msgspec.Struct, frozen=True, kw_only=True):
         path = Path(self.data_dir or platformdirs.user_data_dir("stoker")).expanduser()
         path.mkdir(parents=True, exist_ok=True)
         return path
+
+    @property
+    def trace_path(self) -> Path:
+        """Where `tracing = "file"` appends spans (every process of a data dir may share it)."""
+        return Path(self.trace_file).expanduser() if self.trace_file else self.data_path / "traces.jsonl"
 
     @property
     def sqlite_path(self) -> Path:

@@ -14,7 +14,7 @@ from nats.aio.client import Client
 from contracts.codec import encode
 from contracts.dispatch import Assignment, DispatchMessage
 from contracts.subjects import Topology
-from eventstore.observability import get_logger
+from eventstore.observability import get_logger, inject_trace
 from eventstore.records import MSG_ID
 
 log = get_logger(component="dispatch")
@@ -41,7 +41,7 @@ class JetStreamDispatch:
 
     async def publish(self, message: DispatchMessage) -> None:
         """Hand one message to its worker's queue; after `retries` failed tries it is logged and dropped."""
-        headers = {MSG_ID: dispatch_id(message)}
+        headers = inject_trace({MSG_ID: dispatch_id(message)})  # the caller's span: the job's trace
         subject, data = self.topology.dispatch(message.worker_id), encode(message)
         for attempt in range(self.retries + 1):
             try:

@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from contracts.base import Event, uuid7
 from contracts.codec import MalformedEvent, decode_event, encode
@@ -75,8 +76,10 @@ def prepare_messages(topology: Topology, appends: Sequence[PendingAppend], corre
         raise ValueError("event_ids must name one id per event")
     messages, guarded = [], set()
     for (pending, event), event_id in zip(flat, ids, strict=True):
+        # Decisions of other commands in the same batch keep their own trace; the first one's is the span's.
+        trace = pending.trace if pending.trace is not None and pending is not flat[0][0] else None
         messages.append(_message(topology, pending, event, event_id, correlation_id or ids[0], causation_id,
-                                 guard=subject_guard(topology, pending, guarded)))
+                                 guard=subject_guard(topology, pending, guarded), trace=trace))
     return messages
 
 
@@ -90,7 +93,7 @@ def subject_guard(topology: Topology, pending: PendingAppend, guarded: set[str])
 
 
 def _message(topology: Topology, pending: PendingAppend, event: Event, event_id: str, correlation_id: str,
-             causation_id: str | None, guard: int | None) -> Message:
+             causation_id: str | None, guard: int | None, trace: Any = None) -> Message:
     if event.aggregate != pending.aggregate or event.aggregate_id != pending.aggregate_id:
         raise ValueError(f"{type(event).__name__} of {event.aggregate_id!r} does not belong to "
                          f"{pending.aggregate} {pending.aggregate_id!r}")
@@ -98,7 +101,7 @@ def _message(topology: Topology, pending: PendingAppend, event: Event, event_id:
     if len(data) > MAX_STORED_EVENT:
         raise EventTooLarge(f"{type(event).__name__} is {len(data)} bytes; events are limited to "
                             f"{MAX_STORED_EVENT} (store large data as a blob and reference it)")
-    headers = event_headers(event, event_id, correlation_id, causation_id)
+    headers = event_headers(event, event_id, correlation_id, causation_id, trace)
     if guard is not None:
         headers[EXPECTED_SUBJECT_SEQ] = str(guard)
     return topology.events(pending.aggregate, pending.aggregate_id), data, headers
@@ -152,7 +155,9 @@ class LogCore:
                            event_ids: Sequence[str] | None = None) -> AppendResult:
         """Append events of several aggregates as one atomic batch: all of them land, or none."""
         count = sum(len(a.events) for a in appends)
-        with tracer().start_as_current_span("stoker.append", attributes={"stoker.events": count}):
+        types = sorted({type(e).__name__ for a in appends for e in a.events})
+        with tracer().start_as_current_span("stoker.append", context=appends[0].trace if appends else None,
+                                            attributes={"stoker.events": count, "stoker.event_types": types}):
             messages = prepare_messages(self.topology, appends, correlation_id, causation_id, event_ids)
             return await self._store(messages, appends)
 

@@ -11,6 +11,7 @@ from nats.aio.client import Client
 from nats.micro import add_service
 from nats.micro.request import Request
 from nats.micro.service import Service
+from opentelemetry.trace import SpanKind
 
 from contracts.base import Command
 from contracts.codec import decode_message, encode
@@ -39,8 +40,11 @@ def error_reply(code: int, error: str, message: str) -> tuple[bytes, dict[str, s
 
 
 async def handle_request(request: Request, command_type: Any, handler: Handler) -> None:
-    """Decode one request, run its handler, reply with the result or a typed error."""
-    with consumer_span(f"stoker.command {request.subject}", request.headers):
+    """Decode one request, run its handler, reply with the result or a typed error.
+
+    The handler runs in a span that continues the caller's trace (the request's `traceparent`).
+    """
+    with consumer_span(f"stoker.command {request.subject}", request.headers, kind=SpanKind.SERVER):
         try:
             command = decode_message(command_type, request.data)
             reply = await handler(command)
@@ -74,7 +78,7 @@ async def call(nc: Client, topology: Topology, command: Command, reply_type: typ
                timeout: float = 5.0) -> R:
     """Send a command to its service and return the typed reply; errors come back as DomainError."""
     subject = topology.command(command.service, command.verb)
-    with tracer().start_as_current_span(f"stoker.call {subject}"):
+    with tracer().start_as_current_span(f"stoker.call {subject}", kind=SpanKind.CLIENT):
         try:
             msg = await nc.request(subject, encode(command), timeout=timeout, headers=inject_trace({}))
         except nats.errors.NoRespondersError:

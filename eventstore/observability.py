@@ -1,11 +1,20 @@
-"""Logs and traces, configured once per process: structlog lines carry the service and trace id."""
+"""Logs and traces, configured once per process: structlog lines carry the service and trace id.
+
+Trace context travels as a W3C `traceparent` in NATS message headers (commands, events, dispatch,
+telemetry) and, to a job's own process, in the `TRACEPARENT` environment variable. It is passed on
+even by a process that records no spans, so one trace survives a service with tracing off.
+"""
 
 from __future__ import annotations
 
+import json
 import logging
+import os
 import sys
-from collections.abc import Iterator, Mapping
+import threading
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import structlog
@@ -13,11 +22,20 @@ from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.propagate import extract, inject
 from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter, SpanExporter
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace.export import (
+    BatchSpanProcessor,
+    ConsoleSpanExporter,
+    SimpleSpanProcessor,
+    SpanExporter,
+    SpanExportResult,
+)
+from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 TRACER_NAME = "stoker"
+TRACEPARENT = "traceparent"
 _tracing = {"on": False}
+_w3c = TraceContextTextMapPropagator()
 
 
 def _add_trace_id(_logger: Any, _name: str, event: dict[str, Any]) -> dict[str, Any]:
@@ -51,8 +69,10 @@ def configure_logging(service: str, log_format: str = "auto", level: str = "info
 
 def configure_tracing(
     service: str, exporter: str = "off", endpoint: str = "", extra: SpanExporter | None = None,
+    path: Path | str | None = None,
 ) -> TracerProvider | None:
-    """Install a tracer provider: `console` prints spans, `otlp` sends them to `endpoint`, `off` none."""
+    """Install a tracer provider: `console` prints spans, `otlp` sends them to `endpoint`, `file` appends
+    them as JSON lines to `path`, `off` records none; `extra` (a test's in-memory exporter) gets every span."""
     if exporter == "off" and extra is None:
         return None
     provider = TracerProvider(resource=Resource.create({"service.name": f"stoker-{service}"}))
@@ -60,13 +80,53 @@ def configure_tracing(
         provider.add_span_processor(BatchSpanProcessor(ConsoleSpanExporter()))
     elif exporter == "otlp":
         provider.add_span_processor(BatchSpanProcessor(_otlp_exporter(endpoint)))
+    elif exporter == "file":
+        if not path:
+            raise ValueError("tracing=file needs a path (trace_file)")
+        provider.add_span_processor(SimpleSpanProcessor(JsonLinesExporter(path)))
     if extra is not None:
-        from opentelemetry.sdk.trace.export import SimpleSpanProcessor
-
         provider.add_span_processor(SimpleSpanProcessor(extra))
     trace.set_tracer_provider(provider)
     _tracing["on"] = True
     return provider
+
+
+def tracing_on() -> bool:
+    """Whether this process records spans (configure_tracing installed a provider)."""
+    return _tracing["on"]
+
+
+class JsonLinesExporter(SpanExporter):
+    """Spans as one JSON object a line, appended to a file several processes may share."""
+
+    def __init__(self, path: Path | str) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.Lock()
+
+    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+        """Append the spans (one write per batch: lines of different processes never interleave)."""
+        data = "".join(json.dumps(span_record(s), default=str) + "\n" for s in spans).encode()
+        with self._lock:
+            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+            try:
+                os.write(fd, data)
+            finally:
+                os.close(fd)
+        return SpanExportResult.SUCCESS
+
+    def shutdown(self) -> None:
+        """Nothing to close: every export opens and closes the file."""
+
+
+def span_record(span: ReadableSpan) -> dict[str, Any]:
+    """One finished span as a plain dict (ids in the W3C hex form)."""
+    context, parent = span.get_span_context(), span.parent
+    return {"trace_id": format(context.trace_id, "032x"), "span_id": format(context.span_id, "016x"),
+            "parent_id": format(parent.span_id, "016x") if parent is not None else None,
+            "name": span.name, "kind": span.kind.name,
+            "service": span.resource.attributes.get("service.name", ""),
+            "start": span.start_time, "end": span.end_time, "attributes": dict(span.attributes or {})}
 
 
 def _otlp_exporter(endpoint: str) -> SpanExporter:
@@ -82,25 +142,61 @@ def tracer() -> trace.Tracer:
     return trace.get_tracer(TRACER_NAME)
 
 
-def inject_trace(headers: dict[str, str]) -> dict[str, str]:
-    """Write the current span's W3C `traceparent` into message headers."""
-    inject(headers)
+def inject_trace(headers: dict[str, str], context: otel_context.Context | None = None) -> dict[str, str]:
+    """Write the W3C `traceparent` of the current span (or of `context`) into message headers."""
+    inject(headers, context=context)
     return headers
 
 
+def traceparent(context: otel_context.Context | None = None) -> str:
+    """The current span's (or `context`'s) W3C `traceparent`; empty when there is none."""
+    carrier: dict[str, str] = {}
+    _w3c.inject(carrier, context=context)
+    return carrier.get(TRACEPARENT, "")
+
+
+def context_of(parent: str) -> otel_context.Context | None:
+    """The context a `traceparent` names, as a remote parent; None when it is empty or malformed."""
+    if not parent:
+        return None
+    context = _w3c.extract({TRACEPARENT: parent})
+    return context if trace.get_current_span(context).get_span_context().is_valid else None
+
+
+def trace_id_of(parent: str) -> str:
+    """The 32 hex digits of a `traceparent`'s trace id; empty when it is empty or malformed."""
+    context = context_of(parent)
+    return format(trace.get_current_span(context).get_span_context().trace_id, "032x") if context else ""
+
+
 @contextmanager
-def consumer_span(name: str, headers: Mapping[str, str] | None, **attributes: Any) -> Iterator[trace.Span]:
-    """A span for handling a message, child of the span that published it (its `traceparent`)."""
-    if not _tracing["on"]:
-        yield trace.INVALID_SPAN
+def attached(context: otel_context.Context | None) -> Iterator[None]:
+    """Make `context` the current one inside the block (None: leave the current one)."""
+    if context is None:
+        yield
         return
-    parent = extract(dict(headers or {}))
-    token = otel_context.attach(parent)
+    token = otel_context.attach(context)
     try:
-        with tracer().start_as_current_span(name, kind=trace.SpanKind.CONSUMER, attributes=attributes) as span:
-            yield span
+        yield
     finally:
         otel_context.detach(token)
+
+
+@contextmanager
+def consumer_span(name: str, headers: Mapping[str, str] | None, kind: trace.SpanKind = trace.SpanKind.CONSUMER,
+                  **attributes: Any) -> Iterator[trace.Span]:
+    """A span for handling a message, child of the span that published it (its `traceparent`).
+
+    A message without one starts a trace of its own. Without tracing the sender's context is still made
+    current, so what this handler sends on carries it.
+    """
+    parent = extract(dict(headers)) if headers and TRACEPARENT in headers else otel_context.Context()
+    if not _tracing["on"]:
+        with attached(parent):
+            yield trace.get_current_span()
+        return
+    with attached(parent), tracer().start_as_current_span(name, kind=kind, attributes=attributes) as span:
+        yield span
 
 
 def get_logger(**bound: Any) -> structlog.stdlib.BoundLogger:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import msgspec
 
@@ -36,12 +36,17 @@ class AppendError(RuntimeError):
 
 
 class PendingAppend(NamedTuple):
-    """Events of one aggregate to append, with the version they were decided on (None: no check)."""
+    """Events of one aggregate to append, with the version they were decided on (None: no check).
+
+    `trace` is the OpenTelemetry context the events were decided in, when that is not the current one
+    (a group commit appends decisions of many commands at once): their `traceparent` comes from it.
+    """
 
     aggregate: str
     aggregate_id: str
     events: Sequence[Event]
     expected_version: int | None = None
+    trace: Any = None
 
 
 class AppendResult(NamedTuple):
@@ -82,10 +87,11 @@ class StoredEvent(msgspec.Struct, frozen=True, kw_only=True):
 
 
 def event_headers(event: Event, event_id: str, correlation_id: str | None,
-                  causation_id: str | None) -> dict[str, str]:
-    """The headers of DESIGN §3 for one event (trace context is added by the caller's span)."""
+                  causation_id: str | None, trace: Any = None) -> dict[str, str]:
+    """The headers of one event: its id, type, schema, correlation and causation, and the W3C
+    `traceparent` of the current span (or of `trace`, an OpenTelemetry context)."""
     headers = {MSG_ID: event_id, TYPE: type(event).__name__, SCHEMA: str(event.schema)}
     headers[CORRELATION] = correlation_id or event_id
     if causation_id:
         headers[CAUSATION] = causation_id
-    return inject_trace(headers)
+    return inject_trace(headers, trace)

@@ -11,15 +11,21 @@ import socket
 import subprocess
 import sys
 import sysconfig
+import threading
 import time
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from eventstore import lifeline
 from eventstore.observability import get_logger
 
 log = get_logger(component="nats-server")
 RECORD_FILE = "nats.json"
+LOCK_FD_ENV = "STOKER_LOCK_FD"  # set by `stoker up`'s supervisor (ops.supervisor)
+EXIT_NATS_KILLED = 2  # the keeper had to SIGKILL its nats-server (it did not stop on SIGTERM)
+KEEPER_STOP_S = 10.0  # a healthy nats-server stops in well under a second
 
 
 class NatsServerError(RuntimeError):
@@ -119,11 +125,22 @@ class NatsServer:
         host = "127.0.0.1" if self.spec.host in ("0.0.0.0", "::") else self.spec.host
         return f"nats://{host}:{self.spec.port}"
 
-    def start_process(self) -> None:
-        """Write the config and launch the process (without waiting for it to be healthy)."""
+    def write_config(self) -> Path:
+        """Create the store directory and write this node's configuration file; returns its path."""
         self.spec.store_dir.mkdir(parents=True, exist_ok=True)
         conf = self.spec.store_dir.parent / f"{self.spec.name}.conf"
         conf.write_text(self.spec.config())
+        return conf
+
+    def keeper_argv(self, log_path: Path) -> list[str]:
+        """How a supervisor runs this node: through `keep` (below), which stops it when the supervisor dies."""
+        self.log_path = log_path
+        return [sys.executable, "-m", "eventstore.server", "--binary", self.binary, "--config",
+                str(self.write_config()), "--log", str(log_path)]
+
+    def start_process(self) -> None:
+        """Write the config and launch the process (without waiting for it to be healthy)."""
+        conf = self.write_config()
         out = self.log_path.open("ab")
         self.process = subprocess.Popen(
             [self.binary, "-c", str(conf), "-l", str(self.log_path)],
@@ -137,17 +154,26 @@ class NatsServer:
         await self.wait_healthy(timeout)
         return self
 
-    async def wait_healthy(self, timeout: float = 15.0) -> None:
-        """Poll the monitoring endpoint until healthy; raise with the log tail if it never gets there."""
+    async def wait_healthy(self, timeout: float = 15.0, exited: Callable[[], int | None] | None = None) -> None:
+        """Poll the monitoring endpoint until healthy; raise with the log tail if it never gets there.
+
+        `exited` says whether the process running the node has ended (its exit code, else None); by default
+        the process `start_process` launched.
+        """
+        exited = exited or (lambda: self.process.poll() if self.process is not None else None)
         deadline = time.monotonic() + timeout
-        url = f"http://127.0.0.1:{self.spec.http_port}/healthz?js-enabled-only=true"
         while time.monotonic() < deadline:
-            if self.process is not None and self.process.poll() is not None:
-                raise NatsServerError(f"nats-server exited with {self.process.returncode}: {self.log_tail()}")
-            if await asyncio.to_thread(_http_ok, url):
+            code = exited()
+            if code is not None:
+                raise NatsServerError(f"nats-server exited with {code}: {self.log_tail()}")
+            if await self.healthy():
                 return
             await asyncio.sleep(0.05)
         raise NatsServerError(f"nats-server not healthy after {timeout}s: {self.log_tail()}")
+
+    async def healthy(self) -> bool:
+        """Whether the node answers its health check with JetStream enabled, now."""
+        return await asyncio.to_thread(_http_ok, f"http://127.0.0.1:{self.spec.http_port}/healthz?js-enabled-only=true")
 
     def log_tail(self, lines: int = 8) -> str:
         """The last lines of the server's log, for error messages."""
@@ -181,10 +207,13 @@ def _http_ok(url: str) -> bool:
         return False
 
 
-def write_record(data_dir: Path, server: NatsServer, url: str | None = None) -> Path:
-    """Record where the embedded server listens, so other stoker processes on this host find it."""
+def write_record(data_dir: Path, server: NatsServer, url: str | None = None, pid: int | None = None) -> Path:
+    """Record where the embedded server listens, so other stoker processes on this host find it.
+
+    `pid` is a process that lives exactly as long as the server (its keeper); by default the server's own.
+    """
     path = data_dir / RECORD_FILE
-    record = {"url": url or server.url, "pid": server.process.pid if server.process else None,
+    record = {"url": url or server.url, "pid": pid or (server.process.pid if server.process else None),
               "http_port": server.spec.http_port}
     path.write_text(json.dumps(record))
     return path
@@ -209,9 +238,8 @@ def resolve_nats_url(configured: str, data_dir: Path) -> str:
     return record["url"] if record else "nats://127.0.0.1:4222"
 
 
-async def start_embedded(data_dir: Path, port: int = 4222, http_port: int = 8222,
-                         host: str = "127.0.0.1") -> NatsServer:
-    """Start the single-node server of `stoker up`; a taken port is replaced by a free one and said so."""
+def embedded_node(data_dir: Path, port: int = 4222, http_port: int = 8222, host: str = "127.0.0.1") -> NatsServer:
+    """The single node of `stoker up` (not started); a taken port is replaced by a free one and said so."""
     chosen, chosen_http = port, http_port
     if not port_is_free(port, host):
         chosen = free_port(host)
@@ -220,23 +248,101 @@ async def start_embedded(data_dir: Path, port: int = 4222, http_port: int = 8222
         chosen_http = free_port()
     spec = ServerSpec(store_dir=data_dir / "nats" / "jetstream", port=chosen, http_port=chosen_http,
                       host=host, name="stoker")
-    server = await NatsServer(spec).start()
+    return NatsServer(spec)
+
+
+async def start_embedded(data_dir: Path, port: int = 4222, http_port: int = 8222,
+                         host: str = "127.0.0.1") -> NatsServer:
+    """Start the single-node server of `stoker up` as a process of this one, and record it."""
+    server = await embedded_node(data_dir, port, http_port, host).start()
     write_record(data_dir, server)
     return server
 
 
-async def start_cluster(base_dir: Path, size: int = 3, name: str = "stoker") -> list[NatsServer]:
-    """Start a local cluster of `size` nodes with routes to each other; returns when all are healthy."""
+def cluster_nodes(base_dir: Path, size: int = 3, name: str = "stoker") -> list[NatsServer]:
+    """`size` nodes with routes to each other on free ports (not started)."""
     ports = [free_port() for _ in range(size)]
     http_ports = [free_port() for _ in range(size)]
     cluster_ports = [free_port() for _ in range(size)]
-    servers = []
-    for i in range(size):
-        spec = ServerSpec(store_dir=base_dir / f"n{i}" / "jetstream", port=ports[i], http_port=http_ports[i],
-                          name=f"{name}-n{i}", cluster_port=cluster_ports[i], routes=cluster_ports,
-                          cluster_name=name)
-        servers.append(NatsServer(spec))
+    return [NatsServer(ServerSpec(store_dir=base_dir / f"n{i}" / "jetstream", port=ports[i], http_port=http_ports[i],
+                                  name=f"{name}-n{i}", cluster_port=cluster_ports[i], routes=cluster_ports,
+                                  cluster_name=name)) for i in range(size)]
+
+
+async def start_cluster(base_dir: Path, size: int = 3, name: str = "stoker") -> list[NatsServer]:
+    """Start a local cluster of `size` nodes with routes to each other; returns when all are healthy."""
+    servers = cluster_nodes(base_dir, size, name)
     for server in servers:
         server.start_process()
     await asyncio.gather(*(server.wait_healthy(30) for server in servers))
     return servers
+
+
+# The keeper: `python -m eventstore.server --config C --log L`, run by `stoker up`'s supervisor.
+
+
+def keep(binary: str, config: Path, log_path: Path) -> int:
+    """Run nats-server as our child until it exits (return its status) or we are told to stop it.
+
+    SIGTERM/SIGINT/SIGHUP stop it now: the supervisor sends that after every service has stopped. When the
+    supervisor dies instead, the lifeline (see eventstore.lifeline) waits until the services it ran have
+    stopped on their own, which they do using NATS to checkpoint and report, and then stops it too. On
+    Linux nats-server also gets SIGTERM if this keeper dies (PR_SET_PDEATHSIG); elsewhere a keeper killed
+    by SIGKILL leaves its nats-server running.
+    """
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(sig, lambda *_: stop.set())
+    with log_path.open("ab") as out:
+        process = subprocess.Popen([binary, "-c", str(config), "-l", str(log_path)], stdin=subprocess.DEVNULL,
+                                   stdout=out, stderr=out, preexec_fn=_nats_preexec(), pass_fds=_lock_fd())
+    lifeline.watch(on_lost=stop.set)  # after the fork: no other thread while preexec_fn runs
+    while (code := process.poll()) is None and not stop.is_set():
+        stop.wait(0.2)
+    if code is not None:
+        return code if code >= 0 else 128 - code  # killed by signal N: 128 + N, as a shell says it
+    process.send_signal(signal.SIGTERM)  # lets JetStream flush
+    try:
+        process.wait(KEEPER_STOP_S)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+        return EXIT_NATS_KILLED
+    return 0
+
+
+def _lock_fd() -> tuple[int, ...]:
+    # The data dir's lock (see ops.lock): nats-server holds it too, so that a nats-server left running by a
+    # killed keeper still keeps a second `stoker up` off its store.
+    try:
+        fd = int(os.environ.pop(LOCK_FD_ENV, ""))
+        os.fstat(fd)
+    except (ValueError, OSError):
+        return ()
+    return (fd,)
+
+
+def _nats_preexec() -> Callable[[], None] | None:
+    if not sys.platform.startswith("linux"):
+        return None
+
+    def preexec() -> None:
+        lifeline.set_parent_death_signal(signal.SIGTERM)
+
+    return preexec
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point of the keeper."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m eventstore.server", description="run and keep a nats-server")
+    parser.add_argument("--binary", default=None)
+    parser.add_argument("--config", type=Path, required=True)
+    parser.add_argument("--log", type=Path, required=True)
+    args = parser.parse_args(argv)
+    sys.exit(keep(args.binary or find_nats_server(), args.config, args.log))
+
+
+if __name__ == "__main__":
+    main()

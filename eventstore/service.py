@@ -11,11 +11,15 @@ import nats.errors
 from nats.aio.client import Client
 
 from contracts.subjects import Topology
+from eventstore import lifeline
 from eventstore.config import CommonSettings, load_settings
 from eventstore.connect import NatsUnavailable, connect
 from eventstore.log import JetStreamLog
 from eventstore.observability import configure_logging, configure_tracing, get_logger
 from eventstore.server import resolve_nats_url
+
+EXIT_NATS_UNREACHABLE = 3  # stopped, but NATS was gone at the end: its last messages may not have arrived
+DRAIN_TIMEOUT_S = 10.0
 
 
 @dataclass
@@ -51,19 +55,28 @@ async def connect_with_retry(url: str, name: str, attempts: int = 60) -> Client:
 
 async def serve(name: str, main: ServiceMain, settings: CommonSettings | None = None,
                 grace: float = 30.0) -> None:
-    """Run `main` until it returns or SIGTERM/SIGINT; then give it `grace` seconds and drain NATS."""
+    """Run `main` until it returns or SIGTERM/SIGINT/SIGHUP; then give it `grace` seconds and drain NATS.
+
+    Under `stoker up` the service also stops on its own when the supervisor dies (see eventstore.lifeline).
+    When NATS is unreachable at the end, so that what the service still had to send may not have arrived,
+    the process exits with EXIT_NATS_UNREACHABLE instead of 0.
+    """
     settings = settings or load_settings(CommonSettings)
     configure_logging(name, settings.log_format, settings.log_level)
-    configure_tracing(name, settings.tracing, settings.otlp_endpoint)
+    configure_tracing(name, settings.tracing, settings.otlp_endpoint, path=settings.trace_path)
     log = get_logger()
-    url = resolve_nats_url(settings.nats_url, settings.data_path)
-    nc = await connect_with_retry(url, f"stoker-{name}")
-    event_log = JetStreamLog(nc, Topology(settings.prefix))
-    await event_log.ensure_streams(settings.replicas)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         loop.add_signal_handler(sig, stop.set)
+    lifeline.watch()
+    url = resolve_nats_url(settings.nats_url, settings.data_path)
+    nc = await _unless_stopped(connect_with_retry(url, f"stoker-{name}"), stop)
+    if nc is None:
+        log.info("service stopped before it reached NATS", nats=url)
+        return
+    event_log = JetStreamLog(nc, Topology(settings.prefix))
+    await event_log.ensure_streams(settings.replicas)
     log.info("service starting", nats=url)
     task = asyncio.create_task(main(ServiceContext(name, settings, nc, event_log, stop)))
     stopper = asyncio.create_task(stop.wait())
@@ -78,11 +91,30 @@ async def serve(name: str, main: ServiceMain, settings: CommonSettings | None = 
         log.error("service failed", error=repr(task.exception()))
         await nc.close()
         raise task.exception()
+    reached = nc.is_connected
     try:
-        await nc.drain()
-    except (nats.errors.ConnectionReconnectingError, nats.errors.ConnectionClosedError, TimeoutError):
-        await nc.close()  # NATS is already gone (stopped before us): nothing left to flush
+        await asyncio.wait_for(nc.drain(), DRAIN_TIMEOUT_S)
+    except (nats.errors.ConnectionReconnectingError, nats.errors.ConnectionClosedError, nats.errors.Error,
+            TimeoutError):
+        reached = False
+        await nc.close()  # NATS is gone (stopped before us, or down): nothing more can be flushed
+    if not reached:
+        log.warning("service stopped without NATS: what it still had to send may not have arrived")
+        raise SystemExit(EXIT_NATS_UNREACHABLE)
     log.info("service stopped")
+
+
+async def _unless_stopped(connecting: Awaitable[Client], stop: asyncio.Event) -> Client | None:
+    """The connection, or None when `stop` is set first (a service asked to stop while NATS is away)."""
+    task = asyncio.ensure_future(connecting)
+    stopper = asyncio.create_task(stop.wait())
+    await asyncio.wait({task, stopper}, return_when=asyncio.FIRST_COMPLETED)
+    stopper.cancel()
+    if task.done():
+        return task.result()
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+    return None
 
 
 def run_service(name: str, main: ServiceMain, settings: CommonSettings | None = None) -> None:

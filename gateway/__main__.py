@@ -6,7 +6,7 @@ import argparse
 import sys
 from typing import Any
 
-from eventstore.observability import configure_logging
+from eventstore.observability import configure_logging, configure_tracing
 from gateway.settings import Settings, load
 
 
@@ -24,9 +24,13 @@ def main(settings: Settings) -> None:
     """Serve the app with uvicorn until SIGTERM/SIGINT."""
     import uvicorn
 
+    from eventstore import lifeline
     from gateway.app import create_app
 
-    configure_logging("gateway", settings.common.log_format, settings.common.log_level)
+    lifeline.watch()  # under `stoker up`: stop (as on SIGTERM) if the supervisor dies
+    common = settings.common
+    configure_logging("gateway", common.log_format, common.log_level)
+    configure_tracing("gateway", common.tracing, common.otlp_endpoint, path=common.trace_path)
     uvicorn.Server(server_config(create_app(settings), settings)).run()
 
 

@@ -5,11 +5,13 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 import nats.errors
 from litestar import Litestar, MediaType, Request, Response, Router
 from litestar.config.cors import CORSConfig
 from litestar.di import Provide
+from litestar.enums import ScopeType
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.spec import Components, SecurityScheme
 from litestar.routes import HTTPRoute
@@ -18,7 +20,7 @@ from contracts.errors import DomainError
 from contracts.subjects import Topology
 from eventstore.connect import NatsUnavailable
 from eventstore.log import AppendError, JetStreamLog
-from eventstore.observability import get_logger
+from eventstore.observability import get_logger, tracing_on
 from eventstore.server import resolve_nats_url
 from eventstore.service import connect_with_retry
 from eventstore.stores import open_store
@@ -127,9 +129,23 @@ def create_app(settings: Settings | None = None, *, store: ReadModelStore | None
     app = Litestar(route_handlers=[api, live_socket, dashboard_router()], lifespan=[lifespan],
                    openapi_config=openapi_config(),
                    dependencies={"gw": Provide(provide_gateway, sync_to_thread=False)}, cors_config=cors,
-                   exception_handlers=handlers, request_max_body_size=1024 * 1024, before_request=answer_options)
+                   exception_handlers=handlers, request_max_body_size=1024 * 1024, before_request=answer_options,
+                   plugins=tracing_plugins())
     finish_schema(app)
     return app
+
+
+def tracing_plugins() -> list[Any]:
+    """With tracing on, every HTTP request is a server span (W3C `traceparent` honoured), and the
+    commands it sends continue that trace; without it, nothing is added to the request path."""
+    if not tracing_on():
+        return []
+    from litestar.plugins.opentelemetry import OpenTelemetryConfig, OpenTelemetryPlugin
+
+    # HTTP only, and no span per ASGI send/receive: a WebSocket's lifetime is not one operation, and
+    # health is polled too often to be worth a span each time.
+    return [OpenTelemetryPlugin(OpenTelemetryConfig(
+        scopes={ScopeType.HTTP}, exclude_spans=["receive", "send"], exclude=["^/api/v1/health$"]))]
 
 
 async def answer_options(request: Request) -> Response | None:

@@ -10,7 +10,7 @@ from typing import Any
 import msgspec
 
 from eventstore.log import StoredEvent
-from eventstore.readmodels.jobs import JobsProjection
+from eventstore.readmodels.jobs import JobsProjection, job_record
 from eventstore.stores.base import IdentityTables
 from gateway.schemas.jobs import CheckpointView, JobView, TimelineEntry
 from gateway.schemas.system import EventRecord
@@ -23,9 +23,7 @@ def _json(text: str | None, default: Any) -> Any:
 
 def job_view(row: dict[str, Any]) -> JobView:
     """A jobs row as the API shows it."""
-    fields = {**row, "params": _json(row["params"], {}), "labels": _json(row["labels"], []),
-              "result": _json(row.get("result"), None), "stop_requested": bool(row["stop_requested"])}
-    return msgspec.convert(fields, JobView)
+    return msgspec.convert(job_record(row), JobView)
 
 
 def checkpoint_view(row: dict[str, Any]) -> CheckpointView:

@@ -99,9 +99,9 @@ def main(ctx: click.Context, data_dir: str | None, nats_url: str | None, as_json
 
 
 def _register() -> None:
-    from ops.commands import admin, events, platform
+    from ops.commands import admin, events, platform, status
 
-    for module in (events, admin, platform):
+    for module in (events, admin, platform, status):
         module.register(main)
     _register_optional()
 

@@ -10,6 +10,7 @@ import msgspec
 
 from contracts import events as ev
 from eventstore.log import StoredEvent
+from eventstore.observability import trace_id_of
 from eventstore.stores.base import Transaction
 
 ACTIVE_STATUSES = ("queued", "assigned", "running", "stopping")
@@ -26,11 +27,21 @@ def as_json(value: Any) -> str:
     return msgspec.json.encode(value).decode()
 
 
+JSON_COLUMNS = {"params": {}, "labels": [], "result": None}  # stored as JSON text; default when NULL
+
+
+def job_record(row: dict[str, Any]) -> dict[str, Any]:
+    """A jobs row as data: its JSON columns decoded to objects and arrays, flags as booleans."""
+    record = {**row, **{c: msgspec.json.decode(row[c]) if row.get(c) else d for c, d in JSON_COLUMNS.items()}}
+    record["stop_requested"] = bool(row.get("stop_requested"))
+    return record
+
+
 class JobsProjection:
     """jobs(id, status, attempt, worker, …) and job_checkpoints(job_id, iteration, name, sha256, …)."""
 
     name = "jobs"
-    version = 1
+    version = 2  # 2: trace_id
     tables = ("jobs", "job_checkpoints")
 
     def ddl(self, dialect: str) -> list[str]:
@@ -45,7 +56,7 @@ class JobsProjection:
             " assigned_at TEXT, started_at TEXT, finished_at TEXT, stop_requested INTEGER NOT NULL,"
             " resumed_from BIGINT, last_checkpoint TEXT, last_checkpoint_iteration BIGINT,"
             " checkpoints INTEGER NOT NULL, requeues INTEGER NOT NULL, error TEXT, traceback TEXT,"
-            " result TEXT, updated_seq BIGINT NOT NULL)",
+            " result TEXT, updated_seq BIGINT NOT NULL, trace_id TEXT)",
             "CREATE INDEX IF NOT EXISTS {jobs}_status ON {jobs} (status, submitted_at)",
             "CREATE INDEX IF NOT EXISTS {jobs}_worker ON {jobs} (worker_id)",
             "CREATE INDEX IF NOT EXISTS {jobs}_submitted ON {jobs} (submitted_at, id)",  # newest-first pages
@@ -65,12 +76,12 @@ async def _submitted(e: ev.JobSubmitted, seq: int, tx: Transaction) -> None:
     await tx.execute(
         "INSERT INTO {jobs} (id, kind, workload, status, priority, attempt, worker_id, params, max_iterations,"
         " episodes, checkpoint_of, gpus, labels, idempotency_key, timeout_s, max_retries, submitted_at,"
-        " stop_requested, checkpoints, requeues, updated_seq)"
-        " VALUES (?, ?, ?, 'queued', ?, 1, NULL, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 0, 0, 0, ?)"
+        " stop_requested, checkpoints, requeues, updated_seq, trace_id)"
+        " VALUES (?, ?, ?, 'queued', ?, 1, NULL, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 0, 0, 0, ?, ?)"
         " ON CONFLICT (id) DO NOTHING",
         e.job_id, e.kind, e.workload, e.priority, as_json(e.params), e.max_iterations, e.episodes,
         e.checkpoint_of, e.gpus, as_json(list(e.labels)), e.idempotency_key, e.timeout_s, e.max_retries,
-        iso(e.submitted_at), seq, key=e.job_id)
+        iso(e.submitted_at), seq, trace_id_of(e.traceparent) or None, key=e.job_id)
 
 
 async def _assigned(e: ev.JobAssigned, seq: int, tx: Transaction) -> None:

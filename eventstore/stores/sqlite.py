@@ -8,6 +8,7 @@ from contextlib import asynccontextmanager
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import aiosqlite
 
@@ -17,6 +18,10 @@ from eventstore.stores.base import TRANSIENT_ERRORS, IdentityTables, Write, plan
 @lru_cache(maxsize=4096)
 def _render(sql: str, tables: tuple[tuple[str, str], ...]) -> str:
     return sql.format_map(IdentityTables(tables))
+
+
+class NoReadModel(FileNotFoundError):
+    """A read-only open of a database that does not exist (yet): nothing has projected into it."""
 
 
 def _rows(cursor: sqlite3.Cursor) -> list[dict[str, Any]]:
@@ -78,15 +83,18 @@ class SqliteStore:
 
     @classmethod
     async def open(cls, path: Path | str, *, readonly: bool = False) -> SqliteStore:
-        """Open (creating) the database file in WAL mode."""
+        """Open (creating) the database file in WAL mode; `readonly` opens an existing one and writes nothing.
+
+        A read-only open of a missing database raises NoReadModel (and creates neither it nor its folder).
+        """
         path = Path(path)
+        if readonly:
+            return cls(await _open_readonly(path), path)
         path.parent.mkdir(parents=True, exist_ok=True)
         conn = await aiosqlite.connect(str(path), isolation_level=None, timeout=30)
         await conn.execute("PRAGMA journal_mode=WAL")
         await conn.execute("PRAGMA synchronous=NORMAL")
         await conn.execute("PRAGMA busy_timeout=30000")
-        if readonly:
-            await conn.execute("PRAGMA query_only=ON")
         return cls(conn, path)
 
     @asynccontextmanager
@@ -124,6 +132,24 @@ class SqliteStore:
     def is_transient(self, exc: BaseException) -> bool:
         """Locked, busy, disk full or I/O (OperationalError), or the OS: not the event's fault."""
         return isinstance(exc, (sqlite3.OperationalError, *TRANSIENT_ERRORS))
+
+
+def readonly_uri(path: Path) -> str:
+    """The URI that opens an existing database read-only (mode=ro: never created, journal mode untouched)."""
+    if not path.is_file():
+        raise NoReadModel(f"no read model at {path} yet: is `stoker up` running (or has it ever run here)?")
+    return f"file:{quote(str(path.resolve()))}?mode=ro"
+
+
+async def _open_readonly(path: Path) -> aiosqlite.Connection:
+    uri = readonly_uri(path)
+    try:
+        conn = await aiosqlite.connect(uri, uri=True, isolation_level=None, timeout=30)
+    except sqlite3.OperationalError as exc:
+        raise NoReadModel(f"cannot read the read model at {path}: {exc}") from None
+    await conn.execute("PRAGMA busy_timeout=30000")
+    await conn.execute("PRAGMA query_only=ON")
+    return conn
 
 
 def _read(db: sqlite3.Connection, sql: str, params: tuple[Any, ...]) -> list[dict[str, Any]]:

@@ -64,6 +64,7 @@ class JobView(Reply, kw_only=True):
     error: str | None
     result: dict[str, Any] | None
     updated_seq: int
+    trace_id: str | None = None  # the submission's trace: look it up in your OpenTelemetry backend
 
 
 class JobPage(Reply, kw_only=True):

@@ -13,6 +13,7 @@ from contracts.codec import MalformedEvent
 from eventstore.log import EXPECTED_SUBJECT_SEQ, TYPE, JetStreamLog, StoredEvent
 from eventstore.projection import dead_letters
 from eventstore.stores import open_store
+from eventstore.stores.sqlite import NoReadModel
 from ops.cli import Cli, pass_cli, run_async
 from ops.output import emit_json, table
 
@@ -139,7 +140,12 @@ async def show(cli: Cli, seq: int) -> None:
 @run_async
 async def dead_letters_command(cli: Cli, limit: int, as_json: bool) -> None:
     """Events the read models passed over: malformed, or their projection could not apply them (newest first)."""
-    store = await open_store(cli.settings.database_url, cli.settings.sqlite_path, readonly=True)
+    try:
+        store = await open_store(cli.settings.database_url, cli.settings.sqlite_path, readonly=True)
+    except NoReadModel:
+        if not (as_json or cli.as_json):
+            click.echo("no dead letters: no read model here yet (nothing has been projected)")
+        return
     try:
         rows = await dead_letters(store, limit)
     finally:

@@ -13,11 +13,14 @@ import msgspec
 from contracts.base import is_valid_id
 from contracts.codec import decode_message
 from contracts.commands import JobAccepted, JobsStopping, StopJob, SubmitJob
-from contracts.events import JobCompleted, JobFailed, JobStopped, JobTimedOut
+from contracts.events import JobCompleted, JobFailed, JobStopped, JobSubmitted, JobTimedOut
 from contracts.telemetry import JobProgress
 from eventstore.log import StoredEvent
 from eventstore.micro import call
+from eventstore.observability import trace_id_of
+from eventstore.readmodels.jobs import job_record
 from eventstore.stores import open_store
+from eventstore.stores.sqlite import NoReadModel
 from eventstore.telemetry import sample_history
 from ops.cli import Cli, pass_cli, run_async
 from ops.commands.events import event_line, event_record
@@ -126,7 +129,10 @@ def _submit_fields(options: dict[str, Any]) -> dict[str, Any]:
 
 async def _read_model(cli: Cli, sql: str, *params: Any) -> list[dict[str, Any]] | None:
     """Rows from the read models, or None when they do not exist yet."""
-    store = await open_store(cli.settings.database_url, cli.settings.sqlite_path, readonly=True)
+    try:
+        store = await open_store(cli.settings.database_url, cli.settings.sqlite_path, readonly=True)
+    except NoReadModel:
+        return None
     try:
         table = sql.split("{", 1)[1].split("}", 1)[0]
         if not await store.table_exists(table):
@@ -148,7 +154,7 @@ async def jobs(cli: Cli, status: str | None, limit: int, json_flag: bool) -> Non
     rows = await _read_model(cli, f"SELECT * FROM {{jobs}} {where} ORDER BY submitted_at DESC LIMIT ?",
                              *params, limit)
     if as_json(cli, json_flag):
-        emit_json(rows or [])
+        emit_json([job_record(r) for r in rows or []])
     elif rows is None:
         click.echo("no jobs yet (no read model: is `stoker up` running?)")
     else:
@@ -167,8 +173,18 @@ async def job(cli: Cli, job_id: str, json_flag: bool) -> None:
         events, _version = await log.load("job", job_id)
     if not events:
         raise ValueError(f"no job {job_id}")
+    json_out = as_json(cli, json_flag)
+    trace_id = submission_trace(events)
+    if trace_id and not json_out:
+        click.echo(f"trace {trace_id}")
     for stored in events:
-        emit_json(event_record(stored)) if as_json(cli, json_flag) else click.echo(event_line(stored))
+        emit_json(event_record(stored)) if json_out else click.echo(event_line(stored))
+
+
+def submission_trace(events: list[StoredEvent]) -> str:
+    """The trace id the job was submitted in (find it in any OpenTelemetry backend); empty if untraced."""
+    first = events[0].event if events else None
+    return trace_id_of(first.traceparent) if isinstance(first, JobSubmitted) else ""
 
 
 def is_final(stored: StoredEvent) -> bool:

@@ -3,22 +3,50 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import importlib
 import importlib.util
 import os
+import re
 import signal
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TextIO
 
 import click
 
 from contracts.subjects import Topology
 from eventstore.config import CommonSettings
 from eventstore.connect import connect
+from eventstore.lifeline import open_lifeline
 from eventstore.log import JetStreamLog
 from eventstore.observability import configure_logging
-from eventstore.server import NatsServer, start_cluster, start_embedded, write_record
+from eventstore.server import (
+    EXIT_NATS_KILLED,
+    NatsServer,
+    cluster_nodes,
+    embedded_node,
+    port_is_free,
+    write_record,
+)
+from eventstore.service import EXIT_NATS_UNREACHABLE
 from gateway.bootstrap import ensure_admin_token
+from gateway.settings import GatewaySettings
+from gateway.settings import load as load_gateway_settings
 from ops.cli import Cli, pass_cli
-from ops.supervisor import ProcessSpec, Supervisor, python_module
+from ops.lock import AlreadyRunning, DataDirLock
+from ops.runstate import HEALTH_PATH, gateway_health, health_summary, state_path, write_state
+from ops.supervisor import (
+    Launch,
+    ProcessSpec,
+    StartupFailed,
+    Supervised,
+    Supervisor,
+    describe_exit,
+    python_module,
+)
 
 # Control-plane services in start order, with the module that runs each; absent ones are skipped.
 SERVICES = [
@@ -30,6 +58,9 @@ SERVICES = [
     ("gateway", "gateway", 4),
 ]
 WORKER_MODULE = "services.trainer"
+NATS_STOP_RANK = 99  # after every service: they need it to checkpoint and report while they stop
+NATS_BACK_S = 5.0  # at a stop, how long NATS may take to come back before the services stop without it
+GRACE_WITHOUT_NATS_S = 5.0
 
 
 def module_runs(module: str) -> bool:
@@ -50,68 +81,355 @@ def process_specs(nats_url: str, settings: CommonSettings, replicas: int, with_w
     return specs
 
 
-async def start_nats(settings: CommonSettings, port: int, cluster: int) -> list[NatsServer]:
-    """The embedded server (or a local cluster of `cluster` nodes)."""
-    if cluster > 1:
-        servers = await start_cluster(settings.data_path / "nats-cluster", cluster)
-        write_record(settings.data_path, servers[0], ",".join(s.url for s in servers))
-        return servers
-    return [await start_embedded(settings.data_path, port=port)]
+class ServiceCannotStart(RuntimeError):
+    """Something a service needs is missing; the message says which service and why."""
 
 
-async def _up(cli: Cli, port: int, cluster: int, with_worker: bool) -> None:
-    settings = cli.settings
-    configure_logging("supervisor", settings.log_format, settings.log_level)
-    servers = await start_nats(settings, port, cluster)
-    replicas = 3 if cluster > 1 else settings.replicas
-    url = servers[0].url if cluster <= 1 else ",".join(s.url for s in servers)
-    nc = await connect(url, "stoker-up")
-    event_log = JetStreamLog(nc, Topology(settings.prefix))
-    await event_log.ensure_streams(replicas)
-    click.echo(await ensure_admin_token(event_log, settings.data_path))
-    await nc.close()
-    specs = process_specs(url, settings, replicas, with_worker)
-    supervisor = Supervisor(specs, settings.data_path / "logs")
-    await supervisor.start()
-    _print_banner(settings, url, specs)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
-    await stop.wait()
-    click.echo("stoker: stopping (running jobs checkpoint and go back to the queue)…", err=True)
-    await supervisor.stop()
-    for server in servers:
-        server.stop()
-    click.echo("stoker: stopped; nothing was lost.", err=True)
+def nats_specs(nodes: list[NatsServer], log_dir: Path) -> list[ProcessSpec]:
+    """Each NATS node as a supervised process (through its keeper), stopped after everything else."""
+    names = ["nats"] if len(nodes) == 1 else [f"nats-{i}" for i in range(len(nodes))]
+    return [ProcessSpec(name, node.keeper_argv(log_dir / f"{name}.log"), stop_rank=NATS_STOP_RANK, grace=20.0,
+                        infrastructure=True) for name, node in zip(names, nodes, strict=True)]
 
 
-def _print_banner(settings: CommonSettings, url: str, specs: list[ProcessSpec]) -> None:
-    names = ", ".join(s.name for s in specs) or "none yet"
-    gateway = any(s.name == "gateway" for s in specs)
-    lines = [
-        "stoker is up.",
-        f"  NATS (JetStream):  {url}",
-        f"  data:              {settings.data_path}",
-        f"  logs:              {settings.data_path / 'logs'}",
-        f"  processes:         {names}",
-    ]
-    if gateway:
-        lines.append(f"  gateway:           http://127.0.0.1:{os.environ.get('STOKER_GATEWAY_PORT', '8000')}")
-    else:
-        lines.append("  gateway:           not part of this installation yet (projections and log only)")
-    lines.append("Look inside: stoker events tail --follow   ·   Ctrl-C stops everything cleanly.")
-    click.echo("\n".join(lines))
+def gateway_address(host: str, port: int) -> str:
+    """Where a client on this machine reaches a gateway bound to host:port."""
+    return f"http://{'127.0.0.1' if host in ('0.0.0.0', '::', '') else host}:{port}"
+
+
+class SafeStream:
+    """stdout/stderr of `stoker up`: quiet (not an error) once nobody reads them, copied to a log file.
+
+    A closed pipe (`stoker up | tee` after Ctrl-C) or a closed terminal must never stop a shutdown half way.
+    """
+
+    def __init__(self, stream: TextIO, copy: TextIO | None) -> None:
+        self._stream, self._copy, self._lost = stream, copy, False
+
+    def write(self, text: str) -> int:
+        if self._copy is not None:
+            with contextlib.suppress(OSError, ValueError):
+                self._copy.write(_ANSI.sub("", text))
+                self._copy.flush()
+        if not self._lost:
+            try:
+                self._stream.write(text)
+            except (OSError, ValueError):
+                self._go_quiet()
+        return len(text)
+
+    def flush(self) -> None:
+        if not self._lost:
+            try:
+                self._stream.flush()
+            except (OSError, ValueError):
+                self._go_quiet()
+
+    def isatty(self) -> bool:
+        return not self._lost and self._stream.isatty()
+
+    def _go_quiet(self) -> None:
+        # Point the fd at /dev/null: what is still buffered, and the interpreter's flush at exit, go nowhere.
+        self._lost = True
+        with contextlib.suppress(OSError, ValueError):
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, self._stream.fileno())
+            os.close(devnull)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._stream, name)
+
+
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
+
+def protect_output(log_path: Path) -> None:
+    """Make stdout and stderr safe to write whatever happens to the terminal (see SafeStream)."""
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    copy = log_path.open("a", encoding="utf-8")
+    sys.stdout = SafeStream(sys.stdout, copy)  # type: ignore[assignment]
+    sys.stderr = SafeStream(sys.stderr, copy)  # type: ignore[assignment]
+
+
+def say(text: str, err: bool = False) -> None:
+    """A line for the person at the terminal."""
+    click.echo(text, file=sys.stderr if err else sys.stdout)
+
+
+class Up:
+    """One run of `stoker up`: the lock, NATS, the supervised processes, and how they are started and stopped."""
+
+    def __init__(self, cli: Cli, port: int, cluster: int, with_worker: bool, start_timeout: float) -> None:
+        self.settings = cli.settings
+        self.data = self.settings.data_path
+        self.logs = self.data / "logs"
+        self.start_timeout = start_timeout
+        if cluster > 1:
+            self.nodes = cluster_nodes(self.data / "nats-cluster", cluster)
+        else:
+            self.nodes = [embedded_node(self.data, port=port)]
+        self.nats_url = ",".join(n.url for n in self.nodes)
+        self.replicas = 3 if cluster > 1 else self.settings.replicas
+        self.gateway: GatewaySettings | None = load_gateway_settings().gateway if module_runs("gateway") else None
+        self.gateway_url = gateway_address(self.gateway.host, self.gateway.port) if self.gateway else None
+        self.phase = "starting"
+        self.specs = process_specs(self.nats_url, self.settings, self.replicas, with_worker)
+        self.state = "starting"
+        self.lock = DataDirLock(self.data)
+        self.supervisor: Supervisor | None = None
+        self.stop = asyncio.Event()
+        self.signal_name = ""
+
+    def holder_info(self) -> dict[str, Any]:
+        """What the lock file says about us."""
+        return {"pid": os.getpid(), "gateway": self.gateway_url, "nats": self.nats_url, "state": self.state}
+
+    def write_state(self) -> None:
+        """The state file `stoker status` reads."""
+        write_state(self.data, {"pid": os.getpid(), "state": self.state, "nats": self.nats_url,
+                                "gateway": self.gateway_url, "updated_at": time.time(),
+                                "processes": self.supervisor.snapshot() if self.supervisor else []})
+
+    def _on_signal(self, sig: signal.Signals) -> None:
+        if self.stop.is_set():
+            with contextlib.suppress(Exception):
+                say("stoker: still stopping (running jobs are saving a checkpoint)…", err=True)
+            return
+        self.signal_name = sig.name
+        self.stop.set()
+
+    async def run(self) -> int:
+        """The whole life of `stoker up`; returns its exit code."""
+        try:
+            self.lock.acquire(self.holder_info())
+        except AlreadyRunning as exc:
+            say(str(exc), err=True)
+            return 1
+        protect_output(self.logs / "supervisor.log")
+        configure_logging("supervisor", self.settings.log_format, self.settings.log_level)
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+            loop.add_signal_handler(sig, self._on_signal, sig)
+        read_fd, write_fd = open_lifeline()
+        try:
+            specs = nats_specs(self.nodes, self.logs) + self.specs
+            launch = Launch(lifeline_fd=read_fd, state_file=state_path(self.data), lock_fd=self.lock.fd)
+            self.supervisor = Supervisor(specs, self.logs, launch, self.write_state)
+            code = await self._start_and_wait()
+            stopped_clean = await self._shutdown()
+            return code if code or stopped_clean else 1
+        finally:
+            self.state = "stopped"
+            with contextlib.suppress(OSError):
+                self.write_state()
+            os.close(write_fd)
+            os.close(read_fd)
+            self.lock.release()
+
+    async def _start_and_wait(self) -> int:
+        """Start everything, say so once the gateway answers, and wait for a signal; the exit code so far."""
+        assert self.supervisor is not None
+        startup = asyncio.create_task(self._start())
+        failure = self.supervisor.startup_failure()
+        stopper = asyncio.create_task(self.stop.wait())
+        done, _ = await asyncio.wait({startup, failure, stopper}, timeout=self.start_timeout,
+                                     return_when=asyncio.FIRST_COMPLETED)
+        stopper.cancel()
+        if startup in done and startup.exception() is None:
+            self.supervisor.mark_up()
+            self.state = "up"
+            self.lock.update(self.holder_info())
+            self.write_state()
+            say(startup.result())
+            await self.stop.wait()
+            return 0
+        startup.cancel()
+        await asyncio.gather(startup, return_exceptions=True)
+        if failure.done():
+            self._say_failed(failure.result())
+        elif startup in done and isinstance(startup.exception(), ServiceCannotStart):
+            say(f"stoker: {startup.exception()}", err=True)
+        elif startup in done:
+            say(f"stoker: could not start ({self.phase}): {startup.exception()}", err=True)
+        elif self.stop.is_set():
+            say(f"stoker: {self.signal_name or 'signal'} before the platform was up; stopping what started", err=True)
+            return 130 if self.signal_name == "SIGINT" else 1
+        else:
+            self._say_not_up()
+        return 1
+
+    async def _start(self) -> str:
+        """NATS, the streams, the admin token, every service, and the gateway's health: the banner."""
+        assert self.supervisor is not None
+        self._check_gateway_port()
+        self.phase = "starting NATS"
+        await self.supervisor.start(lambda s: s.infrastructure)
+        keepers = self.supervisor.select(lambda s: s.infrastructure)
+        await asyncio.gather(*(node.wait_healthy(self.start_timeout, exited=_exit_code(keeper))
+                               for node, keeper in zip(self.nodes, keepers, strict=True)))
+        write_record(self.data, self.nodes[0], self.nats_url, pid=os.getpid())
+        self.phase = "creating the streams"
+        nc = await connect(self.nats_url, "stoker-up")
+        try:
+            event_log = JetStreamLog(nc, Topology(self.settings.prefix))
+            await event_log.ensure_streams(self.replicas)
+            tokens = await ensure_admin_token(event_log, self.data)
+        finally:
+            await nc.close()
+        self.phase = "starting the services"
+        await self.supervisor.start()
+        if self.gateway_url is not None:
+            self.phase = "waiting for the gateway's health"
+            await self._wait_for_gateway()
+        return self._banner(tokens)
+
+    def _check_gateway_port(self) -> None:
+        """Fail before starting anything when the gateway's port is taken (by an old gateway, say)."""
+        if self.gateway is not None and not port_is_free(self.gateway.port, self.gateway.host or "127.0.0.1"):
+            raise ServiceCannotStart(f"gateway failed to start: {self.gateway.host}:{self.gateway.port} is "
+                                     "already in use (address already in use); stop what listens there, or set "
+                                     "STOKER_GATEWAY_PORT / [gateway] port in stoker.toml")
+
+    async def _wait_for_gateway(self) -> None:
+        assert self.gateway_url is not None
+        while True:
+            status, _body, _why = await asyncio.to_thread(gateway_health, self.gateway_url, 2.0)
+            if status == 200:
+                return
+            await asyncio.sleep(0.25)
+
+    def _say_not_up(self) -> None:
+        """Why the platform is not up at the deadline, with the end of the log of what is to blame."""
+        assert self.supervisor is not None
+        suspects: list[Supervised] = []
+        if self.phase == "waiting for the gateway's health" and self.gateway_url is not None:
+            status, body, why = gateway_health(self.gateway_url, 2.0)
+            if status is None:
+                reason = f"the gateway at {self.gateway_url} does not answer ({why})"
+                suspects = self.supervisor.select(lambda s: s.name == "gateway")
+            else:
+                reason = f"the gateway's health at {self.gateway_url}{HEALTH_PATH} says {health_summary(body)}"
+                silent = {s.get("name") for s in (body or {}).get("services", []) if not s.get("up")}
+                suspects = self.supervisor.select(lambda s: s.name in silent)
+        else:
+            reason = f"still {self.phase}"
+            if self.phase == "starting NATS":
+                suspects = self.supervisor.select(lambda s: s.infrastructure)
+        lines = [f"stoker: the platform was not up within {self.start_timeout:g} s: {reason}"]
+        for child in suspects:
+            lines.append(f"the end of {child.log_path}:")
+            lines += [f"  | {line}" for line in child.log_tail(8)]
+        say("\n".join(lines), err=True)
+
+    def _say_failed(self, failed: StartupFailed) -> None:
+        child = failed.child
+        lines = [f"stoker: {child.spec.name} failed to start ({describe_exit(failed.code)}); "
+                 f"the end of {child.log_path}:"]
+        lines += [f"  | {line}" for line in child.log_tail()]
+        say("\n".join(lines), err=True)
+
+    def _banner(self, tokens: str) -> str:
+        names = ", ".join(s.name for s in self.specs) or "none yet"
+        lines = ["stoker is up."]
+        if self.gateway_url is not None:
+            lines.append(f"  gateway:           {self.gateway_url}  (health answers)")
+        else:
+            lines.append("  gateway:           not part of this installation yet (projections and log only)")
+        lines += [
+            f"  NATS (JetStream):  {self.nats_url}",
+            f"  data:              {self.data}",
+            f"  logs:              {self.logs}",
+            f"  processes:         {names}",
+            tokens,
+            "Look inside: stoker status · stoker events tail --follow   ·   Ctrl-C stops everything cleanly.",
+        ]
+        return "\n".join(lines)
+
+    async def _shutdown(self) -> bool:
+        """Stop the services, then NATS; say what is known to be safe. True when nothing is in doubt."""
+        supervisor = self.supervisor
+        assert supervisor is not None
+        if all(c.process is None for c in supervisor.children):
+            return True  # nothing was started
+        self.state = "stopping"
+        self.write_state()
+        say("stoker: stopping (running jobs checkpoint and go back to the queue)…", err=True)
+        services = supervisor.select(lambda s: not s.infrastructure)
+        keepers = supervisor.select(lambda s: s.infrastructure)
+        started = [c for c in services if c.process is not None]
+        nats_ok = not started or await self._nats_back(keepers)
+        restarts = sum(k.restarts for k in keepers)
+        # Without NATS the services can neither save nor report anything: no point in the order, or in waiting
+        # out their full grace.
+        await supervisor.stop(lambda s: not s.infrastructure, None if nats_ok else GRACE_WITHOUT_NATS_S,
+                              ordered=nats_ok)
+        nats_ok = nats_ok and sum(k.restarts for k in keepers) == restarts and await self._nats_healthy()
+        await supervisor.stop()
+        # Before the platform was up, a process that had already failed is not a doubt: it was said.
+        doubts = [f"{c.spec.name}: {explain(c)}" for c in started
+                  if c.outcome != "clean" and (supervisor.up or not (c.outcome or "").startswith("was down"))]
+        if started and not nats_ok:
+            doubts.append("NATS was down during the stop: the last checkpoints and reports may not have reached "
+                          "it (a worker resends what it kept on disk when it starts again)")
+        doubts += [f"{k.spec.name}: {explain(k)}" for k in keepers if k.process is not None
+                   and k.outcome != "clean" and (supervisor.up or not (k.outcome or "").startswith("was down"))]
+        if not doubts:
+            say("stoker: stopped; nothing was lost (every service stopped cleanly, NATS was up to the end).", err=True)
+            return True
+        say("stoker: stopped, but not everything is known to be safe:\n" + "\n".join(f"  - {d}" for d in doubts),
+            err=True)
+        return False
+
+    async def _nats_back(self, keepers: list[Supervised]) -> bool:
+        """Whether NATS is up, bringing it back at once if it is down (waits a few seconds at most)."""
+        assert self.supervisor is not None
+        if await self._nats_healthy():
+            return True
+        self.supervisor.restart_infrastructure()
+        deadline = time.monotonic() + NATS_BACK_S
+        while time.monotonic() < deadline:
+            await asyncio.sleep(0.2)
+            if all(k.running for k in keepers) and await self._nats_healthy():
+                return True
+        return False
+
+    async def _nats_healthy(self) -> bool:
+        results = await asyncio.gather(*(node.healthy() for node in self.nodes))
+        return all(results)
+
+
+def _exit_code(child: Supervised) -> Callable[[], int | None]:
+    return lambda: child.process.returncode if child.process is not None else None
+
+
+def explain(child: Supervised) -> str:
+    """How a process ended, in terms of what it means for its work."""
+    outcome = child.outcome or "unknown"
+    if child.spec.infrastructure and outcome == f"exit {EXIT_NATS_KILLED}":
+        return "nats-server did not stop on SIGTERM and was killed (JetStream recovers its store at the next start)"
+    if outcome == f"exit {EXIT_NATS_UNREACHABLE}":
+        return "stopped without NATS: its last reports may not have been delivered"
+    if outcome.startswith("killed after") and child.spec.name == "worker":
+        return f"{outcome}: its running jobs go back to the queue from their last checkpoint once it is seen gone"
+    if outcome.startswith("killed after"):
+        return f"{outcome} (did not stop in time)"
+    return outcome
 
 
 @click.command("up")
 @click.option("--port", default=4222, show_default=True, help="NATS client port (a free one if taken).")
 @click.option("--cluster", type=click.Choice(["1", "3"]), default="1", help="Run a local 3-node NATS cluster.")
 @click.option("--no-worker", is_flag=True, help="Do not start a local worker.")
+@click.option("--start-timeout", type=click.FloatRange(min=1), default=60.0, show_default=True,
+              envvar="STOKER_START_TIMEOUT_S", help="Seconds to wait for the gateway's health before giving up.")
 @pass_cli
-def up(cli: Cli, port: int, cluster: str, no_worker: bool) -> None:
-    """Start embedded NATS, every service and a local worker; Ctrl-C stops them all cleanly."""
-    asyncio.run(_up(cli, port, int(cluster), not no_worker))
+def up(cli: Cli, port: int, cluster: str, no_worker: bool, start_timeout: float) -> None:
+    """Start embedded NATS, every service and a local worker; Ctrl-C stops them all cleanly.
+
+    Exits 0 after a clean stop; 1 when the data dir is in use, when something failed to start, or when a
+    stop could not confirm that nothing was lost.
+    """
+    sys.exit(asyncio.run(Up(cli, port, int(cluster), not no_worker, start_timeout).run()))
 
 
 @click.command("run")

@@ -54,6 +54,7 @@ class Job(msgspec.Struct, kw_only=True):
     stop_reason: str = ""
     deadline: datetime | None = None
     version: int = 0  # stream sequence of the job's last event
+    traceparent: str = ""  # the submission's trace context: its dispatch messages continue that trace
 
     @property
     def queue_key(self) -> tuple[int, int, str]:
@@ -107,7 +108,7 @@ def new_job(e: ev.JobSubmitted, order: int) -> Job:
                max_iterations=e.max_iterations, episodes=e.episodes, checkpoint_of=e.checkpoint_of,
                priority=e.priority, gpus=e.gpus, labels=e.labels, timeout_s=e.timeout_s,
                max_retries=e.max_retries, idempotency_key=e.idempotency_key, order=order,
-               submitted_at=e.submitted_at)
+               submitted_at=e.submitted_at, traceparent=e.traceparent)
 
 
 def apply_in_place(state: JobBoard, event: Event) -> JobBoard:

@@ -15,6 +15,8 @@ import asyncio
 from collections import deque
 from collections.abc import Callable, Sequence
 
+from opentelemetry import context as otel_context
+
 from contracts.base import Event
 from eventstore.log import MAX_BATCH, PendingAppend
 from eventstore.observability import get_logger
@@ -28,11 +30,12 @@ class CommitFailed(Exception):
 
 
 class _Item:
-    __slots__ = ("aggregate_id", "events", "future", "ids")
+    __slots__ = ("aggregate_id", "events", "future", "ids", "trace")
 
     def __init__(self, aggregate_id: str, events: Sequence[Event], ids: Sequence[str],
                  future: asyncio.Future[int]) -> None:
         self.aggregate_id, self.events, self.ids, self.future = aggregate_id, events, ids, future
+        self.trace = otel_context.get_current()  # the decision's trace: its append continues it
 
 
 def _retrieve(future: asyncio.Future) -> None:
@@ -152,8 +155,9 @@ class Committer:
             self._queue.clear()
 
     async def _append_one(self, item: _Item) -> None:
-        result = await self._log.append(self._aggregate, item.aggregate_id, item.events,
-                                        self._versions[item.aggregate_id], event_ids=item.ids)
+        pending = PendingAppend(self._aggregate, item.aggregate_id, item.events, self._versions[item.aggregate_id],
+                                item.trace)
+        result = await self._log.append_batch([pending], event_ids=item.ids)
         self._acked(result.versions, result.last_seq)
         self._settle(item, result.last_seq)
 
@@ -162,7 +166,7 @@ class Committer:
         for item in items:
             version = None if item.aggregate_id in guarded else self._versions[item.aggregate_id]
             guarded.add(item.aggregate_id)
-            appends.append(PendingAppend(self._aggregate, item.aggregate_id, item.events, version))
+            appends.append(PendingAppend(self._aggregate, item.aggregate_id, item.events, version, item.trace))
         result = await self._log.append_batch(appends, event_ids=[i for item in items for i in item.ids])
         self._acked(result.versions, result.last_seq)
         remaining = sum(len(i.events) for i in items)

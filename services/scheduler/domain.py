@@ -59,10 +59,13 @@ class StaleAttempt(Conflict):
 
 
 def decide(command: object, state: JobBoard, now: datetime, *, policy: RetryPolicy = DEFAULT_POLICY,
-           new_job_id: Callable[[], str] = new_id) -> list[Event]:
-    """The events one command causes; raises a DomainError when it cannot be carried out."""
+           new_job_id: Callable[[], str] = new_id, traceparent: str = "") -> list[Event]:
+    """The events one command causes; raises a DomainError when it cannot be carried out.
+
+    `traceparent` is the trace context the command came with: a new job keeps it (JobSubmitted).
+    """
     if isinstance(command, SubmitJob):
-        return _submit(command, state, now, new_job_id())
+        return _submit(command, state, now, new_job_id(), traceparent)
     if isinstance(command, StopJob):
         return _stop(command, state, now)
     if isinstance(command, ReportJobStarted | ReportJobCheckpointed | ReportJobFinished):
@@ -77,7 +80,7 @@ def decide(command: object, state: JobBoard, now: datetime, *, policy: RetryPoli
     raise InvalidCommand(f"the scheduler does not handle {type(command).__name__}")
 
 
-def _submit(cmd: SubmitJob, state: JobBoard, now: datetime, job_id: str) -> list[Event]:
+def _submit(cmd: SubmitJob, state: JobBoard, now: datetime, job_id: str, traceparent: str = "") -> list[Event]:
     if cmd.idempotency_key and cmd.idempotency_key in state.idempotency:
         return []
     if cmd.kind == "eval" and not cmd.checkpoint_of:
@@ -89,7 +92,7 @@ def _submit(cmd: SubmitJob, state: JobBoard, now: datetime, job_id: str) -> list
         job_id=job_id, kind=cmd.kind, workload=cmd.workload, params=cmd.params,
         max_iterations=cmd.max_iterations, episodes=cmd.episodes, checkpoint_of=cmd.checkpoint_of,
         priority=cmd.priority, gpus=cmd.gpus, labels=cmd.labels, idempotency_key=cmd.idempotency_key,
-        timeout_s=cmd.timeout_s, max_retries=cmd.max_retries, submitted_at=now)
+        timeout_s=cmd.timeout_s, max_retries=cmd.max_retries, submitted_at=now, traceparent=traceparent)
     job = new_job(submitted, state.next_order)
     mine = [p for p in place(state, now, extra=job) if p.job_id == job_id]
     return [submitted, *(assigned(p, job.attempt, now) for p in mine)]

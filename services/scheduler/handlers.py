@@ -12,6 +12,9 @@ import asyncio
 from collections.abc import Callable, Sequence
 from datetime import datetime
 
+from opentelemetry.context import Context
+from opentelemetry.trace import SpanKind
+
 from contracts import events as ev
 from contracts.base import Event, new_id, utcnow
 from contracts.codec import encode
@@ -24,12 +27,12 @@ from contracts.commands import (
     StopJob,
     SubmitJob,
 )
-from contracts.dispatch import DispatchMessage
+from contracts.dispatch import Assignment, DispatchMessage
 from contracts.errors import InvalidCommand, Unavailable, UnknownWorkload
 from contracts.subjects import MAX_EVENT_BYTES, Topology
 from eventstore.dispatch import DispatchPublisher
 from eventstore.log import StoredEvent
-from eventstore.observability import get_logger
+from eventstore.observability import context_of, get_logger, traceparent, tracer
 from services.scheduler import domain
 from services.scheduler.board import record_version
 from services.scheduler.committer import CommitFailed, Committer
@@ -66,13 +69,14 @@ class Scheduler:
     async def submit(self, command: SubmitJob) -> JobAccepted:
         """Queue a job (placing it at once when a slot is free); the same idempotency key gives the same job."""
         async def once() -> JobAccepted:
+            parent = traceparent()
             try:
                 events = domain.decide(command, self.board.state, self.clock(), policy=self.policy,
-                                       new_job_id=self.new_job_id)
+                                       new_job_id=self.new_job_id, traceparent=parent)
             except UnknownWorkload:
                 await self._fold_all()  # refuse only on a board that knows every worker registered so far
                 events = domain.decide(command, self.board.state, self.clock(), policy=self.policy,
-                                       new_job_id=self.new_job_id)
+                                       new_job_id=self.new_job_id, traceparent=parent)
             if not events:
                 job_id = self.board.state.idempotency[command.idempotency_key or ""]
                 await self._settled(job_id)
@@ -178,7 +182,23 @@ class Scheduler:
             await appended
         except CommitFailed:
             return  # not on the log: nothing to tell the worker (a rebuild re-publishes what is)
-        await self.dispatch.publish(message)
+        await self.publish(message)
+
+    async def publish(self, message: DispatchMessage) -> None:
+        """Hand one message to its worker's dispatch queue (the port retries; the message id dedups repeats).
+
+        An assignment continues the job's submission trace, whichever command or pass decided it (a
+        scheduler's current span may be another command's); a stop continues the trace that asked for it.
+        """
+        verb = "assign" if isinstance(message, Assignment) else "stop"
+        parent = None
+        if isinstance(message, Assignment):
+            job = self.board.state.jobs.get(message.job_id)
+            parent = context_of(job.traceparent if job else "") or Context()
+        attributes = {"stoker.job_id": message.job_id, "stoker.worker_id": message.worker_id}
+        with tracer().start_as_current_span(f"stoker.dispatch {verb}", context=parent, kind=SpanKind.PRODUCER,
+                                            attributes=attributes):
+            await self.dispatch.publish(message)
 
     def _spawn(self, coro) -> None:
         task = asyncio.create_task(coro)
@@ -222,7 +242,7 @@ class Scheduler:
         self.ready.set()
         self.run_tick()
         for assignment in domain.unstarted_assignments(self.board.state):
-            self._spawn(self.dispatch.publish(assignment))
+            self._spawn(self.publish(assignment))
 
     def step_down(self) -> None:
         """Stop deciding (lease lost, append failed, shutting down)."""

@@ -21,7 +21,7 @@ from contracts.events import WorkerCapabilities
 from contracts.subjects import Topology
 from contracts.telemetry import WorkerHeartbeat
 from eventstore.micro import call
-from eventstore.observability import get_logger
+from eventstore.observability import consumer_span, get_logger
 from services.trainer.blobstore import CheckpointStore
 from services.trainer.consumer import DispatchConsumer
 from services.trainer.outbox import AttemptLog, deliver
@@ -167,7 +167,9 @@ class Agent:
         elif isinstance(message, Assignment):
             if self.leaving.is_set():
                 return  # not acknowledged: delivered again to this worker's next run
-            self._accept(message)
+            with consumer_span("stoker.assignment", msg.headers, **{"stoker.job_id": message.job_id,
+                                                                     "stoker.attempt": message.attempt}):
+                self._accept(message)  # its runner task continues the submission's trace
         else:
             self._stop_attempt(message)
         await msg.ack()

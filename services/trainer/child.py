@@ -53,6 +53,10 @@ def prepare_environment(start: wire.Start) -> None:
     os.environ["CUDA_VISIBLE_DEVICES"] = ",".join(str(i) for i in start.gpu_indices)
     os.environ["STOKER_JOB_ID"] = start.job_id
     os.environ["STOKER_ATTEMPT"] = str(start.attempt)
+    if start.traceparent:
+        os.environ["TRACEPARENT"] = start.traceparent  # OpenTelemetry's carrier for a process's parent span
+    else:
+        os.environ.pop("TRACEPARENT", None)
 
 
 def run_workload(target: str, ctx: ChildContext) -> wire.Done:

@@ -14,13 +14,15 @@ from pathlib import Path
 
 import nats.errors
 from nats.aio.client import Client
+from opentelemetry import context as otel_context
+from opentelemetry.trace import SpanKind
 
 from contracts.codec import encode
 from contracts.commands import JobReport, ReportJobCheckpointed, ReportJobFinished, ReportJobStarted
 from contracts.dispatch import Assignment, CheckpointRef
 from contracts.subjects import MAX_TELEMETRY_BYTES, Topology
 from contracts.telemetry import EpisodeReport, JobProgress
-from eventstore.observability import get_logger
+from eventstore.observability import get_logger, inject_trace, traceparent, tracer
 from services.trainer import wire
 from services.trainer.blobstore import CheckpointStore
 from services.trainer.checkpoints import CheckpointUnavailable, Choice, checkpoint_name, choose
@@ -75,6 +77,7 @@ class JobRunner:
         self._saving = 0  # checkpoints handed over by the child, not yet stored and reported
         self._last_sample: asyncio.Future | None = None  # acknowledgement of the last telemetry sample sent
         self._finished = False
+        self._trace: otel_context.Context | None = None  # the job process's start: its first report continues it
         self.log = log.bind(job_id=assignment.job_id, attempt=assignment.attempt)
 
     def stop(self, reason: str) -> None:
@@ -162,11 +165,15 @@ class JobRunner:
             resume = wire.Resume(path=str(choice.fetched.path), format=choice.fetched.format,
                                  iteration=choice.ref.iteration, name=choice.ref.name)
         self.child = child
-        child.send(wire.Start(
-            job_id=a.job_id, attempt=a.attempt, worker_id=self.deps.worker_id, kind=a.kind, workload=self.workload,
-            target=target, params=a.params, max_iterations=a.max_iterations, episodes=a.episodes,
-            gpu_indices=a.gpu_indices, spool_dir=str(self.spool), resume=resume,
-            progress_interval_s=self.deps.settings.progress_interval_s))
+        with tracer().start_as_current_span("stoker.job start", attributes={
+                "stoker.job_id": a.job_id, "stoker.attempt": a.attempt, "stoker.workload": self.workload,
+                "process.pid": child.pid}):
+            self._trace = otel_context.get_current()
+            child.send(wire.Start(
+                job_id=a.job_id, attempt=a.attempt, worker_id=self.deps.worker_id, kind=a.kind,
+                workload=self.workload, target=target, params=a.params, max_iterations=a.max_iterations,
+                episodes=a.episodes, gpu_indices=a.gpu_indices, spool_dir=str(self.spool), resume=resume,
+                progress_interval_s=self.deps.settings.progress_interval_s, traceparent=traceparent()))
         self._report(ReportJobStarted(job_id=a.job_id, attempt=a.attempt, worker_id=self.deps.worker_id,
                                       resumed_from=choice.ref.iteration if choice.ref else None,
                                       corrupt_checkpoints=tuple(choice.corrupt)))
@@ -192,7 +199,14 @@ class JobRunner:
         sample = JobProgress(job_id=self.a.job_id, attempt=self.a.attempt, worker_id=self.deps.worker_id,
                              iteration=max(0, frame.iteration), total=self.total, loss=frame.loss,
                              metrics=frame.metrics, at=at(frame.at))
-        await self._publish("progress", encode(sample))
+        if self._trace is None:
+            await self._publish("progress", encode(sample))
+            return
+        # The first report closes the job's trace (later ones would only make it long).
+        parent, self._trace = self._trace, None
+        with tracer().start_as_current_span("stoker.job progress", context=parent, kind=SpanKind.PRODUCER,
+                                            attributes={"stoker.iteration": sample.iteration}):
+            await self._publish("progress", encode(sample), inject_trace({}))
 
     async def _episode(self, frame: wire.Episode) -> None:
         moves = frame.log
@@ -205,9 +219,10 @@ class JobRunner:
             moves = moves[: len(moves) // 2]  # a sample over the stream's limit would be dropped whole
         await self._publish("episode", data)
 
-    async def _publish(self, kind: str, data: bytes) -> None:
+    async def _publish(self, kind: str, data: bytes, headers: dict[str, str] | None = None) -> None:
         try:
-            acked = await self.deps.telemetry.publish(self.deps.topology.telemetry(kind, self.a.job_id), data)
+            acked = await self.deps.telemetry.publish(self.deps.topology.telemetry(kind, self.a.job_id), data,
+                                                      headers)
         except nats.errors.Error as exc:  # telemetry is disposable; the job goes on
             self.log.debug("telemetry sample dropped", kind=kind, error=repr(exc))
             return

@@ -29,12 +29,13 @@ class TelemetryPublisher:
         self.nc = nc
         self.js = nc.jetstream()
 
-    async def publish(self, subject: str, data: bytes) -> asyncio.Future | None:
+    async def publish(self, subject: str, data: bytes,
+                      headers: dict[str, str] | None = None) -> asyncio.Future | None:
         """Send one sample; the future of its acknowledgement, or None when sent without one."""
         if self.js.publish_async_pending() >= MAX_PENDING:
-            await self.nc.publish(subject, data)
+            await self.nc.publish(subject, data, headers=headers or None)
             return None
-        future = await self.js.publish_async(subject, data)
+        future = await self.js.publish_async(subject, data, headers=headers or None)
         future.add_done_callback(_retrieve)
         asyncio.get_running_loop().call_later(ACK_TIMEOUT_S, future.cancel)  # frees its slot if no ack comes
         return future

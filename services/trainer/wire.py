@@ -44,6 +44,7 @@ class Start(Frame, kw_only=True):
     spool_dir: str
     resume: Resume | None = None
     progress_interval_s: float = 0.1
+    traceparent: str = ""  # the attempt's trace context; the job's code sees it as $TRACEPARENT
 
 
 class Ack(Frame, kw_only=True):

@@ -56,12 +56,14 @@ async def until(check, timeout: float = 30.0):
 
 
 async def test_submit_then_look_at_the_job(platform, event_log):
-    job_id = await submitted(platform, "train", "noop", "--param", "note=hello", "--priority", "3")
+    job_id = await submitted(platform, "train", "noop", "--param", "note=hello", "--priority", "3",
+                             "--label", "training")
     await wait_event(event_log, "job", job_id, lambda s: isinstance(s.event, JobCompleted))
     timeline = await stoker(platform, "job", job_id)
     assert timeline.exit_code == 0
-    assert [line.split()[2] for line in timeline.output.splitlines()] == [
-        "JobSubmitted", "JobAssigned", "JobStarted", "JobCompleted"]
+    # A traced submission adds one `trace <id>` line (whether tracing is on depends on the process).
+    lines = [line for line in timeline.output.splitlines() if not line.startswith("trace ")]
+    assert [line.split()[2] for line in lines] == ["JobSubmitted", "JobAssigned", "JobStarted", "JobCompleted"]
     logs = await stoker(platform, "logs", job_id)
     assert logs.exit_code == 0 and "1/?" in logs.output and "JobCompleted" in logs.output.splitlines()[-1]
 
@@ -70,7 +72,10 @@ async def test_submit_then_look_at_the_job(platform, event_log):
         return [r for r in json.loads(result.output) if r["id"] == job_id]
 
     row = (await until(listed))[0]
-    assert row["workload"] == "noop" and row["priority"] == 3 and json.loads(row["params"]) == {"note": "hello"}
+    assert row["workload"] == "noop" and row["priority"] == 3
+    # Structures are JSON, not JSON text inside strings.
+    assert row["params"] == {"note": "hello"} and row["labels"] == ["training"]
+    assert row["result"] == {"ok": True, "iteration": 1} and row["stop_requested"] is False
 
 
 async def test_logs_follow_ends_with_the_job(platform, event_log):
@@ -124,6 +129,7 @@ async def test_workers_lists_the_worker_with_its_heartbeat(platform):
 
     worker = (await until(listed))[0]
     assert worker["status"] == "healthy" and worker["slots"] == 2 and worker["free"] == 2
+    assert isinstance(worker["labels"], list) and isinstance(worker["addresses"], list)
 
 
 @pytest.mark.parametrize(("args", "message"), [
