@@ -45,3 +45,22 @@ async def follow_forever(event_log: EventLog, position: Callable[[], int], apply
         failures += 1
         log.warning("follower restarting", follower=name, position=position(), error=reason, retry_in_s=delay)
         await asyncio.sleep(delay)
+
+
+async def cancel_and_wait(tasks: list[asyncio.Task], timeout: float = 10.0, retry_s: float = 0.5) -> list[asyncio.Task]:
+    """Cancel `tasks` and wait for them to end, cancelling again while they run; returns those still running.
+
+    On Python 3.11 `asyncio.wait_for` (inside nats-py's requests) can swallow a cancellation that
+    arrives as its inner future completes, so one `cancel()` may be lost and a plain gather hangs.
+    """
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    pending = {t for t in tasks if not t.done()}
+    while pending and loop.time() < deadline:
+        for task in pending:
+            task.cancel()
+        _done, pending = await asyncio.wait(pending, timeout=min(retry_s, max(0.0, deadline - loop.time())))
+    await asyncio.gather(*(t for t in tasks if t.done()), return_exceptions=True)  # retrieve their exceptions
+    if pending:
+        log.warning("tasks did not stop", tasks=sorted(t.get_name() for t in pending), timeout_s=timeout)
+    return list(pending)

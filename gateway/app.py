@@ -19,6 +19,7 @@ from litestar.routes import HTTPRoute
 from contracts.errors import DomainError
 from contracts.subjects import Topology
 from eventstore.connect import NatsUnavailable
+from eventstore.follow import cancel_and_wait
 from eventstore.log import AppendError, JetStreamLog
 from eventstore.observability import get_logger, tracing_on
 from eventstore.server import resolve_nats_url
@@ -71,9 +72,7 @@ async def start_gateway(settings: Settings, store: ReadModelStore | None = None)
 async def stop_gateway(gw: Gateway, close_store: bool) -> None:
     """Stop the hub and the token follower; close NATS (and the store when the gateway opened it)."""
     await gw.hub.stop()
-    for task in gw.tasks:
-        task.cancel()
-    await asyncio.gather(*gw.tasks, return_exceptions=True)
+    await cancel_and_wait(gw.tasks)
     if close_store:
         await gw.store.close()
     await gw.nc.close()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections import defaultdict
 
-from eventstore.follow import follow_forever
+from eventstore.follow import cancel_and_wait, follow_forever
 from eventstore.ports import EventLog
 from gateway.live import EVENTS, STREAMS, TELEMETRY, Outgoing, render, subject_topics
 
@@ -94,9 +94,7 @@ class Hub:
 
     async def stop(self) -> None:
         """Stop following; close every subscriber as the server goes away."""
-        for task in self._tasks:
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await cancel_and_wait(self._tasks)
         for subscriber in list(self.subscribers):
             subscriber.close(1001, "the gateway is shutting down")
 

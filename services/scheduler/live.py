@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable, Sequence
 
 from contracts.base import Event, uuid7
-from eventstore.follow import follow_forever
+from eventstore.follow import cancel_and_wait, follow_forever
 from eventstore.log import MSG_ID, StoredEvent
 from eventstore.observability import get_logger
 from eventstore.ports import EventLog, RawMessage
@@ -48,8 +48,7 @@ class LiveBoard:
     async def stop(self) -> None:
         """Stop following the log."""
         if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
+            await cancel_and_wait([self._task])
             self._task = None
 
     async def rebuild(self) -> None:

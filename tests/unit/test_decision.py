@@ -115,3 +115,26 @@ async def test_follow_forever_restarts_after_the_last_applied_message() -> None:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
     assert failed == [2] and applied == [1, 2, 3, 4]
+
+
+async def test_cancel_and_wait_cancels_again_a_task_that_swallowed_the_first_cancel() -> None:
+    import asyncio
+
+    from eventstore.follow import cancel_and_wait
+
+    swallowed = 0
+
+    async def stubborn() -> None:
+        nonlocal swallowed
+        while True:
+            try:
+                await asyncio.sleep(10)
+            except asyncio.CancelledError:
+                if swallowed:
+                    raise
+                swallowed += 1  # as asyncio.wait_for on 3.11 can: the first cancellation is lost
+
+    task = asyncio.create_task(stubborn(), name="stubborn")
+    await asyncio.sleep(0)
+    assert await cancel_and_wait([task], timeout=5.0, retry_s=0.05) == []
+    assert task.cancelled() and swallowed == 1
