@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import sys
 from datetime import UTC, datetime
 from typing import Any
 
@@ -12,10 +14,29 @@ from contracts.telemetry import WorkerHeartbeat
 from eventstore.readmodels.workers import last_heartbeats, list_workers
 from ops.cli import Cli, pass_cli, run_async
 from ops.commands.jobs import as_json, read_model
+from ops.commands.platform import WORKER_MODULE
 from ops.output import emit_json, table
 
 WORKER_COLUMNS = ("id", "status", "hostname", "slots", "free", "running", "gpus", "labels", "heartbeat", "cpu",
                   "mem")
+
+
+def worker_process(cli: Cli, nats_url: str | None, worker_id: str | None, labels: tuple[str, ...],
+                   slots: int | None) -> tuple[list[str], dict[str, str]]:
+    """The command line and environment of the worker agent `stoker worker` becomes.
+
+    It runs `python -m services.trainer`, as `stoker up` does: the CLI imports no service. The options
+    travel as `STOKER_TRAINER_*` variables, which win over stoker.toml as options should.
+    """
+    env = {**os.environ, "STOKER_NATS_URL": nats_url or cli.nats_url,
+           "STOKER_DATA_DIR": str(cli.settings.data_path)}
+    if worker_id:
+        env["STOKER_TRAINER_WORKER_ID"] = worker_id
+    if labels:
+        env["STOKER_TRAINER_LABELS"] = msgspec.json.encode(list(labels)).decode()
+    if slots is not None:
+        env["STOKER_TRAINER_SLOTS"] = str(slots)
+    return [sys.executable, "-m", WORKER_MODULE], env
 
 
 @click.command("worker")
@@ -27,13 +48,10 @@ WORKER_COLUMNS = ("id", "status", "hostname", "slots", "free", "running", "gpus"
 def worker(cli: Cli, nats_url: str | None, worker_id: str | None, labels: tuple[str, ...],
            slots: int | None) -> None:
     """Join this machine to a stoker platform as a worker and run jobs until Ctrl-C."""
-    from services.trainer.__main__ import cli_main
-
-    common = cli.settings
-    if nats_url:
-        common = msgspec.structs.replace(common, nats_url=nats_url)
-    overrides = {"worker_id": worker_id, "labels": list(labels) or None, "slots": slots}
-    cli_main({k: v for k, v in overrides.items() if v is not None}, common)
+    argv, env = worker_process(cli, nats_url, worker_id, labels, slots)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execve(argv[0], argv, env)
 
 
 def heartbeat_age(beat: WorkerHeartbeat | None, now: datetime) -> str:
