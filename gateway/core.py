@@ -16,20 +16,29 @@ from contracts.errors import NotFound, Unavailable
 from contracts.subjects import Topology
 from eventstore.log import JetStreamLog
 from eventstore.micro import NoAnswer, NoResponders, call
+from eventstore.observability import get_logger
 from eventstore.readmodels import projection_seq
 from eventstore.readmodels.jobs import fold_job, get_job
 from eventstore.stores.base import ReadModelStore
 from gateway.auth import Authenticator
 from gateway.hub import Hub
+from gateway.live import EVENTS
 from gateway.schemas.jobs import JobView
 from gateway.settings import Settings
 from gateway.tokens import TokenRegistry
 from gateway.views import job_view
 
 R = TypeVar("R")
+log = get_logger(component="gateway")
 POLL_S = 0.02
+IDLE_CHECK_S = 1.0  # with no event the checkpoint has not passed, the store is still read this often
 RETRY_FIRST_S, RETRY_MAX_S = 0.05, 0.5  # backoff between sends while no service answers
 REPEAT_AFTER_S = 1.0  # a repeatable command unanswered this long is sent again (its service may have died)
+
+
+def checkpoint_read_due(seen: int, log_position: int, since_read: float, idle_s: float) -> bool:
+    """Whether to read the jobs checkpoint now: the log holds an event it had not passed, or it is time anyway."""
+    return log_position > seen or since_read >= idle_s
 
 
 class PageCache:
@@ -75,13 +84,29 @@ class Gateway:
     pages: PageCache = field(default_factory=PageCache)
     jobs_seq: int = 0  # the jobs projection's checkpoint as last seen (polled, and bumped by read-your-writes)
 
-    async def watch_checkpoint(self, period: float = POLL_S) -> None:
-        """Keep `jobs_seq` current, so cached job pages expire within `period` of the projector moving on."""
+    async def watch_checkpoint(self, period: float = POLL_S, idle_s: float = IDLE_CHECK_S) -> None:
+        """Keep `jobs_seq` current, so cached job pages expire within `period` of the projector moving on.
+
+        The store is read every `period` only while the log holds events the checkpoint has not passed
+        (the hub's position tells, from memory); otherwise once every `idle_s`, in case the hub is
+        behind. A failing read is logged once, and once more when reads work again.
+        """
+        last_read, failing = -idle_s, False
         while True:
-            try:
-                self.jobs_seq = max(self.jobs_seq, await projection_seq(self.store, "jobs"))
-            except Exception:  # a store hiccup only delays expiry; health reports the store
-                pass
+            now = time.monotonic()
+            if checkpoint_read_due(self.jobs_seq, self.hub.positions[EVENTS], now - last_read, idle_s):
+                last_read = now
+                try:
+                    self.jobs_seq = max(self.jobs_seq, await projection_seq(self.store, "jobs"))
+                except Exception as exc:  # a store hiccup only delays expiry; health reports the store
+                    if not failing:
+                        log.warning("cannot read the jobs checkpoint; cached job pages expire late", error=repr(exc))
+                    failing = True
+                    await asyncio.sleep(idle_s)
+                    continue
+                if failing:
+                    log.info("reading the jobs checkpoint again", seq=self.jobs_seq)
+                    failing = False
             await asyncio.sleep(period)
 
     @property
