@@ -6,8 +6,14 @@ both read through them. Tokens have no read model: `gateway/tokens.py` folds the
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
+
 from eventstore.projection import CHECKPOINTS, Projection, create_tables, ensure_checkpoint_table
-from eventstore.stores.base import ReadModelStore
+from eventstore.records import StoredEvent
+from eventstore.stores.base import ReadModelStore, Transaction
+
+Handlers = Mapping[type, Callable[[Any, int, Transaction], Awaitable[None]]]  # event type -> (event, seq, tx)
 
 
 def all_projections() -> list[Projection]:
@@ -24,6 +30,13 @@ def projection_named(name: str) -> Projection:
     if name not in known:
         raise ValueError(f"unknown projection {name!r}; known: {', '.join(sorted(known))}")
     return known[name]
+
+
+async def apply_handler(handlers: Handlers, stored: StoredEvent, tx: Transaction) -> None:
+    """Apply one event with the read model's handler for its type (an event it does not show: nothing)."""
+    handler = handlers.get(type(stored.event))
+    if handler is not None:
+        await handler(stored.event, stored.seq, tx)
 
 
 async def ensure_tables(store: ReadModelStore) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import base64
 import binascii
 import sqlite3
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
@@ -16,6 +16,7 @@ from contracts.errors import InvalidCommand
 from contracts.status import ON_WORKER_STATUSES
 from eventstore.log import StoredEvent
 from eventstore.observability import trace_id_of
+from eventstore.readmodels import Handlers, apply_handler
 from eventstore.stores.base import IdentityTables, ReadModelStore, Transaction
 
 
@@ -69,9 +70,7 @@ class JobsProjection:
 
     async def apply(self, stored: StoredEvent, tx: Transaction) -> None:
         """Update the job's row (and checkpoint rows) for one event."""
-        handler = _HANDLERS.get(type(stored.event))
-        if handler is not None:
-            await handler(stored.event, stored.seq, tx)
+        await apply_handler(_HANDLERS, stored, tx)
 
 
 async def _submitted(e: ev.JobSubmitted, seq: int, tx: Transaction) -> None:
@@ -141,7 +140,7 @@ async def _timed_out(e: ev.JobTimedOut, seq: int, tx: Transaction) -> None:
                      " updated_seq = ? WHERE id = ?", iso(e.timed_out_at), seq, e.job_id, key=e.job_id)
 
 
-_HANDLERS: dict[type, Callable[[Any, int, Transaction], Awaitable[None]]] = {
+_HANDLERS: Handlers = {
     ev.JobSubmitted: _submitted, ev.JobAssigned: _assigned, ev.JobStarted: _started,
     ev.JobCheckpointed: _checkpointed, ev.JobCompleted: _completed, ev.JobFailed: _failed,
     ev.JobStopRequested: _stop_requested, ev.JobStopped: _stopped, ev.JobRequeued: _requeued,

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import msgspec
@@ -12,6 +12,7 @@ from contracts import events as ev
 from contracts.subjects import Topology
 from contracts.telemetry import WorkerHeartbeat
 from eventstore.log import StoredEvent
+from eventstore.readmodels import Handlers, apply_handler
 from eventstore.readmodels.jobs import as_json, iso
 from eventstore.stores.base import ReadModelStore, Transaction
 from eventstore.telemetry import last_sample
@@ -42,9 +43,7 @@ class WorkersProjection:
 
     async def apply(self, stored: StoredEvent, tx: Transaction) -> None:
         """Update the worker's row for one event."""
-        handler = _HANDLERS.get(type(stored.event))
-        if handler is not None:
-            await handler(stored.event, stored.seq, tx)
+        await apply_handler(_HANDLERS, stored, tx)
 
 
 async def _registered(e: ev.WorkerRegistered, seq: int, tx: Transaction) -> None:
@@ -81,7 +80,7 @@ async def _forgotten(e: ev.WorkerForgotten, seq: int, tx: Transaction) -> None:
     await tx.execute("DELETE FROM {workers} WHERE id = ?", e.worker_id, key=e.worker_id)
 
 
-_HANDLERS: dict[type, Callable[[Any, int, Transaction], Awaitable[None]]] = {
+_HANDLERS: Handlers = {
     ev.WorkerRegistered: _registered, ev.WorkerLost: _lost, ev.WorkerReturned: _returned,
     ev.WorkerDeregistered: _deregistered, ev.WorkerForgotten: _forgotten,
 }
