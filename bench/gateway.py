@@ -40,9 +40,9 @@ from eventstore.connect import connect  # noqa: E402
 from eventstore.log import JetStreamLog  # noqa: E402
 from eventstore.projection import ProjectionRunner  # noqa: E402
 from eventstore.readmodels import all_projections  # noqa: E402
+from eventstore.readmodels.jobs import list_jobs  # noqa: E402
 from eventstore.server import NatsServer, ServerSpec, free_port, port_is_free  # noqa: E402
 from eventstore.stores.sqlite import SqliteStore  # noqa: E402
-from gateway.queries import list_jobs  # noqa: E402
 from gateway.schemas.jobs import JobPage  # noqa: E402
 from gateway.tokens import issue_token  # noqa: E402
 from gateway.views import job_view  # noqa: E402

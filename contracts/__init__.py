@@ -1,1 +1,1 @@
-"""Every message stoker sends: events, commands, telemetry, subjects and stream configs."""
+"""Every message stoker sends: events, commands, telemetry, dispatch, and the subjects they travel on."""

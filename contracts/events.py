@@ -256,4 +256,3 @@ AnyTokenEvent = TokenIssued | TokenRevoked
 AnyEvent = AnyJobEvent | AnyWorkerEvent | AnyTokenEvent
 
 EVENT_TYPES: dict[str, type[Event]] = {cls.__name__: cls for cls in AnyEvent.__args__}
-TERMINAL_JOB_EVENTS = (JobCompleted, JobStopped, JobTimedOut)

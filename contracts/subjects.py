@@ -1,11 +1,13 @@
-"""Subject names, stream and bucket configurations: the one place that spells them."""
+"""Subject, stream and bucket names and the size limits of messages: the one place that spells them.
+
+The streams' configurations are in `eventstore/streams.py`: contracts say what is sent, not how NATS keeps it.
+"""
 
 from __future__ import annotations
 
 import re
 
 import msgspec
-from nats.js.api import DiscardPolicy, RetentionPolicy, StorageType, StreamConfig
 
 MAX_EVENT_BYTES = 1024 * 1024
 MAX_TELEMETRY_BYTES = 4 * 1024 * 1024
@@ -82,59 +84,3 @@ class Topology(msgspec.Struct, frozen=True):
         if len(parts) != 4 or parts[0] != self.prefix or parts[1] != "events":
             return None
         return parts[2], parts[3]
-
-
-def events_stream_config(topology: Topology, replicas: int = 1) -> StreamConfig:
-    """The event log: file storage, kept forever, never deleted or purged, deduplicated by event id."""
-    return StreamConfig(
-        name=topology.events_stream,
-        subjects=[topology.all_events],
-        retention=RetentionPolicy.LIMITS,
-        storage=StorageType.FILE,
-        discard=DiscardPolicy.NEW,
-        max_msgs=-1,
-        max_bytes=-1,
-        max_age=0,
-        max_msg_size=MAX_EVENT_BYTES,
-        duplicate_window=10 * 60,
-        deny_delete=True,
-        deny_purge=True,
-        allow_atomic=True,
-        allow_direct=True,
-        num_replicas=replicas,
-        description="stoker event log: the source of truth",
-    )
-
-
-def telemetry_stream_config(topology: Topology, replicas: int = 1) -> StreamConfig:
-    """Telemetry: progress, episodes, heartbeats; bounded by age and size, old samples go first."""
-    return StreamConfig(
-        name=topology.telemetry_stream,
-        subjects=[f"{topology.prefix}.telemetry.>"],
-        retention=RetentionPolicy.LIMITS,
-        storage=StorageType.FILE,
-        discard=DiscardPolicy.OLD,
-        max_age=7 * 86400,
-        max_bytes=2 * 1024**3,
-        max_msgs_per_subject=200_000,
-        max_msg_size=MAX_TELEMETRY_BYTES,
-        allow_direct=True,
-        num_replicas=replicas,
-        description="stoker telemetry: progress, episodes, heartbeats",
-    )
-
-
-def dispatch_stream_config(topology: Topology, replicas: int = 1) -> StreamConfig:
-    """Per-worker queues of assignments; consumed and acknowledged by each worker's durable consumer."""
-    return StreamConfig(
-        name=topology.dispatch_stream,
-        subjects=[topology.dispatch("*")],
-        retention=RetentionPolicy.LIMITS,
-        storage=StorageType.FILE,
-        discard=DiscardPolicy.OLD,
-        max_age=7 * 86400,
-        duplicate_window=10 * 60,
-        max_msg_size=MAX_EVENT_BYTES,
-        num_replicas=replicas,
-        description="stoker dispatch: assignments and stop requests per worker",
-    )

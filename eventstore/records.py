@@ -86,6 +86,14 @@ class StoredEvent(msgspec.Struct, frozen=True, kw_only=True):
         return self.headers.get(CAUSATION)
 
 
+def event_record(stored: StoredEvent) -> dict[str, Any]:
+    """An event as data, the record the API and the CLI both show: sequence, time, ids and the payload."""
+    return {"seq": stored.seq, "time": stored.time, "subject": stored.subject, "type": stored.type,
+            "schema": stored.schema, "aggregate": stored.aggregate, "aggregate_id": stored.aggregate_id,
+            "event_id": stored.event_id, "correlation_id": stored.correlation_id,
+            "causation_id": stored.causation_id, "event": msgspec.to_builtins(stored.event)}
+
+
 def event_headers(event: Event, event_id: str, correlation_id: str | None,
                   causation_id: str | None, trace: Any = None) -> dict[str, str]:
     """The headers of one event: its id, type, schema, correlation and causation, and the W3C

@@ -1,4 +1,4 @@
-"""Creating stoker's streams and buckets, idempotently, on a single node or an R3 cluster."""
+"""stoker's streams (their configurations) and buckets, created idempotently on a single node or an R3 cluster."""
 
 from __future__ import annotations
 
@@ -6,15 +6,73 @@ import asyncio
 
 import nats.errors
 from nats.js import JetStreamContext
-from nats.js.api import KeyValueConfig, ObjectStoreConfig, StorageType, StreamConfig
+from nats.js.api import (
+    DiscardPolicy,
+    KeyValueConfig,
+    ObjectStoreConfig,
+    RetentionPolicy,
+    StorageType,
+    StreamConfig,
+)
 from nats.js.errors import APIError, BadRequestError, NotFoundError
 
-from contracts.subjects import (
-    Topology,
-    dispatch_stream_config,
-    events_stream_config,
-    telemetry_stream_config,
-)
+from contracts.subjects import MAX_EVENT_BYTES, MAX_TELEMETRY_BYTES, Topology
+
+
+def events_stream_config(topology: Topology, replicas: int = 1) -> StreamConfig:
+    """The event log: file storage, kept forever, never deleted or purged, deduplicated by event id."""
+    return StreamConfig(
+        name=topology.events_stream,
+        subjects=[topology.all_events],
+        retention=RetentionPolicy.LIMITS,
+        storage=StorageType.FILE,
+        discard=DiscardPolicy.NEW,
+        max_msgs=-1,
+        max_bytes=-1,
+        max_age=0,
+        max_msg_size=MAX_EVENT_BYTES,
+        duplicate_window=10 * 60,
+        deny_delete=True,
+        deny_purge=True,
+        allow_atomic=True,
+        allow_direct=True,
+        num_replicas=replicas,
+        description="stoker event log: the source of truth",
+    )
+
+
+def telemetry_stream_config(topology: Topology, replicas: int = 1) -> StreamConfig:
+    """Telemetry: progress, episodes, heartbeats; bounded by age and size, old samples go first."""
+    return StreamConfig(
+        name=topology.telemetry_stream,
+        subjects=[f"{topology.prefix}.telemetry.>"],
+        retention=RetentionPolicy.LIMITS,
+        storage=StorageType.FILE,
+        discard=DiscardPolicy.OLD,
+        max_age=7 * 86400,
+        max_bytes=2 * 1024**3,
+        max_msgs_per_subject=200_000,
+        max_msg_size=MAX_TELEMETRY_BYTES,
+        allow_direct=True,
+        num_replicas=replicas,
+        description="stoker telemetry: progress, episodes, heartbeats",
+    )
+
+
+def dispatch_stream_config(topology: Topology, replicas: int = 1) -> StreamConfig:
+    """Per-worker queues of assignments; consumed and acknowledged by each worker's durable consumer."""
+    return StreamConfig(
+        name=topology.dispatch_stream,
+        subjects=[topology.dispatch("*")],
+        retention=RetentionPolicy.LIMITS,
+        storage=StorageType.FILE,
+        discard=DiscardPolicy.OLD,
+        max_age=7 * 86400,
+        duplicate_window=10 * 60,
+        max_msg_size=MAX_EVENT_BYTES,
+        num_replicas=replicas,
+        description="stoker dispatch: assignments and stop requests per worker",
+    )
 
 
 async def ensure_stream(js: JetStreamContext, config: StreamConfig, attempts: int = 40) -> None:

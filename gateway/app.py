@@ -22,6 +22,7 @@ from eventstore.connect import NatsUnavailable
 from eventstore.follow import cancel_and_wait
 from eventstore.log import AppendError, JetStreamLog
 from eventstore.observability import get_logger, tracing_on
+from eventstore.readmodels import ensure_tables
 from eventstore.server import resolve_nats_url
 from eventstore.service import connect_with_retry
 from eventstore.stores import open_store
@@ -33,11 +34,10 @@ from gateway.controllers.system import SystemController, TokensController
 from gateway.controllers.testing import TestingController
 from gateway.controllers.training import TrainingController
 from gateway.controllers.workers import WorkersController
-from gateway.core import Gateway
+from gateway.core import Gateway, PageCache
 from gateway.dashboard import dashboard_router
 from gateway.hub import Hub
 from gateway.openapi import finish_schema
-from gateway.queries import PageCache, ensure_tables
 from gateway.schemas.common import ErrorBody
 from gateway.settings import Settings
 from gateway.tokens import follow_tokens, load_registry

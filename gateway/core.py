@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -15,19 +16,52 @@ from contracts.errors import NotFound, Unavailable
 from contracts.subjects import Topology
 from eventstore.log import JetStreamLog
 from eventstore.micro import NoAnswer, NoResponders, call
+from eventstore.observability import get_logger
+from eventstore.readmodels import projection_seq
+from eventstore.readmodels.jobs import fold_job, get_job
 from eventstore.stores.base import ReadModelStore
-from gateway import queries
 from gateway.auth import Authenticator
 from gateway.hub import Hub
+from gateway.live import EVENTS
 from gateway.schemas.jobs import JobView
 from gateway.settings import Settings
 from gateway.tokens import TokenRegistry
-from gateway.views import fold_job, job_view
+from gateway.views import job_view
 
 R = TypeVar("R")
+log = get_logger(component="gateway")
 POLL_S = 0.02
+IDLE_CHECK_S = 1.0  # with no event the checkpoint has not passed, the store is still read this often
 RETRY_FIRST_S, RETRY_MAX_S = 0.05, 0.5  # backoff between sends while no service answers
 REPEAT_AFTER_S = 1.0  # a repeatable command unanswered this long is sent again (its service may have died)
+
+
+def checkpoint_read_due(seen: int, log_position: int, since_read: float, idle_s: float) -> bool:
+    """Whether to read the jobs checkpoint now: the log holds an event it had not passed, or it is time anyway."""
+    return log_position > seen or since_read >= idle_s
+
+
+class PageCache:
+    """Job pages by query, valid while the jobs projection's checkpoint stays where it was read at."""
+
+    def __init__(self, size: int = 256) -> None:
+        self.size = size
+        self._pages: OrderedDict[tuple, tuple[int, Any]] = OrderedDict()
+
+    def get(self, key: tuple, seq: int) -> Any | None:
+        """The page cached for `key` at checkpoint `seq`, or None."""
+        hit = self._pages.get(key)
+        if hit is None or hit[0] != seq:
+            return None
+        self._pages.move_to_end(key)
+        return hit[1]
+
+    def put(self, key: tuple, seq: int, page: Any) -> None:
+        """Remember a page read at checkpoint `seq`."""
+        self._pages[key] = (seq, page)
+        self._pages.move_to_end(key)
+        while len(self._pages) > self.size:
+            self._pages.popitem(last=False)
 
 
 def may_repeat(command: Command) -> bool:
@@ -47,16 +81,32 @@ class Gateway:
     auth: Authenticator
     hub: Hub
     tasks: list[asyncio.Task[Any]] = field(default_factory=list)
-    pages: queries.PageCache = field(default_factory=queries.PageCache)
+    pages: PageCache = field(default_factory=PageCache)
     jobs_seq: int = 0  # the jobs projection's checkpoint as last seen (polled, and bumped by read-your-writes)
 
-    async def watch_checkpoint(self, period: float = POLL_S) -> None:
-        """Keep `jobs_seq` current, so cached job pages expire within `period` of the projector moving on."""
+    async def watch_checkpoint(self, period: float = POLL_S, idle_s: float = IDLE_CHECK_S) -> None:
+        """Keep `jobs_seq` current, so cached job pages expire within `period` of the projector moving on.
+
+        The store is read every `period` only while the log holds events the checkpoint has not passed
+        (the hub's position tells, from memory); otherwise once every `idle_s`, in case the hub is
+        behind. A failing read is logged once, and once more when reads work again.
+        """
+        last_read, failing = -idle_s, False
         while True:
-            try:
-                self.jobs_seq = max(self.jobs_seq, await queries.projection_seq(self.store, "jobs"))
-            except Exception:  # a store hiccup only delays expiry; health reports the store
-                pass
+            now = time.monotonic()
+            if checkpoint_read_due(self.jobs_seq, self.hub.positions[EVENTS], now - last_read, idle_s):
+                last_read = now
+                try:
+                    self.jobs_seq = max(self.jobs_seq, await projection_seq(self.store, "jobs"))
+                except Exception as exc:  # a store hiccup only delays expiry; health reports the store
+                    if not failing:
+                        log.warning("cannot read the jobs checkpoint; cached job pages expire late", error=repr(exc))
+                    failing = True
+                    await asyncio.sleep(idle_s)
+                    continue
+                if failing:
+                    log.info("reading the jobs checkpoint again", seq=self.jobs_seq)
+                    failing = False
             await asyncio.sleep(period)
 
     @property
@@ -95,7 +145,7 @@ class Gateway:
 
     async def job(self, job_id: str, kind: str | None = None) -> JobView:
         """One job from the read model, or folded from the log while the projector catches up."""
-        row = await queries.job_row(self.store, job_id)
+        row = await get_job(self.store, job_id)
         if row is None:
             # Ids become subject tokens; one that cannot be a subject names no job.
             events, _version = await self.log.load("job", job_id) if is_valid_id(job_id) else ([], 0)
@@ -124,7 +174,7 @@ class Gateway:
         """Wait up to `read_your_writes_s` for the projector's checkpoint to reach `seq`."""
         deadline = time.monotonic() + self.settings.gateway.read_your_writes_s
         while True:
-            reached = await queries.projection_seq(self.store, projection)
+            reached = await projection_seq(self.store, projection)
             if projection == "jobs":
                 self.jobs_seq = max(self.jobs_seq, reached)
             if reached >= seq:

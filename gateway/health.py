@@ -10,7 +10,7 @@ import msgspec
 
 from contracts.base import utcnow
 from eventstore.projection import dead_letter_counts, malformed_total
-from gateway import queries
+from eventstore.readmodels import projection_checkpoints
 from gateway.schemas.system import (
     Health,
     NatsHealth,
@@ -56,7 +56,7 @@ async def _stream(gw: Any, name: str) -> StreamHealth:
 
 async def _store(gw: Any) -> tuple[StoreHealth, dict[str, tuple[int, str | None]], dict[str, dict[str, int]], int]:
     try:
-        checkpoints = await queries.projection_checkpoints(gw.store)
+        checkpoints = await projection_checkpoints(gw.store)
         counts = await dead_letter_counts(gw.store)
         malformed = await malformed_total(gw.store)
     except Exception as exc:

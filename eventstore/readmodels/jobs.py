@@ -1,20 +1,23 @@
-"""The `jobs` read model: one row per job with its status, and one row per checkpoint."""
+"""The `jobs` read model: one row per job with its status, and one row per checkpoint; and its queries."""
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+import base64
+import binascii
+import sqlite3
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
 import msgspec
 
 from contracts import events as ev
+from contracts.errors import InvalidCommand
+from contracts.status import ON_WORKER_STATUSES
 from eventstore.log import StoredEvent
 from eventstore.observability import trace_id_of
-from eventstore.stores.base import Transaction
-
-ACTIVE_STATUSES = ("queued", "assigned", "running", "stopping")
-TERMINAL_STATUSES = ("completed", "failed", "stopped", "timed_out")
+from eventstore.readmodels import Handlers, apply_handler
+from eventstore.stores.base import IdentityTables, ReadModelStore, Transaction
 
 
 def iso(moment: datetime | None) -> str | None:
@@ -67,9 +70,7 @@ class JobsProjection:
 
     async def apply(self, stored: StoredEvent, tx: Transaction) -> None:
         """Update the job's row (and checkpoint rows) for one event."""
-        handler = _HANDLERS.get(type(stored.event))
-        if handler is not None:
-            await handler(stored.event, stored.seq, tx)
+        await apply_handler(_HANDLERS, stored, tx)
 
 
 async def _submitted(e: ev.JobSubmitted, seq: int, tx: Transaction) -> None:
@@ -139,9 +140,104 @@ async def _timed_out(e: ev.JobTimedOut, seq: int, tx: Transaction) -> None:
                      " updated_seq = ? WHERE id = ?", iso(e.timed_out_at), seq, e.job_id, key=e.job_id)
 
 
-_HANDLERS: dict[type, Callable[[Any, int, Transaction], Awaitable[None]]] = {
+_HANDLERS: Handlers = {
     ev.JobSubmitted: _submitted, ev.JobAssigned: _assigned, ev.JobStarted: _started,
     ev.JobCheckpointed: _checkpointed, ev.JobCompleted: _completed, ev.JobFailed: _failed,
     ev.JobStopRequested: _stop_requested, ev.JobStopped: _stopped, ev.JobRequeued: _requeued,
     ev.JobTimedOut: _timed_out,
 }
+
+
+def encode_cursor(submitted_at: str, job_id: str) -> str:
+    """An opaque cursor pointing after one job in the newest-first order."""
+    return base64.urlsafe_b64encode(msgspec.json.encode([submitted_at, job_id])).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> tuple[str, str]:
+    """The (submitted_at, id) a cursor points after; InvalidCommand when it is not one of ours."""
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+        submitted_at, job_id = msgspec.json.decode(raw, type=tuple[str, str])
+    except (binascii.Error, ValueError, msgspec.DecodeError, msgspec.ValidationError):
+        raise InvalidCommand("cursor is not one this API handed out") from None
+    return submitted_at, job_id
+
+
+async def list_jobs(store: ReadModelStore, *, statuses: Sequence[str] = (), kind: str | None = None,
+                    workload: str | None = None, cursor: str | None = None,
+                    limit: int = 50) -> tuple[list[dict[str, Any]], str | None]:
+    """A page of job rows, newest first, and the cursor of the next page (None at the end)."""
+    where: list[str] = []
+    params: list[Any] = []
+    if statuses:
+        where.append(f"status IN ({', '.join('?' for _ in statuses)})")
+        params.extend(statuses)
+    for column, value in (("kind", kind), ("workload", workload)):
+        if value is not None:
+            where.append(f"{column} = ?")
+            params.append(value)
+    if cursor:
+        at, job_id = decode_cursor(cursor)
+        where.append("(submitted_at < ? OR (submitted_at = ? AND id < ?))")
+        params.extend([at, at, job_id])
+    clause = f" WHERE {' AND '.join(where)}" if where else ""
+    rows = await store.fetchall("SELECT * FROM {jobs}" + clause + " ORDER BY submitted_at DESC, id DESC LIMIT ?",
+                                *params, limit + 1)
+    more = len(rows) > limit
+    rows = rows[:limit]
+    return rows, encode_cursor(rows[-1]["submitted_at"], rows[-1]["id"]) if more else None
+
+
+async def get_job(store: ReadModelStore, job_id: str) -> dict[str, Any] | None:
+    """One job's row, or None."""
+    return await store.fetchone("SELECT * FROM {jobs} WHERE id = ?", job_id)
+
+
+async def job_checkpoints(store: ReadModelStore, job_id: str) -> list[dict[str, Any]]:
+    """A job's checkpoint rows, oldest first."""
+    return await store.fetchall("SELECT * FROM {job_checkpoints} WHERE job_id = ? ORDER BY seq", job_id)
+
+
+async def jobs_on_workers(store: ReadModelStore) -> dict[str, list[str]]:
+    """The jobs each worker holds (assigned, running or stopping), by worker id."""
+    marks = ", ".join("?" for _ in ON_WORKER_STATUSES)
+    rows = await store.fetchall(f"SELECT id, worker_id FROM {{jobs}} WHERE status IN ({marks}) ORDER BY id",
+                                *ON_WORKER_STATUSES)
+    out: dict[str, list[str]] = {}
+    for row in rows:
+        out.setdefault(row["worker_id"], []).append(row["id"])
+    return out
+
+
+class _MemoryTransaction:
+    """The Transaction protocol over an in-memory SQLite connection, on this thread (tiny folds only)."""
+
+    def __init__(self) -> None:
+        self.db = sqlite3.connect(":memory:")
+        self.tables = IdentityTables()
+
+    async def execute(self, sql: str, *params: Any, key: str | None = None) -> None:
+        self.db.execute(sql.format_map(self.tables), params)
+
+    async def fetchall(self, sql: str, *params: Any) -> list[dict[str, Any]]:
+        cursor = self.db.execute(sql.format_map(self.tables), params)
+        names = [d[0] for d in cursor.description or ()]
+        return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
+
+    async def fetchone(self, sql: str, *params: Any) -> dict[str, Any] | None:
+        rows = await self.fetchall(sql, *params)
+        return rows[0] if rows else None
+
+
+async def fold_job(events: Sequence[StoredEvent]) -> dict[str, Any] | None:
+    """The jobs row the projection would write for these events (the very same code, in memory)."""
+    projection = JobsProjection()
+    tx = _MemoryTransaction()
+    try:
+        for statement in projection.ddl("sqlite"):
+            await tx.execute(statement)
+        for stored in events:
+            await projection.apply(stored, tx)
+        return await tx.fetchone("SELECT * FROM {jobs}")
+    finally:
+        tx.db.close()

@@ -1,14 +1,28 @@
-"""The `workers` read model: one row per known worker, its state and capabilities."""
+"""The `workers` read model: one row per known worker, its state and capabilities; and its queries."""
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Sequence
 from typing import Any
 
+import msgspec
+from nats.aio.client import Client
+
 from contracts import events as ev
+from contracts.subjects import Topology
+from contracts.telemetry import WorkerHeartbeat
 from eventstore.log import StoredEvent
+from eventstore.readmodels import Handlers, apply_handler
 from eventstore.readmodels.jobs import as_json, iso
-from eventstore.stores.base import Transaction
+from eventstore.stores.base import ReadModelStore, Transaction
+from eventstore.telemetry import last_sample
+
+JSON_COLUMNS = ("addresses", "gpus", "labels")  # stored as JSON text (arrays)
+
+
+def worker_record(row: dict[str, Any]) -> dict[str, Any]:
+    """A workers row as data: its JSON columns decoded to arrays."""
+    return {**row, **{c: msgspec.json.decode(row[c]) if row.get(c) else [] for c in JSON_COLUMNS}}
 
 
 class WorkersProjection:
@@ -29,9 +43,7 @@ class WorkersProjection:
 
     async def apply(self, stored: StoredEvent, tx: Transaction) -> None:
         """Update the worker's row for one event."""
-        handler = _HANDLERS.get(type(stored.event))
-        if handler is not None:
-            await handler(stored.event, stored.seq, tx)
+        await apply_handler(_HANDLERS, stored, tx)
 
 
 async def _registered(e: ev.WorkerRegistered, seq: int, tx: Transaction) -> None:
@@ -68,7 +80,22 @@ async def _forgotten(e: ev.WorkerForgotten, seq: int, tx: Transaction) -> None:
     await tx.execute("DELETE FROM {workers} WHERE id = ?", e.worker_id, key=e.worker_id)
 
 
-_HANDLERS: dict[type, Callable[[Any, int, Transaction], Awaitable[None]]] = {
+_HANDLERS: Handlers = {
     ev.WorkerRegistered: _registered, ev.WorkerLost: _lost, ev.WorkerReturned: _returned,
     ev.WorkerDeregistered: _deregistered, ev.WorkerForgotten: _forgotten,
 }
+
+
+async def list_workers(store: ReadModelStore, worker_id: str | None = None) -> list[dict[str, Any]]:
+    """Every worker's record by id (or the one with `worker_id`: a list of one or none)."""
+    if worker_id is not None:
+        rows = await store.fetchall("SELECT * FROM {workers} WHERE id = ?", worker_id)
+    else:
+        rows = await store.fetchall("SELECT * FROM {workers} ORDER BY id")
+    return [worker_record(r) for r in rows]
+
+
+async def last_heartbeats(nc: Client, topology: Topology,
+                          worker_ids: Sequence[str]) -> dict[str, WorkerHeartbeat | None]:
+    """Each worker's newest heartbeat from telemetry (None: none kept)."""
+    return {wid: await last_sample(nc, topology, "heartbeat", wid, WorkerHeartbeat) for wid in worker_ids}

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from typing import Any, Protocol
 
@@ -77,6 +77,46 @@ def to_numbered(sql: str) -> str:
 
 
 Write = tuple[str, tuple[Any, ...], str | None]  # rendered SQL, parameters, the row key it touches
+
+
+class BufferedTransaction:
+    """A Transaction that queues writes, rendered for its dialect, until the next read or the commit.
+
+    Subclasses say how SQL is rendered (`render`: `{table}` names, parameter style) and how queued
+    writes and reads run on their connection (`fetchall`, `flush`, with `take_writes` and `plan_writes`).
+    """
+
+    render: Callable[[str, tuple[tuple[str, str], ...]], str]
+
+    def __init__(self, tables: Mapping[str, str]) -> None:
+        self._tables = tuple(sorted(tables.items()))
+        self._writes: list[Write] = []
+
+    def sql(self, statement: str) -> str:
+        """A statement rendered for this transaction's tables and dialect."""
+        return self.render(statement, self._tables)
+
+    async def execute(self, sql: str, *params: Any, key: str | None = None) -> None:
+        """Queue a write (`key`: the row it touches, see Transaction.execute)."""
+        self._writes.append((self.sql(sql), params, key))
+
+    def take_writes(self) -> list[Write]:
+        """The queued writes, in order; the queue is empty afterwards."""
+        writes, self._writes = self._writes, []
+        return writes
+
+    async def fetchone(self, sql: str, *params: Any) -> dict[str, Any] | None:
+        """One row (queued writes run first)."""
+        rows = await self.fetchall(sql, *params)
+        return rows[0] if rows else None
+
+    async def fetchall(self, sql: str, *params: Any) -> list[dict[str, Any]]:
+        """All rows (queued writes run first)."""
+        raise NotImplementedError
+
+    async def flush(self) -> None:
+        """Run queued writes."""
+        raise NotImplementedError
 
 
 def plan_writes(writes: Sequence[Write]) -> list[tuple[str, list[tuple[Any, ...]]]]:

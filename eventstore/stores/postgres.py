@@ -9,7 +9,7 @@ from typing import Any
 
 import asyncpg
 
-from eventstore.stores.base import TRANSIENT_ERRORS, IdentityTables, Write, plan_writes, to_numbered
+from eventstore.stores.base import TRANSIENT_ERRORS, BufferedTransaction, IdentityTables, plan_writes, to_numbered
 
 _TRANSIENT = (asyncpg.PostgresConnectionError, asyncpg.InterfaceError, asyncpg.InsufficientResourcesError,
               asyncpg.OperatorInterventionError, asyncpg.TransactionRollbackError, *TRANSIENT_ERRORS)
@@ -20,33 +20,29 @@ def _render(sql: str, tables: tuple[tuple[str, str], ...]) -> str:
     return to_numbered(sql.format_map(IdentityTables(tables)))
 
 
-class PostgresTransaction:
+class PostgresTransaction(BufferedTransaction):
     """Buffers writes and sends them with executemany before any read and at commit."""
 
-    def __init__(self, conn: asyncpg.Connection, tables: Mapping[str, str]) -> None:
-        self._conn = conn
-        self._tables = tuple(sorted(tables.items()))
-        self._writes: list[Write] = []
+    render = staticmethod(_render)
 
-    async def execute(self, sql: str, *params: Any, key: str | None = None) -> None:
-        """Queue a write (`key`: the row it touches, see Transaction.execute)."""
-        self._writes.append((_render(sql, self._tables), params, key))
+    def __init__(self, conn: asyncpg.Connection, tables: Mapping[str, str]) -> None:
+        super().__init__(tables)
+        self._conn = conn
 
     async def fetchone(self, sql: str, *params: Any) -> dict[str, Any] | None:
         """One row (queued writes run first)."""
         await self.flush()
-        row = await self._conn.fetchrow(_render(sql, self._tables), *params)
+        row = await self._conn.fetchrow(self.sql(sql), *params)
         return dict(row) if row is not None else None
 
     async def fetchall(self, sql: str, *params: Any) -> list[dict[str, Any]]:
         """All rows (queued writes run first)."""
         await self.flush()
-        return [dict(r) for r in await self._conn.fetch(_render(sql, self._tables), *params)]
+        return [dict(r) for r in await self._conn.fetch(self.sql(sql), *params)]
 
     async def flush(self) -> None:
         """Run queued writes."""
-        writes, self._writes = self._writes, []
-        for sql, batch in plan_writes(writes):
+        for sql, batch in plan_writes(self.take_writes()):
             if len(batch) == 1:
                 await self._conn.execute(sql, *batch[0])
             else:

@@ -12,7 +12,7 @@ from urllib.parse import quote
 
 import aiosqlite
 
-from eventstore.stores.base import TRANSIENT_ERRORS, IdentityTables, Write, plan_writes
+from eventstore.stores.base import TRANSIENT_ERRORS, BufferedTransaction, IdentityTables, Write, plan_writes
 
 
 @lru_cache(maxsize=4096)
@@ -29,27 +29,19 @@ def _rows(cursor: sqlite3.Cursor) -> list[dict[str, Any]]:
     return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
 
 
-class SqliteTransaction:
-    """Buffers writes and runs them, with any read, on the connection's own thread."""
+class SqliteTransaction(BufferedTransaction):
+    """Buffers writes and runs them, with any read, on the connection's own thread (one hop for both)."""
+
+    render = staticmethod(_render)
 
     def __init__(self, conn: aiosqlite.Connection, tables: Mapping[str, str]) -> None:
+        super().__init__(tables)
         self._conn = conn
-        self._tables = tuple(sorted(tables.items()))
-        self._writes: list[Write] = []
-
-    async def execute(self, sql: str, *params: Any, key: str | None = None) -> None:
-        """Queue a write (`key`: the row it touches, see Transaction.execute)."""
-        self._writes.append((_render(sql, self._tables), params, key))
-
-    async def fetchone(self, sql: str, *params: Any) -> dict[str, Any] | None:
-        """One row (queued writes run first)."""
-        rows = await self.fetchall(sql, *params)
-        return rows[0] if rows else None
 
     async def fetchall(self, sql: str, *params: Any) -> list[dict[str, Any]]:
         """All rows (queued writes run first)."""
-        writes, self._writes = self._writes, []
-        rendered = _render(sql, self._tables)
+        writes = self.take_writes()
+        rendered = self.sql(sql)
 
         def run(db: sqlite3.Connection) -> list[dict[str, Any]]:
             _apply(db, writes)
@@ -59,7 +51,7 @@ class SqliteTransaction:
 
     async def flush(self) -> None:
         """Run queued writes."""
-        writes, self._writes = self._writes, []
+        writes = self.take_writes()
         if writes:
             await self._conn._execute(_apply, self._conn._conn, writes)
 

@@ -12,8 +12,8 @@ from litestar.params import FromPath, FromQuery, JSONBody, Parameter
 from contracts.base import MAX_SAFE_INT
 from contracts.commands import SubmitJob
 from contracts.telemetry import JobProgress
+from eventstore.readmodels.jobs import job_checkpoints, list_jobs
 from eventstore.telemetry import sample_history
-from gateway import queries
 from gateway.auth import OPERATOR, VIEWER
 from gateway.controllers.common import GW, errors
 from gateway.schemas.jobs import (
@@ -61,8 +61,8 @@ class JobsController(Controller):
         seq = gw.jobs_seq
         page = gw.pages.get(key, seq)
         if page is None:
-            rows, next_cursor = await queries.list_jobs(gw.store, statuses=key[0], kind=kind, workload=workload,
-                                                        cursor=cursor, limit=limit)
+            rows, next_cursor = await list_jobs(gw.store, statuses=key[0], kind=kind, workload=workload,
+                                                cursor=cursor, limit=limit)
             page = JobPage(items=[job_view(r) for r in rows], next_cursor=next_cursor)
             gw.pages.put(key, seq, page)
         return page
@@ -99,5 +99,5 @@ class JobsController(Controller):
     async def checkpoints(self, gw: GW, job_id: FromPath[str]) -> JobCheckpoints:
         """The job's stored checkpoints, oldest first."""
         await gw.job(job_id)
-        rows = await queries.checkpoint_rows(gw.store, job_id)
+        rows = await job_checkpoints(gw.store, job_id)
         return JobCheckpoints(job_id=job_id, checkpoints=[checkpoint_view(r) for r in rows])

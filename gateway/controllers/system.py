@@ -16,7 +16,7 @@ from gateway.auth import ADMIN, PUBLIC
 from gateway.controllers.common import GW, errors
 from gateway.schemas.system import EventPage, Health, TokenCreate, TokenCreated, TokenList, TokenView
 from gateway.tokens import TokenRecord, issue_token, revoke_token
-from gateway.views import event_record
+from gateway.views import event_view
 
 
 def token_view(record: TokenRecord) -> TokenView:
@@ -48,7 +48,7 @@ class SystemController(Controller):
         async for msg in gw.log.read_raw(since + 1, until_seq=end):
             stored = gw.log.decode(msg)
             if stored is not None:
-                records.append(event_record(stored))
+                records.append(event_view(stored))
         return EventPage(events=records, next_since=max(since, end), last_seq=last)
 
 

@@ -7,9 +7,8 @@ from litestar.params import FromPath, JSONBody
 
 from contracts.commands import RegisterWorker, WorkerAccepted
 from contracts.errors import NotFound
-from contracts.telemetry import WorkerHeartbeat
-from eventstore.telemetry import last_sample
-from gateway import queries
+from eventstore.readmodels.jobs import jobs_on_workers
+from eventstore.readmodels.workers import last_heartbeats, list_workers
 from gateway.auth import OPERATOR, VIEWER
 from gateway.controllers.common import GW, errors
 from gateway.schemas.workers import RegisterWorkerBody, WorkerList, WorkerRegistration, WorkerView
@@ -17,14 +16,11 @@ from gateway.views import worker_view
 
 
 async def workers(gw: GW, worker_id: str | None = None) -> list[WorkerView]:
-    """Worker rows with their newest heartbeat and the jobs they hold."""
-    rows = await queries.worker_rows(gw.store, worker_id)
-    running = await queries.running_by_worker(gw.store) if rows else {}
-    out = []
-    for row in rows:
-        beat = await last_sample(gw.nc, gw.topology, "heartbeat", row["id"], WorkerHeartbeat)
-        out.append(worker_view(row, running.get(row["id"], []), beat))
-    return out
+    """Workers with their newest heartbeat and the jobs they hold."""
+    records = await list_workers(gw.store, worker_id)
+    running = await jobs_on_workers(gw.store) if records else {}
+    beats = await last_heartbeats(gw.nc, gw.topology, [r["id"] for r in records])
+    return [worker_view(r, running.get(r["id"], []), beats[r["id"]]) for r in records]
 
 
 class WorkersController(Controller):

@@ -9,10 +9,10 @@ import msgspec
 
 from contracts.base import GpuCount, Priority, Retries
 from contracts.events import Label
+from contracts.status import JobStatus
 from gateway.schemas.common import Body, Episodes, Id, Iterations, Params, Reply, Seq, Workload
 
 JobKind = Literal["train", "eval"]
-JobStatus = Literal["queued", "assigned", "running", "stopping", "completed", "failed", "stopped", "timed_out"]
 
 
 class SubmitJobBody(Body, kw_only=True):

@@ -12,20 +12,13 @@ import msgspec
 from contracts.codec import MalformedEvent
 from eventstore.log import EXPECTED_SUBJECT_SEQ, TYPE, JetStreamLog, StoredEvent
 from eventstore.projection import dead_letters
+from eventstore.records import event_record
 from eventstore.stores import open_store
 from eventstore.stores.sqlite import NoReadModel
 from ops.cli import Cli, pass_cli, run_async
 from ops.output import emit_json, table
 
 SUMMARY_SKIP = {"type", "job_id", "worker_id", "token_id"}
-
-
-def event_record(stored: StoredEvent) -> dict[str, Any]:
-    """An event as a JSON-ready dict: sequence, time, ids and the payload."""
-    return {"seq": stored.seq, "time": stored.time.isoformat() if stored.time else None,
-            "subject": stored.subject, "type": stored.type, "schema": stored.schema,
-            "event_id": stored.event_id, "correlation_id": stored.correlation_id,
-            "causation_id": stored.causation_id, "event": msgspec.to_builtins(stored.event)}
 
 
 def event_line(stored: StoredEvent) -> str:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import sys
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from datetime import datetime
 from typing import Any
 
@@ -13,17 +15,21 @@ import msgspec
 from contracts.base import is_valid_id
 from contracts.codec import decode_message
 from contracts.commands import JobAccepted, JobsStopping, StopJob, SubmitJob
-from contracts.events import JobCompleted, JobFailed, JobStopped, JobSubmitted, JobTimedOut
+from contracts.events import JobSubmitted
+from contracts.status import final_status
 from contracts.telemetry import JobProgress
 from eventstore.log import StoredEvent
 from eventstore.micro import call
 from eventstore.observability import trace_id_of
-from eventstore.readmodels.jobs import job_record
+from eventstore.readmodels import is_built
+from eventstore.readmodels.jobs import job_record, list_jobs
+from eventstore.records import event_record
 from eventstore.stores import open_store
+from eventstore.stores.base import ReadModelStore
 from eventstore.stores.sqlite import NoReadModel
 from eventstore.telemetry import sample_history
 from ops.cli import Cli, pass_cli, run_async
-from ops.commands.events import event_line, event_record
+from ops.commands.events import event_line
 from ops.output import emit_json, is_terminal, progress_bar, table
 
 JOB_COLUMNS = ("id", "kind", "workload", "status", "attempt", "worker_id", "submitted_at")
@@ -127,17 +133,16 @@ def _submit_fields(options: dict[str, Any]) -> dict[str, Any]:
             "max_retries": options["retries"]}
 
 
-async def _read_model(cli: Cli, sql: str, *params: Any) -> list[dict[str, Any]] | None:
-    """Rows from the read models, or None when they do not exist yet."""
+@asynccontextmanager
+async def read_model(cli: Cli, name: str) -> AsyncIterator[ReadModelStore | None]:
+    """The read models opened read-only, or None while the read model `name` does not exist yet."""
     try:
         store = await open_store(cli.settings.database_url, cli.settings.sqlite_path, readonly=True)
     except NoReadModel:
-        return None
+        yield None
+        return
     try:
-        table = sql.split("{", 1)[1].split("}", 1)[0]
-        if not await store.table_exists(table):
-            return None
-        return await store.fetchall(sql, *params)
+        yield store if await is_built(store, name) else None
     finally:
         await store.close()
 
@@ -150,9 +155,9 @@ async def _read_model(cli: Cli, sql: str, *params: Any) -> list[dict[str, Any]] 
 @run_async
 async def jobs(cli: Cli, status: str | None, limit: int, json_flag: bool) -> None:
     """The newest jobs and their status, from the jobs read model."""
-    where, params = ("WHERE status = ?", [status]) if status else ("", [])
-    rows = await _read_model(cli, f"SELECT * FROM {{jobs}} {where} ORDER BY submitted_at DESC LIMIT ?",
-                             *params, limit)
+    async with read_model(cli, "jobs") as store:
+        rows = None if store is None else (await list_jobs(store, statuses=(status,) if status else (),
+                                                           limit=limit))[0]
     if as_json(cli, json_flag):
         emit_json([job_record(r) for r in rows or []])
     elif rows is None:
@@ -185,14 +190,6 @@ def submission_trace(events: list[StoredEvent]) -> str:
     """The trace id the job was submitted in (find it in any OpenTelemetry backend); empty if untraced."""
     first = events[0].event if events else None
     return trace_id_of(first.traceparent) if isinstance(first, JobSubmitted) else ""
-
-
-def is_final(stored: StoredEvent) -> bool:
-    """Whether an event ends its job for good."""
-    event = stored.event
-    if isinstance(event, JobFailed):
-        return not event.will_retry
-    return isinstance(event, JobCompleted | JobStopped | JobTimedOut)
 
 
 def progress_line(sample: JobProgress, first: tuple[float, datetime] | None) -> str:
@@ -235,12 +232,12 @@ async def logs(cli: Cli, job_id: str, follow: bool, json_flag: bool) -> None:
         history = await sample_history(nc, cli.topology, "progress", job_id, JobProgress)
         for _seq, sample in history:
             printer.show(sample, live=False)
-        final = next((e for e in reversed(events) if is_final(e)), None)
+        final = next((e for e in reversed(events) if final_status(e.event)), None)
         if follow and final is None:
             relay = asyncio.create_task(_relay(live, printer))
             try:
                 async for stored in log.subscribe(version + 1, filter_subject=cli.topology.events("job", job_id)):
-                    if is_final(stored):
+                    if final_status(stored.event):
                         final = stored
                         break
             finally:

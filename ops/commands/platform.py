@@ -53,8 +53,6 @@ SERVICES = [
     ("projector", "services.projector", 8),
     ("discovery", "services.discovery", 7),
     ("scheduler", "services.scheduler", 6),
-    ("monitor", "services.monitor", 5),
-    ("firewall", "services.firewall", 5),
     ("gateway", "gateway", 4),
 ]
 WORKER_MODULE = "services.trainer"

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import sys
 from datetime import UTC, datetime
 from typing import Any
 
@@ -9,13 +11,32 @@ import click
 import msgspec
 
 from contracts.telemetry import WorkerHeartbeat
-from eventstore.telemetry import last_sample
+from eventstore.readmodels.workers import last_heartbeats, list_workers
 from ops.cli import Cli, pass_cli, run_async
-from ops.commands.jobs import _read_model, as_json
+from ops.commands.jobs import as_json, read_model
+from ops.commands.platform import WORKER_MODULE
 from ops.output import emit_json, table
 
 WORKER_COLUMNS = ("id", "status", "hostname", "slots", "free", "running", "gpus", "labels", "heartbeat", "cpu",
                   "mem")
+
+
+def worker_process(cli: Cli, nats_url: str | None, worker_id: str | None, labels: tuple[str, ...],
+                   slots: int | None) -> tuple[list[str], dict[str, str]]:
+    """The command line and environment of the worker agent `stoker worker` becomes.
+
+    It runs `python -m services.trainer`, as `stoker up` does: the CLI imports no service. The options
+    travel as `STOKER_TRAINER_*` variables, which win over stoker.toml as options should.
+    """
+    env = {**os.environ, "STOKER_NATS_URL": nats_url or cli.nats_url,
+           "STOKER_DATA_DIR": str(cli.settings.data_path)}
+    if worker_id:
+        env["STOKER_TRAINER_WORKER_ID"] = worker_id
+    if labels:
+        env["STOKER_TRAINER_LABELS"] = msgspec.json.encode(list(labels)).decode()
+    if slots is not None:
+        env["STOKER_TRAINER_SLOTS"] = str(slots)
+    return [sys.executable, "-m", WORKER_MODULE], env
 
 
 @click.command("worker")
@@ -27,13 +48,10 @@ WORKER_COLUMNS = ("id", "status", "hostname", "slots", "free", "running", "gpus"
 def worker(cli: Cli, nats_url: str | None, worker_id: str | None, labels: tuple[str, ...],
            slots: int | None) -> None:
     """Join this machine to a stoker platform as a worker and run jobs until Ctrl-C."""
-    from services.trainer.__main__ import cli_main
-
-    common = cli.settings
-    if nats_url:
-        common = msgspec.structs.replace(common, nats_url=nats_url)
-    overrides = {"worker_id": worker_id, "labels": list(labels) or None, "slots": slots}
-    cli_main({k: v for k, v in overrides.items() if v is not None}, common)
+    argv, env = worker_process(cli, nats_url, worker_id, labels, slots)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execve(argv[0], argv, env)
 
 
 def heartbeat_age(beat: WorkerHeartbeat | None, now: datetime) -> str:
@@ -43,16 +61,14 @@ def heartbeat_age(beat: WorkerHeartbeat | None, now: datetime) -> str:
     return f"{max(0.0, (now - beat.at).total_seconds()):.1f}s ago"
 
 
-def worker_row(row: dict[str, Any], beat: WorkerHeartbeat | None, now: datetime) -> dict[str, Any]:
-    """A workers read-model row joined with its last heartbeat."""
-    gpus = msgspec.json.decode(row["gpus"]) if row.get("gpus") else []
-    return {"id": row["id"], "status": row["status"], "hostname": row["hostname"], "slots": row["slots"],
+def worker_row(record: dict[str, Any], beat: WorkerHeartbeat | None, now: datetime) -> dict[str, Any]:
+    """A worker record joined with its last heartbeat, as `stoker workers` shows it."""
+    return {"id": record["id"], "status": record["status"], "hostname": record["hostname"], "slots": record["slots"],
             "free": beat.free_slots if beat else None, "running": list(beat.running) if beat else [],
-            "gpus": len(gpus), "labels": msgspec.json.decode(row["labels"]) if row.get("labels") else [],
+            "gpus": len(record["gpus"]), "labels": record["labels"],
             "heartbeat": heartbeat_age(beat, now), "cpu": beat.cpu_percent if beat else None,
             "mem": beat.memory_percent if beat else None, "last_heartbeat": beat.at if beat else None,
-            "addresses": msgspec.json.decode(row["addresses"]) if row.get("addresses") else [],
-            "version": row.get("version")}
+            "addresses": record["addresses"], "version": record.get("version")}
 
 
 @click.command("workers")
@@ -61,13 +77,12 @@ def worker_row(row: dict[str, Any], beat: WorkerHeartbeat | None, now: datetime)
 @run_async
 async def workers(cli: Cli, json_flag: bool) -> None:
     """Known workers: status, capacity, what they run, and their last heartbeat."""
-    rows = await _read_model(cli, "SELECT * FROM {workers} ORDER BY id")
-    out = []
+    async with read_model(cli, "workers") as store:
+        records = [] if store is None else await list_workers(store)
     async with cli.connection() as (nc, _log):
         now = datetime.now(UTC)
-        for row in rows or []:
-            beat = await last_sample(nc, cli.topology, "heartbeat", row["id"], WorkerHeartbeat)
-            out.append(worker_row(row, beat, now))
+        beats = await last_heartbeats(nc, cli.topology, [r["id"] for r in records])
+    out = [worker_row(r, beats[r["id"]], now) for r in records]
     if as_json(cli, json_flag):
         emit_json(out)
     elif not out:

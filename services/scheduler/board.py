@@ -17,6 +17,7 @@ import msgspec
 from contracts import events as ev
 from contracts.base import Event
 from contracts.dispatch import CheckpointRef
+from contracts.status import FinalStatus, final_status
 
 ACTIVE_ON_WORKER = ("assigned", "running")
 KEEP_CHECKPOINTS = 10  # newest checkpoints kept per job: enough to skip a corrupt one or two
@@ -65,7 +66,7 @@ class Job(msgspec.Struct, kw_only=True):
 class Finished(msgspec.Struct, kw_only=True):
     """What is kept of a finished job: enough to answer late reports, stops and `checkpoint_of`."""
 
-    status: str  # completed | failed | stopped | timed_out
+    status: FinalStatus
     attempt: int
     worker_id: str | None
     idempotency_key: str | None = None
@@ -148,7 +149,7 @@ def _release(state: JobBoard, job: Job) -> None:
             del state.running[job.worker_id]
 
 
-def _finish(state: JobBoard, job_id: str, status: str) -> None:
+def _finish(state: JobBoard, job_id: str, status: FinalStatus) -> None:
     job = state.jobs.pop(job_id, None)
     if job is None:
         return
@@ -202,16 +203,15 @@ def _checkpointed(state: JobBoard, e: ev.JobCheckpointed) -> None:
     del job.checkpoints[KEEP_CHECKPOINTS:]
 
 
-def _failed(state: JobBoard, e: ev.JobFailed) -> None:
-    job = state.jobs.get(e.job_id)
-    if job is None:
-        return
-    if not e.will_retry:
-        _finish(state, e.job_id, "failed")
-        return
-    # A JobRequeued follows in the same append; until then the job holds no slot and is not queued.
-    _release(state, job)
-    job.status = "retrying"
+def _ended(state: JobBoard, e: ev.JobCompleted | ev.JobFailed | ev.JobStopped | ev.JobTimedOut) -> None:
+    status = final_status(e)
+    if status is not None:
+        _finish(state, e.job_id, status)
+    elif (job := state.jobs.get(e.job_id)) is not None:
+        # A failure that will be retried: a JobRequeued follows in the same append; until then the job
+        # holds no slot and is not queued.
+        _release(state, job)
+        job.status = "retrying"
 
 
 def _stop_requested(state: JobBoard, e: ev.JobStopRequested) -> None:
@@ -257,12 +257,12 @@ _HANDLERS: dict[type, Any] = {
     ev.JobAssigned: _assigned,
     ev.JobStarted: _started,
     ev.JobCheckpointed: _checkpointed,
-    ev.JobCompleted: lambda state, e: _finish(state, e.job_id, "completed"),
-    ev.JobFailed: _failed,
+    ev.JobCompleted: _ended,
+    ev.JobFailed: _ended,
     ev.JobStopRequested: _stop_requested,
-    ev.JobStopped: lambda state, e: _finish(state, e.job_id, "stopped"),
+    ev.JobStopped: _ended,
     ev.JobRequeued: _requeued,
-    ev.JobTimedOut: lambda state, e: _finish(state, e.job_id, "timed_out"),
+    ev.JobTimedOut: _ended,
     ev.WorkerRegistered: _worker_registered,
     ev.WorkerLost: _worker_health("lost"),
     ev.WorkerReturned: _worker_health("healthy"),

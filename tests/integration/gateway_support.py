@@ -24,6 +24,7 @@ from contracts.commands import (
     WorkerAccepted,
 )
 from contracts.errors import NotFound
+from contracts.status import final_status
 from contracts.subjects import Topology
 from contracts.telemetry import EpisodeReport, JobProgress
 from eventstore.config import CommonSettings
@@ -44,8 +45,7 @@ ROLES = ("viewer", "operator", "admin")
 
 def finished(events: list[Any]) -> bool:
     """Whether a job's events end it."""
-    return any(isinstance(e.event, ev.TERMINAL_JOB_EVENTS) or (isinstance(e.event, ev.JobFailed)
-                                                                and not e.event.will_retry) for e in events)
+    return any(final_status(e.event) for e in events)
 
 
 def current_attempt(job_id: str, events: list[Any]) -> int:

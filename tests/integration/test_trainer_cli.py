@@ -4,15 +4,18 @@ from __future__ import annotations
 
 import asyncio
 import json
+import signal
+import subprocess
+import sys
 from collections.abc import AsyncIterator
 
 import pytest
 import pytest_asyncio
 from click.testing import CliRunner, Result
 
-from contracts.events import JobCompleted, JobFailed, JobStarted, JobStopped, WorkerRegistered
+from contracts.events import JobCompleted, JobFailed, JobStarted, JobStopped, WorkerDeregistered, WorkerRegistered
 from ops.cli import main
-from tests.integration.test_trainer_platform import Platform, pytestmark, wait_event  # noqa: F401
+from tests.integration.test_trainer_platform import ROOT, Platform, pytestmark, wait_event  # noqa: F401
 
 
 @pytest_asyncio.fixture
@@ -130,6 +133,26 @@ async def test_workers_lists_the_worker_with_its_heartbeat(platform):
     worker = (await until(listed))[0]
     assert worker["status"] == "healthy" and worker["slots"] == 2 and worker["free"] == 2
     assert isinstance(worker["labels"], list) and isinstance(worker["addresses"], list)
+
+
+def stoker_process(platform: Platform, name: str, *args: str, **env: str) -> subprocess.Popen:
+    """`python -m ops ARGS` as its own process (stopped with the platform should the test fail)."""
+    base = ["--data-dir", str(platform.base / name), "--nats", platform.server.url]
+    with (platform.base / f"{name}.log").open("ab") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "ops", *base, *args], env=platform.env(**env), cwd=ROOT,
+                                stdout=out, stderr=out, start_new_session=True)
+    platform.procs[name] = proc
+    return proc
+
+
+async def test_stoker_worker_becomes_the_trainer_and_leaves_on_ctrl_c(platform, event_log):
+    proc = stoker_process(platform, "cli-w2", "worker", "--id", "cli-w2", "--slots", "3", "--label", "cli",
+                          STOKER_TRAINER_DETECT_GPUS="false", STOKER_TRAINER_STOP_GRACE_S="5")
+    joined = await wait_event(event_log, "worker", "cli-w2", lambda s: isinstance(s.event, WorkerRegistered))
+    assert joined.event.capabilities.slots == 3 and joined.event.capabilities.labels == ("cli",)
+    proc.send_signal(signal.SIGINT)
+    assert await asyncio.to_thread(proc.wait, 60) == 0
+    await wait_event(event_log, "worker", "cli-w2", lambda s: isinstance(s.event, WorkerDeregistered))
 
 
 @pytest.mark.parametrize(("args", "message"), [

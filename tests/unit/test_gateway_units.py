@@ -9,10 +9,10 @@ import pytest
 from contracts import events as ev
 from contracts.errors import InvalidCommand
 from contracts.telemetry import EpisodeReport, JobProgress
+from eventstore.readmodels.jobs import decode_cursor, encode_cursor
 from gateway.auth import FailureLimiter, bearer
 from gateway.hub import SLOW_CONSUMER, Subscriber
 from gateway.live import EVENTS, TELEMETRY, Outgoing, event_topics, topic_role, valid_topic
-from gateway.queries import decode_cursor, encode_cursor
 from gateway.runs import aggregate_episodes, by_episode, describe, episode_summary, run_status, training_logs
 from gateway.schemas.jobs import JobView
 from gateway.settings import GatewaySettings, load

@@ -12,8 +12,11 @@ import pytest
 from click.testing import CliRunner
 
 from contracts.telemetry import JobProgress
-from ops.cli import main
+from eventstore.config import CommonSettings, load_settings
+from ops.cli import Cli, main
 from ops.commands.jobs import check_job_id, estimate_eta, parse_params, progress_line
+from ops.commands.worker import worker_process
+from services.trainer.settings import TrainerSettings
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -43,10 +46,27 @@ def test_job_ids_are_checked():
 
 
 def test_the_cli_and_the_gateway_never_read_this_machine_s_workloads():
-    # The worker resolves `X` to `X-eval`: the machine a command runs on usually has no workloads.
-    code = ("import sys, ops.cli, gateway.app, gateway.controllers.testing\n"
-            "assert not [m for m in sys.modules if m.startswith('services.trainer')], sys.modules")
+    # The worker resolves `X` to `X-eval`: the machine a command runs on usually has no workloads. Whatever
+    # entry points this installation has, reading any of them fails the test.
+    code = ("import importlib.metadata, sys\n"
+            "def refuse(*args, **kwargs): raise AssertionError('entry points were read')\n"
+            "importlib.metadata.entry_points = refuse\n"
+            "import ops.cli, gateway.app, gateway.controllers.testing\n"
+            "assert not [m for m in sys.modules if m.split('.')[0] == 'services'], sys.modules")
     subprocess.run([sys.executable, "-c", code], check=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
+
+
+def test_stoker_worker_runs_the_trainer_as_a_module_with_its_options(tmp_path):
+    cli = Cli(settings=CommonSettings(data_dir=str(tmp_path)))
+    argv, env = worker_process(cli, "nats://127.0.0.1:4999", "box-1", ("gpu", "eval"), 3)
+    assert argv == [sys.executable, "-m", "services.trainer"]
+    assert env["STOKER_NATS_URL"] == "nats://127.0.0.1:4999" and env["STOKER_DATA_DIR"] == str(tmp_path)
+    settings = load_settings(TrainerSettings, "trainer", env=env)
+    assert (settings.worker_id, settings.labels, settings.slots) == ("box-1", ("gpu", "eval"), 3)
+    _argv, plain = worker_process(cli, None, None, (), None)
+    assert plain["STOKER_NATS_URL"] == cli.nats_url
+    assert load_settings(TrainerSettings, "trainer", env=plain) == load_settings(TrainerSettings, "trainer",
+                                                                                 env=dict(os.environ))
 
 
 def sample(iteration: int, seconds: float, total: int | None = 100, **metrics: float) -> JobProgress:
