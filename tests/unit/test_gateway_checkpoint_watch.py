@@ -4,7 +4,10 @@ while the log holds events the checkpoint has not passed, and says when reading 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
 import sqlite3
+from collections.abc import Iterator
 from types import SimpleNamespace
 
 import structlog
@@ -15,6 +18,17 @@ from gateway.core import Gateway, checkpoint_read_due
 from gateway.live import EVENTS
 
 STEPS = 2000  # bound on every wait below (each step is one short sleep)
+
+
+@contextlib.contextmanager
+def all_levels() -> Iterator[None]:
+    """Let info lines through, whatever level an earlier test configured logging at in this process."""
+    previous = structlog.get_config()["wrapper_class"]
+    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.DEBUG))
+    try:
+        yield
+    finally:
+        structlog.configure(wrapper_class=previous)
 
 
 class CountingStore(SqliteStore):
@@ -83,7 +97,7 @@ async def test_a_failing_store_is_logged_once_and_its_recovery_too(tmp_path) -> 
     store = await opened(tmp_path, 3)
     store.failing = True
     gw = gateway(store, 3)
-    with structlog.testing.capture_logs() as logs:
+    with all_levels(), structlog.testing.capture_logs() as logs:
         watch = asyncio.create_task(gw.watch_checkpoint(period=0.001, idle_s=0.001))
         try:
             await until(lambda: store.reads >= 5)
