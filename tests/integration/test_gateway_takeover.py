@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
-import sys
 from collections import Counter
 from pathlib import Path
 
@@ -15,6 +13,7 @@ from contracts.commands import SubmitJob
 from eventstore.streams import ensure_kv
 from tests.integration.fake_worker import eventually
 from tests.integration.gateway_support import FakeScheduler, assert_error, gateway_stack
+from tests.integration.schedulers import start_schedulers
 
 ROOT = Path(__file__).resolve().parents[2]
 LANES, PER_LANE, KILL_AFTER = 4, 25, 30
@@ -40,12 +39,7 @@ async def submitted_keys(stack) -> Counter:
 
 
 async def test_submissions_during_a_scheduler_takeover_all_succeed(nats_server, nc, topology, tmp_path) -> None:
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "STOKER_NATS_URL": nats_server.url, "STOKER_PREFIX":
-           topology.prefix, "STOKER_DATA_DIR": str(tmp_path), "STOKER_LOG_FORMAT": "json",
-           "STOKER_SCHEDULER_LEASE_TTL_S": "1", "STOKER_SCHEDULER_TICK_S": "0.1"}
-    procs = [await asyncio.create_subprocess_exec(sys.executable, "-m", "services.scheduler", cwd=ROOT, env=env,
-                                                  stdout=asyncio.subprocess.DEVNULL,
-                                                  stderr=asyncio.subprocess.DEVNULL) for _ in range(2)]
+    procs = await start_schedulers(nats_server.url, topology.prefix, tmp_path)
     try:
         async with gateway_stack(nats_server.url, nc, topology, tmp_path, fakes=False,
                                  command_timeout_s=10) as stack:

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
-import sys
 from pathlib import Path
 
 import msgspec
@@ -28,6 +26,7 @@ from services.scheduler.settings import SchedulerSettings
 from services.scheduler.snapshot import SnapshotStore
 from tests.integration.fake_worker import FakeWorker, InProcess, eventually, job_events
 from tests.integration.gateway_support import assert_error, gateway_stack
+from tests.integration.schedulers import start_schedulers
 
 ROOT = Path(__file__).resolve().parents[2]
 SCHEDULER = SchedulerSettings(lease_ttl_s=1.0, tick_s=0.1, retry_backoff_s=0.1, snapshot_every=10_000)
@@ -274,12 +273,7 @@ async def test_a_restart_from_the_snapshot_equals_a_full_replay(nats_server, nc,
 
 async def test_the_standby_takes_over_when_the_leader_is_killed(nats_server, nc, topology, event_log,
                                                                  tmp_path) -> None:
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "STOKER_NATS_URL": nats_server.url, "STOKER_PREFIX":
-           topology.prefix, "STOKER_DATA_DIR": str(tmp_path), "STOKER_LOG_FORMAT": "json",
-           "STOKER_SCHEDULER_LEASE_TTL_S": "1", "STOKER_SCHEDULER_TICK_S": "0.1"}
-    procs = [await asyncio.create_subprocess_exec(sys.executable, "-m", "services.scheduler", cwd=ROOT, env=env,
-                                                  stdout=asyncio.subprocess.DEVNULL,
-                                                  stderr=asyncio.subprocess.DEVNULL) for _ in range(2)]
+    procs = await start_schedulers(nats_server.url, topology.prefix, tmp_path)
     worker = None
     try:
         async with InProcess(nats_server.url, topology, DiscoveryService, DISCOVERY, "discovery"):
