@@ -173,6 +173,9 @@ async def test_the_shell_is_small_and_paints_quickly(browser, platform: Platform
     # Signed in, on a reload: when the jobs page first paints and when its rows are on screen.
     await page.get_by_label("Access token").fill(platform.admin_token)
     await page.get_by_role("button", name="Sign in").click()
+    # Signing in checks the token with the gateway before it stores it: reload only once it is stored,
+    # or the reload lands on the login screen again.
+    await expect(page.locator("#nav")).to_be_visible()
     await page.reload()
     # A function, not an expression: the page's CSP forbids eval, which an expression string would need.
     await page.wait_for_function("() => !!document.querySelector('tr[data-job]') || "
