@@ -6,27 +6,25 @@ from typing import Annotated, Any, ClassVar, Literal
 
 import msgspec
 
-from contracts.base import Command, GpuCount, Id, Message, NonNegative, Positive, Priority, Retries, StatusCode
-from contracts.events import Attempt, JobKind, Label, Text, WorkerCapabilities
+from contracts.base import Command, GpuCount, Id, Message, NonNegative, Priority, Retries, StatusCode
+from contracts.events import Attempt, JobKind, Text, WorkerCapabilities
+from contracts.jobspec import JobSpec
 
 
-class SubmitJob(Command, kw_only=True):
-    """Queue a training or evaluation run. The same `idempotency_key` always gives the same job."""
+class SubmitJob(Command, JobSpec, kw_only=True):
+    """Queue a training or evaluation run. The same `idempotency_key` always gives the same job.
+
+    Its fields are `JobSpec`'s, some narrowed to policy bounds here, and the `idempotency_key`.
+    """
 
     service: ClassVar[str] = "scheduler"
     verb: ClassVar[str] = "submit"
     kind: JobKind = "train"
-    workload: Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
-    params: dict[str, Any] = {}
-    max_iterations: Positive | None = None
-    episodes: Positive | None = None
-    checkpoint_of: Id | None = None
     priority: Priority = 0
     gpus: GpuCount = 0
-    labels: tuple[Label, ...] = ()
-    idempotency_key: Annotated[str, msgspec.Meta(min_length=1, max_length=200)] | None = None
     timeout_s: Annotated[float, msgspec.Meta(gt=0, le=366 * 86400)] | None = None
     max_retries: Retries = 0
+    idempotency_key: Annotated[str, msgspec.Meta(min_length=1, max_length=200)] | None = None
 
 
 class StopJob(Command, kw_only=True):

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
 
-from contracts.base import Id, Message, NonNegative, Positive, SmallNonNegative
-from contracts.events import Attempt, JobKind
+from contracts.base import Id, Message, NonNegative, SmallNonNegative
+from contracts.events import Attempt
+from contracts.jobspec import JobSpec
 
 
 class CheckpointRef(Message, kw_only=True):
@@ -18,21 +18,18 @@ class CheckpointRef(Message, kw_only=True):
     iteration: NonNegative
 
 
-class Assignment(Message, tag_field="type", tag=True, kw_only=True):
-    """Run attempt `attempt` of a job; `checkpoints` lists stored checkpoints to resume from, newest first."""
+class Assignment(JobSpec, tag_field="type", tag=True, kw_only=True):
+    """Run attempt `attempt` of a job; `checkpoints` lists stored checkpoints to resume from, newest first.
+
+    The job's spec travels flat: the fields of `JobSpec` (contracts/jobspec.py), then the attempt's own.
+    """
 
     job_id: Id
     attempt: Attempt
     worker_id: Id
-    kind: JobKind
-    workload: str
-    params: dict[str, Any] = {}
-    max_iterations: Positive | None = None
-    episodes: Positive | None = None
     slot: SmallNonNegative = 0
     gpu_indices: tuple[SmallNonNegative, ...] = ()
     checkpoints: tuple[CheckpointRef, ...] = ()
-    timeout_s: float | None = None
     assigned_at: datetime
 
 

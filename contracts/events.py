@@ -17,10 +17,9 @@ from contracts.base import (
     SmallNonNegative,
     SmallPositive,
 )
+from contracts.jobspec import JobKind, JobSpec, Label, spec_fields, spec_of  # JobKind, Label: also imported from here
 
-JobKind = Literal["train", "eval"]
 Attempt = SmallPositive  # stored in INTEGER columns
-Label = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9_.:-]{1,64}$")]
 Text = Annotated[str, msgspec.Meta(max_length=16_384)]
 WorkloadName = Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
 ModuleName = Annotated[str, msgspec.Meta(max_length=200, pattern=r"^[A-Za-z_][\w.]*$")]
@@ -39,7 +38,13 @@ class JobEvent(Event, kw_only=True):
 
 
 class JobSubmitted(JobEvent, kw_only=True):
-    """A job entered the queue. Schema 2: `max_iterations` (was `iterations`) and `kind` (was implied)."""
+    """A job entered the queue. Schema 2: `max_iterations` (was `iterations`) and `kind` (was implied).
+
+    From `kind` to `max_retries` (except `idempotency_key`) these are the fields of `JobSpec`, declared again
+    because msgspec lets a Struct inherit fields from one base only (here `JobEvent`); the log stores them
+    flat. Build one with `from_spec`; read them back with `.spec`. tests/unit/test_jobspec.py checks that
+    the two agree.
+    """
 
     schema: ClassVar[int] = 2
     kind: JobKind
@@ -60,6 +65,18 @@ class JobSubmitted(JobEvent, kw_only=True):
     # The W3C trace context the submission was decided in: the job's dispatch, worker and job process
     # continue this trace. Empty when nobody traced it.
     traceparent: Annotated[str, msgspec.Meta(max_length=128)] = ""
+
+    @classmethod
+    def from_spec(cls, job_id: str, spec: JobSpec, *, submitted_at: datetime, idempotency_key: str | None = None,
+                  traceparent: str = "") -> JobSubmitted:
+        """The event that submits a job with this spec (the one place a JobSubmitted is built from a spec)."""
+        return cls(job_id=job_id, **spec_fields(spec), idempotency_key=idempotency_key, submitted_at=submitted_at,
+                   traceparent=traceparent)
+
+    @property
+    def spec(self) -> JobSpec:
+        """The job's spec."""
+        return spec_of(self)
 
 
 class JobAssigned(JobEvent, kw_only=True):

@@ -10,9 +10,11 @@ from datetime import datetime
 from typing import Any
 
 import msgspec
+import msgspec.inspect as mi
 
 from contracts import events as ev
 from contracts.errors import InvalidCommand
+from contracts.jobspec import JobSpec, spec_fields
 from contracts.status import ON_WORKER_STATUSES
 from eventstore.log import StoredEvent
 from eventstore.observability import trace_id_of
@@ -30,14 +32,38 @@ def as_json(value: Any) -> str:
     return msgspec.json.encode(value).decode()
 
 
-JSON_COLUMNS = {"params": {}, "labels": [], "result": None}  # stored as JSON text; default when NULL
+def _spec_columns() -> tuple[dict[str, Any], tuple[str, ...]]:
+    """How the JobSpec's fields are stored, one column each: structures as JSON text, flags as 0/1."""
+    scalars = (mi.IntType, mi.FloatType, mi.StrType, mi.BoolType, mi.LiteralType, mi.NoneType)
+    as_text, flags = {}, []
+    for field in mi.type_info(JobSpec).fields:
+        types = field.type.types if isinstance(field.type, mi.UnionType) else (field.type,)
+        if not all(isinstance(t, scalars) for t in types):
+            default = field.default_factory() if field.default_factory is not msgspec.NODEFAULT else field.default
+            as_text[field.name] = None if default is msgspec.NODEFAULT else msgspec.json.decode(as_json(default))
+        elif any(isinstance(t, mi.BoolType) for t in types):
+            flags.append(field.name)
+    return as_text, tuple(flags)
+
+
+# Every field of JobSpec is a column of its own: one JobSpec gains a field, `jobs` gains a column (and a
+# version). Columns stored as JSON text, with what a NULL one means; and those holding flags.
+_SPEC_JSON, _SPEC_FLAGS = _spec_columns()
+JSON_COLUMNS = {**_SPEC_JSON, "result": None}
+FLAG_COLUMNS = (*_SPEC_FLAGS, "stop_requested")
 
 
 def job_record(row: dict[str, Any]) -> dict[str, Any]:
     """A jobs row as data: its JSON columns decoded to objects and arrays, flags as booleans."""
     record = {**row, **{c: msgspec.json.decode(row[c]) if row.get(c) else d for c, d in JSON_COLUMNS.items()}}
-    record["stop_requested"] = bool(row.get("stop_requested"))
+    record.update({c: bool(row.get(c)) for c in FLAG_COLUMNS})
     return record
+
+
+def spec_row(spec: JobSpec) -> dict[str, Any]:
+    """A job's spec as the values of its columns."""
+    return {name: as_json(value) if name in _SPEC_JSON else int(value) if name in _SPEC_FLAGS else value
+            for name, value in spec_fields(spec).items()}
 
 
 class JobsProjection:
@@ -74,15 +100,11 @@ class JobsProjection:
 
 
 async def _submitted(e: ev.JobSubmitted, seq: int, tx: Transaction) -> None:
-    await tx.execute(
-        "INSERT INTO {jobs} (id, kind, workload, status, priority, attempt, worker_id, params, max_iterations,"
-        " episodes, checkpoint_of, gpus, labels, idempotency_key, timeout_s, max_retries, submitted_at,"
-        " stop_requested, checkpoints, requeues, updated_seq, trace_id)"
-        " VALUES (?, ?, ?, 'queued', ?, 1, NULL, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 0, 0, 0, ?, ?)"
-        " ON CONFLICT (id) DO NOTHING",
-        e.job_id, e.kind, e.workload, e.priority, as_json(e.params), e.max_iterations, e.episodes,
-        e.checkpoint_of, e.gpus, as_json(list(e.labels)), e.idempotency_key, e.timeout_s, e.max_retries,
-        iso(e.submitted_at), seq, trace_id_of(e.traceparent) or None, key=e.job_id)
+    row = {"id": e.job_id, **spec_row(e.spec), "status": "queued", "attempt": 1, "idempotency_key": e.idempotency_key,
+           "submitted_at": iso(e.submitted_at), "stop_requested": 0, "checkpoints": 0, "requeues": 0,
+           "updated_seq": seq, "trace_id": trace_id_of(e.traceparent) or None}
+    await tx.execute(f"INSERT INTO {{jobs}} ({', '.join(row)}) VALUES ({', '.join('?' for _ in row)})"
+                     " ON CONFLICT (id) DO NOTHING", *row.values(), key=e.job_id)
 
 
 async def _assigned(e: ev.JobAssigned, seq: int, tx: Transaction) -> None:

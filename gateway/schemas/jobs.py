@@ -3,20 +3,22 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 import msgspec
 
 from contracts.base import GpuCount, Priority, Retries
-from contracts.events import Label
+from contracts.jobspec import JobKind, JobSpec, Label
 from contracts.status import JobStatus
 from gateway.schemas.common import Body, Episodes, Id, Iterations, Params, Reply, Seq, Workload
 
-JobKind = Literal["train", "eval"]
 
+class SubmitJobBody(Body, JobSpec, kw_only=True, forbid_unknown_fields=True):
+    """A training or evaluation run to queue; the same `idempotency_key` always gives the same job.
 
-class SubmitJobBody(Body, kw_only=True):
-    """A training or evaluation run to queue; the same `idempotency_key` always gives the same job."""
+    The fields of a `JobSpec` (contracts/jobspec.py), most of them narrowed to what the API accepts, and
+    the `idempotency_key`.
+    """
 
     kind: JobKind = "train"
     workload: Workload
@@ -27,30 +29,22 @@ class SubmitJobBody(Body, kw_only=True):
     priority: Priority = 0
     gpus: GpuCount = 0
     labels: Annotated[list[Label], msgspec.Meta(max_length=32)] = []
-    idempotency_key: Annotated[str, msgspec.Meta(min_length=1, max_length=200)] | None = None
     timeout_s: Annotated[float, msgspec.Meta(gt=0, le=366 * 86400)] | None = None
     max_retries: Retries = 0
+    idempotency_key: Annotated[str, msgspec.Meta(min_length=1, max_length=200)] | None = None
 
 
-class JobView(Reply, kw_only=True):
-    """One job as the read model (or, while the projector catches up, the log) knows it."""
+class JobView(Reply, JobSpec, kw_only=True):
+    """One job as the read model (or, while the projector catches up, the log) knows it.
+
+    The fields of its `JobSpec` (contracts/jobspec.py), flat, and where the job stands.
+    """
 
     id: str
-    kind: JobKind
-    workload: str
     status: JobStatus
     attempt: int
     worker_id: str | None
-    priority: int
-    params: dict[str, Any]
-    max_iterations: int | None
-    episodes: int | None
-    checkpoint_of: str | None
-    gpus: int
-    labels: list[str]
     idempotency_key: str | None
-    timeout_s: float | None
-    max_retries: int
     submitted_at: datetime
     assigned_at: datetime | None
     started_at: datetime | None

@@ -17,6 +17,7 @@ import msgspec
 from contracts import events as ev
 from contracts.base import Event
 from contracts.dispatch import CheckpointRef
+from contracts.jobspec import JobSpec
 from contracts.status import FinalStatus, final_status
 
 ACTIVE_ON_WORKER = ("assigned", "running")
@@ -28,17 +29,7 @@ class Job(msgspec.Struct, kw_only=True):
     """A job that has not finished: queued, assigned, running, or between a failure and its retry."""
 
     job_id: str
-    kind: str
-    workload: str
-    params: dict[str, Any] = {}
-    max_iterations: int | None = None
-    episodes: int | None = None
-    checkpoint_of: str | None = None
-    priority: int = 0
-    gpus: int = 0
-    labels: tuple[str, ...] = ()
-    timeout_s: float | None = None
-    max_retries: int = 0
+    spec: JobSpec  # what was asked for; never changes
     idempotency_key: str | None = None
     order: int = 0  # submission order: FIFO within a priority, kept across requeues
     submitted_at: datetime
@@ -60,7 +51,7 @@ class Job(msgspec.Struct, kw_only=True):
     @property
     def queue_key(self) -> tuple[int, int, str]:
         """Where the job sits in the queue: priority first, then submission order."""
-        return (-self.priority, self.order, self.job_id)
+        return (-self.spec.priority, self.order, self.job_id)
 
 
 class Finished(msgspec.Struct, kw_only=True):
@@ -105,10 +96,7 @@ def initial_state() -> JobBoard:
 
 def new_job(e: ev.JobSubmitted, order: int) -> Job:
     """The queued job a `JobSubmitted` describes."""
-    return Job(job_id=e.job_id, kind=e.kind, workload=e.workload, params=e.params,
-               max_iterations=e.max_iterations, episodes=e.episodes, checkpoint_of=e.checkpoint_of,
-               priority=e.priority, gpus=e.gpus, labels=e.labels, timeout_s=e.timeout_s,
-               max_retries=e.max_retries, idempotency_key=e.idempotency_key, order=order,
+    return Job(job_id=e.job_id, spec=e.spec, idempotency_key=e.idempotency_key, order=order,
                submitted_at=e.submitted_at, traceparent=e.traceparent)
 
 
@@ -192,7 +180,8 @@ def _started(state: JobBoard, e: ev.JobStarted) -> None:
     if job is None or job.attempt != e.attempt:
         return
     job.status = "running"
-    job.deadline = e.started_at + timedelta(seconds=job.timeout_s) if job.timeout_s else None
+    timeout_s = job.spec.timeout_s
+    job.deadline = e.started_at + timedelta(seconds=timeout_s) if timeout_s else None
 
 
 def _checkpointed(state: JobBoard, e: ev.JobCheckpointed) -> None:

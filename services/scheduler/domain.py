@@ -23,6 +23,7 @@ from contracts.commands import (
 )
 from contracts.dispatch import Assignment, DispatchMessage, StopAttempt
 from contracts.errors import Conflict, InvalidCommand, NotFound, UnknownWorkload
+from contracts.jobspec import spec_fields
 from contracts.workloads import EVAL_SUFFIX, is_target, offers
 from services.scheduler.board import (
     ACTIVE_ON_WORKER,
@@ -88,11 +89,8 @@ def _submit(cmd: SubmitJob, state: JobBoard, now: datetime, job_id: str, tracepa
     if cmd.checkpoint_of:
         _check_source(state, cmd.checkpoint_of)
     check_workload(state, cmd.workload, cmd.kind)
-    submitted = ev.JobSubmitted(
-        job_id=job_id, kind=cmd.kind, workload=cmd.workload, params=cmd.params,
-        max_iterations=cmd.max_iterations, episodes=cmd.episodes, checkpoint_of=cmd.checkpoint_of,
-        priority=cmd.priority, gpus=cmd.gpus, labels=cmd.labels, idempotency_key=cmd.idempotency_key,
-        timeout_s=cmd.timeout_s, max_retries=cmd.max_retries, submitted_at=now, traceparent=traceparent)
+    submitted = ev.JobSubmitted.from_spec(job_id, cmd.spec, idempotency_key=cmd.idempotency_key, submitted_at=now,
+                                          traceparent=traceparent)
     job = new_job(submitted, state.next_order)
     mine = [p for p in place(state, now, extra=job) if p.job_id == job_id]
     return [submitted, *(assigned(p, job.attempt, now) for p in mine)]
@@ -143,7 +141,7 @@ def _stop(cmd: StopJob, state: JobBoard, now: datetime) -> list[Event]:
                 raise NotFound(f"no job {cmd.job_id}")
             raise Conflict(f"job {cmd.job_id} has already finished ({done.status})")
         return _stop_one(job, cmd.reason, now)
-    chosen = sorted((j for j in state.jobs.values() if cmd.kind in (None, j.kind)), key=lambda j: j.order)
+    chosen = sorted((j for j in state.jobs.values() if cmd.kind in (None, j.spec.kind)), key=lambda j: j.order)
     return [e for job in chosen for e in _stop_one(job, cmd.reason, now)]
 
 
@@ -197,7 +195,7 @@ def _finished(cmd: ReportJobFinished, job: Job, now: datetime, policy: RetryPoli
     if cmd.outcome == "interrupted":
         reason = "worker_lost" if cmd.crashed else "shutdown"
         return [ev.JobRequeued(job_id=job_id, attempt=attempt + 1, reason=reason, requeued_at=now)]
-    retry = cmd.retryable and job.retries < job.max_retries and not job.stop_requested
+    retry = cmd.retryable and job.retries < job.spec.max_retries and not job.stop_requested
     failed = ev.JobFailed(job_id=job_id, attempt=attempt, error=cmd.error or "failed", traceback=cmd.traceback,
                           retryable=cmd.retryable, will_retry=retry, failed_at=now)
     if not retry:
@@ -298,14 +296,12 @@ def dispatch_for(state: JobBoard, event: Event) -> DispatchMessage | None:
 def assignment_for(state: JobBoard, job: Job) -> Assignment:
     """The message that hands a job's current attempt to its worker, with the checkpoints to resume from."""
     checkpoints = list(job.checkpoints)
-    if job.checkpoint_of:
-        source: Job | Finished | None = state.jobs.get(job.checkpoint_of) or state.finished.get(job.checkpoint_of)
+    if of := job.spec.checkpoint_of:
+        source: Job | Finished | None = state.jobs.get(of) or state.finished.get(of)
         if source is not None:
             checkpoints.extend(source.checkpoints)
-    return Assignment(job_id=job.job_id, attempt=job.attempt, worker_id=job.worker_id or "", kind=job.kind,
-                      workload=job.workload, params=job.params, max_iterations=job.max_iterations,
-                      episodes=job.episodes, slot=job.slot, gpu_indices=job.gpu_indices,
-                      checkpoints=tuple(checkpoints), timeout_s=job.timeout_s,
+    return Assignment(**spec_fields(job.spec), job_id=job.job_id, attempt=job.attempt, worker_id=job.worker_id or "",
+                      slot=job.slot, gpu_indices=job.gpu_indices, checkpoints=tuple(checkpoints),
                       assigned_at=job.assigned_at or job.submitted_at)
 
 

@@ -40,8 +40,9 @@ class _Capacity:
     target_modules: tuple[str, ...] | None
 
     def fits(self, job: Job) -> bool:
-        return len(self.free_gpus) >= job.gpus and self.labels.issuperset(job.labels) \
-            and offers(self.workloads, self.target_modules, job.workload, job.kind)
+        spec = job.spec
+        return len(self.free_gpus) >= spec.gpus and self.labels.issuperset(spec.labels) \
+            and offers(self.workloads, self.target_modules, spec.workload, spec.kind)
 
     def load(self) -> float:
         # Equal fractions divide to equal floats (IEEE division is correctly rounded), so ties stay ties.
@@ -59,7 +60,7 @@ def place(state: JobBoard, now: datetime, extra: Job | None = None) -> list[Plac
     for job in queue_order(state, extra):
         if job.not_before is not None and job.not_before > now:
             continue
-        shape = (job.gpus, job.labels, job.workload, job.kind)
+        shape = (job.spec.gpus, job.spec.labels, job.spec.workload, job.spec.kind)
         if shape in hopeless:
             continue
         worker_id = _choose(free, job, cursor)
@@ -116,8 +117,8 @@ def _choose(free: dict[str, _Capacity], job: Job, cursor: str) -> str | None:
 def _take(free: dict[str, _Capacity], worker_id: str, job: Job) -> Placement:
     cap = free[worker_id]
     slot = cap.free_slots.pop(0)
-    gpus = tuple(cap.free_gpus[:job.gpus])
-    del cap.free_gpus[:job.gpus]
+    gpus = tuple(cap.free_gpus[:job.spec.gpus])
+    del cap.free_gpus[:job.spec.gpus]
     cap.active += 1
     if not cap.free_slots or cap.active >= cap.slots:
         del free[worker_id]

@@ -22,7 +22,8 @@ from eventstore.observability import get_logger
 
 log = get_logger(component="snapshot")
 S = TypeVar("S")
-FORMAT = 1  # bump when the board's layout changes incompatibly: old snapshots are then ignored
+# Bump when the board's layout changes incompatibly: old snapshots are then ignored. 2: a job keeps `job.spec`.
+FORMAT = 2
 CHUNK_BYTES = 256 * 1024
 
 

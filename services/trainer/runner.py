@@ -20,6 +20,7 @@ from opentelemetry.trace import SpanKind
 from contracts.codec import encode
 from contracts.commands import JobReport, ReportJobCheckpointed, ReportJobFinished, ReportJobStarted
 from contracts.dispatch import Assignment, CheckpointRef
+from contracts.jobspec import spec_fields
 from contracts.subjects import MAX_TELEMETRY_BYTES, Topology
 from contracts.telemetry import EpisodeReport, JobProgress
 from eventstore.observability import get_logger, inject_trace, traceparent, tracer
@@ -170,10 +171,9 @@ class JobRunner:
                 "process.pid": child.pid}):
             self._trace = otel_context.get_current()
             child.send(wire.Start(
-                job_id=a.job_id, attempt=a.attempt, worker_id=self.deps.worker_id, kind=a.kind,
-                workload=self.workload, target=target, params=a.params, max_iterations=a.max_iterations,
-                episodes=a.episodes, gpu_indices=a.gpu_indices, spool_dir=str(self.spool), resume=resume,
-                progress_interval_s=self.deps.settings.progress_interval_s, traceparent=traceparent()))
+                **{**spec_fields(a), "workload": self.workload}, job_id=a.job_id, attempt=a.attempt,
+                worker_id=self.deps.worker_id, target=target, gpu_indices=a.gpu_indices, spool_dir=str(self.spool),
+                resume=resume, progress_interval_s=self.deps.settings.progress_interval_s, traceparent=traceparent()))
         self._report(ReportJobStarted(job_id=a.job_id, attempt=a.attempt, worker_id=self.deps.worker_id,
                                       resumed_from=choice.ref.iteration if choice.ref else None,
                                       corrupt_checkpoints=tuple(choice.corrupt)))

@@ -8,6 +8,8 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import msgspec
 
+from contracts.jobspec import JobSpec
+
 if TYPE_CHECKING:  # the job process never needs asyncio; keep it out of the fork template
     from asyncio import StreamReader, StreamWriter
 
@@ -28,18 +30,14 @@ class Resume(msgspec.Struct, kw_only=True):
     name: str
 
 
-class Start(Frame, kw_only=True):
-    """Agent → spare child: run this attempt."""
+class Start(Frame, JobSpec, kw_only=True):
+    """Agent → spare child: run this attempt. The job's spec travels flat (contracts/jobspec.py)."""
 
     job_id: str
     attempt: int
     worker_id: str
-    kind: str
-    workload: str
+    workload: str  # the name it runs: an evaluation of `X` runs `X-eval` where the worker has it
     target: str  # module:function the workload name resolved to
-    params: dict[str, Any] = {}
-    max_iterations: int | None = None
-    episodes: int | None = None
     gpu_indices: tuple[int, ...] = ()
     spool_dir: str
     resume: Resume | None = None

@@ -83,7 +83,7 @@ def check_no_overtaking(state: JobBoard, queue_before, events, now: datetime) ->
         job = state.jobs[job_id]
         if job.not_before is not None and job.not_before > now:
             continue
-        shape = (job.gpus, job.labels)
+        shape = (job.spec.gpus, job.spec.labels)
         if job_id in placed:
             assert shape not in waiting_shapes, f"{job_id} overtook a job of the same shape"
         else:
@@ -233,7 +233,7 @@ async def requeue_in_order(priorities: list[int]) -> None:
         queued_before = [leader.state.jobs[key[2]].queue_key for key in leader.state.queue]
         await worker_event(leader, "lost", "w2")  # its attempts go back to the queue
         keys = list(leader.state.queue)
-        assert keys == sorted((-leader.state.jobs[k[2]].priority, leader.state.jobs[k[2]].order, k[2])
+        assert keys == sorted((-leader.state.jobs[k[2]].spec.priority, leader.state.jobs[k[2]].order, k[2])
                               for k in keys)
         assert set(queued_before) <= set(keys) and len(keys) == len(priorities)
         await worker_event(leader, "register", "w1")  # the leader places on it at once
