@@ -33,6 +33,12 @@ def exact_components(spec: Any) -> None:
     schemas = spec.components.schemas
     types = [t for t in struct_types() if t.__name__ in schemas]
     _refs, components = msgspec.json.schema_components(types, ref_template=REF)
+    for cls in types:
+        # A reply always carries every field it declares (defaults too, unless it omits them): msgspec's
+        # schema, written for input, would call a field with a default optional.
+        component = components.get(cls.__name__)
+        if component is not None and issubclass(cls, Reply) and not cls.__struct_config__.omit_defaults:
+            component["required"] = list(component.get("properties", {}))
     for name, component in components.items():
         schemas[name] = component
 

@@ -45,7 +45,7 @@ class JobsController(Controller):
                           generate_examples=False), **errors(400, 503)})
     async def submit(self, gw: GW, data: JSONBody[SubmitJobBody]) -> Response[JobView]:
         """Queue a training or evaluation run."""
-        command = SubmitJob(**{**msgspec.structs.asdict(data), "labels": tuple(data.labels)})
+        command = SubmitJob(**msgspec.structs.asdict(data))
         view, created = await gw.submit(command)
         return Response(view, status_code=201 if created else 200)
 

@@ -13,12 +13,10 @@ from contracts.status import JobStatus
 from gateway.schemas.common import Body, Episodes, Id, Iterations, Params, Reply, Seq, Workload
 
 
+# SubmitJobBody and JobView are JobSpecs (contracts/jobspec.py): the body narrows most of its fields to what
+# the API accepts, the view adds where the job stands. A field added to JobSpec shows in both.
 class SubmitJobBody(Body, JobSpec, kw_only=True, forbid_unknown_fields=True):
-    """A training or evaluation run to queue; the same `idempotency_key` always gives the same job.
-
-    The fields of a `JobSpec` (contracts/jobspec.py), most of them narrowed to what the API accepts, and
-    the `idempotency_key`.
-    """
+    """A training or evaluation run to queue; the same `idempotency_key` always gives the same job."""
 
     kind: JobKind = "train"
     workload: Workload
@@ -28,17 +26,14 @@ class SubmitJobBody(Body, JobSpec, kw_only=True, forbid_unknown_fields=True):
     checkpoint_of: Id | None = None
     priority: Priority = 0
     gpus: GpuCount = 0
-    labels: Annotated[list[Label], msgspec.Meta(max_length=32)] = []
+    labels: Annotated[tuple[Label, ...], msgspec.Meta(max_length=32)] = ()
     timeout_s: Annotated[float, msgspec.Meta(gt=0, le=366 * 86400)] | None = None
     max_retries: Retries = 0
     idempotency_key: Annotated[str, msgspec.Meta(min_length=1, max_length=200)] | None = None
 
 
 class JobView(Reply, JobSpec, kw_only=True):
-    """One job as the read model (or, while the projector catches up, the log) knows it.
-
-    The fields of its `JobSpec` (contracts/jobspec.py), flat, and where the job stands.
-    """
+    """One job as the read model (or, while the projector catches up, the log) knows it."""
 
     id: str
     status: JobStatus
