@@ -203,7 +203,7 @@ class JobRunner:
 
         choice = await choose(self.a.checkpoints, fetch)
         if choice.corrupt:
-            self.log.warning("skipped corrupt checkpoints", corrupt=choice.corrupt,
+            self.log.warning("skipped corrupt checkpoints", corrupt=choice.reasons,
                              using=choice.ref.name if choice.ref else None)
         return choice
 

@@ -9,6 +9,14 @@ class CheckpointError(RuntimeError):
     """`save_checkpoint` could not store the checkpoint durably (the object store stayed unreachable)."""
 
 
+class UnsupportedCheckpoint(TypeError):
+    """`save_checkpoint` was given something a checkpoint may not hold (README: "What a checkpoint may hold")."""
+
+
+class CheckpointCorrupt(ValueError):
+    """A stored checkpoint is not in a format stoker reads (a pickle, say); it is never loaded."""
+
+
 class JobContext(Protocol):
     """Handed to a workload's ``run(ctx)``; the workload reports through it and checkpoints through it."""
 
@@ -29,9 +37,11 @@ class JobContext(Protocol):
         """Publish one finished evaluation episode: its figures and, optionally, its move-by-move log."""
 
     def save_checkpoint(self, obj: Any, iteration: int) -> None:
-        """Store a checkpoint (any torch-serialisable object) durably, so the job can resume anywhere.
+        """Store a checkpoint durably, so the job can resume anywhere: plain data, tensors, or bytes.
 
-        Returns once it is stored and the scheduler knows of it; raises CheckpointError if it cannot be.
+        Returns once it is stored and the scheduler knows of it; raises CheckpointError if it cannot be,
+        UnsupportedCheckpoint if `obj` holds anything but None, bool, int, float, str, bytes, lists,
+        tuples, dicts with str or int keys and torch tensors (no pickled objects).
         """
 
     def load_checkpoint(self) -> Any | None:
