@@ -1,8 +1,8 @@
-"""Fencing before a job runs: a worker loads nothing of an assignment the scheduler does not confirm.
+"""Workers run only what the scheduler sent, and never unpickle: forged assignments and pickled checkpoints.
 
 The real scheduler and discovery run in this process; the worker under attack is a real agent
-(children, checkpoint store and all). Forged `Assignment`s are published straight to its dispatch
-subject, as anyone could without NATS permissions.
+(children, checkpoint store and all). Forged messages are published straight to NATS, as anyone
+could without NATS permissions.
 """
 
 from __future__ import annotations
@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
+import pickle
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -17,21 +18,26 @@ from pathlib import Path
 import pytest
 import pytest_asyncio
 import structlog
+from nats.js.api import ObjectMeta
 
 from contracts import events as ev
 from contracts.base import utcnow, uuid7
 from contracts.codec import encode
+from contracts.commands import JobsStopping, ReportAccepted, ReportJobCheckpointed, StopJob
 from contracts.dispatch import Assignment, CheckpointRef
 from contracts.subjects import Topology
 from eventstore.connect import connect
+from eventstore.micro import call
 from eventstore.streams import ensure_object_store
 from services.discovery.adapter import DiscoveryService
 from services.scheduler.adapter import SchedulerService
 from services.trainer.agent import Agent
 from services.trainer.capabilities import detect
+from services.trainer.checkpoints import FORMAT_HEADER
 from services.trainer.settings import TrainerSettings
 from tests.integration.fake_worker import InProcess, eventually
 from tests.integration.test_scheduler_service import DISCOVERY, SCHEDULER, Plane, leading, submit
+from tests.unit.test_checkpoint_format import Boom
 
 FORGED = "tests.integration.forged_workload:run"
 REFUSED = "assignment refused by the scheduler; nothing of it runs"
@@ -138,3 +144,41 @@ async def test_forged_assignments_are_refused_before_anything_is_loaded(
     events, _ = await event_log.load("job", job.job_id)
     assert all(getattr(s.event, "worker_id", "fa") == "fa" for s in events)  # the forgeries changed nothing
     assert [type(s.event) for s in events][-1] is ev.JobAssigned
+
+
+async def test_a_pickle_in_the_checkpoint_bucket_is_never_executed_and_the_job_resumes_before_it(
+        plane, nc, topology, event_log, tmp_path):
+    marker = tmp_path / "executed"
+    job = await submit(nc, topology, workload="sleep", max_iterations=1_000_000,
+                       params={"step_s": 0.01, "checkpoint_every": 5})
+    async with real_agent(plane, tmp_path / "first", "fc"):
+        await eventually(lambda: plane.board.jobs[job.job_id].checkpoints, what="a real checkpoint")
+        # The attack: a pickle under the job's checkpoint name, and a report that records its very digest.
+        payload = pickle.dumps(Boom(marker), protocol=2)
+        bucket = await ensure_object_store(nc.jetstream(), topology.checkpoint_bucket)
+        name = f"{job.job_id}/1-999999"
+        await bucket.put(name, payload, meta=ObjectMeta(headers={FORMAT_HEADER: ["pickle"]}))
+        forged = ReportJobCheckpointed(job_id=job.job_id, attempt=1, worker_id="fc", iteration=999_999, name=name,
+                                       sha256=hashlib.sha256(payload).hexdigest(), size=len(payload))
+        assert (await call(nc, topology, forged, ReportAccepted)).accepted  # without NATS auth, anyone can say so
+    # fc left (its attempt checkpointed and interrupted); the next worker resumes the job.
+    async with real_agent(plane, tmp_path / "second", "fd"):
+        started = await wait_for_event(event_log, job.job_id, lambda e: isinstance(e, ev.JobStarted) and e.attempt == 2)
+        await call(nc, topology, StopJob(job_id=job.job_id), JobsStopping)
+        await wait_for_event(event_log, job.job_id, lambda e: isinstance(e, ev.JobStopped))
+    events, _ = await event_log.load("job", job.job_id)
+    real = [s.event.iteration for s in events
+            if isinstance(s.event, ev.JobCheckpointed) and s.event.attempt == 1 and s.event.name != name]
+    assert started.corrupt_checkpoints == (name,) and started.resumed_from == max(real)
+    assert not marker.exists()
+
+
+async def wait_for_event(event_log, job_id: str, match, timeout: float = 30.0) -> ev.Event:
+    """The first event of a job (stored or still to come) that matches."""
+    async def find() -> ev.Event:
+        async for stored in event_log.subscribe(1, filter_subject=event_log.topology.events("job", job_id)):
+            if match(stored.event):
+                return stored.event
+        raise AssertionError("unreachable")
+
+    return await asyncio.wait_for(find(), timeout)
