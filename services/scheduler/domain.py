@@ -25,7 +25,7 @@ from contracts.commands import (
 )
 from contracts.dispatch import Assignment, DispatchMessage, StopAttempt
 from contracts.errors import Conflict, InvalidCommand, NotFound, UnknownWorkload
-from contracts.workloads import EVAL_SUFFIX, is_target, offers
+from contracts.workloads import EVAL_SUFFIX, is_target, offers, refused_target
 from services.scheduler.board import (
     ACTIVE_ON_WORKER,
     Finished,
@@ -110,10 +110,12 @@ def _check_source(state: JobBoard, source_id: str) -> None:
 
 
 def check_workload(state: JobBoard, workload: str, kind: str) -> None:
-    """Refuse a job that no registered worker (healthy or not, until forgotten) can run.
+    """Refuse a job that no registered worker (healthy or not, until forgotten) can run, or that is no workload.
 
     With no worker registered at all the job is queued: workers may join later.
     """
+    if is_target(workload) and (why := refused_target(workload)) is not None:
+        raise UnknownWorkload(why)
     workers = state.workers.values()
     if not workers or any(offers(w.workloads, w.target_modules, workload, kind) for w in workers):
         return

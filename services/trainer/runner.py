@@ -220,7 +220,8 @@ class JobRunner:
             self._trace = otel_context.get_current()
             child.send(wire.Start(
                 job_id=a.job_id, attempt=a.attempt, worker_id=self.deps.worker_id, kind=a.kind,
-                workload=self.workload, target=target, params=a.params, max_iterations=a.max_iterations,
+                workload=self.workload, target=target, registered=self.deps.registry.is_registered(self.workload),
+                params=a.params, max_iterations=a.max_iterations,
                 episodes=a.episodes, gpu_indices=a.gpu_indices, spool_dir=str(self.spool), resume=resume,
                 progress_interval_s=self.deps.settings.progress_interval_s, traceparent=traceparent()))
         self._report(ReportJobStarted(job_id=a.job_id, attempt=a.attempt, worker_id=self.deps.worker_id,

@@ -2,7 +2,17 @@
 
 from __future__ import annotations
 
-from typing import Any, Protocol
+from collections.abc import Callable
+from typing import Any, Protocol, TypeVar
+
+WORKLOAD_MARK = "__stoker_workload__"
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def workload(fn: F) -> F:
+    """Mark a function as a stoker workload, so that a job may name it as `module:function`."""
+    setattr(fn, WORKLOAD_MARK, True)
+    return fn
 
 
 class CheckpointError(RuntimeError):

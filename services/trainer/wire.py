@@ -37,6 +37,7 @@ class Start(Frame, kw_only=True):
     kind: str
     workload: str
     target: str  # module:function the workload name resolved to
+    registered: bool = False  # an installed entry point's target (else the function must be marked @workload)
     params: dict[str, Any] = {}
     max_iterations: int | None = None
     episodes: int | None = None
