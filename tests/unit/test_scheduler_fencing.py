@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
 from contracts import events as ev
-from contracts.commands import AssignmentConfirmed, ConfirmAssignment
+from contracts.commands import AssignmentConfirmed, ConfirmAssignment, SubmitJob
 from services.scheduler import domain
+from tests.scheduler_on_memory import MemoryScheduler
 from tests.unit.test_scheduler_domain import T0, assigned, checkpointed, fold, started, submitted, worker
 
 
@@ -57,3 +60,17 @@ def test_a_resumed_attempt_is_confirmed_with_the_checkpoints_on_the_log() -> Non
     reply = domain.confirmation(ask(attempt=2, worker_id="w2"), state)
     assert reply.confirmed and [c.name for c in reply.assignment.checkpoints] == ["j1/1-9", "j1/1-5"]
     assert not domain.confirmation(ask(attempt=1, worker_id="w1"), state).confirmed
+
+
+async def test_the_handler_confirms_exactly_what_it_dispatched_and_appends_nothing() -> None:
+    async with MemoryScheduler() as s:
+        await s.worker_event(worker())
+        accepted = await s.scheduler.submit(SubmitJob(workload="noop", params={"lr": 0.1}))
+        confirming = asyncio.create_task(s.scheduler.confirm(ask(accepted.job_id)))  # while JobAssigned is appended
+        await s.settle()
+        (sent,) = s.dispatch.sent
+        before = await s.log.last_seq()
+        assert (await confirming) == AssignmentConfirmed(confirmed=True, assignment=sent)
+        forged = await s.scheduler.confirm(ask(accepted.job_id, worker_id="w2"))
+        assert not forged.confirmed and "not assigned to w2" in forged.reason
+        assert await s.log.last_seq() == before  # a confirmation writes nothing, refused or not
