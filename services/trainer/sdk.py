@@ -55,7 +55,11 @@ class JobContext(Protocol):
         """
 
     def load_checkpoint(self) -> Any | None:
-        """The newest good checkpoint: this job's own, or for an evaluation the source job's; None if none."""
+        """The newest good checkpoint: this job's own, or for an evaluation the source job's; None if none.
+
+        The worker checked its digest and format before the job started (skipping bad ones); it is
+        loaded without unpickling anything, and CheckpointCorrupt is raised should it still not load.
+        """
 
     @property
     def should_stop(self) -> bool:
