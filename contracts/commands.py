@@ -7,6 +7,7 @@ from typing import Annotated, Any, ClassVar, Literal
 import msgspec
 
 from contracts.base import Command, GpuCount, Id, Message, NonNegative, Priority, Retries, StatusCode
+from contracts.dispatch import Assignment
 from contracts.events import Attempt, JobKind, Text, WorkerCapabilities
 from contracts.jobspec import JobSpec
 
@@ -35,6 +36,16 @@ class StopJob(Command, kw_only=True):
     job_id: Id | None = None
     kind: JobKind | None = None
     reason: Text = "requested"
+
+
+class ConfirmAssignment(Command, kw_only=True):
+    """A worker asks whether an assignment it got is its own, before anything of the job is loaded (fencing)."""
+
+    service: ClassVar[str] = "scheduler"
+    verb: ClassVar[str] = "confirm"
+    job_id: Id
+    attempt: Attempt
+    worker_id: Id
 
 
 class ReportJobStarted(Command, kw_only=True):
@@ -99,7 +110,7 @@ class DeregisterWorker(Command, kw_only=True):
 
 
 JobReport = ReportJobStarted | ReportJobCheckpointed | ReportJobFinished
-SchedulerCommand = SubmitJob | StopJob | JobReport
+SchedulerCommand = SubmitJob | StopJob | ConfirmAssignment | JobReport
 DiscoveryCommand = RegisterWorker | DeregisterWorker
 
 
@@ -123,6 +134,16 @@ class ReportAccepted(Message, kw_only=True):
     accepted: bool
     stop: bool = False
     reason: str = ""
+
+
+class AssignmentConfirmed(Message, kw_only=True):
+    """Reply to `ConfirmAssignment`. Confirmed: run `assignment`, the scheduler's own copy (or, with `stop`,
+    report the attempt stopped and run nothing). Not confirmed: run nothing and report nothing."""
+
+    confirmed: bool
+    stop: bool = False
+    reason: str = ""
+    assignment: Assignment | None = None
 
 
 class WorkerAccepted(Message, kw_only=True):

@@ -6,23 +6,38 @@ worker imports. An evaluation job of `X` runs `X-eval` where the worker has it, 
 worker resolves that name, so a machine without workloads (the gateway's) never has to.
 
 A worker advertises `workloads` (its registered names) and `target_modules`: the packages it runs
-`module:function` targets from (None: any module it can import; empty: no targets).
+`module:function` targets from (None: any package installed there; empty: no targets).
+
+A `module:function` target from Python's standard library is never a workload (`builtins:print`,
+`os:system`): it is refused when submitted and by every worker. A worker also runs a target only if
+its function is marked as a workload (`services.trainer.sdk.workload`); a registered name needs no mark.
 """
 
 from __future__ import annotations
 
 import re
+import sys
 from collections.abc import Collection, Iterable
 
 TARGET_PATTERN = r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$"
 MODULE_PATTERN = r"^[A-Za-z_][\w.]*$"
 EVAL_SUFFIX = "-eval"
 _TARGET_RE = re.compile(TARGET_PATTERN)
+NOT_WORKLOADS = frozenset(sys.stdlib_module_names) | {"__main__"}
 
 
 def is_target(name: str) -> bool:
     """Whether a workload name is a `module:function` reference rather than a registered name."""
     return bool(_TARGET_RE.match(name))
+
+
+def refused_target(target: str) -> str | None:
+    """Why a `module:function` target can never be a workload (it is the standard library's), or None."""
+    package = target.split(":", 1)[0].split(".", 1)[0]
+    if package not in NOT_WORKLOADS:
+        return None
+    return (f"{target!r} is not a workload: {package!r} is Python's standard library; a job names a registered "
+            "workload, or module:function of a function marked @workload in a package installed on the worker")
 
 
 def eval_name(workload: str, known: Iterable[str]) -> str:

@@ -2,19 +2,20 @@
 
 from __future__ import annotations
 
-import io
+import tempfile
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 
 def roundtrip(obj: Any) -> Any:
-    """Serialise and load back as the platform does, so a checkpoint shares nothing with the live job."""
-    import torch  # only checkpoints need it; the basic workloads' tests stay light
+    """Write and read back as the platform does (its formats and rules), so a checkpoint shares nothing with the job."""
+    from services.trainer.checkpoint_format import read_checkpoint, write_checkpoint
 
-    buf = io.BytesIO()
-    torch.save(obj, buf)
-    buf.seek(0)
-    return torch.load(buf, weights_only=True)
+    with tempfile.TemporaryDirectory() as spool:
+        path = Path(spool) / "ckpt"
+        fmt, _digest, _size = write_checkpoint(obj, path)
+        return read_checkpoint(path, fmt)
 
 
 @dataclass

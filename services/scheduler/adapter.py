@@ -1,7 +1,7 @@
 """The scheduler on NATS: lease, micro endpoints, the log follower, the timer. Thin: the work is in handlers.
 
 Every process follows the log (a hot standby). Only the lease holder registers the micro endpoints
-`submit`, `stop` and `report`, so commands always reach the leader; while nobody leads (a takeover
+`submit`, `stop`, `confirm` and `report`, so commands always reach the leader; while nobody leads (a takeover
 takes about `lease_ttl_s`) a caller gets "no responders" at once and retries.
 """
 
@@ -14,7 +14,7 @@ from nats.micro import add_service
 from nats.micro.request import Request
 from nats.micro.service import Service
 
-from contracts.commands import JobReport, StopJob, SubmitJob
+from contracts.commands import ConfirmAssignment, JobReport, StopJob, SubmitJob
 from eventstore.dispatch import JetStreamDispatch
 from eventstore.lease import Lease, holder_name
 from eventstore.micro import handle_request
@@ -126,7 +126,7 @@ class SchedulerService:
                                     description="stoker scheduler: job queue, placement, retries, stop")
         scheduler = self.scheduler
         endpoints = {"submit": (SubmitJob, scheduler.submit), "stop": (StopJob, scheduler.stop),
-                     "report": (JobReport, scheduler.report)}
+                     "confirm": (ConfirmAssignment, scheduler.confirm), "report": (JobReport, scheduler.report)}
         for verb, (command_type, handler) in endpoints.items():
             async def on_request(request: Request, command_type=command_type, handler=handler) -> None:
                 # Handle each request in its own task: a micro endpoint awaits its callback, and a

@@ -14,6 +14,8 @@ import msgspec
 from contracts import events as ev
 from contracts.base import Event, new_id
 from contracts.commands import (
+    AssignmentConfirmed,
+    ConfirmAssignment,
     ReportAccepted,
     ReportJobCheckpointed,
     ReportJobFinished,
@@ -24,7 +26,7 @@ from contracts.commands import (
 from contracts.dispatch import Assignment, DispatchMessage, StopAttempt
 from contracts.errors import Conflict, InvalidCommand, NotFound, UnknownWorkload
 from contracts.jobspec import spec_fields
-from contracts.workloads import EVAL_SUFFIX, is_target, offers
+from contracts.workloads import EVAL_SUFFIX, is_target, offers, refused_target
 from services.scheduler.board import (
     ACTIVE_ON_WORKER,
     Finished,
@@ -37,8 +39,8 @@ from services.scheduler.board import (
 )
 from services.scheduler.placement import Placement, place
 
-__all__ = ["JobBoard", "RetryPolicy", "StaleAttempt", "apply_in_place", "decide", "initial_state", "on_worker_event",
-           "tick"]
+__all__ = ["JobBoard", "RetryPolicy", "StaleAttempt", "apply_in_place", "confirmation", "decide", "initial_state",
+           "on_worker_event", "tick"]
 
 
 class RetryPolicy(msgspec.Struct, frozen=True, kw_only=True):
@@ -106,10 +108,12 @@ def _check_source(state: JobBoard, source_id: str) -> None:
 
 
 def check_workload(state: JobBoard, workload: str, kind: str) -> None:
-    """Refuse a job that no registered worker (healthy or not, until forgotten) can run.
+    """Refuse a job that no registered worker (healthy or not, until forgotten) can run, or that is no workload.
 
     With no worker registered at all the job is queued: workers may join later.
     """
+    if is_target(workload) and (why := refused_target(workload)) is not None:
+        raise UnknownWorkload(why)
     workers = state.workers.values()
     if not workers or any(offers(w.workloads, w.target_modules, workload, kind) for w in workers):
         return
@@ -168,6 +172,27 @@ def fence(report: ReportJobStarted | ReportJobCheckpointed | ReportJobFinished, 
     current = job or done
     raise StaleAttempt(f"attempt {report.attempt} on {report.worker_id} is stale: job {report.job_id} is at "
                        f"attempt {current.attempt} on {current.worker_id or 'no worker'}")
+
+
+def confirmation(command: ConfirmAssignment, state: JobBoard) -> AssignmentConfirmed:
+    """May a worker run an assignment it got? Only the job's current attempt, assigned to it and not begun.
+
+    A running attempt is refused too: its worker confirmed it once already, so a second copy is forged
+    or left over. A job asked to stop is confirmed with `stop`: its worker reports it stopped unrun.
+    """
+    job_id, attempt, worker_id = command.job_id, command.attempt, command.worker_id
+    job = state.jobs.get(job_id)
+    if job is None:
+        done = state.finished.get(job_id)
+        reason = f"no job {job_id}" if done is None else f"job {job_id} has already finished ({done.status})"
+        return AssignmentConfirmed(confirmed=False, reason=reason)
+    if job.status != "assigned" or job.attempt != attempt or job.worker_id != worker_id:
+        where = f" on {job.worker_id}" if job.worker_id else ""
+        return AssignmentConfirmed(confirmed=False, reason=f"attempt {attempt} of job {job_id} is not assigned to "
+                                   f"{worker_id}: the job is {job.status} at attempt {job.attempt}{where}")
+    if job.stop_requested:
+        return AssignmentConfirmed(confirmed=True, stop=True, reason=job.stop_reason or "requested")
+    return AssignmentConfirmed(confirmed=True, assignment=assignment_for(state, job))
 
 
 def _started(cmd: ReportJobStarted, job: Job, now: datetime) -> list[Event]:

@@ -19,6 +19,8 @@ from contracts import events as ev
 from contracts.base import Event, new_id, utcnow
 from contracts.codec import encode
 from contracts.commands import (
+    AssignmentConfirmed,
+    ConfirmAssignment,
     JobAccepted,
     JobReport,
     JobsStopping,
@@ -111,6 +113,13 @@ class Scheduler:
             await asyncio.gather(*futures)
             await self._settled(command.job_id)
             return reply
+        return await self._retrying(once)
+
+    async def confirm(self, command: ConfirmAssignment) -> AssignmentConfirmed:
+        """Tell a worker whether an assignment it got is its own, before it loads anything of the job (fencing)."""
+        async def once() -> AssignmentConfirmed:
+            await self._settled(command.job_id)  # answer from the log: an assignment still being appended is not yet
+            return domain.confirmation(command, self.board.state)
         return await self._retrying(once)
 
     async def _retrying(self, once):

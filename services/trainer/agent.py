@@ -197,6 +197,8 @@ class Agent:
 
     def _release(self, runner: JobRunner) -> None:
         self.runners.pop(runner.key, None)
+        if runner.refused:
+            self.seen.pop(runner.key, None)  # a forged copy must not shadow the real assignment, should it come
 
     def _recover(self) -> None:
         """Settle attempts a previous run of this worker left: resend their outcome, or say they were cut off."""

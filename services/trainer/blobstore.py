@@ -14,13 +14,8 @@ from nats.js.errors import DigestMismatchError, NotFoundError
 from contracts.dispatch import CheckpointRef
 from eventstore.observability import get_logger
 from eventstore.streams import ensure_object_store
-from services.trainer.checkpoints import (
-    FORMAT_HEADER,
-    CheckpointUnavailable,
-    Fetched,
-    file_sha256,
-    nats_digest_hex,
-)
+from services.trainer.checkpoint_format import file_sha256
+from services.trainer.checkpoints import FORMAT_HEADER, CheckpointUnavailable, Fetched, nats_digest_hex
 
 log = get_logger(component="checkpoints")
 TRANSIENT = (nats.errors.TimeoutError, nats.errors.ConnectionClosedError, nats.errors.NoRespondersError,

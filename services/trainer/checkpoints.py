@@ -1,23 +1,24 @@
-"""Checkpoints: names, formats, digests, and choosing the newest good one to resume from."""
+"""Checkpoints on the agent's side: names, digests, and choosing the newest good one to resume from.
+
+What a checkpoint file holds, and how it is written, read and checked, is in `checkpoint_format`.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import base64
-import hashlib
-import io
-import pickle
-import sys
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from services.trainer.checkpoint_format import verify
+from services.trainer.sdk import CheckpointCorrupt
 
 if TYPE_CHECKING:
     from contracts.dispatch import CheckpointRef
 
 FORMAT_HEADER = "Stoker-Format"
-FORMATS = ("torch", "pickle", "bytes")
-_CHUNK = 1 << 20
 
 
 class CheckpointUnavailable(RuntimeError):
@@ -27,76 +28,6 @@ class CheckpointUnavailable(RuntimeError):
 def checkpoint_name(job_id: str, attempt: int, iteration: int) -> str:
     """The object name of a checkpoint: `<job_id>/<attempt>-<iteration>`."""
     return f"{job_id}/{attempt}-{iteration}"
-
-
-def choose_format(obj: Any) -> str:
-    """bytes stay bytes; anything else goes through torch.save when the job uses torch, else pickle."""
-    if isinstance(obj, bytes | bytearray | memoryview):
-        return "bytes"
-    # A job that never imported torch holds no tensors; pickle is then exact and far cheaper to load.
-    return "torch" if "torch" in sys.modules else "pickle"
-
-
-def serialize(obj: Any, fmt: str, out: io.BufferedIOBase) -> None:
-    """Write `obj` to `out` in format `fmt`."""
-    if fmt == "bytes":
-        out.write(bytes(obj))
-    elif fmt == "torch":
-        import torch
-
-        torch.save(obj, out)
-    else:
-        pickle.dump(obj, out, protocol=pickle.HIGHEST_PROTOCOL)
-
-
-def deserialize(data: io.BufferedIOBase, fmt: str, device: str = "cpu") -> Any:
-    """Read back what `serialize` wrote."""
-    if fmt == "bytes":
-        return data.read()
-    if fmt == "torch":
-        import torch
-
-        try:
-            return torch.load(data, map_location=device, weights_only=True)
-        except pickle.UnpicklingError:
-            # The job's own checkpoint, written by the job's own code: arbitrary objects are allowed.
-            data.seek(0)
-            return torch.load(data, map_location=device, weights_only=False)
-    return pickle.load(data)
-
-
-def write_checkpoint(obj: Any, path: Path) -> tuple[str, str, int]:
-    """Serialise `obj` into `path`; returns (format, sha256 hex, size)."""
-    fmt = choose_format(obj)
-    with path.open("wb") as out:
-        serialize(obj, fmt, out)
-    digest, size = file_sha256(path)
-    return fmt, digest, size
-
-
-def read_checkpoint(path: Path, fmt: str, device: str = "cpu") -> Any:
-    """Load a checkpoint file written by `write_checkpoint`."""
-    with path.open("rb") as data:
-        return deserialize(data, fmt if fmt in FORMATS else sniff_format(path), device)
-
-
-def sniff_format(path: Path) -> str:
-    """Guess a format when the object carries none: zip → torch, pickle opcode → pickle, else bytes."""
-    with path.open("rb") as data:
-        head = data.read(4)
-    if head.startswith(b"PK\x03\x04"):
-        return "torch"
-    return "pickle" if head[:1] == b"\x80" else "bytes"
-
-
-def file_sha256(path: Path) -> tuple[str, int]:
-    """SHA-256 (hex) and size of a file."""
-    digest, size = hashlib.sha256(), 0
-    with path.open("rb") as data:
-        while chunk := data.read(_CHUNK):
-            digest.update(chunk)
-            size += len(chunk)
-    return digest.hexdigest(), size
 
 
 def nats_digest_hex(digest: str | None) -> str | None:
@@ -120,11 +51,12 @@ class Fetched:
 
 @dataclass
 class Choice:
-    """The checkpoint to resume from (or none) and the names that failed their check."""
+    """The checkpoint to resume from (or none), the names that failed their check, and why each failed."""
 
     ref: CheckpointRef | None = None
     fetched: Fetched | None = None
     corrupt: list[str] = field(default_factory=list)
+    reasons: dict[str, str] = field(default_factory=dict)
 
 
 Fetch = Callable[["CheckpointRef"], Awaitable["Fetched | None"]]
@@ -140,15 +72,30 @@ def newest_first(refs: Sequence[CheckpointRef]) -> list[CheckpointRef]:
     return sorted(refs, key=lambda r: -r.iteration)
 
 
+async def problem_with(ref: CheckpointRef, fetched: Fetched | None) -> str | None:
+    """Why a fetched checkpoint cannot be resumed from (missing, digest, format), or None when it can."""
+    if fetched is None:
+        return "missing"
+    if not digest_ok(ref, fetched.sha256):
+        return f"SHA-256 {fetched.sha256 or 'unknown'} is not the recorded {ref.sha256}"
+    try:
+        await asyncio.to_thread(verify, fetched.path, fetched.format)
+    except CheckpointCorrupt as exc:
+        return str(exc)
+    return None
+
+
 async def choose(refs: Sequence[CheckpointRef], fetch: Fetch) -> Choice:
-    """The newest checkpoint whose SHA-256 matches; missing or corrupt ones are named and skipped."""
+    """The newest checkpoint whose SHA-256 and format check out; missing or corrupt ones are named and skipped."""
     choice = Choice()
     for ref in newest_first(refs):
         fetched = await fetch(ref)
-        if fetched is not None and digest_ok(ref, fetched.sha256):
+        problem = await problem_with(ref, fetched)
+        if problem is None:
             choice.ref, choice.fetched = ref, fetched
             return choice
         if fetched is not None:
             fetched.path.unlink(missing_ok=True)
         choice.corrupt.append(ref.name)
+        choice.reasons[ref.name] = problem
     return choice

@@ -59,10 +59,10 @@ def prepare_environment(start: wire.Start) -> None:
         os.environ.pop("TRACEPARENT", None)
 
 
-def run_workload(target: str, ctx: ChildContext) -> wire.Done:
+def run_workload(target: str, ctx: ChildContext, registered: bool = False) -> wire.Done:
     """Load and run the workload; every way it can end becomes a Done frame."""
     try:
-        fn = load(target)
+        fn = load(target, registered)
     except BaseException as exc:
         return wire.Done(outcome="failed", error=f"cannot load workload {ctx.workload!r}: {error_text(exc)}",
                          traceback=tail(traceback.format_exc()), retryable=False)
@@ -112,7 +112,7 @@ def run_job(sock: socket.socket, start: wire.Start, target: str, tied_to_parent:
         # Without the kernel's help, a thread watches the agent's socket and ends the job if it closes.
         channel.listening = True
         threading.Thread(target=channel.listen, name="stoker-agent-link", daemon=True).start()
-    done = run_workload(target, ctx)
+    done = run_workload(target, ctx, start.registered)
     try:
         ctx.close()
         channel.finishing = True

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from services.trainer import wire
-from services.trainer.checkpoints import read_checkpoint, write_checkpoint
+from services.trainer.checkpoint_format import read_checkpoint, write_checkpoint
 from services.trainer.sdk import CheckpointError
 
 Sample = tuple[int, Any, dict[str, Any], float]  # iteration, loss, metrics, epoch seconds

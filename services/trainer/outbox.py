@@ -7,12 +7,13 @@ import contextlib
 import os
 from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
 import msgspec
 import nats.errors
 from nats.aio.client import Client
 
-from contracts.commands import JobReport, ReportAccepted, ReportJobFinished
+from contracts.commands import ConfirmAssignment, JobReport, ReportAccepted, ReportJobFinished
 from contracts.dispatch import Assignment
 from contracts.errors import CommandFailed, DomainError, Unavailable
 from contracts.subjects import Topology
@@ -24,13 +25,13 @@ MAX_INTERNAL_ERRORS = 20
 _record_decoder = msgspec.json.Decoder(dict)
 
 
-async def deliver(nc: Client, topology: Topology, report: JobReport, timeout: float,
-                  cancelled: Callable[[], bool] = lambda: False) -> ReportAccepted | None:
-    """Send a report until the scheduler answers (it may be failing over); None if it never can."""
+async def deliver(nc: Client, topology: Topology, report: JobReport | ConfirmAssignment, timeout: float,
+                  cancelled: Callable[[], bool] = lambda: False, reply_type: type[Any] = ReportAccepted) -> Any:
+    """Send a report (or a confirmation) until the scheduler answers (it may be failing over); None if it never can."""
     delay, internal = 0.05, 0
     while not cancelled():
         try:
-            return await call(nc, topology, report, ReportAccepted, timeout=timeout)
+            return await call(nc, topology, report, reply_type, timeout=timeout)
         except Unavailable:
             pass
         except CommandFailed as exc:

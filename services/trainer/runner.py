@@ -18,7 +18,14 @@ from opentelemetry import context as otel_context
 from opentelemetry.trace import SpanKind
 
 from contracts.codec import encode
-from contracts.commands import JobReport, ReportJobCheckpointed, ReportJobFinished, ReportJobStarted
+from contracts.commands import (
+    AssignmentConfirmed,
+    ConfirmAssignment,
+    JobReport,
+    ReportJobCheckpointed,
+    ReportJobFinished,
+    ReportJobStarted,
+)
 from contracts.dispatch import Assignment, CheckpointRef
 from contracts.jobspec import spec_fields
 from contracts.subjects import MAX_TELEMETRY_BYTES, Topology
@@ -62,24 +69,33 @@ def at(epoch: float) -> datetime:
 
 
 class JobRunner:
-    """Runs one assignment to its end; `stop()` and `fence()` may be called at any time."""
+    """Runs one assignment to its end; `stop()` and `fence()` may be called at any time.
+
+    Nothing of the job is loaded (no checkpoint fetched, no workload resolved or imported) before the
+    scheduler confirms the assignment; what runs then is the scheduler's copy of it, not the message's.
+    """
 
     def __init__(self, deps: Deps, assignment: Assignment, on_release: Callable[[JobRunner], None]) -> None:
-        self.deps, self.a, self.on_release = deps, assignment, on_release
+        self.deps, self.on_release = deps, on_release
         self.key = (assignment.job_id, assignment.attempt)
         self.child: ChildProcess | None = None
         self.stop_reason: str | None = None
         self.fenced = False
+        self.refused = False  # the scheduler said this assignment is not ours: nothing of it ran
         self.outbox = Outbox()
         self.spool = deps.spool / f"{assignment.job_id}-{assignment.attempt}"
-        self.total = assignment.max_iterations if assignment.kind == "train" else assignment.episodes
-        self.workload = assignment.workload  # the name it runs, once resolved (see _run)
+        self._take(assignment)
         self._kill_timer: asyncio.TimerHandle | None = None
         self._saving = 0  # checkpoints handed over by the child, not yet stored and reported
         self._last_sample: asyncio.Future | None = None  # acknowledgement of the last telemetry sample sent
         self._finished = False
         self._trace: otel_context.Context | None = None  # the job process's start: its first report continues it
         self.log = log.bind(job_id=assignment.job_id, attempt=assignment.attempt)
+
+    def _take(self, assignment: Assignment) -> None:
+        self.a = assignment
+        self.total = assignment.max_iterations if assignment.kind == "train" else assignment.episodes
+        self.workload = assignment.workload  # the name it runs, once resolved (see _run)
 
     def stop(self, reason: str) -> None:
         """Ask the attempt to stop: SIGTERM now (the SDK's should_stop), SIGKILL after the grace period."""
@@ -113,6 +129,11 @@ class JobRunner:
             shutil.rmtree(self.spool, ignore_errors=True)
 
     async def _run(self) -> None:
+        if not await self._confirmed():
+            return
+        if self.stop_reason is not None:
+            await self._finish(decide(None, None, self.stop_reason))  # asked to stop before anything was loaded
+            return
         registry = self.deps.registry
         self.workload = registry.resolve(self.a.workload, self.a.kind)  # an evaluation of X runs X-eval if here
         try:
@@ -140,6 +161,34 @@ class JobRunner:
         child.close()
         await self._finish(decide(done, exit_code, self.stop_reason))
 
+    async def _confirmed(self) -> bool:
+        """Ask the scheduler whether this assignment is ours (fencing); False: nothing of it may run."""
+        a = self.a
+        question = ConfirmAssignment(job_id=a.job_id, attempt=a.attempt, worker_id=self.deps.worker_id)
+        reply: AssignmentConfirmed | None = await deliver(
+            self.deps.nc, self.deps.topology, question, self.deps.settings.report_timeout_s,
+            cancelled=lambda: self.fenced, reply_type=AssignmentConfirmed)
+        if reply is None:  # no answer (the connection is closing): the journal settles it on the next run
+            self.log.error("assignment not confirmed by the scheduler; not running it")
+            self._finished = True
+            self.on_release(self)
+            return False
+        if not reply.confirmed:
+            self.log.warning("assignment refused by the scheduler; nothing of it runs", reason=reply.reason,
+                             workload=a.workload)
+            self.refused = self.fenced = True
+            await self._finish(Ending("stopped"))  # fenced: frees the slot and reports nothing
+            return False
+        if reply.stop:
+            self.stop(reply.reason or "requested")
+        elif reply.assignment is not None:
+            mine = reply.assignment
+            if mine.spec != a.spec:
+                self.log.warning("dispatch message differs from the scheduler's assignment; running the scheduler's",
+                                 sent=a.workload, assigned=mine.workload)
+            self._take(mine)
+        return True
+
     def _pool_key(self, target: str) -> str:
         module = module_of(target)
         if self.deps.registry.is_registered(self.workload) or self.deps.settings.warm_user_workloads:
@@ -155,7 +204,7 @@ class JobRunner:
 
         choice = await choose(self.a.checkpoints, fetch)
         if choice.corrupt:
-            self.log.warning("skipped corrupt checkpoints", corrupt=choice.corrupt,
+            self.log.warning("skipped corrupt checkpoints", corrupt=choice.reasons,
                              using=choice.ref.name if choice.ref else None)
         return choice
 
@@ -172,8 +221,10 @@ class JobRunner:
             self._trace = otel_context.get_current()
             child.send(wire.Start(
                 **{**spec_fields(a), "workload": self.workload}, job_id=a.job_id, attempt=a.attempt,
-                worker_id=self.deps.worker_id, target=target, gpu_indices=a.gpu_indices, spool_dir=str(self.spool),
-                resume=resume, progress_interval_s=self.deps.settings.progress_interval_s, traceparent=traceparent()))
+                worker_id=self.deps.worker_id, target=target,
+                registered=self.deps.registry.is_registered(self.workload), gpu_indices=a.gpu_indices,
+                spool_dir=str(self.spool), resume=resume,
+                progress_interval_s=self.deps.settings.progress_interval_s, traceparent=traceparent()))
         self._report(ReportJobStarted(job_id=a.job_id, attempt=a.attempt, worker_id=self.deps.worker_id,
                                       resumed_from=choice.ref.iteration if choice.ref else None,
                                       corrupt_checkpoints=tuple(choice.corrupt)))

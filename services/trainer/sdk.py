@@ -2,11 +2,29 @@
 
 from __future__ import annotations
 
-from typing import Any, Protocol
+from collections.abc import Callable
+from typing import Any, Protocol, TypeVar
+
+WORKLOAD_MARK = "__stoker_workload__"
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def workload(fn: F) -> F:
+    """Mark a function as a stoker workload, so that a job may name it as `module:function`."""
+    setattr(fn, WORKLOAD_MARK, True)
+    return fn
 
 
 class CheckpointError(RuntimeError):
     """`save_checkpoint` could not store the checkpoint durably (the object store stayed unreachable)."""
+
+
+class UnsupportedCheckpoint(TypeError):
+    """`save_checkpoint` was given something a checkpoint may not hold (README: "What a checkpoint may hold")."""
+
+
+class CheckpointCorrupt(ValueError):
+    """A stored checkpoint is not in a format stoker reads (a pickle, say); it is never loaded."""
 
 
 class JobContext(Protocol):
@@ -29,13 +47,19 @@ class JobContext(Protocol):
         """Publish one finished evaluation episode: its figures and, optionally, its move-by-move log."""
 
     def save_checkpoint(self, obj: Any, iteration: int) -> None:
-        """Store a checkpoint (any torch-serialisable object) durably, so the job can resume anywhere.
+        """Store a checkpoint durably, so the job can resume anywhere: plain data, tensors, or bytes.
 
-        Returns once it is stored and the scheduler knows of it; raises CheckpointError if it cannot be.
+        Returns once it is stored and the scheduler knows of it; raises CheckpointError if it cannot be,
+        UnsupportedCheckpoint if `obj` holds anything but None, bool, int, float, str, bytes, lists,
+        tuples, dicts with str or int keys and torch tensors (no pickled objects).
         """
 
     def load_checkpoint(self) -> Any | None:
-        """The newest good checkpoint: this job's own, or for an evaluation the source job's; None if none."""
+        """The newest good checkpoint: this job's own, or for an evaluation the source job's; None if none.
+
+        The worker checked its digest and format before the job started (skipping bad ones); it is
+        loaded without unpickling anything, and CheckpointCorrupt is raised should it still not load.
+        """
 
     @property
     def should_stop(self) -> bool:

@@ -23,7 +23,8 @@ class TrainerSettings(msgspec.Struct, frozen=True, kw_only=True):
     report_timeout_s: Annotated[float, msgspec.Meta(gt=0)] = 5.0
     upload_timeout_s: Annotated[float, msgspec.Meta(gt=0)] = 120.0  # a checkpoint upload's whole retry budget
     warm: bool = True  # keep forked spare children ready; off: fork on demand
-    # Packages `module:function` workloads may come from (advertised); None: any module; []: registered names only.
+    # Packages `module:function` workloads may come from (advertised): None: any installed package (never the
+    # standard library; the function must be marked @workload); []: registered names only, no module:function.
     target_modules: tuple[ModuleName, ...] | None = None
     warm_user_workloads: bool = False  # also keep a warm zygote for `module:function` workloads
     max_zygotes: Annotated[int, msgspec.Meta(ge=1, le=16)] = 3

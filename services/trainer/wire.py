@@ -38,6 +38,7 @@ class Start(Frame, JobSpec, kw_only=True):
     worker_id: str
     workload: str  # the name it runs: an evaluation of `X` runs `X-eval` where the worker has it
     target: str  # module:function the workload name resolved to
+    registered: bool = False  # an installed entry point's target (else the function must be marked @workload)
     gpu_indices: tuple[int, ...] = ()
     spool_dir: str
     resume: Resume | None = None

@@ -1,4 +1,12 @@
-"""Workloads by name: the `stoker.workloads` entry points, or a user's own `module:function`."""
+"""Workloads by name: the `stoker.workloads` entry points, or a user's own `module:function`.
+
+Which `module:function` targets a worker runs (docs/protocol.md, "Which worker runs what"): never one
+from the standard library; only from packages its `target_modules` setting allows (default: any
+package installed on it; `[]`: none, registered names only), both decided before anything is
+imported; and only a function marked `@workload`, checked in the job's process once its module is
+imported (a module that is not installed fails the job there with its import error). A registered
+name needs no mark: its package declared it.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +15,8 @@ from collections.abc import Callable
 from typing import Any
 
 from contracts.errors import UnknownWorkload
-from contracts.workloads import eval_name, is_target, runs_target
+from contracts.workloads import eval_name, is_target, refused_target, runs_target
+from services.trainer.sdk import WORKLOAD_MARK
 
 __all__ = ["GROUP", "Registry", "UnknownWorkload", "eval_name", "is_target", "load", "module_of", "registered"]
 GROUP = "stoker.workloads"
@@ -63,24 +72,37 @@ class Registry:
         if name in table:
             return table[name]
         if is_target(name):
-            if runs_target(self.target_modules, name):
-                return name
-            allowed = ", ".join(self.target_modules or ()) or "none"
-            raise UnknownWorkload(f"this worker does not run {name!r}: its target_modules setting allows "
-                                  f"module:function targets from {allowed}")
+            why = refused_target(name) or self._not_allowed(name)
+            if why is not None:
+                raise UnknownWorkload(why)
+            return name
         known = ", ".join(sorted(table)) or "none installed"
         targets = "; or give module:function" if self.target_modules != () else ""
         raise UnknownWorkload(f"unknown workload {name!r} (registered: {known}{targets})")
+
+    def _not_allowed(self, target: str) -> str | None:
+        """Why this worker's `target_modules` setting rules a target out, or None."""
+        if runs_target(self.target_modules, target):
+            return None
+        if not self.target_modules:
+            return f"this worker does not run {target!r}: it runs registered workloads only (target_modules = [])"
+        return (f"this worker does not run {target!r}: its target_modules setting allows module:function "
+                f"targets from {', '.join(self.target_modules)}")
 
     def is_registered(self, name: str) -> bool:
         """Whether `name` is a registered (installed) workload."""
         return name in self._table()
 
 
-def load(target: str) -> Workload:
-    """Import `module:function` and return the function (import errors propagate, as they should)."""
+def load(target: str, registered: bool = False) -> Workload:
+    """Import `module:function` and return the function (import errors propagate, as they should).
+
+    A target that is not a registered workload's must be marked `@workload`.
+    """
     if not is_target(target):
         raise UnknownWorkload(f"workload target {target!r} is not module:function")
+    if (why := refused_target(target)) is not None:  # the agent refused it already; never import one here either
+        raise UnknownWorkload(why)
     module_name, attr = target.split(":", 1)
     obj: Any = importlib.import_module(module_name)
     for part in attr.split("."):
@@ -90,4 +112,7 @@ def load(target: str) -> Workload:
             raise UnknownWorkload(f"module {module_name!r} has no {attr!r} (workload {target!r})") from None
     if not callable(obj):
         raise UnknownWorkload(f"workload {target!r} is not callable")
+    if not registered and getattr(obj, WORKLOAD_MARK, None) is not True:
+        raise UnknownWorkload(f"{target!r} is not a workload: mark it with @workload (from services.trainer.sdk "
+                              "import workload) or register it as a stoker.workloads entry point")
     return obj

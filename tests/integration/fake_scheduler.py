@@ -1,7 +1,8 @@
 """A protocol-level stand-in for the scheduler and discovery (docs/protocol.md), on real NATS.
 
-It answers `scheduler.report`, `discovery.register` and `discovery.deregister`, records what workers
-say, and publishes Assignment / StopAttempt on a worker's dispatch subject like the real scheduler.
+It answers `scheduler.confirm` (for what it assigned), `scheduler.report`, `discovery.register` and
+`discovery.deregister`, records what workers say, and publishes Assignment / StopAttempt on a worker's
+dispatch subject like the real scheduler.
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ from nats.aio.client import Client
 from contracts.base import new_id, utcnow
 from contracts.codec import encode
 from contracts.commands import (
+    AssignmentConfirmed,
+    ConfirmAssignment,
     DeregisterWorker,
     JobReport,
     RegisterWorker,
@@ -40,13 +43,16 @@ class FakeScheduler:
         self.deregistered: list[str] = []
         self.fenced: set[tuple[str, int]] = set()
         self.stop_requested: set[str] = set()
+        self.assigned: dict[tuple[str, int], Assignment] = {}
+        self.confirms: list[ConfirmAssignment] = []
         self._changed = asyncio.Condition()
         self._services: list[Any] = []
 
     async def start(self) -> FakeScheduler:
         """Serve the scheduler's report endpoint and discovery's register/deregister endpoints."""
         self._services.append(await start_service(self.nc, self.topology, "scheduler", "0.0.0",
-                                                  {"report": (JobReport, self._on_report)}))
+                                                  {"report": (JobReport, self._on_report),
+                                                   "confirm": (ConfirmAssignment, self._on_confirm)}))
         self._services.append(await start_service(self.nc, self.topology, "discovery", "0.0.0", {
             "register": (RegisterWorker, self._on_register), "deregister": (DeregisterWorker, self._on_deregister)}))
         return self
@@ -71,6 +77,16 @@ class FakeScheduler:
             self.reports.append(report)
         await self._note()
         return ReportAccepted(accepted=True, stop=report.job_id in self.stop_requested)
+
+    async def _on_confirm(self, command: ConfirmAssignment) -> AssignmentConfirmed:
+        self.confirms.append(command)
+        key = (command.job_id, command.attempt)
+        assignment = self.assigned.get(key)
+        if key in self.fenced or assignment is None or assignment.worker_id != command.worker_id:
+            return AssignmentConfirmed(confirmed=False, reason=f"not assigned: {command.job_id}")
+        if command.job_id in self.stop_requested:
+            return AssignmentConfirmed(confirmed=True, stop=True, reason="requested")
+        return AssignmentConfirmed(confirmed=True, assignment=assignment)
 
     async def _on_register(self, command: RegisterWorker) -> WorkerAccepted:
         self.registered[command.worker_id] = command
@@ -101,6 +117,7 @@ class FakeScheduler:
                                 workload=workload, params=params or {}, max_iterations=max_iterations,
                                 episodes=episodes, checkpoints=checkpoints, gpu_indices=gpu_indices,
                                 assigned_at=utcnow())
+        self.assigned[(assignment.job_id, attempt)] = assignment
         msg_id = f"{assignment.job_id}.{attempt}.assign"
         await self.nc.jetstream().publish(self.topology.dispatch(worker_id), encode(assignment),
                                           headers={"Nats-Msg-Id": msg_id})

@@ -24,11 +24,13 @@ from eventstore.server import free_port
 from gateway.tokens import issue_token
 from ops.cli import main as stoker_main
 from services.scheduler.committer import Committer
+from services.trainer.sdk import workload
 from tests.integration.test_trainer_platform import Platform, pytestmark, wait_event  # noqa: F401
 
 WORKLOAD = "tests.integration.test_tracing:report_traceparent"
 
 
+@workload
 def report_traceparent(ctx: Any) -> dict[str, Any]:
     """A workload: one progress report, and the trace context its process was given as the result."""
     ctx.report(iteration=1, loss=0.5)

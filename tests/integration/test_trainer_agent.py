@@ -142,6 +142,32 @@ async def test_unknown_workload_fails_clearly_and_the_worker_goes_on(agent, fake
     assert (await fake.finished(b.job_id)).outcome == "completed"
 
 
+@pytest.mark.parametrize(("target", "error"), [
+    ("builtins:print", "'builtins:print' is not a workload: 'builtins' is Python's standard library"),
+    ("os:system", "'os:system' is not a workload"),
+    (f"{W}:not_a_workload", f"'{W}:not_a_workload' is not a workload: mark it with @workload"),
+])
+async def test_a_non_workload_target_fails_clearly_and_runs_nothing(agent, fake, tmp_path, target, error):
+    ran = tmp_path / "ran"
+    a = await fake.assign("w1", target, params={"ran_file": str(ran)})
+    finished = await fake.finished(a.job_id)
+    assert finished.outcome == "failed" and not finished.retryable and error in finished.error
+    assert not ran.exists()
+    b = await fake.assign("w1", "noop")
+    assert (await fake.finished(b.job_id)).outcome == "completed"
+
+
+async def test_a_worker_without_free_targets_runs_only_registered_workloads(nats_server, topology, fake, tmp_path):
+    async with running_agent(nats_server, topology, fake, tmp_path / "state", target_modules=()):
+        a = await fake.assign("w1", f"{W}:environment")
+        finished = await fake.finished(a.job_id)
+        assert finished.outcome == "failed" and "runs registered workloads only (target_modules = [])" in finished.error
+        assert not fake.of(a.job_id, ReportJobStarted)  # refused before a process was taken for it
+        b = await fake.assign("w1", "noop")
+        assert (await fake.finished(b.job_id)).outcome == "completed"
+    assert fake.registered["w1"].capabilities.target_modules == ()  # and it says so to the scheduler
+
+
 async def test_workload_raising_at_import_fails_clearly(nats_server, topology, fake, tmp_path, monkeypatch):
     code = tmp_path / "code"
     code.mkdir()

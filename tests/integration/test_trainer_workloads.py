@@ -7,7 +7,10 @@ import time
 from pathlib import Path
 from typing import Any
 
+from services.trainer.sdk import workload
 
+
+@workload
 def write_pid_and_wait(ctx: Any) -> dict[str, Any]:
     """Write this process's pid to `params["pid_file"]`, then report (and checkpoint) until stopped or `seconds`."""
     Path(ctx.params["pid_file"]).write_text(str(os.getpid()))
@@ -22,6 +25,7 @@ def write_pid_and_wait(ctx: Any) -> dict[str, Any]:
     return {"iterations": i}
 
 
+@workload
 def chatty(ctx: Any) -> dict[str, Any]:
     """Report `n` times as fast as it can (coalescing keeps the stream small; the last one must arrive)."""
     n = int(ctx.params.get("n", 20_000))
@@ -30,6 +34,7 @@ def chatty(ctx: Any) -> dict[str, Any]:
     return {"n": n}
 
 
+@workload
 def raise_after_report(ctx: Any) -> None:
     """Report once, then fail with a recognisable error from a nested call."""
     ctx.report(iteration=1)
@@ -40,12 +45,14 @@ def _inner(message: str) -> None:
     raise ValueError(message)
 
 
+@workload
 def environment(ctx: Any) -> dict[str, Any]:
     """What the job process sees: its GPUs and device."""
     return {"cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"), "device": ctx.device,
             "job_id": os.environ.get("STOKER_JOB_ID")}
 
 
+@workload
 def checkpoint_bytes_and_objects(ctx: Any) -> dict[str, Any]:
     """Save raw bytes, then a dict; the next attempt gets back the dict."""
     previous = ctx.load_checkpoint()
@@ -54,6 +61,7 @@ def checkpoint_bytes_and_objects(ctx: Any) -> dict[str, Any]:
     return {"previous": previous}
 
 
+@workload
 def spawn_helper(ctx: Any) -> dict[str, Any]:
     """Start a long-running helper process, note its pid, and return without waiting for it."""
     import subprocess
@@ -64,9 +72,16 @@ def spawn_helper(ctx: Any) -> dict[str, Any]:
     return {"helper": helper.pid}
 
 
+@workload
 def episodes(ctx: Any) -> dict[str, Any]:
     """Report `ctx.episodes` episodes with a small move log each."""
     for episode in range(1, (ctx.episodes or 1) + 1):
         ctx.report_episode(episode, score=10.0 * episode, log=[{"move": 1, "action": "up"}], moves=1)
         ctx.report(iteration=episode, score=10.0 * episode)
     return {"episodes": ctx.episodes}
+
+
+def not_a_workload(ctx: Any) -> dict[str, Any]:
+    """An ordinary function (not marked @workload): a worker must refuse to run it as a job."""
+    Path(ctx.params["ran_file"]).write_text("ran")
+    return {}

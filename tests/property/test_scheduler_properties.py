@@ -18,10 +18,18 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from contracts import events as ev
-from contracts.commands import ReportJobCheckpointed, ReportJobFinished, ReportJobStarted, StopJob, SubmitJob
+from contracts.commands import (
+    ConfirmAssignment,
+    ReportJobCheckpointed,
+    ReportJobFinished,
+    ReportJobStarted,
+    StopJob,
+    SubmitJob,
+)
 from contracts.dispatch import Assignment
 from contracts.errors import DomainError
 from services.scheduler.board import JobBoard
+from services.scheduler.domain import confirmation
 from tests.scheduler_on_memory import MemoryScheduler
 
 WORKERS = {  # fixed per id, so "never more than its slots" is a fixed bound
@@ -102,6 +110,10 @@ async def check_invariants(leader: Leader) -> None:
         assert len(set(gpus)) == len(gpus) and all(g < WORKERS[worker_id]["gpus"] for g in gpus)
         assert all(state.jobs[j].worker_id == worker_id and state.jobs[j].status in ("assigned", "running")
                    for j in jobs)
+    for job_id, job in state.jobs.items():  # fencing: only the current, unstarted attempt on its worker may start
+        confirmed = [(w, n) for w in WORKERS for n in {job.attempt - 1, job.attempt} - {0}
+                     if confirmation(ConfirmAssignment(job_id=job_id, attempt=n, worker_id=w), state).confirmed]
+        assert confirmed == ([(job.worker_id, job.attempt)] if job.status == "assigned" else []), confirmed
     assert state.queue == sorted(state.queue), "the queue is out of priority/submission order"
     assert all(state.jobs[key[2]].queue_key == key for key in state.queue)
     assert await leader.leader.replayed() == state, "folding the log does not give the live board"

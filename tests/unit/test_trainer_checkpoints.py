@@ -8,19 +8,8 @@ from pathlib import Path
 import pytest
 
 from contracts.dispatch import CheckpointRef
-from services.trainer.checkpoints import (
-    Fetched,
-    checkpoint_name,
-    choose,
-    choose_format,
-    digest_ok,
-    file_sha256,
-    nats_digest_hex,
-    newest_first,
-    read_checkpoint,
-    sniff_format,
-    write_checkpoint,
-)
+from services.trainer.checkpoint_format import choose_format, file_sha256, read_checkpoint, write_checkpoint
+from services.trainer.checkpoints import Fetched, checkpoint_name, choose, digest_ok, nats_digest_hex, newest_first
 
 
 def ref(iteration: int, data: bytes) -> CheckpointRef:
@@ -91,22 +80,24 @@ def test_newest_first_orders_by_iteration():
     assert [r.iteration for r in newest_first(refs)] == [20, 10, 5]
 
 
-@pytest.mark.parametrize(("obj", "fmt"), [(b"raw", "bytes"), (bytearray(b"raw"), "bytes"),
-                                          ({"iteration": 3, "values": [1.5]}, "pickle")])
-def test_formats_round_trip(tmp_path, obj, fmt, monkeypatch):
-    monkeypatch.delitem(__import__("sys").modules, "torch", raising=False)
+@pytest.mark.parametrize(("obj", "fmt", "back"), [
+    (b"raw", "bytes", b"raw"), (bytearray(b"raw"), "bytes", b"raw"),
+    ({"iteration": 3, "values": [1.5], "pair": (1, 2), 7: None, "blob": b"x"}, "msgpack",
+     {"iteration": 3, "values": [1.5], "pair": [1, 2], 7: None, "blob": b"x"}),  # tuples come back as lists
+])
+def test_formats_round_trip(tmp_path, obj, fmt, back):
     path = tmp_path / "ckpt"
     written_fmt, digest, size = write_checkpoint(obj, path)
     assert written_fmt == fmt and (digest, size) == file_sha256(path)
-    assert read_checkpoint(path, written_fmt) == (bytes(obj) if fmt == "bytes" else obj)
-    assert read_checkpoint(path, "") == (bytes(obj) if fmt == "bytes" else obj)  # sniffed without a format
+    assert read_checkpoint(path, written_fmt) == back
 
 
-def test_torch_is_used_once_the_job_imported_it(tmp_path):
+def test_torch_is_used_when_the_checkpoint_holds_a_tensor(tmp_path):
     torch = pytest.importorskip("torch")
     assert choose_format({"w": torch.ones(2)}) == "torch"
+    assert choose_format({"step": 4}) == "msgpack"  # torch imported, but nothing of it in the checkpoint
     path = tmp_path / "ckpt"
     fmt, _digest, _size = write_checkpoint({"w": torch.ones(2), "step": 4}, path)
-    assert fmt == "torch" and sniff_format(path) == "torch"
+    assert fmt == "torch"
     loaded = read_checkpoint(path, fmt)
     assert loaded["step"] == 4 and torch.equal(loaded["w"], torch.ones(2))

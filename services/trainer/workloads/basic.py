@@ -10,11 +10,12 @@ import math
 import time
 from typing import Any
 
-from services.trainer.sdk import JobContext
+from services.trainer.sdk import JobContext, workload
 
 SLICE_S = 0.05  # longest single sleep, so a stop request is noticed within this
 
 
+@workload
 def noop(ctx: JobContext) -> dict[str, Any]:
     """Do nothing: one report and done, or count through `max_iterations` with checkpoints."""
     if ctx.max_iterations is None:
@@ -23,6 +24,7 @@ def noop(ctx: JobContext) -> dict[str, Any]:
     return _count(ctx, "noop", ctx.max_iterations, 0.0)
 
 
+@workload
 def sleep(ctx: JobContext) -> dict[str, Any]:
     """Sleep `seconds` in small steps, or `max_iterations` steps of `step_s` seconds, checkpointing."""
     params = ctx.params or {}
@@ -33,6 +35,7 @@ def sleep(ctx: JobContext) -> dict[str, Any]:
     return _count(ctx, "sleep", steps, seconds / steps)
 
 
+@workload
 def fail(ctx: JobContext) -> dict[str, Any]:
     """Raise at once; for testing failures and retries."""
     raise RuntimeError((ctx.params or {}).get("message", "failing on purpose"))

@@ -9,7 +9,7 @@ from typing import Any
 
 import torch
 
-from services.trainer.sdk import JobContext
+from services.trainer.sdk import JobContext, workload
 from services.trainer.workloads.game2048.agent import greedy_actions, load_policy
 from services.trainer.workloads.game2048.env import ACTIONS, AllMoves, Batch2048Env
 
@@ -67,6 +67,7 @@ def play(policy: Policy, episodes: int, *, device: str = "cpu", seed: int = 0, p
             logs[b], scores[b], started[b] = [], 0, time.perf_counter()
 
 
+@workload
 def run(ctx: JobContext) -> dict[str, Any]:
     """Play `ctx.episodes` greedy games with the checkpoint's network and report each one."""
     ckpt = ctx.load_checkpoint()

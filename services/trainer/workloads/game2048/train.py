@@ -7,7 +7,7 @@ from collections import deque
 from dataclasses import dataclass, fields
 from typing import Any
 
-from services.trainer.sdk import JobContext
+from services.trainer.sdk import JobContext, workload
 from services.trainer.workloads.game2048.agent import AfterstateAgent, AgentConfig
 from services.trainer.workloads.game2048.env import Batch2048Env
 
@@ -109,6 +109,7 @@ class Trainer:
         return float(self.agent.update())
 
 
+@workload
 def run(ctx: JobContext) -> dict[str, Any]:
     """Train until `ctx.max_iterations` updates (one iteration = one gradient update) or a stop request.
 
