@@ -168,6 +168,9 @@ class Gpu(Message, kw_only=True):
     memory_mb: NonNegative
 
 
+MAX_SLOTS = 1024  # jobs one worker may run at once
+
+
 class WorkerCapabilities(Message, kw_only=True):
     """What a worker offers: hardware, pools, and how many jobs it runs at once."""
 
@@ -177,7 +180,7 @@ class WorkerCapabilities(Message, kw_only=True):
     ram_mb: NonNegative
     gpus: tuple[Gpu, ...] = ()
     labels: tuple[Label, ...] = ("training", "evaluation")
-    slots: SmallPositive = 1
+    slots: Annotated[int, msgspec.Meta(ge=1, le=MAX_SLOTS)] = 1
     version: Annotated[str, msgspec.Meta(max_length=64)] = "0"
     # Registered workload names it runs (contracts.workloads); None: it did not say (it may run anything).
     workloads: Annotated[tuple[WorkloadName, ...], msgspec.Meta(max_length=1000)] | None = None

@@ -3,6 +3,9 @@
 What discovery would append (worker events) is appended here by the test; what the scheduler
 dispatches is kept by a MemoryDispatch. `settle` waits until every decision is on the log, folded
 back, and no placement pass is due, so a test looks at a quiet board.
+
+A test that puts the real handlers behind a transport of its own (one that drops a command's first
+copy, say) passes another `log`: the same scheduler then decides on, and appends to, that log.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ from contracts import events as ev
 from contracts.base import Event
 from eventstore.dispatch import MemoryDispatch
 from eventstore.memory import MemoryLog
+from eventstore.ports import EventLog
 from eventstore.records import StoredEvent
 from services.scheduler.board import JobBoard, apply_in_place, initial_state, record_version
 from services.scheduler.handlers import Scheduler
@@ -28,9 +32,9 @@ class MemoryScheduler:
     """A leading scheduler and everything it talks to, in this process."""
 
     def __init__(self, settings: SchedulerSettings | None = None, now: datetime = T0,
-                 deterministic_ids: bool = True) -> None:
+                 deterministic_ids: bool = True, log: EventLog | None = None) -> None:
         self.now = now
-        self.log = MemoryLog(clock=lambda: self.now)
+        self.log = log or MemoryLog(clock=lambda: self.now)
         self.dispatch = MemoryDispatch()
         self.board = LiveBoard(self.log, None)
         self._ids = 0

@@ -74,7 +74,7 @@ class JobsController(Controller):
 
     @post("/{job_id:str}/stop", opt=OPERATOR, status_code=202, responses=errors(404, 409, 503))
     async def stop(self, gw: GW, job_id: FromPath[str]) -> StopResult:
-        """Ask a job to stop (a running one checkpoints first)."""
+        """Ask a job to stop (a running one checkpoints first); 409 when it has already finished."""
         return StopResult(job_ids=await gw.stop(job_id))
 
     @get("/{job_id:str}/events", opt=VIEWER, responses=errors(404))

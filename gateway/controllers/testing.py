@@ -40,7 +40,7 @@ class TestingController(Controller):
 
     @post("/start", opt=OPERATOR, status_code=202, responses=errors(400, 404, 503))
     async def start(self, gw: GW, data: JSONBody[TestingStart]) -> TestingStarted:
-        """Queue an evaluation of the newest checkpoint of training run `checkpoint`."""
+        """Queue an evaluation of the newest checkpoint of training run `checkpoint` (400 while it has none)."""
         await gw.job(data.checkpoint, "train")
         # The base name (`2048`): the worker runs `2048-eval` where it has it (contracts.workloads).
         job, _created = await gw.submit(SubmitJob(kind="eval", workload=data.workload,
@@ -49,9 +49,9 @@ class TestingController(Controller):
         return TestingStarted(test_id=job.id, status=run_status(job.status), checkpoint=data.checkpoint,
                               episodes=data.episodes, workload=job.workload, started_at=job.submitted_at)
 
-    @post("/stop", opt=OPERATOR, status_code=200, responses=errors(400, 404, 503))
+    @post("/stop", opt=OPERATOR, status_code=200, responses=errors(400, 404, 409, 503))
     async def stop(self, gw: GW, data: JSONBody[TestingStop | None] = None) -> TestingStopped:
-        """Stop one evaluation run, or every unfinished one."""
+        """Stop one evaluation run (409 when it has already finished), or every unfinished one."""
         ids = await gw.stop(data.test_id if data else None, "eval")
         message = f"stopping {len(ids)} evaluation run(s)" if ids else "no evaluation run to stop"
         return TestingStopped(stopped_count=len(ids), test_ids=ids, message=message)

@@ -37,9 +37,9 @@ class TrainingController(Controller):
         return TrainingStarted(training_id=job.id, status=run_status(job.status), workload=job.workload,
                                max_iterations=job.max_iterations, params=job.params, started_at=job.submitted_at)
 
-    @post("/stop", opt=OPERATOR, status_code=200, responses=errors(400, 404, 503))
+    @post("/stop", opt=OPERATOR, status_code=200, responses=errors(400, 404, 409, 503))
     async def stop(self, gw: GW, data: JSONBody[TrainingStop | None] = None) -> TrainingStopped:
-        """Stop one training run, or every unfinished one."""
+        """Stop one training run (409 when it has already finished), or every unfinished one."""
         training_id = data.training_id if data else None
         ids = await gw.stop(training_id, "train")
         message = f"stopping {len(ids)} training run(s)" if ids else "no training run to stop"

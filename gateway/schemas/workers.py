@@ -49,7 +49,10 @@ class WorkerList(Reply, kw_only=True):
 
 
 class RegisterWorkerBody(Body, kw_only=True):
-    """A worker joining over HTTP: same semantics as RegisterWorker over NATS (idempotent)."""
+    """A worker joining over HTTP: same semantics as RegisterWorker over NATS (idempotent).
+
+    Its GPUs' indices must be distinct (a 400 otherwise): a rule JSON Schema cannot state.
+    """
 
     worker_id: Id
     capabilities: WorkerCapabilities

@@ -21,8 +21,8 @@ from contracts import events as ev
 from contracts.base import Event
 from contracts.commands import DeregisterWorker, RegisterWorker
 from contracts.errors import InvalidCommand, NotFound
+from contracts.events import MAX_SLOTS
 
-MAX_SLOTS = 1024
 Status = Literal["healthy", "lost", "left"]
 
 
@@ -69,7 +69,7 @@ def decide(command: RegisterWorker | DeregisterWorker, state: Registry, now: dat
 
 
 def validate_capabilities(capabilities: ev.WorkerCapabilities) -> None:
-    """What the message types cannot say: GPU indices are distinct, slots are bounded."""
+    """GPU indices are distinct (no type says so); slots within MAX_SLOTS (a command built here is not decoded)."""
     indices = [gpu.index for gpu in capabilities.gpus]
     if len(set(indices)) != len(indices):
         raise InvalidCommand(f"capabilities.gpus: GPU indices must be distinct, got {indices}")

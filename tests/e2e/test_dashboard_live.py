@@ -87,8 +87,12 @@ class Relay:
 
 @pytest_asyncio.fixture
 async def stack(browser, nats_server, nc, topology, tmp_path):
-    """A real gateway (REST, socket, dashboard) with a projector and stand-in services; no workers."""
-    async with gateway_stack(nats_server.url, nc, topology, tmp_path) as running:
+    """A real gateway (REST, socket, dashboard) with a projector; no services and no workers.
+
+    The test writes the jobs' histories itself (backdated, on workers that do not exist), so no
+    scheduler may follow the log beside it: a real one would requeue those jobs.
+    """
+    async with gateway_stack(nats_server.url, nc, topology, tmp_path, services=False) as running:
         yield running
 
 

@@ -1,8 +1,16 @@
-"""A protocol-level stand-in for the scheduler and discovery (docs/protocol.md), on real NATS.
+"""A scripted scheduler and discovery for the worker's side of docs/protocol.md, on real NATS.
 
 It answers `scheduler.confirm` (for what it assigned), `scheduler.report`, `discovery.register` and
-`discovery.deregister`, records what workers say, and publishes Assignment / StopAttempt on a worker's
-dispatch subject like the real scheduler.
+`discovery.deregister`, records what workers say, and publishes the Assignment / StopAttempt a test
+writes on a worker's dispatch subject.
+
+It is a script, not a copy of the services: it decides nothing (no queue, no placement, no fencing
+rule); the test says what to send and which attempt to fence. That is why it stays beside the real
+services, which `test_trainer_agent` runs wherever they can lead the agent into the case under test:
+some cases need a scheduler to say what the real one never says of its own accord (an assignment
+it would have refused, a duplicate delivery, "not yours any more" to a live attempt, a second
+attempt of a finished job, a replay to a restarted worker), and some read a report's own fields
+(a stopped attempt's result) that the events the real scheduler appends do not keep.
 """
 
 from __future__ import annotations
@@ -72,7 +80,7 @@ class FakeScheduler:
         if key in self.fenced:
             return ReportAccepted(accepted=False, stop=True, reason="stale attempt")
         seen = encode(report)
-        if seen not in self._seen:  # idempotent, like the real one
+        if seen not in self._seen:  # a worker re-sends a report until it is answered: record it once
             self._seen.add(seen)
             self.reports.append(report)
         await self._note()

@@ -1,10 +1,10 @@
-"""A real gateway for tests: uvicorn on a free port, a projector, stand-in services on the command subjects."""
+"""A real gateway for tests: uvicorn on a free port, a projector, the real scheduler and discovery in this process."""
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -12,24 +12,15 @@ from typing import Any
 import httpx
 import uvicorn
 
-from contracts import events as ev
-from contracts.base import new_id, utcnow
+from contracts.base import utcnow
 from contracts.codec import encode
-from contracts.commands import (
-    JobAccepted,
-    JobsStopping,
-    RegisterWorker,
-    StopJob,
-    SubmitJob,
-    WorkerAccepted,
-)
-from contracts.errors import NotFound
-from contracts.status import final_status
+from contracts.commands import JobAccepted, SubmitJob
+from contracts.dispatch import Assignment
 from contracts.subjects import Topology
 from contracts.telemetry import EpisodeReport, JobProgress
 from eventstore.config import CommonSettings
 from eventstore.log import JetStreamLog
-from eventstore.micro import start_service
+from eventstore.micro import call, start_service
 from eventstore.projection import ProjectionRunner
 from eventstore.readmodels import all_projections
 from eventstore.server import free_port
@@ -38,81 +29,14 @@ from eventstore.stores.sqlite import SqliteStore
 from gateway.app import create_app
 from gateway.settings import GatewaySettings, Settings
 from gateway.tokens import issue_token
-from services.scheduler.board import apply_in_place, initial_state
+from services.discovery.settings import DiscoverySettings
+from tests.integration.control_plane import Plane, assignment_of, control_plane
+from tests.integration.fake_worker import FakeWorker
 
 ROLES = ("viewer", "operator", "admin")
-
-
-def finished(events: list[Any]) -> bool:
-    """Whether a job's events end it."""
-    return any(final_status(e.event) for e in events)
-
-
-def current_attempt(job_id: str, events: list[Any]) -> int:
-    """The job's attempt now, folded as the scheduler folds it (not a copy of its rules)."""
-    board = initial_state()
-    for stored in events:
-        apply_in_place(board, stored.event)
-    return board.jobs[job_id].attempt
-
-
-class FakeScheduler:
-    """Stand-in for the scheduler service: submit and stop, appending the events the real one would."""
-
-    def __init__(self, event_log: JetStreamLog) -> None:
-        self.log = event_log
-        self.keys: dict[str, str] = {}
-        self.kinds: dict[str, str] = {}
-
-    async def submit(self, command: SubmitJob) -> JobAccepted:
-        """JobSubmitted (idempotent by key)."""
-        if command.idempotency_key in self.keys:
-            job_id = self.keys[command.idempotency_key]
-            return JobAccepted(job_id=job_id, created=False, seq=await self.log.version("job", job_id))
-        job_id = new_id()
-        fields = {f: getattr(command, f) for f in command.__struct_fields__}
-        result = await self.log.append("job", job_id, [ev.JobSubmitted(job_id=job_id, submitted_at=utcnow(),
-                                                                       **fields)], 0)
-        if command.idempotency_key:
-            self.keys[command.idempotency_key] = job_id
-        self.kinds[job_id] = command.kind
-        return JobAccepted(job_id=job_id, created=True, seq=result.last_seq)
-
-    async def stop(self, command: StopJob) -> JobsStopping:
-        """JobStopRequested + JobStopped for each unfinished target."""
-        if command.job_id is not None:
-            targets = [command.job_id]
-        else:
-            targets = [j for j, k in self.kinds.items() if command.kind in (None, k)]
-        stopped = []
-        for job_id in targets:
-            events, version = await self.log.load("job", job_id)
-            if not events and command.job_id is not None:
-                raise NotFound(f"no job {job_id}")
-            if events and not finished(events):
-                now = utcnow()
-                attempt = current_attempt(job_id, events)
-                await self.log.append("job", job_id, [ev.JobStopRequested(job_id=job_id, requested_at=now),
-                                                      ev.JobStopped(job_id=job_id, attempt=attempt, stopped_at=now)],
-                                      version)
-                stopped.append(job_id)
-        return JobsStopping(job_ids=stopped)
-
-    async def register(self, command: RegisterWorker) -> WorkerAccepted:
-        """WorkerRegistered (discovery's part)."""
-        result = await self.log.append("worker", command.worker_id, [ev.WorkerRegistered(
-            worker_id=command.worker_id, capabilities=command.capabilities, registered_at=utcnow())])
-        return WorkerAccepted(worker_id=command.worker_id, status="healthy", seq=result.last_seq)
-
-
-async def start_fakes(nc: Any, topology: Topology, event_log: JetStreamLog) -> list[Any]:
-    """Micro services answering submit/stop (scheduler) and register (discovery)."""
-    fake = FakeScheduler(event_log)
-    scheduler = await start_service(nc, topology, "scheduler", "0.0.0-test", {
-        "submit": (SubmitJob, fake.submit), "stop": (StopJob, fake.stop)})
-    discovery = await start_service(nc, topology, "discovery", "0.0.0-test", {
-        "register": (RegisterWorker, fake.register)})
-    return [scheduler, discovery]
+WORKER = "w1"  # the worker `run_job` runs jobs on
+# Workers registered over the API never send a heartbeat: nobody is declared lost while a test runs.
+DISCOVERY = DiscoverySettings(lost_after_s=3600.0, forget_after_s=3600.0, tick_s=0.5, lease_ttl_s=1.0)
 
 
 @dataclass
@@ -126,6 +50,9 @@ class Stack:
     store: ReadModelStore
     runner: ProjectionRunner
     tokens: dict[str, str] = field(default_factory=dict)
+    plane: Plane | None = None  # the real scheduler and discovery (None: `services=False`)
+    assignments: dict[str, Assignment] = field(default_factory=dict)  # what `run_job` ran, by job id
+    _worker: FakeWorker | None = None
 
     @property
     def ws_url(self) -> str:
@@ -141,6 +68,13 @@ class Stack:
     async def projected(self) -> None:
         """Wait until the projector has applied everything in the log now."""
         assert await self.runner.wait_for(await self.log.last_seq(), timeout=10)
+
+    async def worker(self) -> FakeWorker:
+        """Worker `w1` (protocol-level, 16 slots), registered with the real discovery; started on first use."""
+        if self._worker is None:
+            assert self.plane is not None, "a stack without services runs no jobs"
+            self._worker = await self.plane.worker(WORKER, slots=16)
+        return self._worker
 
 
 async def serve(app: Any, port: int) -> tuple[uvicorn.Server, asyncio.Task[None]]:
@@ -158,12 +92,13 @@ async def serve(app: Any, port: int) -> tuple[uvicorn.Server, asyncio.Task[None]
 
 
 @asynccontextmanager
-async def gateway_stack(nats_url: str, nc: Any, topology: Topology, tmp_path: Path, *, fakes: bool = True,
+async def gateway_stack(nats_url: str, nc: Any, topology: Topology, tmp_path: Path, *, services: bool = True,
                         store: ReadModelStore | None = None, reader: ReadModelStore | None = None,
                         projector: bool = True, **gateway: Any) -> AsyncIterator[Stack]:
-    """Streams, tokens of every role, a projector, fake services and the gateway on a free port.
+    """Streams, tokens of every role, a projector, the real scheduler and discovery, and the gateway on a free port.
 
-    With `projector=False` no projector runs (a test starts the real one, or none).
+    With `services=False` neither service runs (a test starts its own, or none, or writes the log itself);
+    with `projector=False` no projector runs (a test starts the real one, or none).
     """
     event_log = JetStreamLog(nc, topology)
     await event_log.ensure_streams()
@@ -174,20 +109,24 @@ async def gateway_stack(nats_url: str, nc: Any, topology: Topology, tmp_path: Pa
     runner = ProjectionRunner(event_log, store, all_projections(), max_delay=0.005)
     await runner.prepare()
     running = asyncio.create_task(runner.run()) if projector else None
-    services = await start_fakes(nc, topology, event_log) if fakes else []
-    if projector:  # answers $SRV.PING as the projector service does
-        services.append(await start_service(nc, topology, "projector", "0.0.0-test", {}))
-    port = free_port()
-    settings = Settings(common=CommonSettings(data_dir=str(tmp_path), nats_url=nats_url, prefix=topology.prefix),
-                        gateway=GatewaySettings(port=port, **{"auth_max_failures": 10_000, **gateway}))
-    server, task = await serve(create_app(settings, store=reader), port)
     try:
-        yield Stack(f"http://127.0.0.1:{port}", nc, event_log, topology, reader, runner, tokens)
+        async with AsyncExitStack() as parts:
+            plane = await parts.enter_async_context(control_plane(nats_url, topology, discovery=DISCOVERY)) \
+                if services else None
+            if projector:  # answers $SRV.PING as the projector service does
+                pinged = await start_service(nc, topology, "projector", "0.0.0-test", {})
+                parts.push_async_callback(pinged.stop)
+            port = free_port()
+            settings = Settings(common=CommonSettings(data_dir=str(tmp_path), nats_url=nats_url,
+                                                      prefix=topology.prefix),
+                                gateway=GatewaySettings(port=port, **{"auth_max_failures": 10_000, **gateway}))
+            server, task = await serve(create_app(settings, store=reader), port)
+            try:
+                yield Stack(f"http://127.0.0.1:{port}", nc, event_log, topology, reader, runner, tokens, plane)
+            finally:
+                server.should_exit = True
+                await task
     finally:
-        server.should_exit = True
-        await task
-        for service in services:
-            await service.stop()
         if running is not None:
             running.cancel()
             await asyncio.gather(running, return_exceptions=True)
@@ -196,21 +135,20 @@ async def gateway_stack(nats_url: str, nc: Any, topology: Topology, tmp_path: Pa
             await store.close()
 
 
-async def run_job(event_log: JetStreamLog, job_id: str, *, kind: str = "train", finish: bool = True,
-                  result: dict[str, Any] | None = None, checkpoint_of: str | None = None) -> None:
-    """A job's life in events: submitted, assigned, started, checkpointed, (completed)."""
-    now = utcnow()
-    extra = {"max_iterations": 10} if kind == "train" else {"episodes": 3, "checkpoint_of": checkpoint_of}
-    await event_log.append("job", job_id, [
-        ev.JobSubmitted(job_id=job_id, kind=kind, workload="2048" if kind == "train" else "2048-eval",
-                        submitted_at=now, **extra),
-        ev.JobAssigned(job_id=job_id, attempt=1, worker_id="w1", assigned_at=now)], 0)
-    await event_log.append("job", job_id, [ev.JobStarted(job_id=job_id, attempt=1, worker_id="w1", started_at=now)])
-    await event_log.append("job", job_id, [ev.JobCheckpointed(job_id=job_id, attempt=1, iteration=5, name="c1",
-                                                              sha256="0" * 64, size=10, checkpointed_at=now)])
+async def run_job(stack: Stack, *, kind: str = "train", finish: bool = True, result: dict[str, Any] | None = None,
+                  checkpoint_of: str | None = None) -> str:
+    """A job's life through the real scheduler, worker `w1` reporting it: submitted, assigned, started,
+    checkpointed at iteration 5, (completed with `result`). Returns the job's id."""
+    worker = await stack.worker()
+    fields = {"workload": "2048", "max_iterations": 10} if kind == "train" else {
+        "workload": "2048-eval", "episodes": 3, "checkpoint_of": checkpoint_of}
+    accepted = await call(stack.nc, stack.topology, SubmitJob(kind=kind, **fields), JobAccepted)
+    assignment = stack.assignments[accepted.job_id] = await assignment_of(worker, accepted.job_id)
+    assert (await worker.report_started(assignment)).accepted
+    assert (await worker.report_checkpointed(assignment, 5)).accepted
     if finish:
-        await event_log.append("job", job_id, [ev.JobCompleted(job_id=job_id, attempt=1, result=result or {},
-                                                               completed_at=utcnow())])
+        assert (await worker.report_finished(assignment, result=result or {})).accepted
+    return accepted.job_id
 
 
 async def publish_progress(nc: Any, topology: Topology, job_id: str, iterations: range, total: int = 10) -> None:

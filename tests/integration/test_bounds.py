@@ -13,14 +13,14 @@ CAPS = {"hostname": "box", "cpu_cores": 4, "ram_mb": 2048}
 
 @pytest_asyncio.fixture
 async def stack(nats_server, nc, topology, tmp_path):
-    """A gateway with a projector and stand-in scheduler and discovery."""
+    """A gateway with a projector and the real scheduler and discovery."""
     async with gateway_stack(nats_server.url, nc, topology, tmp_path) as running:
         yield running
 
 
 async def test_an_oversized_integer_over_http_is_a_400_naming_the_field(stack) -> None:
     async with stack.client("operator") as client:
-        for field, value in (("cpu_cores", 10**34), ("ram_mb", 2**53), ("slots", 2**31)):
+        for field, value in (("cpu_cores", 10**34), ("ram_mb", 2**53), ("slots", 2**31), ("slots", 1025)):
             body = {"worker_id": "w1", "capabilities": {**CAPS, field: value}}
             assert_error(await client.post("/api/v1/workers/register", json=body), 400, field)
         gpus = [{"index": 0, "name": "T4", "memory_mb": 10**30}]

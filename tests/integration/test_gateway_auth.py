@@ -10,7 +10,6 @@ import pytest_asyncio
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
-from contracts.base import new_id
 from gateway.tokens import role_allows
 from tests.integration.gateway_support import ROLES, assert_error, gateway_stack, run_job
 
@@ -40,7 +39,7 @@ BODIES = {"/api/v1/jobs": {"workload": "noop"}, "/api/v1/training/start": {"max_
 
 @pytest_asyncio.fixture
 async def stack(nats_server, nc, topology, tmp_path):
-    """A gateway with a projector and stand-in services."""
+    """A gateway with a projector and the real scheduler and discovery."""
     async with gateway_stack(nats_server.url, nc, topology, tmp_path) as running:
         yield running
 
@@ -73,9 +72,8 @@ async def test_every_route_is_in_the_matrix(stack) -> None:
 
 
 async def test_matrix(stack) -> None:
-    train, test = new_id(), new_id()
-    await run_job(stack.log, train)
-    await run_job(stack.log, test, kind="eval", checkpoint_of=train)
+    train = await run_job(stack)
+    test = await run_job(stack, kind="eval", checkpoint_of=train)
     await stack.projected()
     async with stack.client("admin") as admin:
         spare = (await admin.post("/api/v1/tokens", json={"role": "viewer"})).json()["token_id"]

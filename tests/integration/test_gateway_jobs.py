@@ -5,7 +5,6 @@ from __future__ import annotations
 import pytest
 import pytest_asyncio
 
-from contracts.base import new_id
 from tests.integration.gateway_support import assert_error, gateway_stack, publish_progress, run_job
 
 JOB = {"workload": "noop", "max_iterations": 5}
@@ -13,7 +12,7 @@ JOB = {"workload": "noop", "max_iterations": 5}
 
 @pytest_asyncio.fixture
 async def stack(nats_server, nc, topology, tmp_path):
-    """A gateway with a projector and a stand-in scheduler."""
+    """A gateway with a projector and the real scheduler and discovery."""
     async with gateway_stack(nats_server.url, nc, topology, tmp_path) as running:
         yield running
 
@@ -62,11 +61,8 @@ async def test_submit_rejects_a_body_that_is_not_json(stack) -> None:
 
 
 async def test_list_filters_and_pages(stack) -> None:
-    ids = [new_id() for _ in range(5)]
-    for job_id in ids[:3]:
-        await run_job(stack.log, job_id)
-    for job_id in ids[3:]:
-        await run_job(stack.log, job_id, kind="eval", checkpoint_of=ids[0], finish=False)
+    ids = [await run_job(stack) for _ in range(3)]
+    ids += [await run_job(stack, kind="eval", checkpoint_of=ids[0], finish=False) for _ in range(2)]
     await stack.projected()
     async with stack.client("viewer") as client:
         running = (await client.get("/api/v1/jobs", params={"status": "running"})).json()["items"]
@@ -101,8 +97,7 @@ async def test_unknown_job_is_404(stack, path, job_id) -> None:
 
 
 async def test_job_timeline_progress_and_checkpoints(stack) -> None:
-    job = new_id()
-    await run_job(stack.log, job, result={"score": 2.0})
+    job = await run_job(stack, result={"score": 2.0})
     await publish_progress(stack.nc, stack.topology, job, range(1, 6))
     await stack.projected()
     async with stack.client("viewer") as client:
@@ -117,7 +112,7 @@ async def test_job_timeline_progress_and_checkpoints(stack) -> None:
                                   params={"since": progress["samples"][2]["seq"]})).json()
         assert [s["iteration"] for s in later["samples"]] == [4, 5]
         checkpoints = (await client.get(f"/api/v1/jobs/{job}/checkpoints")).json()["checkpoints"]
-        assert [(c["iteration"], c["name"]) for c in checkpoints] == [(5, "c1")]
+        assert [(c["iteration"], c["name"]) for c in checkpoints] == [(5, f"{job}/1-5")]
         assert_error(await client.get(f"/api/v1/jobs/{job}/progress", params={"since": -1}), 400)
 
 
@@ -128,7 +123,8 @@ async def test_stop(stack) -> None:
         assert stopped.status_code == 202 and stopped.json() == {"job_ids": [job]}
         await stack.projected()
         assert (await client.get(f"/api/v1/jobs/{job}")).json()["status"] == "stopped"
-        assert (await client.post(f"/api/v1/jobs/{job}/stop")).json() == {"job_ids": []}
+        # Stopping it again is refused: it has finished (documented as 409, with what it ended as).
+        assert_error(await client.post(f"/api/v1/jobs/{job}/stop"), 409, "already finished", "stopped")
         assert_error(await client.post("/api/v1/jobs/01NOSUCHJOB/stop"), 404)
 
 
@@ -143,8 +139,7 @@ async def test_a_stopped_job_ends_at_its_current_attempt(stack) -> None:
 
 async def test_a_job_the_projector_has_not_reached_is_read_from_the_log(nats_server, nc, topology, tmp_path) -> None:
     async with gateway_stack(nats_server.url, nc, topology, tmp_path, read_your_writes_s=0.05) as stack:
-        job = new_id()
-        await run_job(stack.log, job, finish=False)
+        job = await run_job(stack, finish=False)
         await stack.projected()
         # Drop the row the projector wrote: the gateway must fall back to folding the log.
         async with stack.store.transaction() as tx:
@@ -155,7 +150,7 @@ async def test_a_job_the_projector_has_not_reached_is_read_from_the_log(nats_ser
 
 
 async def test_commands_without_the_scheduler_are_503(nats_server, nc, topology, tmp_path) -> None:
-    async with gateway_stack(nats_server.url, nc, topology, tmp_path, fakes=False, command_timeout_s=0.5) as stack:
+    async with gateway_stack(nats_server.url, nc, topology, tmp_path, services=False, command_timeout_s=0.5) as stack:
         async with stack.client("operator") as client:
             assert_error(await client.post("/api/v1/jobs", json=JOB), 503, "scheduler")
             assert_error(await client.post("/api/v1/training/stop"), 503)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import pytest
 import pytest_asyncio
 
-from contracts.base import new_id
 from tests.integration.gateway_support import (
     assert_error,
     gateway_stack,
@@ -23,7 +22,7 @@ LOG_FIELDS = {"training_id", "max_iterations", "final_iteration", "started_at", 
 
 @pytest_asyncio.fixture
 async def stack(nats_server, nc, topology, tmp_path):
-    """A gateway with a projector and a stand-in scheduler."""
+    """A gateway with a projector and the real scheduler and discovery."""
     async with gateway_stack(nats_server.url, nc, topology, tmp_path) as running:
         yield running
 
@@ -41,13 +40,19 @@ async def test_training_start_status_stop(stack) -> None:
         stopped = (await client.post("/api/v1/training/stop", json={"training_id": body["training_id"]})).json()
         assert stopped["stopped_count"] == 1 and stopped["training_ids"] == [body["training_id"]]
         assert stopped["message"]
+        again = await client.post("/api/v1/training/stop", json={"training_id": body["training_id"]})
+        assert_error(again, 409, "already finished", "stopped")  # documented: a finished run cannot stop
 
 
 async def test_training_stop_without_id_stops_every_training_run_only(stack) -> None:
     async with stack.client("operator") as client:
         trains = [(await client.post("/api/v1/training/start", json={"max_iterations": 5})).json()["training_id"]
                   for _ in range(2)]
-        test = (await client.post("/api/v1/testing/start", json={"checkpoint": trains[0], "episodes": 3})).json()
+        # Nothing to evaluate before a checkpoint: 400 (documented), naming the run.
+        assert_error(await client.post("/api/v1/testing/start", json={"checkpoint": trains[0], "episodes": 3}),
+                     400, trains[0], "no checkpoint yet")
+        trained = await run_job(stack)
+        test = (await client.post("/api/v1/testing/start", json={"checkpoint": trained, "episodes": 3})).json()
         stopped = (await client.post("/api/v1/training/stop")).json()
         assert sorted(stopped["training_ids"]) == sorted(trains) and stopped["stopped_count"] == 2
         assert (await client.get(f"/api/v1/testing/{test['test_id']}/status")).json()["status"] == "pending"
@@ -55,8 +60,7 @@ async def test_training_stop_without_id_stops_every_training_run_only(stack) -> 
 
 
 async def test_training_status_and_logs_from_telemetry(stack) -> None:
-    job = new_id()
-    await run_job(stack.log, job, finish=False)
+    job = await run_job(stack, finish=False)
     await publish_progress(stack.nc, stack.topology, job, range(1, 5))
     await publish_progress(stack.nc, stack.topology, job, range(3, 5))  # a resumed attempt repeats iterations
     await stack.projected()
@@ -84,9 +88,8 @@ async def test_training_start_rejects_bad_input(stack, body, word) -> None:
 
 
 async def test_unknown_or_wrong_kind_runs_are_404(stack) -> None:
-    train, test = new_id(), new_id()
-    await run_job(stack.log, train)
-    await run_job(stack.log, test, kind="eval", checkpoint_of=train)
+    train = await run_job(stack)
+    test = await run_job(stack, kind="eval", checkpoint_of=train)
     await stack.projected()
     async with stack.client("operator") as client:
         for path in (f"/api/v1/training/{test}/status", f"/api/v1/training/{test}/logs",
@@ -101,8 +104,7 @@ async def test_unknown_or_wrong_kind_runs_are_404(stack) -> None:
 
 
 async def test_testing_start_status_results_and_logs(stack) -> None:
-    train = new_id()
-    await run_job(stack.log, train)
+    train = await run_job(stack)
     await stack.projected()
     async with stack.client("operator") as client:
         started = await client.post("/api/v1/testing/start", json={"checkpoint": train, "episodes": 3})
@@ -130,10 +132,9 @@ async def test_testing_start_status_results_and_logs(stack) -> None:
 
 
 async def test_results_of_a_finished_run_come_from_its_result_when_telemetry_is_gone(stack) -> None:
-    train, test = new_id(), new_id()
     result = {"episodes": 2, "score": {"min": 1.0, "max": 3.0, "mean": 2.0, "median": 2.0, "std": 1.0}}
-    await run_job(stack.log, train)
-    await run_job(stack.log, test, kind="eval", checkpoint_of=train, result=result)
+    train = await run_job(stack)
+    test = await run_job(stack, kind="eval", checkpoint_of=train, result=result)
     await stack.projected()
     async with stack.client("viewer") as client:
         results = (await client.get(f"/api/v1/testing/{test}/results")).json()

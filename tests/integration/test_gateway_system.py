@@ -5,9 +5,11 @@ from __future__ import annotations
 import pytest
 import pytest_asyncio
 
-from contracts.base import new_id, utcnow
+from contracts.base import utcnow
 from contracts.codec import encode
+from contracts.events import MAX_SLOTS
 from contracts.telemetry import WorkerHeartbeat
+from tests.integration.fake_worker import eventually
 from tests.integration.gateway_support import assert_error, gateway_stack, run_job
 
 CAPS = {"hostname": "box", "cpu_cores": 4, "ram_mb": 2048, "gpus": [{"index": 0, "name": "T4", "memory_mb": 16000}]}
@@ -15,7 +17,7 @@ CAPS = {"hostname": "box", "cpu_cores": 4, "ram_mb": 2048, "gpus": [{"index": 0,
 
 @pytest_asyncio.fixture
 async def stack(nats_server, nc, topology, tmp_path):
-    """A gateway with a projector and stand-in scheduler and discovery."""
+    """A gateway with a projector and the real scheduler and discovery."""
     async with gateway_stack(nats_server.url, nc, topology, tmp_path) as running:
         yield running
 
@@ -23,24 +25,31 @@ async def stack(nats_server, nc, topology, tmp_path):
 async def test_register_list_and_show_workers(stack) -> None:
     async with stack.client("operator") as client:
         for _ in range(2):  # registering again is fine
-            reply = await client.post("/api/v1/workers/register", json={"worker_id": "w1", "capabilities": CAPS})
-            assert reply.status_code == 200 and reply.json()["worker_id"] == "w1"
-        job = new_id()
-        await run_job(stack.log, job, finish=False)
-        beat = WorkerHeartbeat(worker_id="w1", running=(job,), free_slots=0, cpu_percent=50.0, at=utcnow())
-        await stack.nc.jetstream().publish(stack.topology.telemetry("heartbeat", "w1"), encode(beat))
+            reply = await client.post("/api/v1/workers/register", json={"worker_id": "box", "capabilities": CAPS})
+            assert reply.status_code == 200 and reply.json()["worker_id"] == "box"
+        job = (await client.post("/api/v1/jobs", json={"workload": "noop"})).json()["id"]
+        await eventually(lambda: assigned(stack, job), what="the job placed on box")  # box's only slot
+        beat = WorkerHeartbeat(worker_id="box", running=(job,), free_slots=0, cpu_percent=50.0, at=utcnow())
+        await stack.nc.jetstream().publish(stack.topology.telemetry("heartbeat", "box"), encode(beat))
         await stack.projected()
         workers = (await client.get("/api/v1/workers")).json()["items"]
-        assert [w["id"] for w in workers] == ["w1"]
-        worker = (await client.get("/api/v1/workers/w1")).json()
+        assert [w["id"] for w in workers] == ["box"]
+        worker = (await client.get("/api/v1/workers/box")).json()
     assert worker["status"] == "healthy" and worker["gpus"][0]["name"] == "T4"
     assert worker["running_jobs"] == [job] and worker["last_seen"] is not None and worker["cpu_percent"] == 50.0
+
+
+async def assigned(stack, job_id: str) -> bool:
+    """Whether the scheduler has placed the job on box."""
+    stored, _ = await stack.log.load("job", job_id)
+    return any(getattr(s.event, "worker_id", None) == "box" for s in stored)
 
 
 @pytest.mark.parametrize("body", [{"worker_id": "w1"}, {"capabilities": CAPS},
                                   {"worker_id": "w 1", "capabilities": CAPS},
                                   {"worker_id": "w1", "capabilities": {**CAPS, "cpu_cores": 0}},
-                                  {"worker_id": "w1", "capabilities": {**CAPS, "labels": [""]}}])
+                                  {"worker_id": "w1", "capabilities": {**CAPS, "labels": [""]}},
+                                  {"worker_id": "w1", "capabilities": {**CAPS, "gpus": CAPS["gpus"] * 2}}])
 async def test_register_rejects_bad_input(stack, body) -> None:
     async with stack.client("operator") as client:
         assert_error(await client.post("/api/v1/workers/register", json=body), 400)
@@ -62,7 +71,7 @@ async def test_health_is_200_when_everything_answers(stack) -> None:
 
 
 async def test_health_is_503_when_a_required_service_is_silent(nats_server, nc, topology, tmp_path) -> None:
-    async with gateway_stack(nats_server.url, nc, topology, tmp_path, fakes=False) as stack:
+    async with gateway_stack(nats_server.url, nc, topology, tmp_path, services=False) as stack:
         async with stack.client(None) as client:
             health = await client.get("/api/v1/health")
     assert health.status_code == 503 and health.json()["status"] == "degraded"
@@ -70,7 +79,7 @@ async def test_health_is_503_when_a_required_service_is_silent(nats_server, nc, 
 
 
 async def test_event_feed_pages_through_the_log(stack) -> None:
-    await run_job(stack.log, new_id())
+    await run_job(stack)
     last = await stack.log.last_seq()
     async with stack.client("admin") as client:
         first = (await client.get("/api/v1/events", params={"since": 0, "limit": 3})).json()
@@ -119,5 +128,9 @@ async def test_schema_is_public_and_complete(stack) -> None:
                  "/api/v1/workers/register", "/api/v1/health", "/api/v1/events", "/api/v1/tokens"):
         assert path in paths
     assert schema["components"]["schemas"]["SubmitJobBody"]["additionalProperties"] is False
+    # As the services decide: discovery takes at most MAX_SLOTS slots; a finished job cannot be stopped.
+    assert schema["components"]["schemas"]["WorkerCapabilities"]["properties"]["slots"]["maximum"] == MAX_SLOTS
+    for path in ("/api/v1/jobs/{job_id}/stop", "/api/v1/training/stop", "/api/v1/testing/stop"):
+        assert "409" in paths[path]["post"]["responses"], path
     assert schema["components"]["securitySchemes"]["BearerToken"]["scheme"] == "bearer"
     assert paths["/api/v1/health"]["get"]["security"] == []

@@ -8,12 +8,14 @@ from collections import Counter
 from pathlib import Path
 
 from contracts import events as ev
+from contracts.base import utcnow
 from contracts.codec import decode_message, encode
 from contracts.commands import SubmitJob
 from eventstore.streams import ensure_kv
 from tests.integration.fake_worker import eventually
-from tests.integration.gateway_support import FakeScheduler, assert_error, gateway_stack
+from tests.integration.gateway_support import assert_error, gateway_stack
 from tests.integration.schedulers import start_schedulers
+from tests.scheduler_on_memory import MemoryScheduler
 
 ROOT = Path(__file__).resolve().parents[2]
 LANES, PER_LANE, KILL_AFTER = 4, 25, 30
@@ -41,7 +43,7 @@ async def submitted_keys(stack) -> Counter:
 async def test_submissions_during_a_scheduler_takeover_all_succeed(nats_server, nc, topology, tmp_path) -> None:
     procs = await start_schedulers(nats_server.url, topology.prefix, tmp_path)
     try:
-        async with gateway_stack(nats_server.url, nc, topology, tmp_path, fakes=False,
+        async with gateway_stack(nats_server.url, nc, topology, tmp_path, services=False,
                                  command_timeout_s=10) as stack:
             leases = await ensure_kv(nc.jetstream(), topology.lease_bucket)
             await eventually(lambda: lease_holder(leases), timeout=30, what="a scheduler holding the lease")
@@ -85,15 +87,17 @@ async def test_submissions_during_a_scheduler_takeover_all_succeed(nats_server, 
 
 async def test_an_unanswered_submission_is_sent_again_only_when_it_has_a_key(nats_server, nc, topology,
                                                                             tmp_path) -> None:
-    # A scheduler that takes each command's first copy and never answers it: a leader killed mid-command.
-    async with gateway_stack(nats_server.url, nc, topology, tmp_path, fakes=False, command_timeout_s=3) as stack:
-        fake, copies = FakeScheduler(stack.log), Counter()
+    # The real scheduler's handlers behind a transport that drops each command's first copy: a leader
+    # killed mid-command. Later copies reach the handlers, which decide and append as the leader does.
+    async with gateway_stack(nats_server.url, nc, topology, tmp_path, services=False, command_timeout_s=3) as stack, \
+            MemoryScheduler(log=stack.log, now=utcnow(), deterministic_ids=False) as leader:
+        copies: Counter = Counter()
 
         async def swallow_the_first(msg) -> None:
             command = decode_message(SubmitJob, msg.data)
             copies[command.idempotency_key] += 1
             if copies[command.idempotency_key] > 1:
-                await msg.respond(encode(await fake.submit(command)))
+                await msg.respond(encode(await leader.scheduler.submit(command)))
 
         subscription = await nc.subscribe(topology.command("scheduler", "submit"), cb=swallow_the_first)
         try:

@@ -17,6 +17,8 @@ from websockets.uri import parse_uri
 
 from contracts import events as ev
 from contracts.base import new_id, utcnow
+from contracts.commands import RegisterWorker, WorkerAccepted
+from eventstore.micro import call
 from gateway.live import EVENTS, TELEMETRY
 from gateway.replay import stream_name
 from gateway.tokens import load_registry, revoke_token
@@ -75,21 +77,19 @@ async def expected_for(stack, job_id: str) -> dict[str, list[int]]:
     return out
 
 
-async def stop_and_start(stack, job_id: str, attempt: int) -> None:
-    """Two more events of a job (a requeue and a start)."""
-    await stack.log.append("job", job_id, [ev.JobRequeued(job_id=job_id, attempt=attempt, reason="worker_lost",
-                                                          requeued_at=utcnow())])
-    await stack.log.append("job", job_id, [ev.JobStarted(job_id=job_id, attempt=attempt, worker_id="w2",
-                                                         started_at=utcnow())])
+async def two_more_events(stack, job_id: str, iteration: int) -> None:
+    """Two more events of a running job: its worker reports two checkpoints, the scheduler appends them."""
+    worker, assignment = await stack.worker(), stack.assignments[job_id]
+    for reached in (iteration, iteration + 1):
+        assert (await worker.report_checkpointed(assignment, reached)).accepted
 
 
 async def test_resume_after_a_dropped_connection_misses_nothing_and_repeats_nothing(stack) -> None:
-    job, other = new_id(), new_id()
-    await run_job(stack.log, job, finish=False)
+    job = await run_job(stack, finish=False)
     first = await open_socket(stack)
     await first.send(json.dumps({"type": "subscribe", "topics": [f"job:{job}"]}))
     cursors = (await next_of(first, "subscribed"))["positions"]
-    await stop_and_start(stack, job, 2)
+    await two_more_events(stack, job, 10)
     await publish_progress(stack.nc, stack.topology, job, range(1, 4))
     before: list[dict[str, Any]] = []
     last = {s: (await expected_for(stack, job))[s][-1] for s in (EVENTS, TELEMETRY)}
@@ -99,15 +99,15 @@ async def test_resume_after_a_dropped_connection_misses_nothing_and_repeats_noth
     await first.close()
 
     # While nobody listens: events and progress of the job, and noise from another job.
-    await stop_and_start(stack, job, 3)
-    await run_job(stack.log, other, finish=False)
+    await two_more_events(stack, job, 20)
+    other = await run_job(stack, finish=False)
     await publish_progress(stack.nc, stack.topology, job, range(4, 8))
     await publish_progress(stack.nc, stack.topology, other, range(1, 3))
 
     second = await open_socket(stack)
     await second.send(json.dumps({"type": "subscribe", "topics": [f"job:{job}"], "resume": cursors}))
     # Live traffic races the replay on purpose.
-    await asyncio.gather(stop_and_start(stack, job, 4),
+    await asyncio.gather(two_more_events(stack, job, 30),
                          publish_progress(stack.nc, stack.topology, job, range(8, 12)))
     expected = await expected_for(stack, job)
     after: list[dict[str, Any]] = []
@@ -123,20 +123,19 @@ async def test_resume_after_a_dropped_connection_misses_nothing_and_repeats_noth
 
 
 async def test_topics_fan_out_and_unsubscribe(stack) -> None:
+    await stack.worker()  # registered before anyone listens: the first event below is the job's
     conn = await open_socket(stack)
     await conn.send(json.dumps({"type": "subscribe", "topics": ["jobs", "workers"]}))
     await next_of(conn, "subscribed")
-    job = new_id()
-    await run_job(stack.log, job, finish=False)
+    job = await run_job(stack, finish=False)
     event = await next_of(conn, "event")
     assert event["aggregate"] == "job" and event["id"] == job and event["event_type"] == "JobSubmitted"
     assert event["event"]["kind"] == "train"
     await conn.send(json.dumps({"type": "unsubscribe", "topics": ["jobs"]}))
     await next_of(conn, "unsubscribed")
+    await run_job(stack, finish=False)
     caps = ev.WorkerCapabilities(hostname="box", cpu_cores=2, ram_mb=1024)
-    await run_job(stack.log, new_id(), finish=False)
-    await stack.log.append("worker", "w9", [ev.WorkerRegistered(worker_id="w9", capabilities=caps,
-                                                                registered_at=utcnow())])
+    await call(stack.nc, stack.topology, RegisterWorker(worker_id="w9", capabilities=caps), WorkerAccepted)
     event = await next_of(conn, "event")
     assert event["aggregate"] == "worker" and event["id"] == "w9"
     assert (await next_of(conn, "ping"))["type"] == "ping"

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 from contextlib import asynccontextmanager
 
-from contracts.base import new_id
 from eventstore.config import CommonSettings
 from eventstore.connect import connect
 from eventstore.log import JetStreamLog
@@ -49,7 +48,7 @@ async def test_health_is_503_while_the_projector_is_stopped(nats_server, nc, top
             body = await eventually(fine, what="health ok with the projector running")
             assert body["status"] == "ok" and body["problems"] == []
             assert next(s for s in body["services"] if s["name"] == "projector")["up"]
-        await run_job(stack.log, new_id())  # the projector is gone: these wait
+        await run_job(stack)  # the projector is gone: these wait
         code, body = await health(stack)
     assert code == 503 and body["status"] == "degraded"
     assert not next(s for s in body["services"] if s["name"] == "projector")["up"]
@@ -63,11 +62,11 @@ async def test_health_is_503_when_a_read_model_is_too_many_events_behind(nats_se
                              max_projection_behind_s=3600) as stack:
         code, body = await health(stack)
         assert code == 200, body  # three token events behind: within 5
-        await run_job(stack.log, new_id())
+        await run_job(stack)  # w1's registration and the job's five events
         code, body = await health(stack)
     assert code == 503 and body["status"] == "degraded"
-    assert {p["name"]: p["lag"] for p in body["projections"]} == {"jobs": 8, "workers": 8}
-    assert any("jobs is 8 events behind (more than 5)" in p for p in body["problems"])
+    assert {p["name"]: p["lag"] for p in body["projections"]} == {"jobs": 9, "workers": 9}
+    assert any("jobs is 9 events behind (more than 5)" in p for p in body["problems"])
 
 
 async def test_health_is_503_when_a_read_model_has_not_moved_for_too_long(nats_server, nc, topology,
@@ -93,7 +92,7 @@ async def test_health_counts_malformed_and_quarantined_events(nats_server, nc, t
     async with gateway_stack(nats_server.url, nc, topology, tmp_path) as stack:
         await nc.jetstream().publish(topology.events("job", "junk"), b"garbage")
         await publish_oversized_registration(nc, topology, "huge")
-        await run_job(stack.log, new_id())
+        await run_job(stack)
         await stack.projected()
         code, body = await health(stack)
     assert code == 200 and body["status"] == "ok"  # history passed over, not a part that is down

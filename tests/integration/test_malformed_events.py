@@ -46,7 +46,7 @@ async def test_a_malformed_message_on_a_running_job_does_not_wedge_it(plane, nc,
     job = await submit(nc, topology)
     assignment = await worker.next_assignment()
     assert (await worker.report_started(assignment)).accepted
-    scheduler = plane.service.scheduler
+    scheduler = plane.scheduler.scheduler
     with structlog.testing.capture_logs() as logs:
         garbage = await publish_garbage(nc, topology.events("job", job.job_id))
         await eventually(lambda: scheduler.board.position >= garbage, what="board past the garbage")

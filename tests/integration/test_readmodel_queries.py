@@ -3,29 +3,22 @@ and one gateway over each store."""
 
 from __future__ import annotations
 
-from contracts import events as ev
-from contracts.base import new_id, utcnow
-from eventstore.projection import ProjectionRunner
-from eventstore.readmodels import all_projections, ensure_tables, is_built, projection_checkpoints, projection_seq
+from eventstore.readmodels import ensure_tables, is_built, projection_checkpoints, projection_seq
 from eventstore.readmodels.jobs import job_checkpoints, jobs_on_workers, list_jobs
 from eventstore.readmodels.workers import list_workers
 from gateway.views import job_view, worker_view
 from tests.integration.gateway_support import gateway_stack, run_job
 
 
-async def test_queries_on_every_store(event_log, store) -> None:
+async def test_queries_on_every_store(nats_server, nc, topology, tmp_path, store) -> None:
     assert not await is_built(store, "jobs")
     await ensure_tables(store)
     assert await is_built(store, "jobs") and await is_built(store, "workers")
-    trains = [new_id() for _ in range(3)]
-    for job_id in trains:
-        await run_job(event_log, job_id)
-    running = new_id()
-    await run_job(event_log, running, kind="eval", checkpoint_of=trains[0], finish=False)
-    caps = ev.WorkerCapabilities(hostname="box", cpu_cores=2, ram_mb=1024)
-    await event_log.append("worker", "w1", [ev.WorkerRegistered(worker_id="w1", capabilities=caps,
-                                                                registered_at=utcnow())])
-    await ProjectionRunner(event_log, store, all_projections()).catch_up()
+    async with gateway_stack(nats_server.url, nc, topology, tmp_path, store=store) as stack:
+        trains = [await run_job(stack) for _ in range(3)]
+        running = await run_job(stack, kind="eval", checkpoint_of=trains[0], finish=False)
+        await stack.projected()
+        last = await stack.log.last_seq()
     await ensure_tables(store)  # again, after the projector: harmless
 
     rows, cursor = await list_jobs(store, limit=2)
@@ -37,12 +30,12 @@ async def test_queries_on_every_store(event_log, store) -> None:
     assert [c["iteration"] for c in await job_checkpoints(store, trains[0])] == [5]
     assert await jobs_on_workers(store) == {"w1": [running]}
     record = (await list_workers(store, "w1"))[0]
-    assert record["labels"] == ["training", "evaluation"] and record["gpus"] == []
+    assert record["labels"] == ["training", "evaluation"] and record["gpus"] == [] and record["slots"] == 16
     assert await list_workers(store) == [record]
     worker = worker_view(record, [running], None)
-    assert worker.hostname == "box" and worker.last_seen is None
-    assert await projection_seq(store, "jobs") == await event_log.last_seq()
-    assert (await projection_checkpoints(store))["workers"][0] == await event_log.last_seq()
+    assert worker.hostname == "fake-w1" and worker.last_seen is None
+    assert await projection_seq(store, "jobs") == last
+    assert (await projection_checkpoints(store))["workers"][0] == last
 
 
 async def test_a_gateway_over_every_store(nats_server, nc, topology, tmp_path, store) -> None:

@@ -18,60 +18,26 @@ from contracts.errors import Conflict, InvalidCommand, NotFound, UnknownWorkload
 from eventstore.micro import call
 from eventstore.streams import ensure_kv
 from services.discovery.adapter import DiscoveryService
-from services.discovery.settings import DiscoverySettings
 from services.scheduler.adapter import SchedulerService
 from services.scheduler.board import apply_in_place, initial_state
 from services.scheduler.live import LiveBoard
-from services.scheduler.settings import SchedulerSettings
 from services.scheduler.snapshot import SnapshotStore
+from tests.integration.control_plane import DISCOVERY, SCHEDULER, control_plane, leading
 from tests.integration.fake_worker import FakeWorker, InProcess, eventually, job_events
 from tests.integration.gateway_support import assert_error, gateway_stack
 from tests.integration.schedulers import start_schedulers
 
 ROOT = Path(__file__).resolve().parents[2]
-SCHEDULER = SchedulerSettings(lease_ttl_s=1.0, tick_s=0.1, retry_backoff_s=0.1, snapshot_every=10_000)
-DISCOVERY = DiscoverySettings(heartbeat_s=0.2, lost_after_s=1.0, tick_s=0.1, lease_ttl_s=1.0)
 
 
 async def submit(nc, topology, **fields) -> JobAccepted:
     return await call(nc, topology, SubmitJob(**{"workload": "noop", **fields}), JobAccepted)
 
 
-class Plane:
-    """Discovery and one scheduler in this process, plus the workers a test starts."""
-
-    def __init__(self, url: str, topology, scheduler: SchedulerService) -> None:
-        self.url, self.topology, self.service = url, topology, scheduler
-        self.workers: list[FakeWorker] = []
-
-    @property
-    def board(self):
-        return self.service.scheduler.board.state
-
-    async def worker(self, worker_id: str, **kw) -> FakeWorker:
-        """A fake worker, registered, that the scheduler already knows as healthy."""
-        worker = await FakeWorker(self.url, self.topology, worker_id, **kw).start()
-        self.workers.append(worker)
-        await eventually(lambda: getattr(self.board.workers.get(worker_id), "health", None) == "healthy",
-                         what=f"{worker_id} known to the scheduler")
-        return worker
-
-
-def leading(service: SchedulerService) -> bool:
-    return service.serving.is_set()
-
-
 @pytest_asyncio.fixture
 async def plane(nats_server, topology, event_log):
-    async with InProcess(nats_server.url, topology, DiscoveryService, DISCOVERY, "discovery"), \
-            InProcess(nats_server.url, topology, SchedulerService, SCHEDULER, "scheduler") as scheduler:
-        await eventually(lambda: leading(scheduler), what="scheduler leading")
-        plane = Plane(nats_server.url, topology, scheduler)
-        try:
-            yield plane
-        finally:
-            for worker in plane.workers:
-                await worker.close()
+    async with control_plane(nats_server.url, topology) as running:
+        yield running
 
 
 def replayed(events) -> object:
@@ -94,7 +60,7 @@ async def test_a_job_runs_from_submit_to_completion(plane, nc, topology, event_l
     assert await job_events(event_log, accepted.job_id) == [
         "JobSubmitted", "JobAssigned", "JobStarted", "JobCheckpointed", "JobCompleted"]
     # Replay equals live: the log folded from scratch gives the board the leader holds.
-    scheduler = plane.service.scheduler
+    scheduler = plane.scheduler.scheduler
     await eventually(lambda: scheduler.board.quiet and scheduler.committer.idle, what="quiet board")
     assert replayed([s async for s in event_log.read()]) == scheduler.board.state
 
@@ -173,7 +139,7 @@ async def test_an_unknown_workload_is_refused_listing_what_workers_offer(plane, 
     with pytest.raises(UnknownWorkload, match=r"unknown workload 'nosuch'.*offered: noop, sleep"):
         await submit(nc, topology, workload="nosuch")
     assert (await submit(nc, topology, workload="sleep")).created
-    async with gateway_stack(nats_server.url, nc, topology, tmp_path, fakes=False) as stack, \
+    async with gateway_stack(nats_server.url, nc, topology, tmp_path, services=False) as stack, \
             stack.client("operator") as client:
         for path, body in (("/api/v1/jobs", {"workload": "nosuch"}),
                            ("/api/v1/training/start", {"workload": "nosuch", "max_iterations": 5})):
@@ -225,7 +191,7 @@ async def test_garbage_on_the_log_does_not_stop_the_scheduler(plane, nc, topolog
     assert (await worker.report_finished(assignment)).accepted
     assert (await job_events(event_log, job.job_id))[-1] == "JobCompleted"
     last = await event_log.last_seq()
-    await eventually(lambda: plane.service.scheduler.board.position >= last, what="board past the garbage")
+    await eventually(lambda: plane.scheduler.scheduler.board.position >= last, what="board past the garbage")
 
 
 async def test_a_restart_from_the_snapshot_equals_a_full_replay(nats_server, nc, topology, event_log) -> None:
@@ -363,11 +329,11 @@ async def test_a_hot_standby_holds_the_same_board_and_takes_over(nats_server, nc
 
 async def test_a_rejected_append_rebuilds_the_board_and_decides_again(plane, nc, topology, event_log) -> None:
     job = await submit(nc, topology)
-    board = plane.service.scheduler.board
+    board = plane.scheduler.scheduler.board
     await eventually(lambda: board.quiet)
     board.state.jobs[job.job_id].version -= 1  # as if another writer had moved the job on meanwhile
     stopping = await call(nc, topology, StopJob(job_id=job.job_id), JobsStopping)
     assert stopping.job_ids == [job.job_id]
     assert await job_events(event_log, job.job_id) == ["JobSubmitted", "JobStopRequested", "JobStopped"]
-    await eventually(lambda: leading(plane.service) and plane.service.scheduler.board.quiet)
-    assert plane.service.scheduler.board.state.finished[job.job_id].status == "stopped"
+    await eventually(lambda: leading(plane.scheduler) and plane.scheduler.scheduler.board.quiet)
+    assert plane.scheduler.scheduler.board.state.finished[job.job_id].status == "stopped"

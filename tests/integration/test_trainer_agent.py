@@ -1,4 +1,11 @@
-"""The worker agent against a protocol-level fake scheduler on real NATS: jobs, failures, stops, checkpoints."""
+"""The worker agent on real NATS: jobs, failures, stops, checkpoints; its side of docs/protocol.md.
+
+Where the real scheduler and discovery can lead the agent into the case under test, they do (`plane`,
+`worker`): submissions become real assignments and the agent's reports become the events the test
+reads. Where a case needs a scheduler to say what the real one never says of its own accord (an
+assignment it would refuse, a duplicate delivery, a fenced live attempt, a replay to a restarted
+worker) the scripted stand-in of `fake_scheduler.py` says it (`fake`, `agent`).
+"""
 
 from __future__ import annotations
 
@@ -13,34 +20,57 @@ from pathlib import Path
 import pytest
 import pytest_asyncio
 
-from contracts.commands import ReportJobCheckpointed, ReportJobFinished, ReportJobStarted
+from contracts import events as ev
+from contracts.commands import JobAccepted, ReportJobCheckpointed, ReportJobFinished, ReportJobStarted, SubmitJob
+from contracts.status import final_status
 from contracts.subjects import Topology
 from contracts.telemetry import JobProgress
 from eventstore.connect import connect
+from eventstore.micro import call
 from eventstore.server import NatsServer
 from eventstore.streams import ensure_object_store
 from eventstore.telemetry import last_sample, sample_history
+from services.discovery.settings import DiscoverySettings
 from services.trainer.agent import Agent
 from services.trainer.capabilities import detect
 from services.trainer.outbox import AttemptLog
 from services.trainer.settings import TrainerSettings
+from tests.integration.control_plane import Plane, control_plane
 from tests.integration.fake_scheduler import FakeScheduler
+from tests.integration.fake_worker import eventually
 
 W = "tests.integration.test_trainer_workloads"
+# Job processes load this host's two cores: a heartbeat may come late without the worker being lost.
+PATIENT = DiscoverySettings(heartbeat_s=0.5, lost_after_s=30.0, tick_s=0.2, lease_ttl_s=1.0)
 
 
 @pytest_asyncio.fixture
 async def fake(nc, topology: Topology, event_log) -> AsyncIterator[FakeScheduler]:
-    """The fake scheduler and discovery on this test's topology."""
+    """The scripted scheduler and discovery on this test's topology."""
     scheduler = await FakeScheduler(nc, topology).start()
     yield scheduler
     await scheduler.close()
 
 
+@pytest_asyncio.fixture
+async def plane(nats_server, topology: Topology, event_log) -> AsyncIterator[Plane]:
+    """The real scheduler and discovery on this test's topology."""
+    async with control_plane(nats_server.url, topology, discovery=PATIENT) as running:
+        yield running
+
+
+async def registered(peer: FakeScheduler | Plane, worker_id: str) -> None:
+    """Until the peer knows the worker: the stand-in heard it register, or the real scheduler holds it healthy."""
+    if isinstance(peer, Plane):
+        await peer.known(worker_id)
+    else:
+        await peer.wait_for(lambda: worker_id in peer.registered)
+
+
 @asynccontextmanager
-async def running_agent(server: NatsServer, topology: Topology, fake: FakeScheduler, state: Path,
+async def running_agent(server: NatsServer, topology: Topology, peer: FakeScheduler | Plane, state: Path,
                         worker_id: str = "w1", **settings) -> AsyncIterator[Agent]:
-    """An agent on its own connection, registered; stopped (gracefully) afterwards."""
+    """An agent on its own connection, registered with `peer`; stopped (gracefully) afterwards."""
     options = {"worker_id": worker_id, "detect_gpus": False, "heartbeat_s": 0.5, "stop_grace_s": 5.0} | settings
     trainer_settings = TrainerSettings(**options)
     agent_nc = await connect(server.url, f"agent-{worker_id}")
@@ -48,7 +78,7 @@ async def running_agent(server: NatsServer, topology: Topology, fake: FakeSchedu
     stop = asyncio.Event()
     task = asyncio.create_task(agent.run(stop))
     try:
-        await fake.wait_for(lambda: worker_id in fake.registered)
+        await registered(peer, worker_id)
         yield agent
     finally:
         stop.set()
@@ -58,9 +88,42 @@ async def running_agent(server: NatsServer, topology: Topology, fake: FakeSchedu
 
 @pytest_asyncio.fixture
 async def agent(nats_server, topology, fake, tmp_path) -> AsyncIterator[Agent]:
-    """A running agent `w1` with one slot."""
+    """A running agent `w1` with one slot, talking to the scripted stand-in."""
     async with running_agent(nats_server, topology, fake, tmp_path / "state") as running:
         yield running
+
+
+@pytest_asyncio.fixture
+async def worker(nats_server, topology, plane, tmp_path) -> AsyncIterator[Agent]:
+    """A running agent `w1` with one slot, registered with the real discovery, taking the real scheduler's jobs."""
+    async with running_agent(nats_server, topology, plane, tmp_path / "state") as running:
+        yield running
+
+
+async def submit(nc, topology: Topology, workload: str, **fields) -> str:
+    """Submit a job to the real scheduler; its id."""
+    return (await call(nc, topology, SubmitJob(workload=workload, **fields), JobAccepted)).job_id
+
+
+async def events_of(event_log, job_id: str, kind: type) -> list:
+    """The job's events of one type, oldest first."""
+    stored, _ = await event_log.load("job", job_id)
+    return [s.event for s in stored if isinstance(s.event, kind)]
+
+
+async def worker_events(event_log, worker_id: str) -> list:
+    """The worker's events, oldest first."""
+    stored, _ = await event_log.load("worker", worker_id)
+    return [s.event for s in stored]
+
+
+async def ended(event_log, job_id: str, timeout: float = 60.0):
+    """The event that ended the job (completed, failed for good, stopped, timed out), once it is on the log."""
+    async def final():
+        stored, _ = await event_log.load("job", job_id)
+        return next((s.event for s in stored if final_status(s.event)), None)
+
+    return await eventually(final, timeout, what=f"the end of job {job_id}")
 
 
 def read_when_written(path: Path, timeout: float = 30.0) -> str:
@@ -92,15 +155,6 @@ def wait_until_gone(pid: int, timeout: float = 30.0) -> None:
         time.sleep(0.05)
 
 
-async def eventually(predicate, timeout: float = 30.0) -> None:
-    """Poll a condition of in-process state until it holds."""
-    for _ in range(int(timeout / 0.05)):
-        if predicate():
-            return
-        await asyncio.sleep(0.05)
-    raise TimeoutError("the condition never held")
-
-
 async def wait_file(path: Path) -> str:
     """The content of a file once a job has written it."""
     return await asyncio.to_thread(read_when_written, path)
@@ -111,29 +165,29 @@ async def wait_gone(pid: int) -> None:
     await asyncio.to_thread(wait_until_gone, pid)
 
 
-async def test_noop_job_runs_end_to_end(agent, fake, nc, topology):
-    a = await fake.assign("w1", "noop")
-    finished = await fake.finished(a.job_id)
-    assert finished.outcome == "completed"
-    assert finished.result == {"ok": True, "iteration": 1}
-    started = fake.of(a.job_id, ReportJobStarted)
+async def test_noop_job_runs_end_to_end(worker, nc, topology, event_log):
+    job = await submit(nc, topology, "noop")
+    completed = await ended(event_log, job)
+    assert isinstance(completed, ev.JobCompleted) and completed.result == {"ok": True, "iteration": 1}
+    started = await events_of(event_log, job, ev.JobStarted)
     assert [s.worker_id for s in started] == ["w1"] and started[0].resumed_from is None
-    samples = await sample_history(nc, topology, "progress", a.job_id, JobProgress)
+    samples = await sample_history(nc, topology, "progress", job, JobProgress)
     assert samples and samples[-1][1].iteration == 1 and samples[-1][1].worker_id == "w1"
 
 
-async def test_failing_workload_reports_its_traceback_and_the_worker_goes_on(agent, fake):
-    a = await fake.assign("w1", f"{W}:raise_after_report", params={"message": "boom"})
-    finished = await fake.finished(a.job_id)
-    assert finished.outcome == "failed"
-    assert finished.error == "ValueError: boom"
-    assert "_inner" in finished.traceback and "raise ValueError(message)" in finished.traceback
-    assert finished.retryable
-    b = await fake.assign("w1", "noop")
-    assert (await fake.finished(b.job_id)).outcome == "completed"
+async def test_failing_workload_reports_its_traceback_and_the_worker_goes_on(worker, nc, topology, event_log):
+    job = await submit(nc, topology, f"{W}:raise_after_report", params={"message": "boom"})
+    failed = await ended(event_log, job)
+    assert isinstance(failed, ev.JobFailed) and failed.error == "ValueError: boom"
+    assert "_inner" in failed.traceback and "raise ValueError(message)" in failed.traceback
+    assert failed.retryable and not failed.will_retry  # retryable, but the job allows no retry
+    after = await submit(nc, topology, "noop")
+    assert isinstance(await ended(event_log, after), ev.JobCompleted)
 
 
 async def test_unknown_workload_fails_clearly_and_the_worker_goes_on(agent, fake):
+    # Scripted: the real scheduler refuses a workload no worker offers at submission; the worker's own
+    # check is for an assignment decided before its workloads changed (or by an older scheduler).
     a = await fake.assign("w1", "no-such-workload")
     finished = await fake.finished(a.job_id)
     assert finished.outcome == "failed" and "unknown workload 'no-such-workload'" in finished.error
@@ -168,30 +222,28 @@ async def test_a_worker_without_free_targets_runs_only_registered_workloads(nats
     assert fake.registered["w1"].capabilities.target_modules == ()  # and it says so to the scheduler
 
 
-async def test_workload_raising_at_import_fails_clearly(nats_server, topology, fake, tmp_path, monkeypatch):
+async def test_workload_raising_at_import_fails_clearly(nats_server, nc, topology, plane, event_log, tmp_path,
+                                                        monkeypatch):
     code = tmp_path / "code"
     code.mkdir()
     (code / "broken_workload.py").write_text("import json\nraise ImportError('needs a missing thing')\n"
                                              "def run(ctx):\n    return {}\n")
     monkeypatch.setenv("PYTHONPATH", f"{code}{os.pathsep}{os.environ.get('PYTHONPATH', '')}")
-    async with running_agent(nats_server, topology, fake, tmp_path / "state"):
-        a = await fake.assign("w1", "broken_workload:run")
-        finished = await fake.finished(a.job_id)
-        assert finished.outcome == "failed" and not finished.retryable
-        assert finished.error.startswith("cannot load workload 'broken_workload:run': ImportError")
-        assert "needs a missing thing" in finished.traceback and "broken_workload.py" in finished.traceback
-        b = await fake.assign("w1", "noop")
-        assert (await fake.finished(b.job_id)).outcome == "completed"
+    async with running_agent(nats_server, topology, plane, tmp_path / "state"):
+        failed = await ended(event_log, await submit(nc, topology, "broken_workload:run"))
+        assert isinstance(failed, ev.JobFailed) and not failed.retryable
+        assert failed.error.startswith("cannot load workload 'broken_workload:run': ImportError")
+        assert "needs a missing thing" in failed.traceback and "broken_workload.py" in failed.traceback
+        assert isinstance(await ended(event_log, await submit(nc, topology, "noop")), ev.JobCompleted)
 
 
-async def test_a_job_killed_by_sigkill_is_failed_and_the_worker_lives(agent, fake, tmp_path):
+async def test_a_job_killed_by_sigkill_is_failed_and_the_worker_lives(worker, nc, topology, event_log, tmp_path):
     pid_file = tmp_path / "pid"
-    a = await fake.assign("w1", f"{W}:write_pid_and_wait", params={"pid_file": str(pid_file)})
+    job = await submit(nc, topology, f"{W}:write_pid_and_wait", params={"pid_file": str(pid_file)})
     os.kill(int(await wait_file(pid_file)), signal.SIGKILL)
-    finished = await fake.finished(a.job_id)
-    assert finished.outcome == "failed" and "SIGKILL" in finished.error and finished.retryable
-    b = await fake.assign("w1", "noop")
-    assert (await fake.finished(b.job_id)).outcome == "completed"
+    failed = await ended(event_log, job)
+    assert isinstance(failed, ev.JobFailed) and "SIGKILL" in failed.error and failed.retryable
+    assert isinstance(await ended(event_log, await submit(nc, topology, "noop")), ev.JobCompleted)
 
 
 async def wait_progress(nc, topology: Topology, job_id: str, iteration: int, timeout: float = 30.0) -> JobProgress:
@@ -207,6 +259,7 @@ async def wait_progress(nc, topology: Topology, job_id: str, iteration: int, tim
 
 
 async def test_stop_takes_a_final_checkpoint_and_reports_stopped(agent, fake, nc, topology):
+    # Scripted: what is asserted is the report itself (its result), which JobStopped does not keep.
     a = await fake.assign("w1", "sleep", max_iterations=100_000, params={"step_s": 0.01})
     await wait_progress(nc, topology, a.job_id, 3)
     await fake.stop(a)
@@ -218,6 +271,7 @@ async def test_stop_takes_a_final_checkpoint_and_reports_stopped(agent, fake, nc
 
 
 async def test_a_corrupt_checkpoint_is_skipped_and_reported(agent, fake, nc, topology):
+    # Scripted: attempt 2 of a completed job, handed a checkpoint list with a tampered newest one.
     first = await fake.assign("w1", "sleep", max_iterations=10, params={"step_s": 0.001, "checkpoint_every": 5})
     assert (await fake.finished(first.job_id)).outcome == "completed"
     refs = fake.checkpoints(first.job_id)
@@ -234,6 +288,7 @@ async def test_a_corrupt_checkpoint_is_skipped_and_reported(agent, fake, nc, top
 
 
 async def test_checkpoints_round_trip_bytes_and_objects(agent, fake):
+    # Scripted: a second attempt of a job that completed, resuming from its own checkpoints.
     a = await fake.assign("w1", f"{W}:checkpoint_bytes_and_objects")
     assert (await fake.finished(a.job_id)).result == {"previous": None}
     await fake.assign("w1", f"{W}:checkpoint_bytes_and_objects", job_id=a.job_id, attempt=2,
@@ -242,16 +297,17 @@ async def test_checkpoints_round_trip_bytes_and_objects(agent, fake):
     assert finished.result == {"previous": {"step": 2, "values": [1.5, 2.5]}}
 
 
-async def test_progress_is_coalesced_and_the_last_sample_arrives(agent, fake, nc, topology):
-    a = await fake.assign("w1", f"{W}:chatty", params={"n": 20_000})
-    assert (await fake.finished(a.job_id)).outcome == "completed"
-    samples = [s for _seq, s in await sample_history(nc, topology, "progress", a.job_id, JobProgress)]
+async def test_progress_is_coalesced_and_the_last_sample_arrives(worker, nc, topology, event_log):
+    job = await submit(nc, topology, f"{W}:chatty", params={"n": 20_000})
+    assert isinstance(await ended(event_log, job), ev.JobCompleted)
+    samples = [s for _seq, s in await sample_history(nc, topology, "progress", job, JobProgress)]
     assert 1 <= len(samples) < 20_000
     assert samples[-1].iteration == 20_000 and samples[-1].metrics["score"] == 20_000.0
     assert [s.iteration for s in samples] == sorted(s.iteration for s in samples)
 
 
 async def test_a_redelivered_assignment_runs_once(agent, fake, nc, topology):
+    # Scripted: the same assignment delivered twice (the real scheduler's message ids make this rare).
     a = await fake.assign("w1", "noop")
     from contracts.codec import encode
 
@@ -263,6 +319,8 @@ async def test_a_redelivered_assignment_runs_once(agent, fake, nc, topology):
 
 
 async def test_a_fenced_attempt_is_killed(agent, fake, tmp_path):
+    # Scripted: "not yours any more" for an attempt that still runs comes from the real scheduler only
+    # after a partition this machine cannot stage while the agent keeps heartbeating.
     pid_file = tmp_path / "pid"
     await fake.assign("w1", f"{W}:write_pid_and_wait", job_id="fenced-job",
                       params={"pid_file": str(pid_file), "checkpoint_every": 5})
@@ -275,6 +333,7 @@ async def test_a_fenced_attempt_is_killed(agent, fake, tmp_path):
 
 
 async def test_assigned_gpus_narrow_what_the_job_sees(agent, fake):
+    # Scripted: GPU indices for an agent without GPUs, which the real scheduler would never give it.
     a = await fake.assign("w1", f"{W}:environment", gpu_indices=(1, 3))
     b = await fake.assign("w1", f"{W}:environment")
     with_gpus, without = (await fake.finished(a.job_id)).result, (await fake.finished(b.job_id)).result
@@ -283,6 +342,7 @@ async def test_assigned_gpus_narrow_what_the_job_sees(agent, fake):
 
 
 async def test_shutdown_checkpoints_reports_interrupted_and_deregisters(nats_server, nc, topology, fake, tmp_path):
+    # Scripted: the report's result is asserted; the real round trip is test_trainer_platform's clean shutdown.
     nats_nc = nc
     async with running_agent(nats_server, topology, fake, tmp_path / "state", worker_id="w2"):
         a = await fake.assign("w2", "sleep", max_iterations=100_000, params={"step_s": 0.01})
@@ -294,6 +354,7 @@ async def test_shutdown_checkpoints_reports_interrupted_and_deregisters(nats_ser
 
 
 async def test_a_restarted_worker_settles_the_attempts_it_left(nats_server, topology, fake, tmp_path):
+    # Scripted: an attempt left in the worker's own journal, its assignment still queued for it.
     left = await fake.assign("w3", "sleep", job_id="left-behind", max_iterations=5)
     AttemptLog(tmp_path / "state" / "attempts").record(left)
     async with running_agent(nats_server, topology, fake, tmp_path / "state", worker_id="w3"):
@@ -305,30 +366,34 @@ async def test_a_restarted_worker_settles_the_attempts_it_left(nats_server, topo
 
 
 @pytest.mark.parametrize("warm", [False])
-async def test_jobs_run_without_warm_spares(nats_server, topology, fake, tmp_path, warm):
-    async with running_agent(nats_server, topology, fake, tmp_path / "state", warm=warm):
-        a = await fake.assign("w1", "noop")
-        assert (await fake.finished(a.job_id)).outcome == "completed"
+async def test_jobs_run_without_warm_spares(nats_server, nc, topology, plane, event_log, tmp_path, warm):
+    async with running_agent(nats_server, topology, plane, tmp_path / "state", warm=warm):
+        assert isinstance(await ended(event_log, await submit(nc, topology, "noop")), ev.JobCompleted)
 
 
-async def test_a_job_leaves_no_helper_process_behind(agent, fake, tmp_path):
+async def test_a_job_leaves_no_helper_process_behind(worker, nc, topology, event_log, tmp_path):
     pid_file = tmp_path / "helper"
-    a = await fake.assign("w1", f"{W}:spawn_helper", params={"pid_file": str(pid_file)})
-    assert (await fake.finished(a.job_id)).outcome == "completed"
+    job = await submit(nc, topology, f"{W}:spawn_helper", params={"pid_file": str(pid_file)})
+    assert isinstance(await ended(event_log, job), ev.JobCompleted)
     await wait_gone(int(await wait_file(pid_file)))
 
 
-async def test_reports_wait_out_a_scheduler_outage(agent, fake, nc, topology):
-    a = await fake.assign("w1", "sleep", max_iterations=20, params={"step_s": 0.01})
-    await fake.started(a.job_id)
-    await fake.close()  # the scheduler is failing over: nobody answers reports for a while
-    await wait_progress(nc, topology, a.job_id, 20)
-    await fake.start()
-    finished = await fake.finished(a.job_id)
-    assert finished.outcome == "completed" and finished.result["iteration"] == 20
+async def test_reports_wait_out_a_scheduler_outage(worker, plane, nc, topology, event_log, tmp_path):
+    pid_file, release = tmp_path / "pid", tmp_path / "release"
+    job = await submit(nc, topology, f"{W}:write_pid_and_wait",
+                       params={"pid_file": str(pid_file), "release_file": str(release)})
+    pid = int(await wait_file(pid_file))
+    await eventually(lambda: events_of(event_log, job, ev.JobStarted), what="the job started")
+    async with plane.scheduler_outage():  # the leader stops: nobody answers reports until another leads
+        release.touch()
+        await wait_gone(pid)  # the job ended while nobody led: its report can only be taken by the next leader
+    completed = await ended(event_log, job)
+    assert isinstance(completed, ev.JobCompleted) and completed.result["iterations"] > 0
+    assert [s.attempt for s in await events_of(event_log, job, ev.JobStarted)] == [1]  # the attempt lived on
 
 
 async def test_episodes_are_published(agent, fake, nc, topology):
+    # Scripted: an evaluation with no checkpoint to evaluate, which the real scheduler would refuse.
     from contracts.telemetry import EpisodeReport
 
     a = await fake.assign("w1", f"{W}:episodes", kind="eval", episodes=3)
@@ -338,31 +403,27 @@ async def test_episodes_are_published(agent, fake, nc, topology):
         (i, 10.0 * i, {"moves": 1.0}, [{"move": 1, "action": "up"}]) for i in (1, 2, 3)]
 
 
-async def test_2048_trains_checkpoints_and_is_evaluated(nats_server, topology, fake, tmp_path):
+async def test_2048_trains_checkpoints_and_is_evaluated(nats_server, nc, topology, plane, event_log, tmp_path):
     pytest.importorskip("torch")
     # Cold job processes: warming a torch zygote would only compete with the jobs for this host's cores.
-    async with running_agent(nats_server, topology, fake, tmp_path / "state", warm=False):
-        await run_2048_then_evaluate(fake)
+    async with running_agent(nats_server, topology, plane, tmp_path / "state", warm=False):
+        train = await submit(nc, topology, "2048", max_iterations=20,
+                             params={"batch_size": 16, "checkpoint_every": 10, "warmup": 64, "minibatch": 32})
+        finished = await ended(event_log, train, timeout=120)
+        assert isinstance(finished, ev.JobCompleted), getattr(finished, "traceback", finished)
+        assert [c.iteration for c in await events_of(event_log, train, ev.JobCheckpointed)] == [10, 20]
+        # An evaluation names the base workload; the worker runs `2048-eval`, which it has. The scheduler
+        # hands it the training's checkpoints, newest first.
+        evaluation = await submit(nc, topology, "2048", kind="eval", episodes=2, checkpoint_of=train)
+        evaluated = await ended(event_log, evaluation, timeout=120)
+        assert isinstance(evaluated, ev.JobCompleted), getattr(evaluated, "traceback", evaluated)
+        assert evaluated.result["episodes"] == 2
+        started = (await events_of(event_log, evaluation, ev.JobStarted))[0]
+        assert started.resumed_from == 20 and started.corrupt_checkpoints == ()
 
 
-async def run_2048_then_evaluate(fake: FakeScheduler) -> None:
-    """Train 2048 briefly with two checkpoints, then evaluate the newest."""
-    train = await fake.assign("w1", "2048", max_iterations=20,
-                              params={"batch_size": 16, "checkpoint_every": 10, "warmup": 64, "minibatch": 32})
-    finished = await fake.finished(train.job_id, timeout=120)
-    assert finished.outcome == "completed", finished.traceback
-    refs = fake.checkpoints(train.job_id)
-    assert [r.iteration for r in refs] == [20, 10]
-    # An evaluation names the base workload; the worker runs `2048-eval`, which it has.
-    evaluation = await fake.assign("w1", "2048", kind="eval", episodes=2, checkpoints=refs)
-    evaluated = await fake.finished(evaluation.job_id, timeout=120)
-    assert evaluated.outcome == "completed", evaluated.traceback
-    assert evaluated.result["episodes"] == 2
-    started = fake.of(evaluation.job_id, ReportJobStarted)[0]
-    assert started.resumed_from == 20 and started.corrupt_checkpoints == ()
-
-
-async def test_stoker_worker_joins_with_its_options_and_leaves_on_ctrl_c(nats_server, topology, fake, tmp_path):
+async def test_stoker_worker_joins_with_its_options_and_leaves_on_ctrl_c(nats_server, nc, topology, plane,
+                                                                          event_log, tmp_path):
     import sys
 
     command = ["-c", "from ops.cli import main; main()", "--data-dir", str(tmp_path), "worker", "--nats",
@@ -372,13 +433,16 @@ async def test_stoker_worker_joins_with_its_options_and_leaves_on_ctrl_c(nats_se
     proc = await asyncio.create_subprocess_exec(sys.executable, *command, env=env, stdout=asyncio.subprocess.DEVNULL,
                                                 stderr=asyncio.subprocess.DEVNULL)
     try:
-        registered = await fake.wait_for(lambda: fake.registered.get("cli-worker"))
-        assert registered.capabilities.labels == ("gpu-a", "big") and registered.capabilities.slots == 3
-        a = await fake.assign("cli-worker", "noop")
-        assert (await fake.finished(a.job_id)).outcome == "completed"
+        await plane.known("cli-worker")
+        joined = await worker_events(event_log, "cli-worker")
+        assert joined[0].capabilities.labels == ("gpu-a", "big") and joined[0].capabilities.slots == 3
+        job = await submit(nc, topology, "noop", labels=("gpu-a",))  # only cli-worker has the label
+        assert isinstance(await ended(event_log, job), ev.JobCompleted)
+        assert (await events_of(event_log, job, ev.JobStarted))[0].worker_id == "cli-worker"
         proc.send_signal(signal.SIGINT)
-        await fake.wait_for(lambda: "cli-worker" in fake.deregistered)
+        await eventually(lambda: plane.board.workers["cli-worker"].health == "left", what="cli-worker left")
         assert await asyncio.wait_for(proc.wait(), 30) == 0
+        assert isinstance((await worker_events(event_log, "cli-worker"))[-1], ev.WorkerDeregistered)
     finally:
         if proc.returncode is None:
             proc.kill()
@@ -386,6 +450,7 @@ async def test_stoker_worker_joins_with_its_options_and_leaves_on_ctrl_c(nats_se
 
 
 async def test_a_retired_zygote_does_not_take_its_running_jobs_along(nats_server, topology, fake, tmp_path):
+    # Scripted: two jobs at once on a one-slot agent, which the real scheduler would not place.
     module = "tests.integration.test_trainer_workloads"
     async with running_agent(nats_server, topology, fake, tmp_path / "state", warm_user_workloads=True,
                              max_zygotes=2) as agent:
@@ -406,10 +471,10 @@ async def test_a_retired_zygote_does_not_take_its_running_jobs_along(nats_server
         await eventually(lambda: retired.process.returncode is not None)  # closed once its job ended
 
 
-async def test_a_deleted_dispatch_consumer_is_made_again(agent, fake, nc, topology):
-    first = await fake.assign("w1", "noop")
-    await fake.finished(first.job_id)
+async def test_a_deleted_dispatch_consumer_is_made_again(worker, nc, topology, event_log):
+    first = await submit(nc, topology, "noop")
+    await ended(event_log, first)
     await nc.jetstream().delete_consumer(topology.dispatch_stream, "worker-w1")
-    again = await fake.assign("w1", "noop")
-    assert (await fake.finished(again.job_id)).outcome == "completed"
-    assert len(fake.of(first.job_id, ReportJobStarted)) == 1  # the replayed old assignment is not run twice
+    again = await submit(nc, topology, "noop")
+    assert isinstance(await ended(event_log, again), ev.JobCompleted)
+    assert len(await events_of(event_log, first, ev.JobStarted)) == 1  # the replayed old assignment did not run twice

@@ -12,11 +12,13 @@ from services.trainer.sdk import workload
 
 @workload
 def write_pid_and_wait(ctx: Any) -> dict[str, Any]:
-    """Write this process's pid to `params["pid_file"]`, then report (and checkpoint) until stopped or `seconds`."""
+    """Write this process's pid to `params["pid_file"]`, then report (and checkpoint) until stopped, `seconds`
+    are over, or the file `release_file` exists."""
     Path(ctx.params["pid_file"]).write_text(str(os.getpid()))
     deadline = time.monotonic() + float(ctx.params.get("seconds", 60))
     every, i = int(ctx.params.get("checkpoint_every", 0)), 0
-    while time.monotonic() < deadline and not ctx.should_stop:
+    release = ctx.params.get("release_file")
+    while time.monotonic() < deadline and not ctx.should_stop and not (release and Path(release).exists()):
         i += 1
         ctx.report(iteration=i)
         if every and i % every == 0:
