@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 
 import nats
 from nats.aio.client import Client
@@ -12,6 +13,12 @@ from eventstore.pki import TlsSetupError, client_context, explain_tls_failure
 
 class NatsUnavailable(ConnectionError):
     """No NATS server answers at the configured address."""
+
+
+def _not_nats_py_tls_close_noise(record: logging.LogRecord) -> bool:
+    # nats-py's transport answers an end of stream with True, which asyncio's TLS layer ignores and reports
+    # on every close of a TLS connection; the words mean nothing to a person, so they are left out.
+    return "eof_received()" not in record.getMessage()
 
 
 async def connect(url: str, name: str, *, timeout: float = 3.0, reconnect: bool = True,
@@ -30,6 +37,9 @@ async def connect(url: str, name: str, *, timeout: float = 3.0, reconnect: bool 
     servers = [u.strip() for u in url.split(",") if u.strip()]
     tls: dict = {"nkeys_seed_str": seed} if seed else {}
     if ca_file:
+        quiet_asyncio = logging.getLogger("asyncio")
+        if _not_nats_py_tls_close_noise not in quiet_asyncio.filters:
+            quiet_asyncio.addFilter(_not_nats_py_tls_close_noise)
         try:
             tls |= {"tls": client_context(ca_file), "tls_handshake_first": True}
         except TlsSetupError as exc:
