@@ -197,7 +197,7 @@ async def test_a_token_of_another_platform_is_refused_by_tls(plane: ControlPlane
     other = ControlPlane(tmp_path / "other", plane.server, plane.log, RecordedUsers())
     pki.ensure_ca(other.data)
     text = await other.token()
-    with pytest.raises(NatsUnavailable, match="not signed by the pinned CA .* for another platform"):
+    with pytest.raises(NatsUnavailable, match=r"not signed by the pinned CA .* for another platform"):
         await membership.join(tmp_path / "m", text)
     assert membership.read_joined(tmp_path / "m") is None
 
@@ -206,7 +206,7 @@ async def test_a_machine_of_one_platform_refuses_a_token_of_another(plane: Contr
     machine = tmp_path / "m"
     await membership.join(machine, await plane.token())
     other = ControlPlane(tmp_path / "other", plane.server, plane.log, RecordedUsers())
-    with pytest.raises(InvalidJoinToken, match="already joined platform .* join with another --data-dir"):
+    with pytest.raises(InvalidJoinToken, match=r"already joined platform .* join with another --data-dir"):
         await membership.join(machine, await other.token())
 
 
