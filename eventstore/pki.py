@@ -95,7 +95,7 @@ def machine_names(listen: str, extra: Iterable[str] = ()) -> tuple[str, ...]:
         names += interface_addresses(ipv6=":" in listen)
     else:
         names.append(listen.strip("[]"))
-    return tuple(dict.fromkeys(n.lower() for n in names if n))
+    return tuple(dict.fromkeys(n.lower() for n in names if n and n.isascii()))  # a certificate names ASCII only
 
 
 def interface_addresses(ipv6: bool = False) -> list[str]:
