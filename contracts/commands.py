@@ -109,6 +109,20 @@ class DeregisterWorker(Command, kw_only=True):
     reason: Text = "shutdown"
 
 
+class ClaimJoinToken(Command, kw_only=True):
+    """A new machine joins with a join token: it becomes worker `worker_id`, connecting with `worker_key` from now.
+
+    Sent with the token's own credential, which may do nothing else; the reply is `JoinClaimed`.
+    """
+
+    service: ClassVar[str] = "join"
+    verb: ClassVar[str] = "claim"
+    token_id: Id
+    worker_id: Id
+    worker_key: Annotated[str, msgspec.Meta(pattern=r"^U[A-Z2-7]{55}$")]
+    hostname: Annotated[str, msgspec.Meta(max_length=255)] = ""
+
+
 JobReport = ReportJobStarted | ReportJobCheckpointed | ReportJobFinished
 SchedulerCommand = SubmitJob | StopJob | ConfirmAssignment | JobReport
 DiscoveryCommand = RegisterWorker | DeregisterWorker
@@ -152,6 +166,13 @@ class WorkerAccepted(Message, kw_only=True):
     worker_id: str
     status: str
     seq: NonNegative = 0
+
+
+class JoinClaimed(Message, kw_only=True):
+    """Reply to `ClaimJoinToken`: the machine may now connect as its worker, with these labels."""
+
+    worker_id: str
+    labels: list[str] = []
 
 
 class CommandError(Message, kw_only=True):

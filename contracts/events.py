@@ -267,12 +267,55 @@ class TokenRevoked(TokenEvent, kw_only=True):
     revoked_at: datetime
 
 
+NkeyPublic = Annotated[str, msgspec.Meta(pattern=r"^U[A-Z2-7]{55}$")]  # a NATS user's public nkey
+
+
+class JoinTokenEvent(Event, kw_only=True):
+    """An event of one join token: how a new machine joins as a worker (ops.joining)."""
+
+    aggregate: ClassVar[str] = "jointoken"
+    token_id: Id
+
+    @property
+    def aggregate_id(self) -> str:
+        """The join token's id."""
+        return self.token_id
+
+
+class JoinTokenIssued(JoinTokenEvent, kw_only=True):
+    """A join token was made. `key` is the public nkey of the credential it carries (never the seed),
+    which may only claim the token; the worker that claims it connects with a key of its own."""
+
+    key: NkeyPublic
+    labels: tuple[Label, ...] = ()
+    reusable: bool = False
+    expires_at: datetime
+    issued_at: datetime
+    name: Annotated[str, msgspec.Meta(max_length=200)] = ""
+
+
+class JoinTokenUsed(JoinTokenEvent, kw_only=True):
+    """A machine joined with the token as worker `worker_id`, connecting from now on with `worker_key`."""
+
+    worker_id: Id
+    worker_key: NkeyPublic
+    hostname: Annotated[str, msgspec.Meta(max_length=255)] = ""
+    used_at: datetime
+
+
+class JoinTokenRevoked(JoinTokenEvent, kw_only=True):
+    """A join token stops working (machines that joined with it stay: revoke those as workers)."""
+
+    revoked_at: datetime
+
+
 AnyJobEvent = (
     JobSubmitted | JobAssigned | JobStarted | JobCheckpointed | JobCompleted | JobFailed
     | JobStopRequested | JobStopped | JobRequeued | JobTimedOut
 )
 AnyWorkerEvent = WorkerRegistered | WorkerLost | WorkerReturned | WorkerDeregistered | WorkerForgotten
 AnyTokenEvent = TokenIssued | TokenRevoked
-AnyEvent = AnyJobEvent | AnyWorkerEvent | AnyTokenEvent
+AnyJoinTokenEvent = JoinTokenIssued | JoinTokenUsed | JoinTokenRevoked
+AnyEvent = AnyJobEvent | AnyWorkerEvent | AnyTokenEvent | AnyJoinTokenEvent
 
 EVENT_TYPES: dict[str, type[Event]] = {cls.__name__: cls for cls in AnyEvent.__args__}

@@ -22,6 +22,8 @@ class CommonSettings(msgspec.Struct, frozen=True, kw_only=True):
 
     data_dir: str = ""
     nats_url: str = ""  # empty: the embedded server recorded in data_dir, else nats://127.0.0.1:4222
+    nats_ca: str = ""  # the platform CA to pin (TLS only); empty: the embedded server's, when nats_url is empty
+    nats_seed_file: str = ""  # a file holding this process's NATS user nkey seed (a joined worker's)
     database_url: str = ""  # empty: SQLite in data_dir; postgresql://… for PostgreSQL
     prefix: str = "stoker"
     replicas: Literal[1, 3] = 1
@@ -47,6 +49,14 @@ class CommonSettings(msgspec.Struct, frozen=True, kw_only=True):
     def sqlite_path(self) -> Path:
         """Where the embedded read models live."""
         return self.data_path / "readmodels.sqlite3"
+
+
+class NatsSettings(msgspec.Struct, frozen=True, kw_only=True):
+    """The embedded NATS server of `stoker up` (env `STOKER_NATS_<FIELD>`, or `[nats]` in stoker.toml)."""
+
+    listen: str = "127.0.0.1"  # anything but loopback needs TLS: 0.0.0.0 reaches the LAN
+    tls: Literal["auto", "on", "off"] = "auto"  # auto: on exactly when listen is not loopback
+    names: tuple[str, ...] = ()  # more names/addresses the server certificate covers (a DNS name, a NAT address)
 
 
 def config_file(env: dict[str, str] | None = None) -> Path | None:

@@ -20,6 +20,7 @@ from pathlib import Path
 
 from eventstore import lifeline
 from eventstore.observability import get_logger
+from eventstore.pki import ServerTls
 
 log = get_logger(component="nats-server")
 RECORD_FILE = "nats.json"
@@ -81,12 +82,13 @@ class ServerSpec:
     routes: list[int] = field(default_factory=list)
     cluster_name: str = "stoker"
     max_file_store: str | None = None  # e.g. "10TB": lets tests create many streams that reserve space
+    tls: ServerTls | None = None  # clients (and routes) only over TLS under stoker's CA (eventstore.pki)
 
     def config(self) -> str:
         """The nats-server configuration file for this node."""
         lines = [
             f'server_name: "{self.name}"',
-            f'listen: "{self.host}:{self.port}"',
+            f'listen: "{_host_port(self.host, self.port)}"',
             f'http: "127.0.0.1:{self.http_port}"',
             "max_payload: 8MB",
             "jetstream {",
@@ -98,6 +100,10 @@ class ServerSpec:
             # One node: an acknowledged event is on disk, not only in the page cache.
             lines.append("  sync_interval: always")
         lines.append("}")
+        if self.tls is not None:
+            # TLS before INFO for our clients (nothing can be downgraded to plain text); a plain client gets
+            # INFO saying TLS is required after a moment, so it can say what is wrong.
+            lines += ["tls {", *self._tls_lines(), '  handshake_first: "300ms"', "}"]
         if self.cluster_port is not None:
             routes = ", ".join(f'"nats-route://127.0.0.1:{p}"' for p in self.routes)
             lines += [
@@ -105,9 +111,21 @@ class ServerSpec:
                 f'  name: "{self.cluster_name}"',
                 f'  listen: "127.0.0.1:{self.cluster_port}"',
                 f"  routes: [{routes}]",
-                "}",
             ]
+            if self.tls is not None:  # routes verify each other's certificate (the server's, under the CA)
+                lines += ["  tls {", *(f"  {line}" for line in self._tls_lines()),
+                          f'    ca_file: "{self.tls.ca_file.as_posix()}"', "  }"]
+            lines.append("}")
         return "\n".join(lines) + "\n"
+
+    def _tls_lines(self) -> list[str]:
+        assert self.tls is not None
+        return [f'  cert_file: "{self.tls.cert_file.as_posix()}"', f'  key_file: "{self.tls.key_file.as_posix()}"',
+                "  timeout: 5"]
+
+
+def _host_port(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host and not host.startswith("[") else f"{host}:{port}"
 
 
 class NatsServer:
@@ -121,9 +139,9 @@ class NatsServer:
 
     @property
     def url(self) -> str:
-        """The client URL."""
+        """The client URL on this machine (`tls://` when the node speaks only TLS)."""
         host = "127.0.0.1" if self.spec.host in ("0.0.0.0", "::") else self.spec.host
-        return f"nats://{host}:{self.spec.port}"
+        return f"{'tls' if self.spec.tls else 'nats'}://{_host_port(host, self.spec.port)}"
 
     def write_config(self) -> Path:
         """Create the store directory and write this node's configuration file; returns its path."""
@@ -214,7 +232,8 @@ def write_record(data_dir: Path, server: NatsServer, url: str | None = None, pid
     """
     path = data_dir / RECORD_FILE
     record = {"url": url or server.url, "pid": pid or (server.process.pid if server.process else None),
-              "http_port": server.spec.http_port}
+              "http_port": server.spec.http_port, "listen": server.spec.host,
+              "ca": str(server.spec.tls.ca_file) if server.spec.tls else None}
     path.write_text(json.dumps(record))
     return path
 
@@ -238,7 +257,16 @@ def resolve_nats_url(configured: str, data_dir: Path) -> str:
     return record["url"] if record else "nats://127.0.0.1:4222"
 
 
-def embedded_node(data_dir: Path, port: int = 4222, http_port: int = 8222, host: str = "127.0.0.1") -> NatsServer:
+def resolve_nats_ca(configured_ca: str, configured_url: str, data_dir: Path) -> str | None:
+    """The CA a client pins: the configured one, else (for the embedded server's URL) the one it was started with."""
+    if configured_ca or configured_url:
+        return configured_ca or None
+    record = read_record(data_dir)
+    return record.get("ca") if record else None
+
+
+def embedded_node(data_dir: Path, port: int = 4222, http_port: int = 8222, host: str = "127.0.0.1",
+                  tls: ServerTls | None = None) -> NatsServer:
     """The single node of `stoker up` (not started); a taken port is replaced by a free one and said so."""
     chosen, chosen_http = port, http_port
     if not port_is_free(port, host):
@@ -247,7 +275,7 @@ def embedded_node(data_dir: Path, port: int = 4222, http_port: int = 8222, host:
     if not port_is_free(http_port):
         chosen_http = free_port()
     spec = ServerSpec(store_dir=data_dir / "nats" / "jetstream", port=chosen, http_port=chosen_http,
-                      host=host, name="stoker")
+                      host=host, name="stoker", tls=tls)
     return NatsServer(spec)
 
 
@@ -259,14 +287,15 @@ async def start_embedded(data_dir: Path, port: int = 4222, http_port: int = 8222
     return server
 
 
-def cluster_nodes(base_dir: Path, size: int = 3, name: str = "stoker") -> list[NatsServer]:
-    """`size` nodes with routes to each other on free ports (not started)."""
-    ports = [free_port() for _ in range(size)]
+def cluster_nodes(base_dir: Path, size: int = 3, name: str = "stoker", host: str = "127.0.0.1",
+                  tls: ServerTls | None = None) -> list[NatsServer]:
+    """`size` nodes with routes to each other on free ports (not started); clients reach them on `host`."""
+    ports = [free_port(host) for _ in range(size)]
     http_ports = [free_port() for _ in range(size)]
     cluster_ports = [free_port() for _ in range(size)]
     return [NatsServer(ServerSpec(store_dir=base_dir / f"n{i}" / "jetstream", port=ports[i], http_port=http_ports[i],
                                   name=f"{name}-n{i}", cluster_port=cluster_ports[i], routes=cluster_ports,
-                                  cluster_name=name)) for i in range(size)]
+                                  cluster_name=name, host=host, tls=tls)) for i in range(size)]
 
 
 async def start_cluster(base_dir: Path, size: int = 3, name: str = "stoker") -> list[NatsServer]:

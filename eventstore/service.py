@@ -6,6 +6,7 @@ import asyncio
 import signal
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import nats.errors
 from nats.aio.client import Client
@@ -16,7 +17,7 @@ from eventstore.config import CommonSettings, load_settings
 from eventstore.connect import NatsUnavailable, connect
 from eventstore.log import JetStreamLog
 from eventstore.observability import configure_logging, configure_tracing, get_logger
-from eventstore.server import resolve_nats_url
+from eventstore.server import resolve_nats_ca, resolve_nats_url
 
 EXIT_NATS_UNREACHABLE = 3  # stopped, but NATS was gone at the end: its last messages may not have arrived
 DRAIN_TIMEOUT_S = 10.0
@@ -41,11 +42,12 @@ class ServiceContext:
 ServiceMain = Callable[[ServiceContext], Awaitable[None]]
 
 
-async def connect_with_retry(url: str, name: str, attempts: int = 60) -> Client:
+async def connect_with_retry(url: str, name: str, attempts: int = 60, *, ca_file: str | None = None,
+                             seed: str | None = None) -> Client:
     """Connect, retrying for a while (a service may start before its NATS server is up)."""
     for attempt in range(attempts):
         try:
-            return await connect(url, name)
+            return await connect(url, name, ca_file=ca_file, seed=seed)
         except NatsUnavailable:
             if attempt == attempts - 1:
                 raise
@@ -71,7 +73,7 @@ async def serve(name: str, main: ServiceMain, settings: CommonSettings | None = 
         loop.add_signal_handler(sig, stop.set)
     lifeline.watch()
     url = resolve_nats_url(settings.nats_url, settings.data_path)
-    nc = await _unless_stopped(connect_with_retry(url, f"stoker-{name}"), stop)
+    nc = await _unless_stopped(connect_with_retry(url, f"stoker-{name}", **nats_security(settings)), stop)
     if nc is None:
         log.info("service stopped before it reached NATS", nats=url)
         return
@@ -115,6 +117,12 @@ async def _unless_stopped(connecting: Awaitable[Client], stop: asyncio.Event) ->
     task.cancel()
     await asyncio.gather(task, return_exceptions=True)
     return None
+
+
+def nats_security(settings: CommonSettings) -> dict[str, str | None]:
+    """How this process proves who it talks to and who it is: the CA to pin, the nkey seed to sign in with."""
+    seed = Path(settings.nats_seed_file).read_text().strip() if settings.nats_seed_file else None
+    return {"ca_file": resolve_nats_ca(settings.nats_ca, settings.nats_url, settings.data_path), "seed": seed}
 
 
 def run_service(name: str, main: ServiceMain, settings: CommonSettings | None = None) -> None:

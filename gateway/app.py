@@ -24,7 +24,7 @@ from eventstore.log import AppendError, JetStreamLog
 from eventstore.observability import get_logger, tracing_on
 from eventstore.readmodels import ensure_tables
 from eventstore.server import resolve_nats_url
-from eventstore.service import connect_with_retry
+from eventstore.service import connect_with_retry, nats_security
 from eventstore.stores import open_store
 from eventstore.stores.base import ReadModelStore
 from gateway.auth import Authenticator, FailureLimiter, role_guard
@@ -52,7 +52,8 @@ UNAVAILABLE = (NatsUnavailable, AppendError, nats.errors.TimeoutError, nats.erro
 async def start_gateway(settings: Settings, store: ReadModelStore | None = None) -> Gateway:
     """Connect, open the store, fold the tokens and start the live hub."""
     common = settings.common
-    nc = await connect_with_retry(resolve_nats_url(common.nats_url, common.data_path), "stoker-gateway")
+    nc = await connect_with_retry(resolve_nats_url(common.nats_url, common.data_path), "stoker-gateway",
+                                  **nats_security(common))
     event_log = JetStreamLog(nc, Topology(common.prefix))
     await event_log.ensure_streams(common.replicas)
     store = store or await open_store(common.database_url, common.sqlite_path)

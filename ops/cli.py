@@ -20,6 +20,7 @@ from eventstore.log import JetStreamLog
 from eventstore.observability import configure_logging
 from eventstore.ports import StreamMissing
 from eventstore.server import resolve_nats_url
+from eventstore.service import nats_security
 
 T = TypeVar("T")
 
@@ -45,7 +46,7 @@ class Cli:
     @asynccontextmanager
     async def connection(self, require_log: bool = True) -> AsyncIterator[tuple[Any, JetStreamLog]]:
         """A NATS connection and the event log, closed afterwards."""
-        nc = await connect(self.nats_url, "stoker-cli", reconnect=False)
+        nc = await connect(self.nats_url, "stoker-cli", reconnect=False, **nats_security(self.settings))
         try:
             log = JetStreamLog(nc, self.topology)
             if require_log:
@@ -110,7 +111,7 @@ def _register_optional() -> None:
     # Command families that arrive with their services register themselves here when present.
     import importlib
 
-    for name in ("ops.commands.jobs", "ops.commands.tokens"):
+    for name in ("ops.commands.jobs", "ops.commands.tokens", "ops.commands.jointoken"):
         try:
             module = importlib.import_module(name)
         except ModuleNotFoundError as exc:

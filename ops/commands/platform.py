@@ -18,11 +18,19 @@ from typing import Any, TextIO
 import click
 
 from contracts.subjects import Topology
-from eventstore.config import CommonSettings
+from eventstore.config import CommonSettings, ConfigError, NatsSettings, load_settings
 from eventstore.connect import connect
 from eventstore.lifeline import open_lifeline
 from eventstore.log import JetStreamLog
 from eventstore.observability import configure_logging
+from eventstore.pki import (
+    ServerTls,
+    decide_tls,
+    ensure_server_tls,
+    machine_names,
+    planned_server_tls,
+    short_fingerprint,
+)
 from eventstore.server import (
     EXIT_NATS_KILLED,
     NatsServer,
@@ -56,6 +64,7 @@ SERVICES = [
     ("gateway", "gateway", 4),
 ]
 WORKER_MODULE = "services.trainer"
+JOIN_DESK_MODULE = "ops.joindesk"  # claims of join tokens; only where other machines can reach NATS (with TLS)
 NATS_STOP_RANK = 99  # after every service: they need it to checkpoint and report while they stop
 NATS_BACK_S = 5.0  # at a stop, how long NATS may take to come back before the services stop without it
 GRACE_WITHOUT_NATS_S = 5.0
@@ -69,11 +78,16 @@ def module_runs(module: str) -> bool:
         return False
 
 
-def process_specs(nats_url: str, settings: CommonSettings, replicas: int, with_worker: bool) -> list[ProcessSpec]:
-    """What `stoker up` supervises: each available service, and a local worker."""
+def process_specs(nats_url: str, settings: CommonSettings, replicas: int, with_worker: bool,
+                  tls: ServerTls | None = None) -> list[ProcessSpec]:
+    """What `stoker up` supervises: each available service, and a local worker (and the join desk with TLS)."""
     env = {"STOKER_NATS_URL": nats_url, "STOKER_DATA_DIR": str(settings.data_path),
            "STOKER_REPLICAS": str(replicas), "STOKER_LOG_FORMAT": "json"}
+    if tls is not None:
+        env["STOKER_NATS_CA"] = str(tls.ca_file)
     specs = [python_module(name, module, env, rank) for name, module, rank in SERVICES if module_runs(module)]
+    if tls is not None:
+        specs.append(python_module("joins", JOIN_DESK_MODULE, env, stop_rank=2))
     if with_worker and module_runs(WORKER_MODULE):
         specs.append(python_module("worker", WORKER_MODULE, env, stop_rank=1, grace=60.0))
     return specs
@@ -157,21 +171,26 @@ def say(text: str, err: bool = False) -> None:
 class Up:
     """One run of `stoker up`: the lock, NATS, the supervised processes, and how they are started and stopped."""
 
-    def __init__(self, cli: Cli, port: int, cluster: int, with_worker: bool, start_timeout: float) -> None:
+    def __init__(self, cli: Cli, port: int, cluster: int, with_worker: bool, start_timeout: float,
+                 nats: NatsSettings | None = None) -> None:
         self.settings = cli.settings
         self.data = self.settings.data_path
         self.logs = self.data / "logs"
         self.start_timeout = start_timeout
+        self.nats = nats or NatsSettings()
+        # The certificate is made (or renewed) once the data dir is ours; here only where it will be.
+        self.tls = (planned_server_tls(self.data, machine_names(self.nats.listen, self.nats.names))
+                    if decide_tls(self.nats.listen, self.nats.tls) else None)
         if cluster > 1:
-            self.nodes = cluster_nodes(self.data / "nats-cluster", cluster)
+            self.nodes = cluster_nodes(self.data / "nats-cluster", cluster, host=self.nats.listen, tls=self.tls)
         else:
-            self.nodes = [embedded_node(self.data, port=port)]
+            self.nodes = [embedded_node(self.data, port=port, host=self.nats.listen, tls=self.tls)]
         self.nats_url = ",".join(n.url for n in self.nodes)
         self.replicas = 3 if cluster > 1 else self.settings.replicas
         self.gateway: GatewaySettings | None = load_gateway_settings().gateway if module_runs("gateway") else None
         self.gateway_url = gateway_address(self.gateway.host, self.gateway.port) if self.gateway else None
         self.phase = "starting"
-        self.specs = process_specs(self.nats_url, self.settings, self.replicas, with_worker)
+        self.specs = process_specs(self.nats_url, self.settings, self.replicas, with_worker, self.tls)
         self.state = "starting"
         self.lock = DataDirLock(self.data)
         self.supervisor: Supervisor | None = None
@@ -260,6 +279,9 @@ class Up:
         """NATS, the streams, the admin token, every service, and the gateway's health: the banner."""
         assert self.supervisor is not None
         self._check_gateway_port()
+        if self.tls is not None:
+            self.phase = "making the TLS certificate"
+            self.tls = await asyncio.to_thread(ensure_server_tls, self.data, self.tls.names)
         self.phase = "starting NATS"
         await self.supervisor.start(lambda s: s.infrastructure)
         keepers = self.supervisor.select(lambda s: s.infrastructure)
@@ -267,7 +289,7 @@ class Up:
                                for node, keeper in zip(self.nodes, keepers, strict=True)))
         write_record(self.data, self.nodes[0], self.nats_url, pid=os.getpid())
         self.phase = "creating the streams"
-        nc = await connect(self.nats_url, "stoker-up")
+        nc = await connect(self.nats_url, "stoker-up", ca_file=str(self.tls.ca_file) if self.tls else None)
         try:
             event_log = JetStreamLog(nc, Topology(self.settings.prefix))
             await event_log.ensure_streams(self.replicas)
@@ -333,8 +355,12 @@ class Up:
             lines.append(f"  gateway:           {self.gateway_url}  (health answers)")
         else:
             lines.append("  gateway:           not part of this installation yet (projections and log only)")
+        lines.append(f"  NATS (JetStream):  {self.nats_url}")
+        if self.tls is not None:
+            ca = short_fingerprint(self.tls.fingerprint)
+            lines += [f"  NATS listens on:   {self.nats.listen}, TLS only, CA {ca}",
+                      "  a new machine:     `stoker join-token create` here, then `stoker worker --join TOKEN` there"]
         lines += [
-            f"  NATS (JetStream):  {self.nats_url}",
             f"  data:              {self.data}",
             f"  logs:              {self.logs}",
             f"  processes:         {names}",
@@ -417,17 +443,25 @@ def explain(child: Supervised) -> str:
 @click.command("up")
 @click.option("--port", default=4222, show_default=True, help="NATS client port (a free one if taken).")
 @click.option("--cluster", type=click.Choice(["1", "3"]), default="1", help="Run a local 3-node NATS cluster.")
+@click.option("--listen", help="Address NATS listens on (default 127.0.0.1; 0.0.0.0: the LAN, with TLS).")
+@click.option("--tls", is_flag=True, help="TLS under stoker's CA even on loopback (always on beyond it).")
 @click.option("--no-worker", is_flag=True, help="Do not start a local worker.")
 @click.option("--start-timeout", type=click.FloatRange(min=1), default=60.0, show_default=True,
               envvar="STOKER_START_TIMEOUT_S", help="Seconds to wait for the gateway's health before giving up.")
 @pass_cli
-def up(cli: Cli, port: int, cluster: str, no_worker: bool, start_timeout: float) -> None:
+def up(cli: Cli, port: int, cluster: str, listen: str | None, tls: bool, no_worker: bool,
+       start_timeout: float) -> None:
     """Start embedded NATS, every service and a local worker; Ctrl-C stops them all cleanly.
 
     Exits 0 after a clean stop; 1 when the data dir is in use, when something failed to start, or when a
     stop could not confirm that nothing was lost.
     """
-    sys.exit(asyncio.run(Up(cli, port, int(cluster), not no_worker, start_timeout).run()))
+    try:
+        nats = load_settings(NatsSettings, "nats", overrides={"listen": listen, "tls": "on" if tls else None})
+        platform = Up(cli, port, int(cluster), not no_worker, start_timeout, nats)
+    except (ConfigError, ValueError) as exc:
+        raise click.ClickException(str(exc)) from None
+    sys.exit(asyncio.run(platform.run()))
 
 
 @click.command("run")

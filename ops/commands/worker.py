@@ -10,8 +10,11 @@ from typing import Any
 import click
 import msgspec
 
+from contracts.base import is_valid_id
 from contracts.telemetry import WorkerHeartbeat
+from eventstore.pki import short_fingerprint
 from eventstore.readmodels.workers import last_heartbeats, list_workers
+from ops import joined as membership
 from ops.cli import Cli, pass_cli, run_async
 from ops.commands.jobs import as_json, read_model
 from ops.commands.platform import WORKER_MODULE
@@ -26,10 +29,18 @@ def worker_process(cli: Cli, nats_url: str | None, worker_id: str | None, labels
     """The command line and environment of the worker agent `stoker worker` becomes.
 
     It runs `python -m services.trainer`, as `stoker up` does: the CLI imports no service. The options
-    travel as `STOKER_TRAINER_*` variables, which win over stoker.toml as options should.
+    travel as `STOKER_TRAINER_*` variables, which win over stoker.toml as options should. A data dir that
+    joined a platform (`--join`) connects there, over TLS pinned to its CA, as the worker it joined as.
     """
     env = {**os.environ, "STOKER_NATS_URL": nats_url or cli.nats_url,
            "STOKER_DATA_DIR": str(cli.settings.data_path)}
+    data = cli.settings.data_path
+    joined = None if nats_url or cli.settings.nats_url else membership.read_joined(data)
+    if joined is not None:
+        env |= {"STOKER_NATS_URL": joined.nats_url, "STOKER_NATS_CA": str(membership.ca_path(data)),
+                "STOKER_NATS_SEED_FILE": str(membership.seed_path(data)), "STOKER_PREFIX": joined.prefix,
+                "STOKER_TRAINER_WORKER_ID": joined.worker_id}
+        labels = labels or tuple(joined.labels)
     if worker_id:
         env["STOKER_TRAINER_WORKER_ID"] = worker_id
     if labels:
@@ -44,14 +55,30 @@ def worker_process(cli: Cli, nats_url: str | None, worker_id: str | None, labels
 @click.option("--id", "worker_id", help="Worker id (default: derived from hostname and data dir, then kept).")
 @click.option("--label", "labels", multiple=True, help="Pool label (repeatable; default training, evaluation).")
 @click.option("--slots", type=click.IntRange(min=1, max=256), help="Jobs at once (default: one per GPU, else 1).")
+@click.option("--join", "join_token", metavar="TOKEN", help="Join the platform this token is for (`stoker join-token "
+              "create` there), then work for it; later runs of `stoker worker` need no token.")
 @pass_cli
 def worker(cli: Cli, nats_url: str | None, worker_id: str | None, labels: tuple[str, ...],
-           slots: int | None) -> None:
+           slots: int | None, join_token: str | None) -> None:
     """Join this machine to a stoker platform as a worker and run jobs until Ctrl-C."""
+    if join_token:
+        if nats_url:
+            raise click.UsageError("--join and --nats do not go together: the token says where the platform is")
+        if worker_id and not is_valid_id(worker_id):
+            raise click.BadParameter(f"{worker_id!r} may hold only letters, digits, '-' and '_'", param_hint="--id")
+        joined = _join(cli, join_token, worker_id)
+        click.echo(f"joined platform {joined.platform_id} as worker {joined.worker_id} "
+                   f"(CA {short_fingerprint(joined.fingerprint)}, NATS {joined.nats_url})", err=True)
+        worker_id = None  # the joined id travels with the rest of what was joined
     argv, env = worker_process(cli, nats_url, worker_id, labels, slots)
     sys.stdout.flush()
     sys.stderr.flush()
     os.execve(argv[0], argv, env)
+
+
+@run_async
+async def _join(cli: Cli, token: str, worker_id: str | None) -> membership.Joined:
+    return await membership.join(cli.settings.data_path, token, worker_id)
 
 
 def heartbeat_age(beat: WorkerHeartbeat | None, now: datetime) -> str:

@@ -9,7 +9,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -90,13 +90,13 @@ def _ready(url: str) -> bool:
     return health.status_code == 200 and health.json()["status"] == "ok"
 
 
-def start_platform(data_dir: Path, port: int | None = None) -> Platform:
-    """`stoker up` on `data_dir` (fresh or reused) with free ports, returned once healthy with a worker."""
+def start_platform(data_dir: Path, port: int | None = None, args: Sequence[str] = ()) -> Platform:
+    """`stoker up [args]` on `data_dir` (fresh or reused) with free ports, returned once healthy with a worker."""
     port = port or free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("STOKER_")}
     env.update(STOKER_DATA_DIR=str(data_dir), STOKER_GATEWAY_PORT=str(port), STOKER_LOG_FORMAT="json")
     with (data_dir / "stoker-up.log").open("ab") as out:
-        process = subprocess.Popen([sys.executable, "-m", "ops", "up", "--port", str(free_port())], cwd=data_dir,
+        process = subprocess.Popen([sys.executable, "-m", "ops", "up", "--port", str(free_port()), *args], cwd=data_dir,
                                    env=env, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}"
     running = Platform(url, data_dir, "", process)

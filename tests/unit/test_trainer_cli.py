@@ -8,6 +8,7 @@ import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import msgspec
 import pytest
 from click.testing import CliRunner
 
@@ -16,6 +17,7 @@ from eventstore.config import CommonSettings, load_settings
 from ops.cli import Cli, main
 from ops.commands.jobs import check_job_id, estimate_eta, parse_params, progress_line
 from ops.commands.worker import worker_process
+from ops.joined import Joined, join_dir
 from services.trainer.settings import TrainerSettings
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -67,6 +69,22 @@ def test_stoker_worker_runs_the_trainer_as_a_module_with_its_options(tmp_path):
     assert plain["STOKER_NATS_URL"] == cli.nats_url
     assert load_settings(TrainerSettings, "trainer", env=plain) == load_settings(TrainerSettings, "trainer",
                                                                                  env=dict(os.environ))
+
+
+def test_stoker_worker_on_a_joined_data_dir_works_for_the_platform_it_joined(tmp_path):
+    urls = ["tls://192.0.2.1:4222", "tls://192.0.2.2:4222"]
+    joined = Joined(platform_id="P", prefix="lab", fingerprint="ab" * 32, urls=urls, worker_id="box-b",
+                    labels=["gpu"], token_id="t", joined_at=datetime.now(UTC))
+    (join_dir(tmp_path) / "joined.json").write_bytes(msgspec.json.encode(joined))
+    cli = Cli(settings=CommonSettings(data_dir=str(tmp_path)))
+    _argv, env = worker_process(cli, None, None, (), None)
+    assert env["STOKER_NATS_URL"] == "tls://192.0.2.1:4222,tls://192.0.2.2:4222" and env["STOKER_PREFIX"] == "lab"
+    assert env["STOKER_NATS_CA"] == str(tmp_path / "join" / "ca.pem")
+    assert env["STOKER_NATS_SEED_FILE"] == str(tmp_path / "join" / "worker.nkey")
+    settings = load_settings(TrainerSettings, "trainer", env=env)
+    assert (settings.worker_id, settings.labels) == ("box-b", ("gpu",))
+    _argv, elsewhere = worker_process(cli, "nats://127.0.0.1:4999", None, ("cpu",), None)  # --nats wins
+    assert elsewhere["STOKER_NATS_URL"] == "nats://127.0.0.1:4999" and "STOKER_NATS_SEED_FILE" not in elsewhere
 
 
 def sample(iteration: int, seconds: float, total: int | None = 100, **metrics: float) -> JobProgress:

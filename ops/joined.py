@@ -1,0 +1,137 @@
+"""This machine as a member of a platform it joined with a join token: what it keeps, and the join itself.
+
+It keeps, in `<data dir>/join/` (0700, files 0600): the platform's CA (`ca.pem`), its own NATS user seed
+(`worker.nkey`, made here, never sent anywhere: the platform learns its public key) and `joined.json`
+(the platform, URLs, worker id and labels). `stoker worker` on this data dir uses them from then on.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import re
+import socket
+from datetime import datetime
+from pathlib import Path
+
+import msgspec
+
+from contracts.base import utcnow
+from contracts.commands import ClaimJoinToken, JoinClaimed
+from contracts.subjects import Topology
+from eventstore.connect import connect
+from eventstore.micro import call
+from eventstore.pki import short_fingerprint
+from ops.joining import new_user_seed, public_key
+from ops.jointoken import InvalidJoinToken, JoinToken, ca_pem, check_expiry, decode_token
+
+JOIN_DIR = "join"
+CA_FILE, SEED_FILE, RECORD_FILE = "ca.pem", "worker.nkey", "joined.json"
+CLAIM_TIMEOUT_S = 10.0
+
+
+class Joined(msgspec.Struct, frozen=True, kw_only=True):
+    """The platform this data dir belongs to as a worker."""
+
+    platform_id: str
+    prefix: str
+    fingerprint: str
+    urls: list[str]
+    worker_id: str
+    labels: list[str]
+    token_id: str
+    joined_at: datetime
+
+    @property
+    def nats_url(self) -> str:
+        """The URLs as STOKER_NATS_URL takes them."""
+        return ",".join(self.urls)
+
+
+def join_dir(data_dir: Path) -> Path:
+    """Where a joined machine keeps what it joined with (0700)."""
+    path = Path(data_dir) / JOIN_DIR
+    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    path.chmod(0o700)
+    return path
+
+
+def _write_private(path: Path, data: bytes) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with contextlib.suppress(FileNotFoundError):
+        tmp.unlink()
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as out:
+        out.write(data)
+    os.replace(tmp, path)
+
+
+def read_joined(data_dir: Path) -> Joined | None:
+    """What this data dir joined, if it did."""
+    try:
+        return msgspec.json.decode((Path(data_dir) / JOIN_DIR / RECORD_FILE).read_bytes(), type=Joined)
+    except (OSError, msgspec.DecodeError, msgspec.ValidationError):
+        return None
+
+
+def ca_path(data_dir: Path) -> Path:
+    """The pinned CA of a joined data dir."""
+    return Path(data_dir) / JOIN_DIR / CA_FILE
+
+
+def seed_path(data_dir: Path) -> Path:
+    """The joined worker's own NATS user seed."""
+    return Path(data_dir) / JOIN_DIR / SEED_FILE
+
+
+def default_worker_id(hostname: str, data_dir: Path) -> str:
+    """`<host>-<6 hex of the data dir>`: one machine may run workers from several data dirs."""
+    host = re.sub(r"[^A-Za-z0-9_-]", "-", hostname.split(".")[0])[:40].strip("-") or "worker"
+    return f"{host}-{hashlib.sha256(str(Path(data_dir).resolve()).encode()).hexdigest()[:6]}"
+
+
+def check_same_platform(joined: Joined | None, token: JoinToken) -> None:
+    """InvalidJoinToken when this data dir already belongs to another platform. Pure."""
+    if joined is not None and (joined.platform_id != token.platform_id or joined.fingerprint != token.fingerprint):
+        raise InvalidJoinToken(
+            f"this data dir already joined platform {joined.platform_id} (CA {short_fingerprint(joined.fingerprint)}), "
+            f"and the token is for platform {token.platform_id} (CA {short_fingerprint(token.fingerprint)}); "
+            "join with another --data-dir")
+
+
+def _own_seed(data_dir: Path) -> str:
+    """This machine's NATS user seed: kept from an earlier join of the same platform, else made now."""
+    path = seed_path(data_dir)
+    with contextlib.suppress(OSError, ValueError):
+        seed = path.read_text().strip()
+        public_key(seed)
+        return seed
+    seed = new_user_seed()
+    _write_private(path, seed.encode())  # before the claim: the key the platform learns is never lost
+    return seed
+
+
+async def join(data_dir: Path, text: str, worker_id: str | None = None, now: datetime | None = None) -> Joined:
+    """Check the token, pin its CA, claim it over TLS with its credential, and keep what is needed to work."""
+    token = decode_token(text)
+    check_expiry(token, now or utcnow())
+    earlier = read_joined(data_dir)
+    check_same_platform(earlier, token)
+    folder = join_dir(data_dir)
+    _write_private(folder / CA_FILE, ca_pem(token))
+    seed = _own_seed(data_dir)
+    chosen = worker_id or (earlier.worker_id if earlier else default_worker_id(socket.gethostname(), data_dir))
+    claim = ClaimJoinToken(token_id=token.token_id, worker_id=chosen, worker_key=public_key(seed),
+                           hostname=socket.gethostname()[:255])
+    nc = await connect(",".join(token.urls), "stoker-join", reconnect=False, ca_file=str(folder / CA_FILE),
+                       seed=token.seed)
+    try:
+        reply = await call(nc, Topology(token.prefix), claim, JoinClaimed, timeout=CLAIM_TIMEOUT_S)
+    finally:
+        await nc.close()
+    joined = Joined(platform_id=token.platform_id, prefix=token.prefix, fingerprint=token.fingerprint,
+                    urls=list(token.urls), worker_id=reply.worker_id, labels=list(reply.labels),
+                    token_id=token.token_id, joined_at=utcnow())
+    _write_private(folder / RECORD_FILE, msgspec.json.encode(joined))
+    return joined
