@@ -29,14 +29,13 @@ from contracts.subjects import Topology
 from eventstore.connect import connect
 from eventstore.micro import call
 from eventstore.streams import ensure_object_store
-from services.discovery.adapter import DiscoveryService
-from services.scheduler.adapter import SchedulerService
 from services.trainer.agent import Agent
 from services.trainer.capabilities import detect
 from services.trainer.checkpoints import FORMAT_HEADER
 from services.trainer.settings import TrainerSettings
-from tests.integration.fake_worker import InProcess, eventually
-from tests.integration.test_scheduler_service import DISCOVERY, SCHEDULER, Plane, leading, submit
+from tests.integration.control_plane import Plane, control_plane
+from tests.integration.fake_worker import eventually
+from tests.integration.test_scheduler_service import submit
 from tests.unit.test_checkpoint_format import Boom
 
 FORGED = "tests.integration.forged_workload:run"
@@ -46,15 +45,8 @@ REFUSED = "assignment refused by the scheduler; nothing of it runs"
 @pytest_asyncio.fixture
 async def plane(nats_server, topology, event_log) -> AsyncIterator[Plane]:
     """The real discovery and scheduler, in this process."""
-    async with InProcess(nats_server.url, topology, DiscoveryService, DISCOVERY, "discovery"), \
-            InProcess(nats_server.url, topology, SchedulerService, SCHEDULER, "scheduler") as scheduler:
-        await eventually(lambda: leading(scheduler), what="scheduler leading")
-        plane = Plane(nats_server.url, topology, scheduler)
-        try:
-            yield plane
-        finally:
-            for worker in plane.workers:
-                await worker.close()
+    async with control_plane(nats_server.url, topology) as running:
+        yield running
 
 
 @asynccontextmanager
