@@ -44,6 +44,7 @@ class ReportJobStarted(Command, kw_only=True):
 
     service: ClassVar[str] = "scheduler"
     verb: ClassVar[str] = "report"
+    from_worker: ClassVar[bool] = True
     job_id: Id
     attempt: Attempt
     worker_id: Id
@@ -56,6 +57,7 @@ class ReportJobCheckpointed(Command, kw_only=True):
 
     service: ClassVar[str] = "scheduler"
     verb: ClassVar[str] = "report"
+    from_worker: ClassVar[bool] = True
     job_id: Id
     attempt: Attempt
     worker_id: Id
@@ -70,6 +72,7 @@ class ReportJobFinished(Command, kw_only=True):
 
     service: ClassVar[str] = "scheduler"
     verb: ClassVar[str] = "report"
+    from_worker: ClassVar[bool] = True
     job_id: Id
     attempt: Attempt
     worker_id: Id
@@ -86,6 +89,7 @@ class RegisterWorker(Command, kw_only=True):
 
     service: ClassVar[str] = "discovery"
     verb: ClassVar[str] = "register"
+    from_worker: ClassVar[bool] = True
     worker_id: Id
     capabilities: WorkerCapabilities
     draining: bool = False  # shutting down: no new jobs (docs/protocol.md, graceful shutdown)
@@ -96,6 +100,7 @@ class DeregisterWorker(Command, kw_only=True):
 
     service: ClassVar[str] = "discovery"
     verb: ClassVar[str] = "deregister"
+    from_worker: ClassVar[bool] = True
     worker_id: Id
     reason: Text = "shutdown"
 
@@ -141,3 +146,12 @@ class CommandError(Message, kw_only=True):
     code: StatusCode
     error: str
     message: str
+
+
+COMMANDS: tuple[type[Command], ...] = (SubmitJob, StopJob, ReportJobStarted, ReportJobCheckpointed, ReportJobFinished,
+                                       RegisterWorker, DeregisterWorker)
+
+
+def endpoints(*, from_worker: bool) -> list[tuple[str, str]]:
+    """The (service, verb) pairs that workers send (`from_worker=True`) or that others send."""
+    return sorted({(c.service, c.verb) for c in COMMANDS if c.from_worker == from_worker})

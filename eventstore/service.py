@@ -6,6 +6,7 @@ import asyncio
 import signal
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import nats.errors
 from nats.aio.client import Client
@@ -13,9 +14,10 @@ from nats.aio.client import Client
 from contracts.subjects import Topology
 from eventstore import lifeline
 from eventstore.config import CommonSettings, load_settings
-from eventstore.connect import NatsUnavailable, connect
+from eventstore.connect import NatsRefused, NatsUnavailable, connect
 from eventstore.log import JetStreamLog
 from eventstore.observability import configure_logging, configure_tracing, get_logger
+from eventstore.ports import StreamMissing
 from eventstore.server import resolve_nats_url
 
 EXIT_NATS_UNREACHABLE = 3  # stopped, but NATS was gone at the end: its last messages may not have arrived
@@ -41,11 +43,14 @@ class ServiceContext:
 ServiceMain = Callable[[ServiceContext], Awaitable[None]]
 
 
-async def connect_with_retry(url: str, name: str, attempts: int = 60) -> Client:
-    """Connect, retrying for a while (a service may start before its NATS server is up)."""
+async def connect_with_retry(url: str, name: str, attempts: int = 60, credentials: Path | None = None) -> Client:
+    """Connect, retrying for a while (a service may start before its NATS server is up); a refused credential
+    is not retried."""
     for attempt in range(attempts):
         try:
-            return await connect(url, name)
+            return await connect(url, name, credentials=credentials)
+        except NatsRefused:
+            raise
         except NatsUnavailable:
             if attempt == attempts - 1:
                 raise
@@ -53,9 +58,16 @@ async def connect_with_retry(url: str, name: str, attempts: int = 60) -> Client:
     raise AssertionError("unreachable")
 
 
+def control_plane_streams(topology: Topology) -> list[str]:
+    """What a control-plane service needs before it starts: the event log."""
+    return [topology.events_stream]
+
+
 async def serve(name: str, main: ServiceMain, settings: CommonSettings | None = None,
-                grace: float = 30.0) -> None:
+                grace: float = 30.0, requires: Callable[[Topology], list[str]] = control_plane_streams) -> None:
     """Run `main` until it returns or SIGTERM/SIGINT/SIGHUP; then give it `grace` seconds and drain NATS.
+
+    The streams `requires` names must exist (the admin makes them: `stoker up`); the service only checks.
 
     Under `stoker up` the service also stops on its own when the supervisor dies (see eventstore.lifeline).
     When NATS is unreachable at the end, so that what the service still had to send may not have arrived,
@@ -71,12 +83,16 @@ async def serve(name: str, main: ServiceMain, settings: CommonSettings | None = 
         loop.add_signal_handler(sig, stop.set)
     lifeline.watch()
     url = resolve_nats_url(settings.nats_url, settings.data_path)
-    nc = await _unless_stopped(connect_with_retry(url, f"stoker-{name}"), stop)
+    nc = await _unless_stopped(connect_with_retry(url, f"stoker-{name}", credentials=settings.credentials_path), stop)
     if nc is None:
         log.info("service stopped before it reached NATS", nats=url)
         return
     event_log = JetStreamLog(nc, Topology(settings.prefix))
-    await event_log.ensure_streams(settings.replicas)
+    try:
+        await event_log.require_streams(requires(event_log.topology))
+    except StreamMissing:
+        await nc.close()
+        raise
     log.info("service starting", nats=url)
     task = asyncio.create_task(main(ServiceContext(name, settings, nc, event_log, stop)))
     stopper = asyncio.create_task(stop.wait())

@@ -52,9 +52,10 @@ UNAVAILABLE = (NatsUnavailable, AppendError, nats.errors.TimeoutError, nats.erro
 async def start_gateway(settings: Settings, store: ReadModelStore | None = None) -> Gateway:
     """Connect, open the store, fold the tokens and start the live hub."""
     common = settings.common
-    nc = await connect_with_retry(resolve_nats_url(common.nats_url, common.data_path), "stoker-gateway")
+    nc = await connect_with_retry(resolve_nats_url(common.nats_url, common.data_path), "stoker-gateway",
+                                  credentials=common.credentials_path)
     event_log = JetStreamLog(nc, Topology(common.prefix))
-    await event_log.ensure_streams(common.replicas)
+    await event_log.require_streams([event_log.topology.events_stream, event_log.topology.telemetry_stream])
     store = store or await open_store(common.database_url, common.sqlite_path)
     await ensure_tables(store)
     registry = await load_registry(event_log)

@@ -9,6 +9,7 @@ import importlib.util
 import os
 import re
 import signal
+import socket
 import sys
 import time
 from collections.abc import Callable
@@ -16,10 +17,12 @@ from pathlib import Path
 from typing import Any, TextIO
 
 import click
+import msgspec
 
 from contracts.subjects import Topology
-from eventstore.config import CommonSettings
+from eventstore.config import CommonSettings, load_settings
 from eventstore.connect import connect
+from eventstore.credentials import CredentialError, CredentialStore, local_worker_id
 from eventstore.lifeline import open_lifeline
 from eventstore.log import JetStreamLog
 from eventstore.observability import configure_logging
@@ -56,6 +59,7 @@ SERVICES = [
     ("gateway", "gateway", 4),
 ]
 WORKER_MODULE = "services.trainer"
+CREDENTIALS_ENV = "STOKER_NATS_CREDENTIALS"
 NATS_STOP_RANK = 99  # after every service: they need it to checkpoint and report while they stop
 NATS_BACK_S = 5.0  # at a stop, how long NATS may take to come back before the services stop without it
 GRACE_WITHOUT_NATS_S = 5.0
@@ -69,14 +73,41 @@ def module_runs(module: str) -> bool:
         return False
 
 
-def process_specs(nats_url: str, settings: CommonSettings, replicas: int, with_worker: bool) -> list[ProcessSpec]:
-    """What `stoker up` supervises: each available service, and a local worker."""
+class Identity(msgspec.Struct, frozen=True):
+    """The part of the trainer's settings (`[trainer]`, STOKER_TRAINER_*) that names the local worker."""
+
+    worker_id: str = ""
+
+
+def process_specs(nats_url: str, settings: CommonSettings, replicas: int, worker_id: str | None,
+                  credentials: CredentialStore) -> list[ProcessSpec]:
+    """What `stoker up` supervises: each available service, and a local worker (`worker_id`), each with the
+    credential of its role."""
     env = {"STOKER_NATS_URL": nats_url, "STOKER_DATA_DIR": str(settings.data_path),
            "STOKER_REPLICAS": str(replicas), "STOKER_LOG_FORMAT": "json"}
-    specs = [python_module(name, module, env, rank) for name, module, rank in SERVICES if module_runs(module)]
-    if with_worker and module_runs(WORKER_MODULE):
-        specs.append(python_module("worker", WORKER_MODULE, env, stop_rank=1, grace=60.0))
+    specs = [python_module(name, module, {**env, CREDENTIALS_ENV: str(credentials.role_path(name))}, rank)
+             for name, module, rank in SERVICES if module_runs(module)]
+    if worker_id is not None and module_runs(WORKER_MODULE):
+        worker_env = {**env, CREDENTIALS_ENV: str(credentials.worker_path(worker_id)),
+                      "STOKER_TRAINER_WORKER_ID": worker_id}
+        specs.append(python_module("worker", WORKER_MODULE, worker_env, stop_rank=1, grace=60.0))
     return specs
+
+
+def local_worker(settings: CommonSettings) -> str:
+    """The id of `stoker up`'s own worker: configured (`[trainer] worker_id`), kept, or derived and kept."""
+    configured = load_settings(Identity, "trainer").worker_id
+    return local_worker_id(configured, settings.data_path, socket.gethostname())
+
+
+def secure_data_dir(data: Path) -> None:
+    """The data dir and its logs: 0700, every log 0600; what the platform creates from now on is private."""
+    os.umask(0o077)
+    for directory in (data, data / "logs"):
+        directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+        os.chmod(directory, 0o700)
+    for log_file in (data / "logs").glob("*.log"):
+        os.chmod(log_file, 0o600)
 
 
 class ServiceCannotStart(RuntimeError):
@@ -162,21 +193,38 @@ class Up:
         self.data = self.settings.data_path
         self.logs = self.data / "logs"
         self.start_timeout = start_timeout
+        self.credentials = CredentialStore(self.data)
+        auth = self.credentials.authorization_path
         if cluster > 1:
-            self.nodes = cluster_nodes(self.data / "nats-cluster", cluster)
+            self.nodes = cluster_nodes(self.data / "nats-cluster", cluster, auth_file=auth)
         else:
-            self.nodes = [embedded_node(self.data, port=port)]
+            self.nodes = [embedded_node(self.data, port=port, auth_file=auth)]
         self.nats_url = ",".join(n.url for n in self.nodes)
         self.replicas = 3 if cluster > 1 else self.settings.replicas
         self.gateway: GatewaySettings | None = load_gateway_settings().gateway if module_runs("gateway") else None
         self.gateway_url = gateway_address(self.gateway.host, self.gateway.port) if self.gateway else None
         self.phase = "starting"
-        self.specs = process_specs(self.nats_url, self.settings, self.replicas, with_worker)
+        self.with_worker = with_worker
+        self.specs: list[ProcessSpec] = []
         self.state = "starting"
         self.lock = DataDirLock(self.data)
         self.supervisor: Supervisor | None = None
         self.stop = asyncio.Event()
         self.signal_name = ""
+
+    def _prepare_credentials(self) -> None:
+        """A credential per role and for the local worker (made once, reused), the `authorization` block every
+        node includes, the route password of a cluster, and the supervised processes with their credentials."""
+        self.credentials.ensure_control_plane()
+        worker_id = local_worker(self.settings) if self.with_worker and module_runs(WORKER_MODULE) else None
+        if worker_id is not None:
+            self.credentials.ensure_worker(worker_id)
+        self.credentials.write_authorization(Topology(self.settings.prefix))
+        if len(self.nodes) > 1:
+            secret = self.credentials.route_secret()
+            for node in self.nodes:
+                node.spec.route_secret = secret
+        self.specs = process_specs(self.nats_url, self.settings, self.replicas, worker_id, self.credentials)
 
     def holder_info(self) -> dict[str, Any]:
         """What the lock file says about us."""
@@ -198,6 +246,7 @@ class Up:
 
     async def run(self) -> int:
         """The whole life of `stoker up`; returns its exit code."""
+        secure_data_dir(self.data)
         try:
             self.lock.acquire(self.holder_info())
         except AlreadyRunning as exc:
@@ -205,6 +254,12 @@ class Up:
             return 1
         protect_output(self.logs / "supervisor.log")
         configure_logging("supervisor", self.settings.log_format, self.settings.log_level)
+        try:
+            self._prepare_credentials()
+        except (CredentialError, ValueError, OSError) as exc:
+            say(f"stoker: cannot prepare the NATS credentials in {self.credentials.root}: {exc}", err=True)
+            self.lock.release()
+            return 1
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
             loop.add_signal_handler(sig, self._on_signal, sig)
@@ -265,9 +320,9 @@ class Up:
         keepers = self.supervisor.select(lambda s: s.infrastructure)
         await asyncio.gather(*(node.wait_healthy(self.start_timeout, exited=_exit_code(keeper))
                                for node, keeper in zip(self.nodes, keepers, strict=True)))
-        write_record(self.data, self.nodes[0], self.nats_url, pid=os.getpid())
+        write_record(self.data, self.nodes[0], self.nats_url, pid=os.getpid(), nodes=self.nodes)
         self.phase = "creating the streams"
-        nc = await connect(self.nats_url, "stoker-up")
+        nc = await connect(self.nats_url, "stoker-up", credentials=self.credentials.role_path("admin"))
         try:
             event_log = JetStreamLog(nc, Topology(self.settings.prefix))
             await event_log.ensure_streams(self.replicas)
@@ -441,12 +496,20 @@ def run(cli: Cli, service: str) -> None:
     if module is None or not module_runs(module):
         known = sorted(name for name, m in modules.items() if module_runs(m))
         raise click.BadParameter(f"unknown service {service!r}; this installation has: {', '.join(known)}")
-    _run_module(cli, module)
+    _run_module(cli, module, None if module == WORKER_MODULE else service)
 
 
-def _run_module(cli: Cli, module: str) -> None:
+def _run_module(cli: Cli, module: str, role: str | None = None) -> None:
     os.environ.setdefault("STOKER_NATS_URL", cli.nats_url)
     os.environ.setdefault("STOKER_DATA_DIR", str(cli.settings.data_path))
+    if cli.settings.nats_credentials:
+        os.environ.setdefault(CREDENTIALS_ENV, cli.settings.nats_credentials)
+    elif role is not None and role != "trainer":
+        # On the control plane, a service run by hand connects as its role, as under `stoker up`.
+        own = CredentialStore(cli.settings.data_path).role_path(role)
+        with contextlib.suppress(OSError):
+            if own.exists():
+                os.environ.setdefault(CREDENTIALS_ENV, str(own))
     entry = importlib.import_module(f"{module}.__main__")
     entry.cli_main()
 

@@ -30,6 +30,8 @@ def worker_process(cli: Cli, nats_url: str | None, worker_id: str | None, labels
     """
     env = {**os.environ, "STOKER_NATS_URL": nats_url or cli.nats_url,
            "STOKER_DATA_DIR": str(cli.settings.data_path)}
+    if cli.settings.nats_credentials:  # a worker credential (its id must be the one it was issued for)
+        env["STOKER_NATS_CREDENTIALS"] = cli.settings.nats_credentials
     if worker_id:
         env["STOKER_TRAINER_WORKER_ID"] = worker_id
     if labels:
