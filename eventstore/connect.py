@@ -8,10 +8,10 @@ eventstore/credentials.py) it signs the server's nonce with the seed and receive
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from pathlib import Path
 from typing import Any
 
-import nats
 from nats.aio.client import Client
 
 from eventstore.credentials import CredentialError, public_key, read_seed
@@ -42,36 +42,53 @@ def credential_options(credentials: str | Path | None) -> dict[str, Any]:
 
 async def connect(url: str, name: str, *, credentials: str | Path | None = None, timeout: float = 3.0,
                   reconnect: bool = True) -> Client:
-    """Connect to NATS; a long-running service keeps reconnecting, a failed first connect is explained."""
-    errors: list[Exception] = []
+    """Connect to NATS; a long-running service keeps reconnecting, a failed first connect is explained.
+
+    A refused credential is final: at the first connect it is an immediate NatsRefused (no retries), and
+    after it (the worker was revoked) the connection is closed rather than retried forever.
+    """
+    nc = Client()
+    connected, refused, last, closing = False, asyncio.Event(), [], []
 
     async def on_error(exc: Exception) -> None:
         # Reconnection is handled by the client; failures surface as NatsUnavailable or timeouts. What the
         # server refused is worth a line: a permissions violation names the subject.
-        errors.append(exc)
-        del errors[:-5]
-        text = str(exc).lower()
-        if "permissions violation" in text:
+        last[:] = [exc]
+        if _refused(exc):
+            if not connected:
+                refused.set()
+            elif not nc.is_closed:
+                log.error("NATS refused this connection's credential (revoked?); closing the connection",
+                          connection=name, error=str(exc))
+                closing.append(asyncio.ensure_future(nc.close()))
+        elif "permissions violation" in str(exc).lower():
             log.error("NATS refused an operation of this connection", connection=name, error=str(exc))
-        elif "authorization" in text:
-            log.warning("NATS refused this connection's credential", connection=name, error=str(exc))
 
     options = credential_options(credentials)
     servers = [u.strip() for u in url.split(",") if u.strip()]
-    try:
-        # nats-py keeps retrying a first connect that fails; the deadline turns that into an answer.
-        return await asyncio.wait_for(nats.connect(
-            servers, name=name, connect_timeout=timeout, max_reconnect_attempts=-1 if reconnect else 0,
-            allow_reconnect=reconnect, reconnect_time_wait=0.5, error_cb=on_error,
-            pending_size=64 * 1024 * 1024, **options,
-        ), timeout * len(servers) + 1.0)
-    except (OSError, TimeoutError, nats.errors.NoServersError, nats.errors.Error) as exc:
-        if any(_refused(e) for e in [*errors, exc]):
-            raise NatsRefused(refused_message(url, credentials)) from None
-        raise NatsUnavailable(
-            f"cannot reach NATS at {url} ({exc.__class__.__name__}: {exc or 'no answer'}); "
-            "is `stoker up` running, or is --nats / STOKER_NATS_URL right?"
-        ) from None
+    # nats-py keeps retrying a first connect that fails; the deadline turns that into an answer.
+    attempt = asyncio.ensure_future(nc.connect(
+        servers, name=name, connect_timeout=timeout, max_reconnect_attempts=-1 if reconnect else 0,
+        allow_reconnect=reconnect, reconnect_time_wait=0.5, error_cb=on_error,
+        pending_size=64 * 1024 * 1024, **options))
+    refusal = asyncio.ensure_future(refused.wait())
+    await asyncio.wait({attempt, refusal}, timeout=timeout * len(servers) + 1.0, return_when=asyncio.FIRST_COMPLETED)
+    refusal.cancel()
+    if attempt.done() and not attempt.cancelled() and attempt.exception() is None:
+        connected = True
+        return nc
+    attempt.cancel()
+    failure = (await asyncio.gather(attempt, return_exceptions=True))[0]
+    with contextlib.suppress(Exception):
+        await nc.close()
+    if refused.is_set() or any(_refused(e) for e in [*last, failure] if isinstance(e, BaseException)):
+        raise NatsRefused(refused_message(url, credentials)) from None
+    if isinstance(failure, asyncio.CancelledError):
+        failure = TimeoutError()
+    raise NatsUnavailable(
+        f"cannot reach NATS at {url} ({failure.__class__.__name__}: {failure or 'no answer'}); "
+        "is `stoker up` running, or is --nats / STOKER_NATS_URL right?"
+    ) from None
 
 
 def _refused(exc: BaseException) -> bool:

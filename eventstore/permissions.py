@@ -244,10 +244,35 @@ def _cell(subjects: tuple[str, ...]) -> str:
 
 
 def permission_table(topology: Topology) -> str:
-    """The permission table (markdown): identity → may publish / may subscribe, and what it is denied."""
+    """The permission table (markdown): identity → may publish / may subscribe, and what it is denied
+    whatever its allow list says (JetStream management, the same for all, is listed once below the table)."""
     lines = ["| identity | may publish | may subscribe | denied publish | denied subscribe |",
              "|---|---|---|---|---|"]
     for name, perms in identities(topology):
+        denied = tuple(p for p in perms.publish_deny if p not in MANAGEMENT)
+        management = "JetStream management (¹)<br>" if set(MANAGEMENT) <= set(perms.publish_deny) else ""
         lines.append(f"| {name} | {_cell(perms.publish_allow)} | {_cell(perms.subscribe_allow)} | "
-                     f"{_cell(perms.publish_deny)} | {_cell(perms.subscribe_deny)} |")
+                     f"{management}{_cell(denied)} | {_cell(perms.subscribe_deny)} |")
+    management_list = ", ".join(f"`{p}`" for p in MANAGEMENT)
+    lines += ["", f"(¹) JetStream management, denied to every identity but admin: {management_list}.",
+              f"`<key>` is the user's own public nkey; a worker's rows are shown for worker id `{TABLE_WORKER_ID}`."]
     return "\n".join(lines) + "\n"
+
+
+def subject_matches(pattern: str, subject: str) -> bool:
+    """Whether a NATS subject pattern (`*` one token, `>` the rest) matches a subject."""
+    want, have = pattern.split("."), subject.split(".")
+    for i, token in enumerate(want):
+        if token == ">":
+            return len(have) > i
+        if i >= len(have) or (token != "*" and token != have[i]):
+            return False
+    return len(want) == len(have)
+
+
+def allows(perms: Permissions, subject: str, *, publish: bool = True) -> bool:
+    """Whether these permissions let a client publish (or subscribe) to `subject`, as nats-server decides:
+    some allow pattern matches and no deny pattern does."""
+    allow, deny = (perms.publish_allow, perms.publish_deny) if publish else (perms.subscribe_allow,
+                                                                             perms.subscribe_deny)
+    return any(subject_matches(p, subject) for p in allow) and not any(subject_matches(p, subject) for p in deny)
