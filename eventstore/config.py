@@ -36,7 +36,11 @@ class CommonSettings(msgspec.Struct, frozen=True, kw_only=True):
     def data_path(self) -> Path:
         """The data directory, created if missing (0700: it holds the platform's credentials)."""
         path = Path(self.data_dir or platformdirs.user_data_dir("stoker")).expanduser()
-        path.mkdir(parents=True, exist_ok=True, mode=0o700)
+        try:
+            path.mkdir(parents=True, exist_ok=True, mode=0o700)
+        except PermissionError:
+            raise ConfigError(f"cannot use the data dir {path} (permission denied): it belongs to another user, "
+                              "the one who runs the platform there") from None
         return path
 
     @property
