@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -41,11 +42,12 @@ def credential_options(credentials: str | Path | None) -> dict[str, Any]:
 
 
 async def connect(url: str, name: str, *, credentials: str | Path | None = None, timeout: float = 3.0,
-                  reconnect: bool = True) -> Client:
+                  reconnect: bool = True, on_closed: Callable[[], None] | None = None) -> Client:
     """Connect to NATS; a long-running service keeps reconnecting, a failed first connect is explained.
 
     A refused credential is final: at the first connect it is an immediate NatsRefused (no retries), and
-    after it (the worker was revoked) the connection is closed rather than retried forever.
+    after it (the worker was revoked) the connection is closed rather than retried forever; `on_closed` is
+    called when the connection is closed for good.
     """
     nc = Client()
     connected, refused, last, closing = False, asyncio.Event(), [], []
@@ -65,6 +67,11 @@ async def connect(url: str, name: str, *, credentials: str | Path | None = None,
             log.error("NATS refused an operation of this connection", connection=name, error=str(exc))
 
     options = credential_options(credentials)
+    if on_closed is not None:
+        async def closed() -> None:
+            on_closed()
+
+        options["closed_cb"] = closed
     servers = [u.strip() for u in url.split(",") if u.strip()]
     # nats-py keeps retrying a first connect that fails; the deadline turns that into an answer.
     attempt = asyncio.ensure_future(nc.connect(

@@ -43,12 +43,13 @@ class ServiceContext:
 ServiceMain = Callable[[ServiceContext], Awaitable[None]]
 
 
-async def connect_with_retry(url: str, name: str, attempts: int = 60, credentials: Path | None = None) -> Client:
+async def connect_with_retry(url: str, name: str, attempts: int = 60, credentials: Path | None = None,
+                             on_closed: Callable[[], None] | None = None) -> Client:
     """Connect, retrying for a while (a service may start before its NATS server is up); a refused credential
     is not retried."""
     for attempt in range(attempts):
         try:
-            return await connect(url, name, credentials=credentials)
+            return await connect(url, name, credentials=credentials, on_closed=on_closed)
         except NatsRefused:
             raise
         except NatsUnavailable:
@@ -83,7 +84,9 @@ async def serve(name: str, main: ServiceMain, settings: CommonSettings | None = 
         loop.add_signal_handler(sig, stop.set)
     lifeline.watch()
     url = resolve_nats_url(settings.nats_url, settings.data_path)
-    nc = await _unless_stopped(connect_with_retry(url, f"stoker-{name}", credentials=settings.credentials_path), stop)
+    # A connection closed for good (its credential revoked) stops the service: it cannot do its job any more.
+    nc = await _unless_stopped(connect_with_retry(url, f"stoker-{name}", credentials=settings.credentials_path,
+                                                  on_closed=stop.set), stop)
     if nc is None:
         log.info("service stopped before it reached NATS", nats=url)
         return

@@ -294,3 +294,52 @@ async def test_a_revoked_worker_is_cut_off_at_once(up: Platform, who: Identities
         await asyncio.sleep(0.05)
     with pytest.raises(NatsRefused, match="refused the credential"):
         await connect(nats_url(up), "short-lived", credentials=path, reconnect=False)
+
+
+def stoker_cli(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    """The CLI as a user runs it (no STOKER_* of the test's own environment)."""
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("STOKER_")}
+    return subprocess.run([sys.executable, "-m", "ops", *args], capture_output=True, text=True, timeout=60,
+                          cwd=ROOT, env={**clean, **env})
+
+
+def test_a_worker_of_another_machine_is_admitted_runs_a_job_and_is_revoked(up: Platform, tmp_path: Path) -> None:
+    credential = tmp_path / "remote-1.nk"
+    admitted = stoker_cli("--data-dir", str(up.data_dir), "security", "admit-worker", "remote-1",
+                          "--out", str(credential))
+    assert admitted.returncode == 0 and "in effect now" in admitted.stdout, admitted.stderr
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("STOKER_")}
+    log = tmp_path / "remote-1.log"
+    with log.open("ab") as out:  # its own data dir, as on its own machine
+        worker = subprocess.Popen(
+            [sys.executable, "-m", "ops", "--data-dir", str(tmp_path / "remote"), "--nats", nats_url(up),
+             "--credentials", str(credential), "worker", "--id", "remote-1", "--label", "remote"],
+            cwd=ROOT, stdout=out, stderr=out, start_new_session=True,
+            env={**clean, "STOKER_TRAINER_DETECT_GPUS": "false", "STOKER_LOG_FORMAT": "json"})
+    try:
+        def healthy() -> bool:
+            with up.client() as client:
+                return any(w["id"] == "remote-1" and w["status"] == "healthy"
+                           for w in client.get("/api/v1/workers").json()["items"])
+
+        wait_until(healthy, 60, "the remote worker to register", log.read_text)
+        with up.client() as client:
+            reply = client.post("/api/v1/jobs", json={"workload": "noop", "labels": ["remote"]})
+            assert reply.status_code == 201, reply.text
+            job_id = reply.json()["id"]
+
+            def done() -> dict | None:
+                row = client.get(f"/api/v1/jobs/{job_id}").json()
+                return row if row["status"] == "completed" else None
+
+            row = wait_until(done, 60, "the remote worker's job to complete", log.read_text)
+        assert row["worker_id"] == "remote-1"
+        revoked = stoker_cli("--data-dir", str(up.data_dir), "security", "revoke-worker", "remote-1")
+        assert revoked.returncode == 0 and "in effect now" in revoked.stdout, revoked.stderr
+        # Cut off, it cannot do its job any more: it stops, saying why, instead of retrying forever.
+        worker.wait(60)
+        assert "refused this connection's credential" in log.read_text()
+    finally:
+        if worker.poll() is None:
+            worker.kill()
+            worker.wait()
