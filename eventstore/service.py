@@ -21,6 +21,7 @@ from eventstore.ports import StreamMissing
 from eventstore.server import resolve_nats_url
 
 EXIT_NATS_UNREACHABLE = 3  # stopped, but NATS was gone at the end: its last messages may not have arrived
+EXIT_NATS_REFUSED = 4  # NATS closed the connection for good: the credential was refused (revoked)
 DRAIN_TIMEOUT_S = 10.0
 
 
@@ -72,7 +73,8 @@ async def serve(name: str, main: ServiceMain, settings: CommonSettings | None = 
 
     Under `stoker up` the service also stops on its own when the supervisor dies (see eventstore.lifeline).
     When NATS is unreachable at the end, so that what the service still had to send may not have arrived,
-    the process exits with EXIT_NATS_UNREACHABLE instead of 0.
+    the process exits with EXIT_NATS_UNREACHABLE instead of 0; when NATS closed the connection for good
+    (a revoked credential), with EXIT_NATS_REFUSED.
     """
     settings = settings or load_settings(CommonSettings)
     configure_logging(name, settings.log_format, settings.log_level)
@@ -84,9 +86,16 @@ async def serve(name: str, main: ServiceMain, settings: CommonSettings | None = 
         loop.add_signal_handler(sig, stop.set)
     lifeline.watch()
     url = resolve_nats_url(settings.nats_url, settings.data_path)
-    # A connection closed for good (its credential revoked) stops the service: it cannot do its job any more.
+    cut_off = asyncio.Event()
+
+    def closed() -> None:
+        # Closed for good before we asked (its credential refused: revoked): the service cannot do its job.
+        if not stop.is_set():
+            cut_off.set()
+        stop.set()
+
     nc = await _unless_stopped(connect_with_retry(url, f"stoker-{name}", credentials=settings.credentials_path,
-                                                  on_closed=stop.set), stop)
+                                                  on_closed=closed), stop)
     if nc is None:
         log.info("service stopped before it reached NATS", nats=url)
         return
@@ -101,11 +110,17 @@ async def serve(name: str, main: ServiceMain, settings: CommonSettings | None = 
     stopper = asyncio.create_task(stop.wait())
     await asyncio.wait({task, stopper}, return_when=asyncio.FIRST_COMPLETED)
     if not task.done():
-        try:
-            await asyncio.wait_for(task, grace)
-        except TimeoutError:
+        await asyncio.wait({task}, timeout=grace)  # how it ended is looked at below
+        if not task.done():
             log.warning("service did not stop in time, cancelling", grace_s=grace)
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
     stopper.cancel()
+    if cut_off.is_set():
+        if task.done() and not task.cancelled():
+            task.exception()  # what failed after the cut is its consequence, not news
+        log.error("service stopped: NATS closed its connection for good (its credential was refused: revoked?)")
+        raise SystemExit(EXIT_NATS_REFUSED)
     if task.done() and not task.cancelled() and task.exception() is not None:
         log.error("service failed", error=repr(task.exception()))
         await nc.close()

@@ -34,7 +34,7 @@ from eventstore.server import (
     port_is_free,
     write_record,
 )
-from eventstore.service import EXIT_NATS_UNREACHABLE
+from eventstore.service import EXIT_NATS_REFUSED, EXIT_NATS_UNREACHABLE
 from gateway.bootstrap import ensure_admin_token
 from gateway.settings import GatewaySettings
 from gateway.settings import load as load_gateway_settings
@@ -462,6 +462,8 @@ def explain(child: Supervised) -> str:
         return "nats-server did not stop on SIGTERM and was killed (JetStream recovers its store at the next start)"
     if outcome == f"exit {EXIT_NATS_UNREACHABLE}":
         return "stopped without NATS: its last reports may not have been delivered"
+    if outcome == f"exit {EXIT_NATS_REFUSED}":
+        return "NATS refused its credential (revoked, or the platform's users changed): see its log"
     if outcome.startswith("killed after") and child.spec.name == "worker":
         return f"{outcome}: its running jobs go back to the queue from their last checkpoint once it is seen gone"
     if outcome.startswith("killed after"):

@@ -31,6 +31,7 @@ from eventstore.micro import call
 from eventstore.permissions import kv_key
 from eventstore.records import event_headers
 from eventstore.server import reload_nats
+from eventstore.service import EXIT_NATS_REFUSED
 from gateway.tokens import digest
 from tests.e2e.conftest import Platform, start_platform, stop_platform, wait_until
 from tests.secured import Probe
@@ -337,8 +338,9 @@ def test_a_worker_of_another_machine_is_admitted_runs_a_job_and_is_revoked(up: P
         revoked = stoker_cli("--data-dir", str(up.data_dir), "security", "revoke-worker", "remote-1")
         assert revoked.returncode == 0 and "in effect now" in revoked.stdout, revoked.stderr
         # Cut off, it cannot do its job any more: it stops, saying why, instead of retrying forever.
-        worker.wait(60)
+        assert worker.wait(60) == EXIT_NATS_REFUSED
         assert "refused this connection's credential" in log.read_text()
+        assert "Traceback" not in log.read_text()
     finally:
         if worker.poll() is None:
             worker.kill()
