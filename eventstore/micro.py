@@ -20,6 +20,7 @@ from contracts.commands import CommandError
 from contracts.errors import DomainError, Forbidden, Unavailable, error_for
 from contracts.subjects import Topology
 from eventstore.observability import consumer_span, get_logger, inject_trace, tracer
+from eventstore.permissions import subject_matches
 
 log = get_logger(component="micro")
 R = TypeVar("R")
@@ -63,11 +64,17 @@ def speaker_mismatch(subject: str, command: Any) -> str | None:
     return None
 
 
-async def handle_request(request: Request, command_type: Any, handler: Handler) -> None:
+async def handle_request(request: Request, command_type: Any, handler: Handler, subject: str | None = None) -> None:
     """Decode one request, run its handler, reply with the result or a typed error.
 
-    The handler runs in a span that continues the caller's trace (the request's `traceparent`).
+    The handler runs in a span that continues the caller's trace (the request's `traceparent`). A message
+    whose subject is not the endpoint's (`subject`) is dropped unanswered: JetStream delivering a stored
+    message (a push consumer someone pointed at the endpoint) is not a command.
     """
+    if subject is not None and not subject_matches(subject, request.subject):
+        log.warning("dropped a message delivered to a command endpoint from elsewhere", endpoint=subject,
+                    subject=request.subject)
+        return
     with consumer_span(f"stoker.command {request.subject}", request.headers, kind=SpanKind.SERVER):
         try:
             command = decode_message(command_type, request.data)
@@ -94,11 +101,13 @@ async def start_service(nc: Client, topology: Topology, service: str, version: s
     svc = await add_service(nc, name=topology.service_name(service), version=version,
                             description=description or f"stoker {service}")
     for verb, (command_type, handler) in endpoints.items():
-        async def on_request(request: Request, command_type: Any = command_type, handler: Handler = handler):
-            await handle_request(request, command_type, handler)
+        subject = endpoint_subject(topology, service, verb, command_type)
 
-        await svc.add_endpoint(name=verb, subject=endpoint_subject(topology, service, verb, command_type),
-                               handler=on_request)
+        async def on_request(request: Request, command_type: Any = command_type, handler: Handler = handler,
+                             subject: str = subject):
+            await handle_request(request, command_type, handler, subject)
+
+        await svc.add_endpoint(name=verb, subject=subject, handler=on_request)
     return svc
 
 

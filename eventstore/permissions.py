@@ -212,10 +212,11 @@ def _worker(t: Topology, worker_id: str, inbox: str) -> Permissions:
         api("CONSUMER", "CREATE", stream, consumer, t.dispatch(worker_id)),
         api("CONSUMER", "MSG", "NEXT", stream, consumer), f"$JS.ACK.{stream}.{consumer}.>",
         api("STREAM", "INFO", stream), api("STREAM", "INFO", t.telemetry_stream),
-        # Checkpoints: chunks and metadata in, and reading any of them back (a job resumes anywhere).
-        f"$O.{bucket}.C.>", f"$O.{bucket}.M.>", api("STREAM", "INFO", objects), api("STREAM", "NAMES"),
+        # Checkpoints: chunks and metadata in, and reading any of them back (a job resumes anywhere) by
+        # direct gets. No consumer: a push consumer delivers where its creator says, and a worker writes this
+        # bucket, so it could have its own bytes delivered to a command endpoint as if sent by the server.
+        f"$O.{bucket}.C.>", f"$O.{bucket}.M.>", api("STREAM", "INFO", objects),
         api("STREAM", "MSG", "GET", objects), api("DIRECT", "GET", objects), api("DIRECT", "GET", objects, ">"),
-        api("CONSUMER", "CREATE", objects), f"$JS.FC.{objects}.>",
     )
     publish_deny = (*MANAGEMENT, t.all_events, t.dispatch(">"), f"$KV.{t.lease_bucket}.>",
                     f"$KV.{t.snapshot_bucket}.>")

@@ -4,21 +4,25 @@ cluster), checked by the services, which may not create them."""
 from __future__ import annotations
 
 import asyncio
+import base64
+import hashlib
+from typing import BinaryIO
 
 import nats.errors
 from nats.js import JetStreamContext
 from nats.js.api import (
     DiscardPolicy,
     KeyValueConfig,
+    ObjectInfo,
     ObjectStoreConfig,
     RetentionPolicy,
     StorageType,
     StreamConfig,
 )
-from nats.js.errors import APIError, BadRequestError, NotFoundError
+from nats.js.errors import APIError, BadRequestError, DigestMismatchError, NotFoundError
 
 from contracts.subjects import MAX_EVENT_BYTES, MAX_TELEMETRY_BYTES, Topology
-from eventstore.permissions import kv_stream
+from eventstore.permissions import kv_stream, object_stream
 from eventstore.ports import StreamMissing
 
 
@@ -161,3 +165,23 @@ async def open_object_store(js: JetStreamContext, bucket: str):
         return await js.object_store(bucket)
     except (NotFoundError, nats.js.errors.BucketNotFoundError):
         raise missing(f"object store bucket {bucket}") from None
+
+
+async def read_object(js: JetStreamContext, bucket: str, info: ObjectInfo, out: BinaryIO) -> None:
+    """Copy a stored object's chunks into `out`, one direct get each, and check its digest.
+
+    No consumer is made: a worker may not create consumers on the checkpoint bucket, since a push consumer
+    delivers where its creator says, chunks it wrote itself included (docs/security.md). Raises
+    DigestMismatchError when the chunks do not match the object's digest, NotFoundError when one is gone.
+    """
+    stream, subject = object_stream(bucket), f"$O.{bucket}.C.{info.nuid}"
+    digest, seq = hashlib.sha256(), 1
+    for _ in range(info.chunks or 0):
+        msg = await js.get_msg(stream, seq=seq, subject=subject, next=True, direct=True)
+        data = msg.data or b""
+        digest.update(data)
+        await asyncio.to_thread(out.write, data)
+        seq = int(msg.seq or seq) + 1
+    expected = (info.digest or "").split("=", 1)[-1]
+    if digest.digest() != base64.urlsafe_b64decode(expected + "=" * (-len(expected) % 4)):
+        raise DigestMismatchError

@@ -127,13 +127,15 @@ class SchedulerService:
         endpoints = {"submit": (SubmitJob, scheduler.submit), "stop": (StopJob, scheduler.stop),
                      "report": (JobReport, scheduler.report)}
         for verb, (command_type, handler) in endpoints.items():
-            async def on_request(request: Request, command_type=command_type, handler=handler) -> None:
+            subject = endpoint_subject(topology, "scheduler", verb, command_type)
+
+            async def on_request(request: Request, command_type=command_type, handler=handler,
+                                 subject=subject) -> None:
                 # Handle each request in its own task: a micro endpoint awaits its callback, and a
                 # command waits for its append, so awaiting here would serialise every command.
-                task = asyncio.create_task(handle_request(request, command_type, handler))
+                task = asyncio.create_task(handle_request(request, command_type, handler, subject))
                 self._requests.add(task)
                 task.add_done_callback(self._requests.discard)
 
-            await service.add_endpoint(name=verb, subject=endpoint_subject(topology, "scheduler", verb, command_type),
-                                       handler=on_request)
+            await service.add_endpoint(name=verb, subject=subject, handler=on_request)
         return service

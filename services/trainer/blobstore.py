@@ -13,7 +13,7 @@ from nats.js.errors import DigestMismatchError, NotFoundError
 
 from contracts.dispatch import CheckpointRef
 from eventstore.observability import get_logger
-from eventstore.streams import open_object_store
+from eventstore.streams import open_object_store, read_object
 from services.trainer.checkpoints import (
     FORMAT_HEADER,
     CheckpointUnavailable,
@@ -87,7 +87,7 @@ class CheckpointStore:
             return Fetched(dest, stored, fmt)
         try:
             with dest.open("wb") as out:
-                await bucket.get(ref.name, writeinto=out)
+                await read_object(self.js, self.bucket_name, info, out)
         except DigestMismatchError:
             log.warning("checkpoint chunks do not match their digest", name=ref.name)
             return Fetched(dest, "", fmt)

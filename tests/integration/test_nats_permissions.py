@@ -19,6 +19,7 @@ from contracts.commands import ReportAccepted
 from contracts.dispatch import CheckpointRef
 from contracts.subjects import Topology
 from eventstore.connect import NatsRefused, connect
+from eventstore.credentials import public_key, read_seed
 from eventstore.log import JetStreamLog
 from eventstore.permissions import inbox_prefix, kv_key
 from eventstore.server import NatsServer, ServerSpec, free_port, reload_nats
@@ -293,11 +294,12 @@ async def test_commands_come_only_from_those_who_send_them(secured, role, subjec
 @pytest.mark.parametrize("role", NON_ADMIN)
 async def test_each_identity_reads_only_its_own_replies(secured, role) -> None:
     probe = await as_(secured, role)
-    other = await as_(secured, "gateway" if role != "gateway" else "projector")
-    assert probe.nc._inbox_prefix.decode().startswith("_INBOX.U")
+    mine = inbox_prefix(public_key(read_seed(secured.credential(role, "w1" if role == "worker" else None))))
+    theirs = inbox_prefix(public_key(read_seed(secured.credential("gateway" if role != "gateway" else "projector"))))
+    assert probe.nc.new_inbox().startswith(f"{mine}.")  # eventstore.connect's options gave it its own inbox
     assert await probe.subscribe_refused("_INBOX.>")
-    assert await probe.subscribe_refused(f"{other.nc._inbox_prefix.decode()}.>")
-    assert not await probe.subscribe_refused(f"{probe.nc._inbox_prefix.decode()}.x")
+    assert await probe.subscribe_refused(f"{theirs}.>")
+    assert not await probe.subscribe_refused(f"{mine}.x")
 
 
 async def test_a_responder_cannot_be_made_to_publish_where_a_requester_says(secured, admin) -> None:
@@ -390,7 +392,6 @@ async def test_a_worker_admitted_then_revoked_without_a_restart(secured, tmp_pat
     await _eventually(lambda: nc.is_closed)  # the server closed its open connection
     with pytest.raises(NatsRefused):
         await connect(secured.server.url, "w3", credentials=credential, reconnect=False)
-    assert inbox_prefix("U") == "_INBOX.U"
 
 
 async def test_a_cluster_has_the_same_users_on_every_node(tmp_path: Path) -> None:
@@ -447,3 +448,47 @@ async def _a_route_without_the_password_is_refused(nodes, tmp_path: Path) -> Non
 def _http_json(url: str) -> dict:
     with urllib.request.urlopen(url, timeout=5) as response:
         return json.loads(response.read())
+
+
+# Push consumers deliver where their creator says: no identity that writes a stream may make one on it, and a
+# stored message delivered to a command endpoint is not a command.
+
+async def test_a_worker_cannot_have_its_own_bytes_delivered_anywhere(secured) -> None:
+    worker = await as_(secured, "worker", "w1")
+    stream = f"OBJ_{T.checkpoint_bucket}"
+    body = json.dumps({"stream_name": stream, "config": {"deliver_subject": T.command("scheduler", "submit"),
+                                                         "filter_subject": f"$O.{T.checkpoint_bucket}.C.x"}})
+    for subject in (f"$JS.API.CONSUMER.CREATE.{stream}", f"$JS.API.CONSUMER.CREATE.{T.telemetry_stream}"):
+        assert await worker.publish_refused(subject, body.encode(), reply=worker.nc.new_inbox()), subject
+
+
+async def test_a_stored_message_delivered_to_an_endpoint_is_not_a_command(secured, admin) -> None:
+    from contracts.commands import JobAccepted, SubmitJob
+    from eventstore.micro import call, start_service
+
+    scheduler = await as_(secured, "scheduler")
+    handled: list[SubmitJob] = []
+
+    async def submit(command: SubmitJob) -> JobAccepted:
+        handled.append(command)
+        return JobAccepted(job_id=new_id(), created=True, seq=1)
+
+    service = await start_service(scheduler.nc, T, "scheduler", "0.0.0-test", {"submit": (SubmitJob, submit)})
+    try:
+        seen = asyncio.Event()
+
+        async def watch(_msg) -> None:
+            seen.set()
+
+        await admin.nc.subscribe(T.command("scheduler", "submit"), cb=watch)
+        await settled(admin)
+        js = admin.nc.jetstream()
+        await js.publish(f"$O.{T.checkpoint_bucket}.C.forged", encode(SubmitJob(workload="builtins:print")))
+        await js.add_consumer(f"OBJ_{T.checkpoint_bucket}", deliver_subject=T.command("scheduler", "submit"),
+                              filter_subject=f"$O.{T.checkpoint_bucket}.C.forged")
+        await asyncio.wait_for(seen.wait(), 10)  # delivered: the service's connection has it too
+        # A real command sent after it is handled after it (one connection, in order).
+        await call(admin.nc, T, SubmitJob(workload="noop"), JobAccepted)
+        assert [c.workload for c in handled] == ["noop"]
+    finally:
+        await service.stop()
