@@ -8,7 +8,9 @@ as separate processes, as `stoker up` runs them), then:
 
 "start" is the moment the job's code runs: the time.time() the no-op workload's first ctx.report()
 records in the job process (JobProgress.at); "submit" is time.time() just before the SubmitJob request.
-Prints one JSON line. Run from the repository root: `python bench/dispatch.py [--jobs N]`.
+Prints one JSON line. Run from the repository root: `python bench/dispatch.py [--jobs N] [--auth]`; with
+`--auth` the server has the platform's users and permissions (docs/security.md) and every process connects
+with its role's credential, as under `stoker up`.
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ from contracts.events import JobCompleted, JobFailed  # noqa: E402
 from contracts.subjects import Topology  # noqa: E402
 from contracts.telemetry import JobProgress, WorkerHeartbeat  # noqa: E402
 from eventstore.connect import connect  # noqa: E402
+from eventstore.credentials import CredentialStore  # noqa: E402
 from eventstore.log import JetStreamLog  # noqa: E402
 from eventstore.micro import call  # noqa: E402
 from eventstore.server import NatsServer, ServerSpec, free_port  # noqa: E402
@@ -87,8 +90,8 @@ class Watch:
                 pass
 
 
-def start_processes(url: str, data: Path) -> list[subprocess.Popen]:
-    """Scheduler, discovery and two workers, each its own process."""
+def start_processes(url: str, data: Path, credentials: CredentialStore | None) -> list[subprocess.Popen]:
+    """Scheduler, discovery and two workers, each its own process (with its credential, when given)."""
     env = {**os.environ, "STOKER_NATS_URL": url, "STOKER_PREFIX": PREFIX, "STOKER_DATA_DIR": str(data),
            "STOKER_LOG_LEVEL": os.environ.get("BENCH_LOG_LEVEL", "warning"), "STOKER_LOG_FORMAT": "json",
            "PYTHONPATH": str(ROOT)}
@@ -97,6 +100,10 @@ def start_processes(url: str, data: Path) -> list[subprocess.Popen]:
     specs = [("scheduler", "services.scheduler", {}), ("discovery", "services.discovery", {})]
     specs += [(w, "services.trainer", {"STOKER_TRAINER_WORKER_ID": w, "STOKER_TRAINER_SLOTS": "2",
                                        "STOKER_TRAINER_DETECT_GPUS": "false"}) for w in WORKERS]
+    if credentials is not None:
+        for name, _module, extra in specs:
+            path = credentials.worker_path(name) if name in WORKERS else credentials.role_path(name)
+            extra["STOKER_NATS_CREDENTIALS"] = str(path)
     procs = []
     for name, module, extra in specs:
         with (logs / f"{name}.log").open("ab") as out:
@@ -168,9 +175,9 @@ async def load_run(nc, topology: Topology, watch: Watch, count: int, concurrency
 
 
 async def measure(server: NatsServer, procs: list[subprocess.Popen], jobs: int, idle: int,
-                  concurrency: int) -> dict:
+                  concurrency: int, admin: Path | None) -> dict:
     """Both phases against a running platform; the figures."""
-    nc = await connect(server.url, "bench")
+    nc = await connect(server.url, "bench", credentials=admin)
     topology = Topology(PREFIX)
     log = JetStreamLog(nc, topology)
     watch = Watch()
@@ -195,21 +202,34 @@ async def measure(server: NatsServer, procs: list[subprocess.Popen], jobs: int, 
             "idle_submit_to_start_ms_p95": round(percentile(idle_ms, 95), 2),
             "start": "first ctx.report() of the noop workload, time.time() in the job process",
             "load_cpu_ms_per_job": {k: round((after[k] - before[k]) * 1000 / jobs, 2) for k in named},
-            "cpus": os.cpu_count()}
+            "auth": admin is not None, "cpus": os.cpu_count()}
 
 
-async def main(jobs: int, idle: int, concurrency: int) -> dict:
+def bench_credentials(base: Path) -> CredentialStore:
+    """The platform's users for the benchmark's prefix, as `stoker up` makes them."""
+    credentials = CredentialStore(base)
+    credentials.ensure_control_plane()
+    for worker in WORKERS:
+        credentials.ensure_worker(worker)
+    credentials.write_authorization(Topology(PREFIX))
+    return credentials
+
+
+async def main(jobs: int, idle: int, concurrency: int, auth: bool) -> dict:
     """Start NATS and the platform, measure, stop everything."""
     base = Path(os.environ.get("BENCH_DIR") or tempfile.mkdtemp(prefix="stoker-bench-"))
-    server = NatsServer(ServerSpec(store_dir=base / "nats" / "jetstream", port=free_port(), http_port=free_port()))
+    credentials = bench_credentials(base) if auth else None
+    admin = credentials.role_path("admin") if credentials else None
+    server = NatsServer(ServerSpec(store_dir=base / "nats" / "jetstream", port=free_port(), http_port=free_port(),
+                                   auth_file=credentials.authorization_path if credentials else None))
     await server.start()
     procs: list[subprocess.Popen] = []
     try:
-        setup = await connect(server.url, "bench-setup")
+        setup = await connect(server.url, "bench-setup", credentials=admin)
         await JetStreamLog(setup, Topology(PREFIX)).ensure_streams()
         await setup.close()
-        procs = start_processes(server.url, base)
-        return await measure(server, procs, jobs, idle, concurrency)
+        procs = start_processes(server.url, base, credentials)
+        return await measure(server, procs, jobs, idle, concurrency, admin)
     finally:
         for proc in procs:
             proc.terminate()
@@ -226,5 +246,6 @@ if __name__ == "__main__":
     parser.add_argument("--jobs", type=int, default=1000)
     parser.add_argument("--idle", type=int, default=50)
     parser.add_argument("--concurrency", type=int, default=200, help="submits in flight at once")
+    parser.add_argument("--auth", action="store_true", help="with the platform's users and permissions")
     args = parser.parse_args()
-    print(json.dumps(asyncio.run(main(args.jobs, args.idle, args.concurrency))))
+    print(json.dumps(asyncio.run(main(args.jobs, args.idle, args.concurrency, args.auth))))

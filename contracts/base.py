@@ -85,3 +85,6 @@ class Command(Message, tag_field="type", tag=True):
 
     service: ClassVar[str] = ""
     verb: ClassVar[str] = ""
+    # A worker's own command: sent on `<subject>.<worker_id>` (Topology.command), which only that worker's
+    # NATS user may publish to, and refused by the service when the subject and `worker_id` differ.
+    from_worker: ClassVar[bool] = False

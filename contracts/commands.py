@@ -43,6 +43,7 @@ class ConfirmAssignment(Command, kw_only=True):
 
     service: ClassVar[str] = "scheduler"
     verb: ClassVar[str] = "confirm"
+    from_worker: ClassVar[bool] = True
     job_id: Id
     attempt: Attempt
     worker_id: Id
@@ -53,6 +54,7 @@ class ReportJobStarted(Command, kw_only=True):
 
     service: ClassVar[str] = "scheduler"
     verb: ClassVar[str] = "report"
+    from_worker: ClassVar[bool] = True
     job_id: Id
     attempt: Attempt
     worker_id: Id
@@ -65,6 +67,7 @@ class ReportJobCheckpointed(Command, kw_only=True):
 
     service: ClassVar[str] = "scheduler"
     verb: ClassVar[str] = "report"
+    from_worker: ClassVar[bool] = True
     job_id: Id
     attempt: Attempt
     worker_id: Id
@@ -79,6 +82,7 @@ class ReportJobFinished(Command, kw_only=True):
 
     service: ClassVar[str] = "scheduler"
     verb: ClassVar[str] = "report"
+    from_worker: ClassVar[bool] = True
     job_id: Id
     attempt: Attempt
     worker_id: Id
@@ -95,6 +99,7 @@ class RegisterWorker(Command, kw_only=True):
 
     service: ClassVar[str] = "discovery"
     verb: ClassVar[str] = "register"
+    from_worker: ClassVar[bool] = True
     worker_id: Id
     capabilities: WorkerCapabilities
     draining: bool = False  # shutting down: no new jobs (docs/protocol.md, graceful shutdown)
@@ -105,6 +110,7 @@ class DeregisterWorker(Command, kw_only=True):
 
     service: ClassVar[str] = "discovery"
     verb: ClassVar[str] = "deregister"
+    from_worker: ClassVar[bool] = True
     worker_id: Id
     reason: Text = "shutdown"
 
@@ -181,3 +187,12 @@ class CommandError(Message, kw_only=True):
     code: StatusCode
     error: str
     message: str
+
+
+COMMANDS: tuple[type[Command], ...] = (SubmitJob, StopJob, ConfirmAssignment, ReportJobStarted, ReportJobCheckpointed,
+                                       ReportJobFinished, RegisterWorker, DeregisterWorker, ClaimJoinToken)
+
+
+def endpoints(*, from_worker: bool) -> list[tuple[str, str]]:
+    """The (service, verb) pairs that workers send (`from_worker=True`) or that others send."""
+    return sorted({(c.service, c.verb) for c in COMMANDS if c.from_worker == from_worker})

@@ -34,6 +34,13 @@ class NotFound(DomainError):
     error = "not_found"
 
 
+class Forbidden(DomainError):
+    """The sender may not give this command (a worker speaking for another worker)."""
+
+    code = 403
+    error = "forbidden"
+
+
 class Conflict(DomainError):
     """The command clashes with the current state (a stale attempt, a finished job, …)."""
 
@@ -58,7 +65,7 @@ class CommandFailed(DomainError):
 
 def error_for(code: int, error: str, message: str) -> DomainError:
     """Rebuild the typed error a service replied with."""
-    for cls in (UnknownWorkload, InvalidCommand, NotFound, Conflict, Unavailable):
+    for cls in (UnknownWorkload, InvalidCommand, NotFound, Forbidden, Conflict, Unavailable):
         if cls.code == code and cls.error == error:
             return cls(message)
     return CommandFailed(code, error, message)

@@ -55,9 +55,14 @@ class Topology(msgspec.Struct, frozen=True):
         """`stoker.dispatch.<worker_id>`: what the scheduler hands one worker."""
         return f"{self.prefix}.dispatch.{worker_id}"
 
-    def command(self, service: str, verb: str) -> str:
-        """`stoker.cmd.<service>.<verb>`: a service's micro endpoint."""
-        return f"{self.prefix}.cmd.{service}.{verb}"
+    def dispatch_consumer(self, worker_id: str) -> str:
+        """The durable consumer one worker reads its dispatch subject with: `worker-<worker_id>`."""
+        return f"worker-{worker_id}"
+
+    def command(self, service: str, verb: str, worker_id: str | None = None) -> str:
+        """`stoker.cmd.<service>.<verb>`: a service's micro endpoint; a worker's own commands end in `.<worker_id>`."""
+        subject = f"{self.prefix}.cmd.{service}.{verb}"
+        return subject if worker_id is None else f"{subject}.{worker_id}"
 
     def service_name(self, service: str) -> str:
         """The nats.micro service name (`nats micro ls` shows it)."""

@@ -23,7 +23,7 @@ class CommonSettings(msgspec.Struct, frozen=True, kw_only=True):
     data_dir: str = ""
     nats_url: str = ""  # empty: the embedded server recorded in data_dir, else nats://127.0.0.1:4222
     nats_ca: str = ""  # the platform CA to pin (TLS only); empty: the embedded server's, when nats_url is empty
-    nats_seed_file: str = ""  # a file holding this process's NATS user nkey seed (a joined worker's)
+    nats_credentials: str = ""  # an nkey seed file (docs/security.md); empty: connect without credentials
     database_url: str = ""  # empty: SQLite in data_dir; postgresql://… for PostgreSQL
     prefix: str = "stoker"
     replicas: Literal[1, 3] = 1
@@ -35,10 +35,19 @@ class CommonSettings(msgspec.Struct, frozen=True, kw_only=True):
 
     @property
     def data_path(self) -> Path:
-        """The data directory, created if missing."""
+        """The data directory, created if missing (0700: it holds the platform's credentials)."""
         path = Path(self.data_dir or platformdirs.user_data_dir("stoker")).expanduser()
-        path.mkdir(parents=True, exist_ok=True)
+        try:
+            path.mkdir(parents=True, exist_ok=True, mode=0o700)
+        except PermissionError:
+            raise ConfigError(f"cannot use the data dir {path} (permission denied): it belongs to another user, "
+                              "the one who runs the platform there") from None
         return path
+
+    @property
+    def credentials_path(self) -> Path | None:
+        """The NATS credential this process connects with, if any."""
+        return Path(self.nats_credentials).expanduser() if self.nats_credentials else None
 
     @property
     def trace_path(self) -> Path:

@@ -62,8 +62,15 @@ class JetStreamLog(LogCore):
         self.timeout = timeout
         self.retries = retries
 
+    async def require_streams(self, names: list[str]) -> None:
+        """Check that the named streams exist; StreamMissing (saying who makes them) when one does not."""
+        from eventstore.streams import require_streams
+
+        await require_streams(self.js, names)
+
     async def ensure_streams(self, replicas: int = 1) -> None:
-        """Create (or update) the event, telemetry and dispatch streams."""
+        """Create (or update) every stream and bucket: the event, telemetry and dispatch streams, the lease and
+        snapshot KV buckets and the checkpoint object store. The admin identity's job (`stoker up` does it)."""
         from eventstore.streams import ensure_streams
 
         await ensure_streams(self.js, self.topology, replicas)

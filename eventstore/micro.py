@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from types import UnionType
+from typing import Any, TypeVar, Union, get_args, get_origin
 
 import msgspec
 import nats.errors
@@ -16,9 +17,10 @@ from opentelemetry.trace import SpanKind
 from contracts.base import Command
 from contracts.codec import decode_message, encode
 from contracts.commands import CommandError
-from contracts.errors import DomainError, Unavailable, error_for
+from contracts.errors import DomainError, Forbidden, Unavailable, error_for
 from contracts.subjects import Topology
 from eventstore.observability import consumer_span, get_logger, inject_trace, tracer
+from eventstore.permissions import subject_matches
 
 log = get_logger(component="micro")
 R = TypeVar("R")
@@ -39,14 +41,46 @@ def error_reply(code: int, error: str, message: str) -> tuple[bytes, dict[str, s
     return body, {"Nats-Service-Error": message[:200], "Nats-Service-Error-Code": str(code)}
 
 
-async def handle_request(request: Request, command_type: Any, handler: Handler) -> None:
+def command_subject(topology: Topology, command: Command) -> str:
+    """Where a command is sent: its service's endpoint, and for a worker's own command its worker id after it."""
+    worker_id = getattr(command, "worker_id", None) if command.from_worker else None
+    return topology.command(command.service, command.verb, worker_id)
+
+
+def from_worker(command_type: Any) -> bool:
+    """Whether an endpoint's command type (a Command class, or a union of them) is sent by workers for themselves."""
+    members = get_args(command_type) if get_origin(command_type) is Union or isinstance(command_type, UnionType) \
+        else (command_type,)
+    return any(getattr(member, "from_worker", False) for member in members)
+
+
+def speaker_mismatch(subject: str, command: Any) -> str | None:
+    """Why a worker's command may not be carried out: it came on another worker's subject (else None)."""
+    if not getattr(command, "from_worker", False):
+        return None
+    said = subject.rsplit(".", 1)[-1]
+    if said != command.worker_id:
+        return f"worker {said!r} may speak only for itself, not for {command.worker_id!r}"
+    return None
+
+
+async def handle_request(request: Request, command_type: Any, handler: Handler, subject: str | None = None) -> None:
     """Decode one request, run its handler, reply with the result or a typed error.
 
-    The handler runs in a span that continues the caller's trace (the request's `traceparent`).
+    The handler runs in a span that continues the caller's trace (the request's `traceparent`). A message
+    whose subject is not the endpoint's (`subject`) is dropped unanswered: JetStream delivering a stored
+    message (a push consumer someone pointed at the endpoint) is not a command.
     """
+    if subject is not None and not subject_matches(subject, request.subject):
+        log.warning("dropped a message delivered to a command endpoint from elsewhere", endpoint=subject,
+                    subject=request.subject)
+        return
     with consumer_span(f"stoker.command {request.subject}", request.headers, kind=SpanKind.SERVER):
         try:
             command = decode_message(command_type, request.data)
+            refused = speaker_mismatch(request.subject, command)
+            if refused:
+                raise Forbidden(refused)
             reply = await handler(command)
         except (msgspec.DecodeError, msgspec.ValidationError) as exc:
             body, headers = error_reply(400, "invalid", f"malformed command: {exc}")
@@ -67,17 +101,25 @@ async def start_service(nc: Client, topology: Topology, service: str, version: s
     svc = await add_service(nc, name=topology.service_name(service), version=version,
                             description=description or f"stoker {service}")
     for verb, (command_type, handler) in endpoints.items():
-        async def on_request(request: Request, command_type: Any = command_type, handler: Handler = handler):
-            await handle_request(request, command_type, handler)
+        subject = endpoint_subject(topology, service, verb, command_type)
 
-        await svc.add_endpoint(name=verb, subject=topology.command(service, verb), handler=on_request)
+        async def on_request(request: Request, command_type: Any = command_type, handler: Handler = handler,
+                             subject: str = subject):
+            await handle_request(request, command_type, handler, subject)
+
+        await svc.add_endpoint(name=verb, subject=subject, handler=on_request)
     return svc
+
+
+def endpoint_subject(topology: Topology, service: str, verb: str, command_type: Any) -> str:
+    """The subject an endpoint listens on: `stoker.cmd.<service>.<verb>`, with `.*` for workers' own commands."""
+    return topology.command(service, verb, "*" if from_worker(command_type) else None)
 
 
 async def call(nc: Client, topology: Topology, command: Command, reply_type: type[R],
                timeout: float = 5.0) -> R:
     """Send a command to its service and return the typed reply; errors come back as DomainError."""
-    subject = topology.command(command.service, command.verb)
+    subject = command_subject(topology, command)
     with tracer().start_as_current_span(f"stoker.call {subject}", kind=SpanKind.CLIENT):
         try:
             msg = await nc.request(subject, encode(command), timeout=timeout, headers=inject_trace({}))

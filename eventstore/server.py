@@ -18,6 +18,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import psutil
+
 from eventstore import lifeline
 from eventstore.observability import get_logger
 from eventstore.pki import ServerTls
@@ -83,6 +85,19 @@ class ServerSpec:
     cluster_name: str = "stoker"
     max_file_store: str | None = None  # e.g. "10TB": lets tests create many streams that reserve space
     tls: ServerTls | None = None  # clients (and routes) only over TLS under stoker's CA (eventstore.pki)
+    # The `authorization` block every node of a platform includes (eventstore/credentials.py); None: no auth.
+    auth_file: Path | None = None
+    route_secret: str | None = None  # cluster routes authenticate with it (user "route")
+
+    @property
+    def conf_path(self) -> Path:
+        """Where this node's configuration file is written."""
+        return self.store_dir.parent / f"{self.name}.conf"
+
+    @property
+    def pid_path(self) -> Path:
+        """Where the node writes its pid (a reload is a SIGHUP to it: `reload_nats`)."""
+        return self.store_dir.parent / f"{self.name}.pid"
 
     def config(self) -> str:
         """The nats-server configuration file for this node."""
@@ -90,26 +105,35 @@ class ServerSpec:
             f'server_name: "{self.name}"',
             f'listen: "{_host_port(self.host, self.port)}"',
             f'http: "127.0.0.1:{self.http_port}"',
+            f'pid_file: "{self.pid_path.as_posix()}"',
             "max_payload: 8MB",
+        ]
+        if self.auth_file is not None:
+            # An include is relative to the file that includes it.
+            lines.append(f'include "{Path(os.path.relpath(self.auth_file, self.conf_path.parent)).as_posix()}"')
+        lines += [
             "jetstream {",
             f'  store_dir: "{self.store_dir.as_posix()}"',
         ]
         if self.max_file_store:
             lines.append(f"  max_file_store: {self.max_file_store}")
-        if self.cluster_port is None:
-            # One node: an acknowledged event is on disk, not only in the page cache.
-            lines.append("  sync_interval: always")
+        # Every node, clustered too: an acknowledged event is on disk, not only in the page cache (a cluster
+        # that lost power on all nodes at once could otherwise lose acked writes: nats-server issue 7564).
+        lines.append("  sync_interval: always")
         lines.append("}")
         if self.tls is not None:
             # TLS before INFO for our clients (nothing can be downgraded to plain text); a plain client gets
             # INFO saying TLS is required after a moment, so it can say what is wrong.
             lines += ["tls {", *self._tls_lines(), '  handshake_first: "300ms"', "}"]
         if self.cluster_port is not None:
-            routes = ", ".join(f'"nats-route://127.0.0.1:{p}"' for p in self.routes)
+            login = f"route:{self.route_secret}@" if self.route_secret else ""
+            routes = ", ".join(f'"nats-route://{login}127.0.0.1:{p}"' for p in self.routes)
             lines += [
                 "cluster {",
                 f'  name: "{self.cluster_name}"',
                 f'  listen: "127.0.0.1:{self.cluster_port}"',
+                *([f'  authorization {{ user: "route", password: "{self.route_secret}" }}']
+                  if self.route_secret else []),
                 f"  routes: [{routes}]",
             ]
             if self.tls is not None:  # routes verify each other's certificate (the server's, under the CA)
@@ -144,10 +168,12 @@ class NatsServer:
         return f"{'tls' if self.spec.tls else 'nats'}://{_host_port(host, self.spec.port)}"
 
     def write_config(self) -> Path:
-        """Create the store directory and write this node's configuration file; returns its path."""
-        self.spec.store_dir.mkdir(parents=True, exist_ok=True)
-        conf = self.spec.store_dir.parent / f"{self.spec.name}.conf"
-        conf.write_text(self.spec.config())
+        """Create the store directory and write this node's configuration file (0600); returns its path."""
+        self.spec.store_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        conf = self.spec.conf_path
+        fd = os.open(conf, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as out:
+            out.write(self.spec.config())
         return conf
 
     def keeper_argv(self, log_path: Path) -> list[str]:
@@ -225,15 +251,19 @@ def _http_ok(url: str) -> bool:
         return False
 
 
-def write_record(data_dir: Path, server: NatsServer, url: str | None = None, pid: int | None = None) -> Path:
+def write_record(data_dir: Path, server: NatsServer, url: str | None = None, pid: int | None = None,
+                 nodes: list[NatsServer] | None = None) -> Path:
     """Record where the embedded server listens, so other stoker processes on this host find it.
 
     `pid` is a process that lives exactly as long as the server (its keeper); by default the server's own.
+    `nodes` (default: `server` alone) are every node of the platform, for `reload_nats`.
     """
     path = data_dir / RECORD_FILE
     record = {"url": url or server.url, "pid": pid or (server.process.pid if server.process else None),
               "http_port": server.spec.http_port, "listen": server.spec.host,
-              "ca": str(server.spec.tls.ca_file) if server.spec.tls else None}
+              "ca": str(server.spec.tls.ca_file) if server.spec.tls else None,
+              "nodes": [{"name": n.spec.name, "http_port": n.spec.http_port, "pid_file": str(n.spec.pid_path)}
+                        for n in (nodes or [server])]}
     path.write_text(json.dumps(record))
     return path
 
@@ -247,6 +277,56 @@ def read_record(data_dir: Path) -> dict | None:
     except (OSError, ValueError, KeyError, TypeError):
         return None
     return record
+
+
+async def reload_nats(data_dir: Path, timeout: float = 10.0) -> int:
+    """Make every running node of this data dir read its configuration again (a changed `authorization`
+    block: a worker admitted or revoked), without a restart; returns how many nodes reloaded.
+
+    Each node gets SIGHUP and must then report a new `config_load_time`; a node that does not (it refused
+    the new file: its log says why) raises NatsServerError. Connections of users no longer in the file are
+    closed by the server.
+    """
+    record = read_record(data_dir)
+    if record is None:
+        raise NatsServerError(f"no running nats-server recorded in {data_dir / RECORD_FILE} (is `stoker up` running?)")
+    nodes = record.get("nodes") or [{"name": "nats", "http_port": record["http_port"], "pid_file": ""}]
+    for node in nodes:
+        await _reload_node(node, timeout)
+    return len(nodes)
+
+
+async def _reload_node(node: dict, timeout: float) -> None:
+    varz = f"http://127.0.0.1:{node['http_port']}/varz"
+    before = (await asyncio.to_thread(_http_json, varz) or {}).get("config_load_time")
+    _signal_reload(node)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        now = (await asyncio.to_thread(_http_json, varz) or {}).get("config_load_time")
+        if now is not None and now != before:
+            return
+        await asyncio.sleep(0.05)
+    raise NatsServerError(f"nats-server {node.get('name')} did not take the new configuration within {timeout:g}s "
+                          "(its log says why; it keeps the old one)")
+
+
+def _signal_reload(node: dict) -> None:
+    """SIGHUP the node's nats-server, once sure the recorded pid is one (not a reused pid)."""
+    try:
+        pid = int(Path(node["pid_file"]).read_text().strip())
+        if "nats-server" not in psutil.Process(pid).name():
+            raise ValueError(f"pid {pid} is not a nats-server")
+        os.kill(pid, signal.SIGHUP)
+    except (OSError, ValueError, KeyError, psutil.Error) as exc:
+        raise NatsServerError(f"cannot signal nats-server {node.get('name')} to reload: {exc}") from None
+
+
+def _http_json(url: str) -> dict | None:
+    try:
+        with urllib.request.urlopen(url, timeout=1) as response:
+            return json.loads(response.read())
+    except (OSError, ValueError):
+        return None
 
 
 def resolve_nats_url(configured: str, data_dir: Path) -> str:
@@ -266,7 +346,7 @@ def resolve_nats_ca(configured_ca: str, configured_url: str, data_dir: Path) -> 
 
 
 def embedded_node(data_dir: Path, port: int = 4222, http_port: int = 8222, host: str = "127.0.0.1",
-                  tls: ServerTls | None = None) -> NatsServer:
+                  tls: ServerTls | None = None, auth_file: Path | None = None) -> NatsServer:
     """The single node of `stoker up` (not started); a taken port is replaced by a free one and said so."""
     chosen, chosen_http = port, http_port
     if not port_is_free(port, host):
@@ -275,7 +355,7 @@ def embedded_node(data_dir: Path, port: int = 4222, http_port: int = 8222, host:
     if not port_is_free(http_port):
         chosen_http = free_port()
     spec = ServerSpec(store_dir=data_dir / "nats" / "jetstream", port=chosen, http_port=chosen_http,
-                      host=host, name="stoker", tls=tls)
+                      host=host, name="stoker", tls=tls, auth_file=auth_file)
     return NatsServer(spec)
 
 
@@ -288,14 +368,18 @@ async def start_embedded(data_dir: Path, port: int = 4222, http_port: int = 8222
 
 
 def cluster_nodes(base_dir: Path, size: int = 3, name: str = "stoker", host: str = "127.0.0.1",
-                  tls: ServerTls | None = None) -> list[NatsServer]:
-    """`size` nodes with routes to each other on free ports (not started); clients reach them on `host`."""
+                  tls: ServerTls | None = None, auth_file: Path | None = None,
+                  route_secret: str | None = None) -> list[NatsServer]:
+    """`size` nodes with routes to each other on free ports (not started); clients reach them on `host`;
+    all include the same `auth_file`."""
     ports = [free_port(host) for _ in range(size)]
     http_ports = [free_port() for _ in range(size)]
     cluster_ports = [free_port() for _ in range(size)]
     return [NatsServer(ServerSpec(store_dir=base_dir / f"n{i}" / "jetstream", port=ports[i], http_port=http_ports[i],
                                   name=f"{name}-n{i}", cluster_port=cluster_ports[i], routes=cluster_ports,
-                                  cluster_name=name, host=host, tls=tls)) for i in range(size)]
+                                  cluster_name=name, host=host, tls=tls, auth_file=auth_file,
+                                  route_secret=route_secret))
+            for i in range(size)]
 
 
 async def start_cluster(base_dir: Path, size: int = 3, name: str = "stoker") -> list[NatsServer]:

@@ -7,6 +7,7 @@ import signal
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import nats.errors
 from nats.aio.client import Client
@@ -14,12 +15,14 @@ from nats.aio.client import Client
 from contracts.subjects import Topology
 from eventstore import lifeline
 from eventstore.config import CommonSettings, load_settings
-from eventstore.connect import NatsUnavailable, connect
+from eventstore.connect import NatsRefused, NatsUnavailable, connect
 from eventstore.log import JetStreamLog
 from eventstore.observability import configure_logging, configure_tracing, get_logger
+from eventstore.ports import StreamMissing
 from eventstore.server import resolve_nats_ca, resolve_nats_url
 
 EXIT_NATS_UNREACHABLE = 3  # stopped, but NATS was gone at the end: its last messages may not have arrived
+EXIT_NATS_REFUSED = 4  # NATS closed the connection for good: the credential was refused (revoked)
 DRAIN_TIMEOUT_S = 10.0
 
 
@@ -42,12 +45,15 @@ class ServiceContext:
 ServiceMain = Callable[[ServiceContext], Awaitable[None]]
 
 
-async def connect_with_retry(url: str, name: str, attempts: int = 60, *, ca_file: str | None = None,
-                             seed: str | None = None) -> Client:
-    """Connect, retrying for a while (a service may start before its NATS server is up)."""
+async def connect_with_retry(url: str, name: str, attempts: int = 60, credentials: Path | None = None,
+                             on_closed: Callable[[], None] | None = None, ca_file: str | None = None) -> Client:
+    """Connect, retrying for a while (a service may start before its NATS server is up); a refused credential
+    is not retried."""
     for attempt in range(attempts):
         try:
-            return await connect(url, name, ca_file=ca_file, seed=seed)
+            return await connect(url, name, credentials=credentials, on_closed=on_closed, ca_file=ca_file)
+        except NatsRefused:
+            raise
         except NatsUnavailable:
             if attempt == attempts - 1:
                 raise
@@ -55,13 +61,21 @@ async def connect_with_retry(url: str, name: str, attempts: int = 60, *, ca_file
     raise AssertionError("unreachable")
 
 
+def control_plane_streams(topology: Topology) -> list[str]:
+    """What a control-plane service needs before it starts: the event log."""
+    return [topology.events_stream]
+
+
 async def serve(name: str, main: ServiceMain, settings: CommonSettings | None = None,
-                grace: float = 30.0) -> None:
+                grace: float = 30.0, requires: Callable[[Topology], list[str]] = control_plane_streams) -> None:
     """Run `main` until it returns or SIGTERM/SIGINT/SIGHUP; then give it `grace` seconds and drain NATS.
+
+    The streams `requires` names must exist (the admin makes them: `stoker up`); the service only checks.
 
     Under `stoker up` the service also stops on its own when the supervisor dies (see eventstore.lifeline).
     When NATS is unreachable at the end, so that what the service still had to send may not have arrived,
-    the process exits with EXIT_NATS_UNREACHABLE instead of 0.
+    the process exits with EXIT_NATS_UNREACHABLE instead of 0; when NATS closed the connection for good
+    (a revoked credential), with EXIT_NATS_REFUSED.
     """
     settings = settings or load_settings(CommonSettings)
     configure_logging(name, settings.log_format, settings.log_level)
@@ -73,22 +87,41 @@ async def serve(name: str, main: ServiceMain, settings: CommonSettings | None = 
         loop.add_signal_handler(sig, stop.set)
     lifeline.watch()
     url = resolve_nats_url(settings.nats_url, settings.data_path)
-    nc = await _unless_stopped(connect_with_retry(url, f"stoker-{name}", **nats_security(settings)), stop)
+    cut_off = asyncio.Event()
+
+    def closed() -> None:
+        # Closed for good before we asked (its credential refused: revoked): the service cannot do its job.
+        if not stop.is_set():
+            cut_off.set()
+        stop.set()
+
+    nc = await _unless_stopped(connect_with_retry(url, f"stoker-{name}", **nats_security(settings),
+                                                  on_closed=closed), stop)
     if nc is None:
         log.info("service stopped before it reached NATS", nats=url)
         return
     event_log = JetStreamLog(nc, Topology(settings.prefix))
-    await event_log.ensure_streams(settings.replicas)
+    try:
+        await event_log.require_streams(requires(event_log.topology))
+    except StreamMissing:
+        await nc.close()
+        raise
     log.info("service starting", nats=url)
     task = asyncio.create_task(main(ServiceContext(name, settings, nc, event_log, stop)))
     stopper = asyncio.create_task(stop.wait())
     await asyncio.wait({task, stopper}, return_when=asyncio.FIRST_COMPLETED)
     if not task.done():
-        try:
-            await asyncio.wait_for(task, grace)
-        except TimeoutError:
+        await asyncio.wait({task}, timeout=grace)  # how it ended is looked at below
+        if not task.done():
             log.warning("service did not stop in time, cancelling", grace_s=grace)
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
     stopper.cancel()
+    if cut_off.is_set():
+        if task.done() and not task.cancelled():
+            task.exception()  # what failed after the cut is its consequence, not news
+        log.error("service stopped: NATS closed its connection for good (its credential was refused: revoked?)")
+        raise SystemExit(EXIT_NATS_REFUSED)
     if task.done() and not task.cancelled() and task.exception() is not None:
         log.error("service failed", error=repr(task.exception()))
         await nc.close()
@@ -119,10 +152,10 @@ async def _unless_stopped(connecting: Awaitable[Client], stop: asyncio.Event) ->
     return None
 
 
-def nats_security(settings: CommonSettings) -> dict[str, str | None]:
-    """How this process proves who it talks to and who it is: the CA to pin, the nkey seed to sign in with."""
-    seed = Path(settings.nats_seed_file).read_text().strip() if settings.nats_seed_file else None
-    return {"ca_file": resolve_nats_ca(settings.nats_ca, settings.nats_url, settings.data_path), "seed": seed}
+def nats_security(settings: CommonSettings) -> dict[str, Any]:
+    """How this process proves who it talks to and who it is: the CA to pin, the nkey seed file to sign in with."""
+    return {"ca_file": resolve_nats_ca(settings.nats_ca, settings.nats_url, settings.data_path),
+            "credentials": settings.credentials_path}
 
 
 def run_service(name: str, main: ServiceMain, settings: CommonSettings | None = None) -> None:

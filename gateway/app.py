@@ -55,7 +55,7 @@ async def start_gateway(settings: Settings, store: ReadModelStore | None = None)
     nc = await connect_with_retry(resolve_nats_url(common.nats_url, common.data_path), "stoker-gateway",
                                   **nats_security(common))
     event_log = JetStreamLog(nc, Topology(common.prefix))
-    await event_log.ensure_streams(common.replicas)
+    await event_log.require_streams([event_log.topology.events_stream, event_log.topology.telemetry_stream])
     store = store or await open_store(common.database_url, common.sqlite_path)
     await ensure_tables(store)
     registry = await load_registry(event_log)

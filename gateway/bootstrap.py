@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import os
 from datetime import timedelta
 from pathlib import Path
 
+from eventstore.credentials import write_secret
 from eventstore.log import JetStreamLog
 from gateway.settings import load
 from gateway.tokens import LOGIN_NAME, issue_token, load_registry
@@ -25,15 +25,6 @@ def read_admin_token(data_dir: Path) -> str | None:
         return path.read_text().strip() or None
     except FileNotFoundError:
         return None
-
-
-def write_secret(path: Path, secret: str) -> None:
-    """Write a secret readable by its owner only (created 0600, never briefly wider)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as out:
-        out.write(secret + "\n")
-    os.chmod(path, 0o600)  # a file that existed keeps its old mode through O_CREAT
 
 
 async def ensure_admin_token(event_log: JetStreamLog, data_dir: Path, base_url: str | None = None) -> str:

@@ -8,6 +8,7 @@ import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, TypeVar
 
 import click
@@ -16,6 +17,7 @@ from contracts.errors import DomainError
 from contracts.subjects import Topology
 from eventstore.config import CommonSettings, ConfigError, load_settings
 from eventstore.connect import NatsUnavailable, connect
+from eventstore.credentials import CredentialStore
 from eventstore.log import JetStreamLog
 from eventstore.observability import configure_logging
 from eventstore.ports import StreamMissing
@@ -43,10 +45,23 @@ class Cli:
         """The NATS server to talk to."""
         return resolve_nats_url(self.settings.nats_url, self.settings.data_path)
 
+    @property
+    def credentials(self) -> Path | None:
+        """The credential the CLI connects with: --credentials / STOKER_NATS_CREDENTIALS, else the platform's
+        admin credential when this data dir has one (`stoker up` made it)."""
+        if self.settings.credentials_path is not None:
+            return self.settings.credentials_path
+        admin = CredentialStore(self.settings.data_path).role_path("admin")
+        try:
+            return admin if admin.exists() else None
+        except PermissionError:
+            return admin  # someone else's platform: reading it says so in one line
+
     @asynccontextmanager
     async def connection(self, require_log: bool = True) -> AsyncIterator[tuple[Any, JetStreamLog]]:
         """A NATS connection and the event log, closed afterwards."""
-        nc = await connect(self.nats_url, "stoker-cli", reconnect=False, **nats_security(self.settings))
+        nc = await connect(self.nats_url, "stoker-cli", reconnect=False,
+                           **{**nats_security(self.settings), "credentials": self.credentials})
         try:
             log = JetStreamLog(nc, self.topology)
             if require_log:
@@ -86,13 +101,17 @@ pass_cli = click.make_pass_decorator(Cli)
 @click.group()
 @click.option("--data-dir", envvar="STOKER_DATA_DIR", help="Where stoker keeps its data (default: platform's).")
 @click.option("--nats", "nats_url", envvar="STOKER_NATS_URL", help="NATS server URL (default: the embedded one).")
+@click.option("--credentials", envvar="STOKER_NATS_CREDENTIALS",
+              help="NATS credential (nkey seed file; default: the data dir's admin credential).")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @click.version_option(package_name="stoker")
 @click.pass_context
-def main(ctx: click.Context, data_dir: str | None, nats_url: str | None, as_json: bool) -> None:
+def main(ctx: click.Context, data_dir: str | None, nats_url: str | None, credentials: str | None,
+         as_json: bool) -> None:
     """stoker keeps long training and evaluation jobs running on your machines."""
     try:
-        settings = load_settings(CommonSettings, overrides={"data_dir": data_dir, "nats_url": nats_url})
+        settings = load_settings(CommonSettings, overrides={"data_dir": data_dir, "nats_url": nats_url,
+                                                            "nats_credentials": credentials})
     except ConfigError as exc:
         raise click.ClickException(str(exc)) from None
     configure_logging("cli", settings.log_format, "warning")
@@ -100,9 +119,9 @@ def main(ctx: click.Context, data_dir: str | None, nats_url: str | None, as_json
 
 
 def _register() -> None:
-    from ops.commands import admin, events, platform, status
+    from ops.commands import admin, events, platform, security, status
 
-    for module in (events, admin, platform, status):
+    for module in (events, admin, platform, status, security):
         module.register(main)
     _register_optional()
 

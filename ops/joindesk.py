@@ -60,7 +60,7 @@ class JoinDesk:
 
 async def main(ctx: ServiceContext) -> None:
     """Open the desk until SIGTERM."""
-    await JoinDesk(ctx, nats_users(ctx.settings.data_path)).run()
+    await JoinDesk(ctx, nats_users(ctx.settings.data_path, ctx.topology)).run()
 
 
 def cli_main() -> None:

@@ -25,10 +25,13 @@ from contracts import events as ev
 from contracts.base import new_id, utcnow
 from contracts.commands import ClaimJoinToken
 from contracts.errors import InvalidCommand
+from contracts.subjects import Topology
+from eventstore.credentials import CredentialStore
 from eventstore.decision import Folded, run_decision
 from eventstore.observability import get_logger
 from eventstore.pki import ensure_ca, is_loopback, is_wildcard
 from eventstore.ports import EventLog
+from eventstore.server import reload_nats
 from ops import join_domain
 from ops.join_domain import JoinTokens
 from ops.jointoken import JoinToken, encode_token
@@ -41,7 +44,7 @@ PLATFORM_ID_FILE = "platform-id"
 class NatsUsers(Protocol):
     """Who may connect to NATS: one user per public nkey in the server's config, applied with a reload.
 
-    Every method is idempotent. (Until NATS has users, `OpenNats` stands in: anyone may connect.)
+    Every method is idempotent.
     """
 
     async def allow_join(self, token_id: str, public_key: str) -> None:
@@ -54,22 +57,33 @@ class NatsUsers(Protocol):
         """Let these keys connect no more (their connections are closed by the reload)."""
 
 
-class OpenNats:
-    """NATS without users: nothing to register, anyone may connect; says so in the log."""
+class PlatformUsers:
+    """The users of this data dir's nats-server (eventstore.credentials): each change rewrites the generated
+    `authorization` block and reloads every running node, so it holds at once and nothing restarts."""
+
+    def __init__(self, data_dir: Path, topology: Topology) -> None:
+        self.store, self.data_dir, self.topology = CredentialStore(data_dir), data_dir, topology
 
     async def allow_join(self, token_id: str, public_key: str) -> None:
-        log.info("join credential not registered: NATS has no users", token_id=token_id)
+        self.store.admit_join(token_id, public_key)
+        await self._apply()
 
     async def allow_worker(self, worker_id: str, public_key: str) -> None:
-        log.info("worker credential not registered: NATS has no users", worker_id=worker_id)
+        self.store.admit_worker(worker_id, public_key)
+        await self._apply()
 
     async def remove(self, public_keys: Iterable[str]) -> None:
-        return None
+        if self.store.remove_keys(set(public_keys)):
+            await self._apply()
+
+    async def _apply(self) -> None:
+        self.store.write_authorization(self.topology)
+        await reload_nats(self.data_dir)
 
 
-def nats_users(data_dir: Path) -> NatsUsers:
+def nats_users(data_dir: Path, topology: Topology) -> NatsUsers:
     """The users of this data dir's NATS server (the one place that picks the implementation)."""
-    return OpenNats()
+    return PlatformUsers(data_dir, topology)
 
 
 def new_user_seed() -> str:
@@ -153,7 +167,7 @@ async def issue_join_token(event_log: EventLog, data_dir: Path, urls: Sequence[s
                       reusable=reusable)
     text = encode_token(token, ca_key)
     await event_log.append(AGGREGATE, event.token_id, [event], 0)
-    await (users or nats_users(data_dir)).allow_join(event.token_id, event.key)
+    await (users or nats_users(data_dir, event_log.topology)).allow_join(event.token_id, event.key)
     return event, text
 
 

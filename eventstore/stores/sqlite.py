@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
@@ -72,6 +73,9 @@ class SqliteStore:
     def __init__(self, conn: aiosqlite.Connection, path: Path) -> None:
         self._conn = conn
         self.path = path
+        # One connection holds one transaction at a time: users of a shared store (a projector and a gateway
+        # in one process) take turns rather than nest BEGINs.
+        self._tx_lock = asyncio.Lock()
 
     @classmethod
     async def open(cls, path: Path | str, *, readonly: bool = False) -> SqliteStore:
@@ -92,15 +96,16 @@ class SqliteStore:
     @asynccontextmanager
     async def transaction(self, tables: Mapping[str, str] | None = None) -> AsyncIterator[SqliteTransaction]:
         """BEGIN IMMEDIATE … COMMIT, or ROLLBACK on any error."""
-        tx = SqliteTransaction(self._conn, tables or {})
-        await self._conn.execute("BEGIN IMMEDIATE")
-        try:
-            yield tx
-            await tx.flush()
-        except BaseException:
-            await self._conn.execute("ROLLBACK")
-            raise
-        await self._conn.execute("COMMIT")
+        async with self._tx_lock:
+            tx = SqliteTransaction(self._conn, tables or {})
+            await self._conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield tx
+                await tx.flush()
+            except BaseException:
+                await self._conn.execute("ROLLBACK")
+                raise
+            await self._conn.execute("COMMIT")
 
     async def fetchall(self, sql: str, *params: Any) -> list[dict[str, Any]]:
         """Rows of a read."""

@@ -69,8 +69,9 @@ async def create(cli: Cli, labels: tuple[str, ...], expires: str, reusable: bool
         raise click.ClickException(f"the server certificate does not cover {', '.join(missing)}: a machine would "
                                    "refuse it; add the name to [nats] names in stoker.toml and restart `stoker up`")
     async with cli.connection() as (_nc, log):
+        users = nats_users(cli.settings.data_path, cli.topology)
         event, text = await issue_join_token(log, cli.settings.data_path, chosen, expires_in=lifetime, labels=wanted,
-                                             reusable=reusable, name=name, users=nats_users(cli.settings.data_path))
+                                             reusable=reusable, name=name, users=users)
     fingerprint = decode_token(text).fingerprint
     if cli.as_json:
         emit_json({"token_id": event.token_id, "token": text, "expires_at": event.expires_at, "urls": chosen,
@@ -114,7 +115,7 @@ async def list_tokens(cli: Cli) -> None:
 async def revoke(cli: Cli, token_id: str) -> None:
     """Revoke a join token: no machine can join with it any more (those that joined stay)."""
     async with cli.connection() as (_nc, log):
-        event = await revoke_join_token(log, token_id, nats_users(cli.settings.data_path))
+        event = await revoke_join_token(log, token_id, nats_users(cli.settings.data_path, cli.topology))
     click.echo(f"join token {token_id} revoked" if event else f"join token {token_id} was already revoked", err=True)
 
 

@@ -9,6 +9,7 @@ import importlib.util
 import os
 import re
 import signal
+import socket
 import sys
 import time
 from collections.abc import Callable
@@ -16,10 +17,12 @@ from pathlib import Path
 from typing import Any, TextIO
 
 import click
+import msgspec
 
 from contracts.subjects import Topology
 from eventstore.config import CommonSettings, ConfigError, NatsSettings, load_settings
 from eventstore.connect import connect
+from eventstore.credentials import CredentialError, CredentialStore, local_worker_id
 from eventstore.lifeline import open_lifeline
 from eventstore.log import JetStreamLog
 from eventstore.observability import configure_logging
@@ -39,7 +42,7 @@ from eventstore.server import (
     port_is_free,
     write_record,
 )
-from eventstore.service import EXIT_NATS_UNREACHABLE
+from eventstore.service import EXIT_NATS_REFUSED, EXIT_NATS_UNREACHABLE
 from gateway.bootstrap import ensure_admin_token
 from gateway.settings import GatewaySettings
 from gateway.settings import load as load_gateway_settings
@@ -65,6 +68,7 @@ SERVICES = [
 ]
 WORKER_MODULE = "services.trainer"
 JOIN_DESK_MODULE = "ops.joindesk"  # claims of join tokens; only where other machines can reach NATS (with TLS)
+CREDENTIALS_ENV = "STOKER_NATS_CREDENTIALS"
 NATS_STOP_RANK = 99  # after every service: they need it to checkpoint and report while they stop
 NATS_BACK_S = 5.0  # at a stop, how long NATS may take to come back before the services stop without it
 GRACE_WITHOUT_NATS_S = 5.0
@@ -78,19 +82,46 @@ def module_runs(module: str) -> bool:
         return False
 
 
-def process_specs(nats_url: str, settings: CommonSettings, replicas: int, with_worker: bool,
-                  tls: ServerTls | None = None) -> list[ProcessSpec]:
-    """What `stoker up` supervises: each available service, and a local worker (and the join desk with TLS)."""
+class Identity(msgspec.Struct, frozen=True):
+    """The part of the trainer's settings (`[trainer]`, STOKER_TRAINER_*) that names the local worker."""
+
+    worker_id: str = ""
+
+
+def process_specs(nats_url: str, settings: CommonSettings, replicas: int, worker_id: str | None,
+                  credentials: CredentialStore, tls: ServerTls | None = None) -> list[ProcessSpec]:
+    """What `stoker up` supervises: each available service, and a local worker (`worker_id`), each with the
+    credential of its role (and the join desk, where other machines can reach NATS: with TLS)."""
     env = {"STOKER_NATS_URL": nats_url, "STOKER_DATA_DIR": str(settings.data_path),
            "STOKER_REPLICAS": str(replicas), "STOKER_LOG_FORMAT": "json"}
     if tls is not None:
         env["STOKER_NATS_CA"] = str(tls.ca_file)
-    specs = [python_module(name, module, env, rank) for name, module, rank in SERVICES if module_runs(module)]
+    specs = [python_module(name, module, {**env, CREDENTIALS_ENV: str(credentials.role_path(name))}, rank)
+             for name, module, rank in SERVICES if module_runs(module)]
     if tls is not None:
-        specs.append(python_module("joins", JOIN_DESK_MODULE, env, stop_rank=2))
-    if with_worker and module_runs(WORKER_MODULE):
-        specs.append(python_module("worker", WORKER_MODULE, env, stop_rank=1, grace=60.0))
+        desk_env = {**env, CREDENTIALS_ENV: str(credentials.role_path("joins"))}
+        specs.append(python_module("joins", JOIN_DESK_MODULE, desk_env, stop_rank=2))
+    if worker_id is not None and module_runs(WORKER_MODULE):
+        worker_env = {**env, CREDENTIALS_ENV: str(credentials.worker_path(worker_id)),
+                      "STOKER_TRAINER_WORKER_ID": worker_id}
+        specs.append(python_module("worker", WORKER_MODULE, worker_env, stop_rank=1, grace=60.0))
     return specs
+
+
+def local_worker(settings: CommonSettings) -> str:
+    """The id of `stoker up`'s own worker: configured (`[trainer] worker_id`), kept, or derived and kept."""
+    configured = load_settings(Identity, "trainer").worker_id
+    return local_worker_id(configured, settings.data_path, socket.gethostname())
+
+
+def secure_data_dir(data: Path) -> None:
+    """The data dir and its logs: 0700, every log 0600; what the platform creates from now on is private."""
+    os.umask(0o077)
+    for directory in (data, data / "logs"):
+        directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+        os.chmod(directory, 0o700)
+    for log_file in (data / "logs").glob("*.log"):
+        os.chmod(log_file, 0o600)
 
 
 class ServiceCannotStart(RuntimeError):
@@ -181,21 +212,40 @@ class Up:
         # The certificate is made (or renewed) once the data dir is ours; here only where it will be.
         self.tls = (planned_server_tls(self.data, machine_names(self.nats.listen, self.nats.names))
                     if decide_tls(self.nats.listen, self.nats.tls) else None)
+        self.credentials = CredentialStore(self.data)
+        auth = self.credentials.authorization_path
         if cluster > 1:
-            self.nodes = cluster_nodes(self.data / "nats-cluster", cluster, host=self.nats.listen, tls=self.tls)
+            self.nodes = cluster_nodes(self.data / "nats-cluster", cluster, host=self.nats.listen, tls=self.tls,
+                                       auth_file=auth)
         else:
-            self.nodes = [embedded_node(self.data, port=port, host=self.nats.listen, tls=self.tls)]
+            self.nodes = [embedded_node(self.data, port=port, host=self.nats.listen, tls=self.tls, auth_file=auth)]
         self.nats_url = ",".join(n.url for n in self.nodes)
         self.replicas = 3 if cluster > 1 else self.settings.replicas
         self.gateway: GatewaySettings | None = load_gateway_settings().gateway if module_runs("gateway") else None
         self.gateway_url = gateway_address(self.gateway.host, self.gateway.port) if self.gateway else None
         self.phase = "starting"
-        self.specs = process_specs(self.nats_url, self.settings, self.replicas, with_worker, self.tls)
+        self.with_worker = with_worker
+        self.specs: list[ProcessSpec] = []
         self.state = "starting"
         self.lock = DataDirLock(self.data)
         self.supervisor: Supervisor | None = None
         self.stop = asyncio.Event()
         self.signal_name = ""
+
+    def _prepare_credentials(self) -> None:
+        """A credential per role and for the local worker (made once, reused), the `authorization` block every
+        node includes, the route password of a cluster, and the supervised processes with their credentials."""
+        self.credentials.ensure_control_plane()
+        worker_id = local_worker(self.settings) if self.with_worker and module_runs(WORKER_MODULE) else None
+        if worker_id is not None:
+            self.credentials.ensure_worker(worker_id)
+        self.credentials.write_authorization(Topology(self.settings.prefix))
+        if len(self.nodes) > 1:
+            secret = self.credentials.route_secret()
+            for node in self.nodes:
+                node.spec.route_secret = secret
+        self.specs = process_specs(self.nats_url, self.settings, self.replicas, worker_id, self.credentials,
+                                   self.tls)
 
     def holder_info(self) -> dict[str, Any]:
         """What the lock file says about us."""
@@ -217,6 +267,7 @@ class Up:
 
     async def run(self) -> int:
         """The whole life of `stoker up`; returns its exit code."""
+        secure_data_dir(self.data)
         try:
             self.lock.acquire(self.holder_info())
         except AlreadyRunning as exc:
@@ -224,6 +275,12 @@ class Up:
             return 1
         protect_output(self.logs / "supervisor.log")
         configure_logging("supervisor", self.settings.log_format, self.settings.log_level)
+        try:
+            self._prepare_credentials()
+        except (CredentialError, ValueError, OSError) as exc:
+            say(f"stoker: cannot prepare the NATS credentials in {self.credentials.root}: {exc}", err=True)
+            self.lock.release()
+            return 1
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
             loop.add_signal_handler(sig, self._on_signal, sig)
@@ -287,9 +344,10 @@ class Up:
         keepers = self.supervisor.select(lambda s: s.infrastructure)
         await asyncio.gather(*(node.wait_healthy(self.start_timeout, exited=_exit_code(keeper))
                                for node, keeper in zip(self.nodes, keepers, strict=True)))
-        write_record(self.data, self.nodes[0], self.nats_url, pid=os.getpid())
+        write_record(self.data, self.nodes[0], self.nats_url, pid=os.getpid(), nodes=self.nodes)
         self.phase = "creating the streams"
-        nc = await connect(self.nats_url, "stoker-up", ca_file=str(self.tls.ca_file) if self.tls else None)
+        nc = await connect(self.nats_url, "stoker-up", credentials=self.credentials.role_path("admin"),
+                           ca_file=str(self.tls.ca_file) if self.tls else None)
         try:
             event_log = JetStreamLog(nc, Topology(self.settings.prefix))
             await event_log.ensure_streams(self.replicas)
@@ -433,6 +491,8 @@ def explain(child: Supervised) -> str:
         return "nats-server did not stop on SIGTERM and was killed (JetStream recovers its store at the next start)"
     if outcome == f"exit {EXIT_NATS_UNREACHABLE}":
         return "stopped without NATS: its last reports may not have been delivered"
+    if outcome == f"exit {EXIT_NATS_REFUSED}":
+        return "NATS refused its credential (revoked, or the platform's users changed): see its log"
     if outcome.startswith("killed after") and child.spec.name == "worker":
         return f"{outcome}: its running jobs go back to the queue from their last checkpoint once it is seen gone"
     if outcome.startswith("killed after"):
@@ -475,12 +535,20 @@ def run(cli: Cli, service: str) -> None:
     if module is None or not module_runs(module):
         known = sorted(name for name, m in modules.items() if module_runs(m))
         raise click.BadParameter(f"unknown service {service!r}; this installation has: {', '.join(known)}")
-    _run_module(cli, module)
+    _run_module(cli, module, None if module == WORKER_MODULE else service)
 
 
-def _run_module(cli: Cli, module: str) -> None:
+def _run_module(cli: Cli, module: str, role: str | None = None) -> None:
     os.environ.setdefault("STOKER_NATS_URL", cli.nats_url)
     os.environ.setdefault("STOKER_DATA_DIR", str(cli.settings.data_path))
+    if cli.settings.nats_credentials:
+        os.environ.setdefault(CREDENTIALS_ENV, cli.settings.nats_credentials)
+    elif role is not None and role != "trainer":
+        # On the control plane, a service run by hand connects as its role, as under `stoker up`.
+        own = CredentialStore(cli.settings.data_path).role_path(role)
+        with contextlib.suppress(OSError):
+            if own.exists():
+                os.environ.setdefault(CREDENTIALS_ENV, str(own))
     entry = importlib.import_module(f"{module}.__main__")
     entry.cli_main()
 

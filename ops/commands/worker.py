@@ -38,9 +38,11 @@ def worker_process(cli: Cli, nats_url: str | None, worker_id: str | None, labels
     joined = None if nats_url or cli.settings.nats_url else membership.read_joined(data)
     if joined is not None:
         env |= {"STOKER_NATS_URL": joined.nats_url, "STOKER_NATS_CA": str(membership.ca_path(data)),
-                "STOKER_NATS_SEED_FILE": str(membership.seed_path(data)), "STOKER_PREFIX": joined.prefix,
+                "STOKER_NATS_CREDENTIALS": str(membership.seed_path(data)), "STOKER_PREFIX": joined.prefix,
                 "STOKER_TRAINER_WORKER_ID": joined.worker_id}
         labels = labels or tuple(joined.labels)
+    elif cli.settings.nats_credentials:  # a worker credential (its id must be the one it was issued for)
+        env["STOKER_NATS_CREDENTIALS"] = cli.settings.nats_credentials
     if worker_id:
         env["STOKER_TRAINER_WORKER_ID"] = worker_id
     if labels:

@@ -20,7 +20,7 @@ from eventstore.lease import Lease, holder_name
 from eventstore.micro import start_service
 from eventstore.observability import get_logger
 from eventstore.service import ServiceContext
-from eventstore.streams import ensure_kv
+from eventstore.streams import open_kv
 from services.discovery.domain import Timing
 from services.discovery.handlers import Discovery
 from services.discovery.settings import DiscoverySettings
@@ -41,7 +41,7 @@ class DiscoveryService:
 
     async def run(self) -> None:
         """Lead whenever the lease is ours, until `ctx.stop`."""
-        kv = await ensure_kv(self.ctx.nc.jetstream(), self.ctx.topology.lease_bucket, self.ctx.settings.replicas)
+        kv = await open_kv(self.ctx.nc.jetstream(), self.ctx.topology.lease_bucket)
         lease = Lease(kv, LEASE_KEY, self.holder, self.settings.lease_ttl_s)
         while not self.ctx.stop.is_set():
             if await lease.wait_acquired(self.ctx.stop):

@@ -17,10 +17,10 @@ from nats.micro.service import Service
 from contracts.commands import ConfirmAssignment, JobReport, StopJob, SubmitJob
 from eventstore.dispatch import JetStreamDispatch
 from eventstore.lease import Lease, holder_name
-from eventstore.micro import handle_request
+from eventstore.micro import endpoint_subject, handle_request
 from eventstore.observability import get_logger
 from eventstore.service import ServiceContext
-from eventstore.streams import ensure_kv
+from eventstore.streams import open_kv
 from services.scheduler.board import JobBoard
 from services.scheduler.handlers import Scheduler
 from services.scheduler.live import LiveBoard
@@ -45,9 +45,8 @@ class SchedulerService:
     async def run(self) -> None:
         """Follow the log, lead whenever the lease is ours, stop on `ctx.stop`."""
         js = self.ctx.nc.jetstream()
-        replicas = self.ctx.settings.replicas
-        leases = await ensure_kv(js, self.ctx.topology.lease_bucket, replicas)
-        snapshots = await ensure_kv(js, self.ctx.topology.snapshot_bucket, replicas)
+        leases = await open_kv(js, self.ctx.topology.lease_bucket)
+        snapshots = await open_kv(js, self.ctx.topology.snapshot_bucket)
         board = LiveBoard(self.ctx.log, SnapshotStore(snapshots, LEASE_KEY, JobBoard))
         dispatch = JetStreamDispatch(self.ctx.nc, self.ctx.topology, self.settings.dispatch_retries)
         self.scheduler = Scheduler(board, self.settings, dispatch)
@@ -128,12 +127,15 @@ class SchedulerService:
         endpoints = {"submit": (SubmitJob, scheduler.submit), "stop": (StopJob, scheduler.stop),
                      "confirm": (ConfirmAssignment, scheduler.confirm), "report": (JobReport, scheduler.report)}
         for verb, (command_type, handler) in endpoints.items():
-            async def on_request(request: Request, command_type=command_type, handler=handler) -> None:
+            subject = endpoint_subject(topology, "scheduler", verb, command_type)
+
+            async def on_request(request: Request, command_type=command_type, handler=handler,
+                                 subject=subject) -> None:
                 # Handle each request in its own task: a micro endpoint awaits its callback, and a
                 # command waits for its append, so awaiting here would serialise every command.
-                task = asyncio.create_task(handle_request(request, command_type, handler))
+                task = asyncio.create_task(handle_request(request, command_type, handler, subject))
                 self._requests.add(task)
                 task.add_done_callback(self._requests.discard)
 
-            await service.add_endpoint(name=verb, subject=topology.command("scheduler", verb), handler=on_request)
+            await service.add_endpoint(name=verb, subject=subject, handler=on_request)
         return service

@@ -8,6 +8,7 @@ from typing import Any
 
 import structlog
 
+from contracts.subjects import Topology
 from eventstore.config import CommonSettings, load_settings
 from eventstore.service import ServiceContext, serve
 from services.trainer.agent import Agent
@@ -31,7 +32,12 @@ def cli_main(overrides: dict[str, Any] | None = None, common: CommonSettings | N
     """Run the agent until SIGTERM; the service runtime waits out the job stop grace period."""
     settings = load_settings(TrainerSettings, "trainer", overrides)
     asyncio.run(serve("trainer", functools.partial(main, overrides=overrides), common,
-                      grace=settings.stop_grace_s + 30))
+                      grace=settings.stop_grace_s + 30, requires=worker_streams))
+
+
+def worker_streams(topology: Topology) -> list[str]:
+    """What a worker needs before it starts: its dispatch queue and the telemetry stream."""
+    return [topology.dispatch_stream, topology.telemetry_stream]
 
 
 if __name__ == "__main__":

@@ -13,7 +13,7 @@ from nats.js.errors import DigestMismatchError, NotFoundError
 
 from contracts.dispatch import CheckpointRef
 from eventstore.observability import get_logger
-from eventstore.streams import ensure_object_store
+from eventstore.streams import open_object_store, read_object
 from services.trainer.checkpoint_format import file_sha256
 from services.trainer.checkpoints import FORMAT_HEADER, CheckpointUnavailable, Fetched, nats_digest_hex
 
@@ -29,7 +29,7 @@ def format_of(headers: dict[str, Any] | None) -> str:
 
 
 class CheckpointStore:
-    """The checkpoint bucket; created on first use."""
+    """The checkpoint bucket (made by the admin with the streams); opened on first use."""
 
     def __init__(self, js: JetStreamContext, bucket: str, replicas: int = 1) -> None:
         self.js, self.bucket_name, self.replicas = js, bucket, replicas
@@ -38,7 +38,7 @@ class CheckpointStore:
     async def bucket(self) -> Any:
         """The object store handle."""
         if self._bucket is None:
-            self._bucket = await ensure_object_store(self.js, self.bucket_name, self.replicas)
+            self._bucket = await open_object_store(self.js, self.bucket_name)
         return self._bucket
 
     async def upload(self, path: Path, name: str, fmt: str, budget_s: float) -> str:
@@ -82,7 +82,7 @@ class CheckpointStore:
             return Fetched(dest, stored, fmt)
         try:
             with dest.open("wb") as out:
-                await bucket.get(ref.name, writeinto=out)
+                await read_object(self.js, self.bucket_name, info, out)
         except DigestMismatchError:
             log.warning("checkpoint chunks do not match their digest", name=ref.name)
             return Fetched(dest, "", fmt)

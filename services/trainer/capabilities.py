@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
-import re
 import socket
 import subprocess
 import sys
@@ -14,14 +12,13 @@ from pathlib import Path
 
 import psutil
 
-from contracts.base import is_valid_id
 from contracts.events import Gpu, WorkerCapabilities
+from eventstore.credentials import local_worker_id
 from eventstore.observability import get_logger
 from services.trainer.settings import TrainerSettings
 from services.trainer.workloads_registry import Registry
 
 log = get_logger(component="capabilities")
-WORKER_ID_FILE = "worker-id"
 MAX_ADDRESSES = 16
 MAX_WORKLOADS = 1000
 
@@ -34,30 +31,9 @@ _TORCH_PROBE = (
 )
 
 
-def derived_worker_id(hostname: str, data_dir: Path) -> str:
-    """`<hostname>-<8 hex of the data dir>`: stable per host and data dir, a valid subject token."""
-    host = re.sub(r"[^A-Za-z0-9_-]+", "-", hostname.split(".")[0]).strip("-")[:48] or "worker"
-    digest = hashlib.sha256(str(data_dir.resolve()).encode()).hexdigest()[:8]
-    return f"{host}-{digest}"
-
-
 def worker_id(settings: TrainerSettings, data_dir: Path) -> str:
     """The configured id, else the one kept in the data dir, else a derived one (then kept)."""
-    if settings.worker_id:
-        if not is_valid_id(settings.worker_id):
-            raise ValueError(f"worker id {settings.worker_id!r} may hold only letters, digits, '-' and '_'")
-        return settings.worker_id
-    path = data_dir / "trainer" / WORKER_ID_FILE
-    try:
-        kept = path.read_text().strip()
-        if is_valid_id(kept):
-            return kept
-    except OSError:
-        pass
-    chosen = derived_worker_id(socket.gethostname(), data_dir)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(chosen + "\n")
-    return chosen
+    return local_worker_id(settings.worker_id, data_dir, socket.gethostname())
 
 
 def addresses() -> tuple[str, ...]:

@@ -21,11 +21,6 @@ EXPIRES_S = 30.0
 HEARTBEAT_S = 2.0
 
 
-def consumer_name(worker_id: str) -> str:
-    """The durable consumer of one worker: `worker-<worker_id>`."""
-    return f"worker-{worker_id}"
-
-
 class DispatchConsumer:
     """Keeps pull requests outstanding (credit ≥ half a batch) and hands each message to `handle`."""
 
@@ -33,18 +28,23 @@ class DispatchConsumer:
                  batch: int = 64) -> None:
         self.nc, self.topology, self.worker_id, self.handle = nc, topology, worker_id, handle
         self.batch = batch
-        self.name = consumer_name(worker_id)
+        self.name = topology.dispatch_consumer(worker_id)
         self.credit = 0
         self.last_heard = time.monotonic()
         self.lost = False
         self._wake = asyncio.Event()
 
     async def ensure(self) -> None:
-        """Create the durable consumer if it does not exist (existing ones keep their undelivered work)."""
+        """Create the durable consumer if it does not exist (existing ones keep their undelivered work).
+
+        Named as well as durable, so that the create request's subject carries the filter
+        (`$JS.API.CONSUMER.CREATE.<stream>.<name>.<filter>`): a worker's NATS user may create only its own.
+        """
         js = self.nc.jetstream()
-        config = ConsumerConfig(durable_name=self.name, filter_subject=self.topology.dispatch(self.worker_id),
-                                ack_policy=AckPolicy.EXPLICIT, deliver_policy=DeliverPolicy.ALL, ack_wait=60,
-                                max_deliver=-1, max_ack_pending=20_000, max_waiting=64)
+        config = ConsumerConfig(name=self.name, durable_name=self.name,
+                                filter_subject=self.topology.dispatch(self.worker_id), ack_policy=AckPolicy.EXPLICIT,
+                                deliver_policy=DeliverPolicy.ALL, ack_wait=60, max_deliver=-1, max_ack_pending=20_000,
+                                max_waiting=64)
         try:
             await js.add_consumer(self.topology.dispatch_stream, config)
         except BadRequestError as exc:

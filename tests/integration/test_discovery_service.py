@@ -9,6 +9,7 @@ import pytest
 
 from contracts import events as ev
 from contracts.base import utcnow
+from contracts.codec import encode
 from contracts.commands import CommandError, DeregisterWorker, RegisterWorker, WorkerAccepted
 from contracts.errors import InvalidCommand, NotFound
 from eventstore.micro import call
@@ -55,7 +56,7 @@ async def test_a_workers_life_in_the_registry(nats_server, nc, topology, event_l
 async def test_bad_registrations_are_refused_and_change_nothing(nats_server, nc, topology, event_log) -> None:
     async with InProcess(nats_server.url, topology, DiscoveryService, FAST, "discovery") as service:
         await eventually(lambda: acting(service), what="discovery acting")
-        subject = topology.command("discovery", "register")
+        subject = topology.command("discovery", "register", "w1")
         bad_bodies = [b"]", b'{"worker_id": "w1", "capabilities": {"hostname": "h", "cpu_cores": 0, "ram_mb": 1}}',
                       b'{"worker_id": "has space", "capabilities": {"hostname": "h", "cpu_cores": 1, "ram_mb": 1}}']
         for body in bad_bodies:
@@ -68,6 +69,11 @@ async def test_bad_registrations_are_refused_and_change_nothing(nats_server, nc,
             await call(nc, topology, RegisterWorker(worker_id="w1", capabilities=caps), WorkerAccepted)
         with pytest.raises(NotFound):
             await call(nc, topology, DeregisterWorker(worker_id="w1"), WorkerAccepted)
+        # On w1's subject (the only one w1's NATS user may send to) a registration of w2 is refused.
+        other = RegisterWorker(worker_id="w2", capabilities=ev.WorkerCapabilities(hostname="h", cpu_cores=1, ram_mb=1))
+        reply = await nc.request(subject, encode(other), timeout=5)
+        assert msgspec.json.decode(reply.data, type=CommandError).code == 403
+        assert not await event_log.has_events(topology.events("worker", "w2"))
         assert service.discovery.state.workers == {}
     assert await event_log.last_seq() == 0
 

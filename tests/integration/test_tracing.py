@@ -25,7 +25,12 @@ from gateway.tokens import issue_token
 from ops.cli import main as stoker_main
 from services.scheduler.committer import Committer
 from services.trainer.sdk import workload
+from tests.integration import test_trainer_platform as shared
 from tests.integration.test_trainer_platform import Platform, pytestmark, wait_event  # noqa: F401
+
+# The authenticated nats-server of the platform tests (their fixtures, shared by name): the gateway, the
+# services and the worker each connect with their own credential.
+secured, nats_server, nc = shared.secured, shared.nats_server, shared.nc
 
 WORKLOAD = "tests.integration.test_tracing:report_traceparent"
 
@@ -87,15 +92,15 @@ async def gateway_up(url: str, proc: Any, timeout: float = 60.0) -> None:
 
 
 async def test_one_trace_from_the_http_request_to_the_first_progress_report(
-        nats_server, event_log, topology, tmp_path):
+        nats_server, secured, event_log, topology, tmp_path):
     spans_file = tmp_path / "spans.jsonl"
-    platform = TracedPlatform(nats_server, topology, tmp_path, spans_file=spans_file)
+    platform = TracedPlatform(nats_server, topology, tmp_path, secured.credentials, spans_file=spans_file)
     _event, token = await issue_token(event_log, "operator", "tracing test")
     port = free_port()
     try:
         for name in ("scheduler", "discovery", "projector"):
             platform.start(name, f"services.{name}")
-        platform.worker("trace-w1")
+        await platform.worker("trace-w1")
         gateway = platform.start("gateway", "gateway", STOKER_GATEWAY_PORT=str(port))
         url = f"http://127.0.0.1:{port}"
         await gateway_up(url, gateway)
@@ -157,7 +162,8 @@ async def test_one_trace_from_the_http_request_to_the_first_progress_report(
             assert view["trace_id"] == trace_id
         cli = await asyncio.to_thread(
             CliRunner().invoke, stoker_main,
-            ["--data-dir", str(tmp_path / "data"), "--nats", nats_server.url, "job", job_id],
+            ["--data-dir", str(tmp_path / "data"), "--nats", nats_server.url,
+             "--credentials", str(secured.credential("admin")), "job", job_id],
             env={"STOKER_PREFIX": topology.prefix})
         assert cli.exit_code == 0, cli.output
         assert cli.output.splitlines()[0] == f"trace {trace_id}"

@@ -15,16 +15,20 @@ from click.testing import CliRunner, Result
 
 from contracts.events import JobCompleted, JobFailed, JobStarted, JobStopped, WorkerDeregistered, WorkerRegistered
 from ops.cli import main
+from tests.integration import test_trainer_platform as shared
 from tests.integration.test_trainer_platform import ROOT, Platform, pytestmark, wait_event  # noqa: F401
+
+# The authenticated nats-server of the platform tests (their fixtures, shared by name).
+secured, nats_server, nc = shared.secured, shared.nats_server, shared.nc
 
 
 @pytest_asyncio.fixture
-async def platform(nats_server, event_log, topology, tmp_path) -> AsyncIterator[Platform]:
-    """Scheduler, discovery, projector and one worker."""
-    running = Platform(nats_server, topology, tmp_path)
+async def platform(nats_server, secured, event_log, topology, tmp_path) -> AsyncIterator[Platform]:
+    """Scheduler, discovery, projector and one worker, each with its credential (the CLI uses the admin's)."""
+    running = Platform(nats_server, topology, tmp_path, secured.credentials)
     for name in ("scheduler", "discovery", "projector"):
         running.start(name, f"services.{name}")
-    running.worker("cli-w1", slots=2)
+    await running.worker("cli-w1", slots=2)
     try:
         yield running
     finally:
@@ -33,7 +37,8 @@ async def platform(nats_server, event_log, topology, tmp_path) -> AsyncIterator[
 
 async def stoker(platform: Platform, *args: str) -> Result:
     """Run the CLI in a thread (it runs its own event loop), against this test's platform."""
-    base = ["--data-dir", str(platform.base / "data"), "--nats", platform.server.url]
+    base = ["--data-dir", str(platform.base / "data"), "--nats", platform.server.url,
+            "--credentials", str(platform.credentials.role_path("admin"))]
     return await asyncio.to_thread(CliRunner().invoke, main, [*base, *args],
                                    env={"STOKER_PREFIX": platform.topology.prefix})
 
@@ -145,9 +150,17 @@ def stoker_process(platform: Platform, name: str, *args: str, **env: str) -> sub
     return proc
 
 
-async def test_stoker_worker_becomes_the_trainer_and_leaves_on_ctrl_c(platform, event_log):
-    proc = stoker_process(platform, "cli-w2", "worker", "--id", "cli-w2", "--slots", "3", "--label", "cli",
-                          STOKER_TRAINER_DETECT_GPUS="false", STOKER_TRAINER_STOP_GRACE_S="5")
+async def test_stoker_worker_becomes_the_trainer_and_leaves_on_ctrl_c(platform, secured, event_log, tmp_path):
+    # Admitted on the control plane (its data dir holds the platform's credentials), as a join would.
+    credential = tmp_path / "cli-w2.nk"
+    admitted = await asyncio.to_thread(
+        CliRunner().invoke, main, ["--data-dir", str(secured.data_dir), "security", "admit-worker", "cli-w2",
+                                   "--out", str(credential)], env={"STOKER_PREFIX": platform.topology.prefix})
+    assert admitted.exit_code == 0 and "in effect now (1 NATS node reloaded)" in admitted.output, admitted.output
+    assert credential.stat().st_mode & 0o777 == 0o600
+    proc = stoker_process(platform, "cli-w2", "--credentials", str(credential), "worker", "--id", "cli-w2",
+                          "--slots", "3", "--label", "cli", STOKER_TRAINER_DETECT_GPUS="false",
+                          STOKER_TRAINER_STOP_GRACE_S="5")
     joined = await wait_event(event_log, "worker", "cli-w2", lambda s: isinstance(s.event, WorkerRegistered))
     assert joined.event.capabilities.slots == 3 and joined.event.capabilities.labels == ("cli",)
     proc.send_signal(signal.SIGINT)
@@ -166,8 +179,11 @@ async def test_errors_are_one_line(platform, args, message):
     assert result.output.count("\n") == 1
 
 
-async def test_without_a_scheduler_submit_says_so(nats_server, event_log, topology, tmp_path):
-    result = await asyncio.to_thread(
-        CliRunner().invoke, main, ["--data-dir", str(tmp_path), "--nats", nats_server.url, "submit", "train", "noop"],
-        env={"STOKER_PREFIX": topology.prefix})
+async def test_without_a_scheduler_submit_says_so(nats_server, secured, event_log, topology, tmp_path):
+    command = ["--data-dir", str(tmp_path), "--nats", nats_server.url, "submit", "train", "noop"]
+    result = await asyncio.to_thread(CliRunner().invoke, main, [
+        "--credentials", str(secured.credential("admin")), *command], env={"STOKER_PREFIX": topology.prefix})
     assert result.exit_code == 1 and "scheduler service is not running" in result.output
+    # Without a credential (this data dir has none), the server refuses the CLI: one line saying what to pass.
+    result = await asyncio.to_thread(CliRunner().invoke, main, command, env={"STOKER_PREFIX": topology.prefix})
+    assert result.exit_code == 1 and result.output.count("\n") == 1 and "requires a credential" in result.output

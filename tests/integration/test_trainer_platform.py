@@ -1,4 +1,5 @@
-"""Workers against the real scheduler and discovery (separate processes, as `stoker up` runs them)."""
+"""Workers against the real scheduler and discovery (separate processes, as `stoker up` runs them), on a
+nats-server with the platform's users and permissions: each process connects with its role's credential."""
 
 from __future__ import annotations
 
@@ -27,11 +28,14 @@ from contracts.events import (
 )
 from contracts.subjects import Topology
 from contracts.telemetry import JobProgress
+from eventstore.connect import connect
+from eventstore.credentials import CredentialStore
 from eventstore.log import JetStreamLog, StoredEvent
 from eventstore.micro import call
-from eventstore.server import NatsServer
+from eventstore.server import NatsServer, reload_nats
 from eventstore.telemetry import sample_history
 from tests.integration.test_trainer_agent import wait_file, wait_gone
+from tests.secured import SecuredServer, start_secured
 
 ROOT = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.skipif(
@@ -39,11 +43,36 @@ pytestmark = pytest.mark.skipif(
     reason="needs the scheduler and discovery services")
 
 
-class Platform:
-    """Scheduler, discovery and workers as processes on one test's topology."""
+@pytest_asyncio.fixture(scope="module")
+async def secured(tmp_path_factory) -> AsyncIterator[SecuredServer]:
+    """One authenticated nats-server for the module; each test admits its topology and workers."""
+    running = await start_secured(tmp_path_factory.mktemp("secured"), Topology("tplatform"), workers=())
+    yield running
+    await running.close()
+    running.server.stop()
 
-    def __init__(self, server: NatsServer, topology: Topology, base: Path) -> None:
-        self.server, self.topology, self.base = server, topology, base
+
+@pytest_asyncio.fixture
+async def nats_server(secured: SecuredServer, topology: Topology) -> NatsServer:
+    """The authenticated server, its permissions written for this test's topology (a reload, no restart)."""
+    secured.credentials.write_authorization(topology)
+    await reload_nats(secured.data_dir)
+    return secured.server
+
+
+@pytest_asyncio.fixture
+async def nc(nats_server: NatsServer, secured: SecuredServer):
+    """The test's own connection: the admin's (it creates the streams and reads everything)."""
+    client = await connect(nats_server.url, "stoker-tests", credentials=secured.credential("admin"))
+    yield client
+    await client.close()
+
+
+class Platform:
+    """Scheduler, discovery and workers as processes on one test's topology, each with its credential."""
+
+    def __init__(self, server: NatsServer, topology: Topology, base: Path, credentials: CredentialStore) -> None:
+        self.server, self.topology, self.base, self.credentials = server, topology, base, credentials
         self.procs: dict[str, subprocess.Popen] = {}
 
     def env(self, **extra: str) -> dict[str, str]:
@@ -54,20 +83,26 @@ class Platform:
                 "STOKER_DISCOVERY_TICK_S": "0.2", "STOKER_SCHEDULER_TICK_S": "0.2", **extra}
 
     def start(self, name: str, module: str, **extra: str) -> subprocess.Popen:
-        """Start `python -m module` as `name`."""
+        """Start `python -m module` as `name` (a service connects as its role)."""
         (self.base / "logs").mkdir(parents=True, exist_ok=True)
+        if "STOKER_NATS_CREDENTIALS" not in extra:
+            extra["STOKER_NATS_CREDENTIALS"] = str(self.credentials.role_path(name))
         with (self.base / "logs" / f"{name}.log").open("ab") as out:
             proc = subprocess.Popen([sys.executable, "-m", module], env=self.env(**extra), cwd=ROOT, stdout=out,
                                     stderr=out, start_new_session=True)
         self.procs[name] = proc
         return proc
 
-    def worker(self, worker_id: str, slots: int = 1) -> subprocess.Popen:
-        """A worker agent process with its own data dir (as on its own machine)."""
+    async def worker(self, worker_id: str, slots: int = 1) -> subprocess.Popen:
+        """A worker agent process with its own data dir (as on its own machine), admitted with its own
+        credential (written to the authorization block and reloaded, as a join would)."""
+        credential = self.credentials.ensure_worker(worker_id)
+        self.credentials.write_authorization(self.topology)
+        await reload_nats(self.credentials.root.parent)
         return self.start(worker_id, "services.trainer", STOKER_TRAINER_WORKER_ID=worker_id,
                           STOKER_TRAINER_SLOTS=str(slots), STOKER_TRAINER_DETECT_GPUS="false",
                           STOKER_TRAINER_HEARTBEAT_S="0.3", STOKER_TRAINER_STOP_GRACE_S="5",
-                          STOKER_DATA_DIR=str(self.base / worker_id))
+                          STOKER_DATA_DIR=str(self.base / worker_id), STOKER_NATS_CREDENTIALS=str(credential))
 
     def stop(self) -> None:
         """SIGTERM everything, then SIGKILL what does not go."""
@@ -83,9 +118,9 @@ class Platform:
 
 
 @pytest_asyncio.fixture
-async def platform(nats_server, event_log, topology, tmp_path) -> AsyncIterator[Platform]:
+async def platform(nats_server, secured, event_log, topology, tmp_path) -> AsyncIterator[Platform]:
     """The real scheduler and discovery, running."""
-    running = Platform(nats_server, topology, tmp_path)
+    running = Platform(nats_server, topology, tmp_path, secured.credentials)
     running.start("scheduler", "services.scheduler")
     running.start("discovery", "services.discovery")
     try:
@@ -117,7 +152,7 @@ async def wait_event(log: JetStreamLog, aggregate: str, aggregate_id: str, match
 
 
 async def test_a_noop_job_runs_through_the_real_scheduler(platform, nc, event_log, topology):
-    platform.worker("pw1", slots=2)
+    await platform.worker("pw1", slots=2)
     job_id = await submit(nc, topology, workload="noop")
     done = await wait_event(event_log, "job", job_id, lambda s: isinstance(s.event, JobCompleted))
     assert done.event.result == {"ok": True, "iteration": 1}
@@ -126,12 +161,12 @@ async def test_a_noop_job_runs_through_the_real_scheduler(platform, nc, event_lo
 
 
 async def test_a_killed_worker_s_job_resumes_elsewhere_from_its_checkpoint(platform, nc, event_log, topology):
-    first = platform.worker("pw-a")
+    first = await platform.worker("pw-a")
     job_id = await submit(nc, topology, workload="sleep", max_iterations=120,
                           params={"step_s": 0.02, "checkpoint_every": 5})
     await wait_event(event_log, "job", job_id,
                      lambda s: isinstance(s.event, JobCheckpointed) and s.event.iteration >= 10)
-    platform.worker("pw-b")
+    await platform.worker("pw-b")
     first.send_signal(signal.SIGKILL)
     first.wait()
     await wait_event(event_log, "worker", "pw-a", lambda s: isinstance(s.event, WorkerLost))
@@ -152,7 +187,7 @@ async def test_a_killed_worker_s_job_resumes_elsewhere_from_its_checkpoint(platf
 
 
 async def test_a_job_dies_with_its_worker(platform, nc, event_log, topology, tmp_path):
-    worker = platform.worker("pw-c")
+    worker = await platform.worker("pw-c")
     pid_file = tmp_path / "pid"
     await submit(nc, topology, workload="tests.integration.test_trainer_workloads:write_pid_and_wait",
                  params={"pid_file": str(pid_file)})
@@ -163,14 +198,14 @@ async def test_a_job_dies_with_its_worker(platform, nc, event_log, topology, tmp
 
 
 async def test_a_clean_shutdown_costs_a_job_one_attempt(platform, nc, event_log, topology):
-    leaving = platform.worker("pw-d")
+    leaving = await platform.worker("pw-d")
     job_id = await submit(nc, topology, workload="sleep", max_iterations=100_000,
                           params={"step_s": 0.02, "checkpoint_every": 10})
     await wait_event(event_log, "job", job_id, lambda s: isinstance(s.event, JobCheckpointed))
     leaving.send_signal(signal.SIGTERM)  # it checkpoints, says `interrupted`, and deregisters
     assert await asyncio.to_thread(leaving.wait, 60) == 0
     await wait_event(event_log, "worker", "pw-d", lambda s: isinstance(s.event, WorkerDeregistered))
-    platform.worker("pw-d")  # up again, same worker
+    await platform.worker("pw-d")  # up again, same worker
     started = await wait_event(event_log, "job", job_id,
                                lambda s: isinstance(s.event, JobStarted) and s.event.attempt > 1)
     assert started.event.attempt == 2 and started.event.resumed_from is not None
@@ -180,18 +215,19 @@ async def test_a_clean_shutdown_costs_a_job_one_attempt(platform, nc, event_log,
     assert [e.event.attempt for e in events if isinstance(e.event, JobAssigned)] == [1, 2]  # none while it left
 
 
-async def test_a_crashed_worker_s_job_is_requeued_as_worker_lost(nats_server, nc, event_log, topology, tmp_path):
+async def test_a_crashed_worker_s_job_is_requeued_as_worker_lost(nats_server, secured, nc, event_log, topology,
+                                                                 tmp_path):
     # Discovery is slow to notice here: the worker is back (as a supervisor restarts it) before it is lost.
-    running = Platform(nats_server, topology, tmp_path)
+    running = Platform(nats_server, topology, tmp_path, secured.credentials)
     running.start("scheduler", "services.scheduler")
     running.start("discovery", "services.discovery", STOKER_DISCOVERY_LOST_AFTER_S="120")
     try:
-        crashing = running.worker("pw-e")
+        crashing = await running.worker("pw-e")
         job_id = await submit(nc, topology, workload="sleep", max_iterations=100_000, params={"step_s": 0.02})
         await wait_event(event_log, "job", job_id, lambda s: isinstance(s.event, JobStarted))
         crashing.send_signal(signal.SIGKILL)
         crashing.wait()
-        running.worker("pw-e")
+        await running.worker("pw-e")
         requeued = await wait_event(event_log, "job", job_id, lambda s: isinstance(s.event, JobRequeued))
         assert (requeued.event.reason, requeued.event.attempt) == ("worker_lost", 2)
     finally:

@@ -10,7 +10,8 @@ from contracts.base import is_valid_id
 from contracts.codec import decode_event
 from contracts.events import Gpu, WorkerCapabilities
 from contracts.workloads import offers
-from services.trainer.capabilities import derived_worker_id, detect, worker_id
+from eventstore.credentials import derived_worker_id
+from services.trainer.capabilities import detect, worker_id
 from services.trainer.settings import TrainerSettings
 
 

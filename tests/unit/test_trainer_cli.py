@@ -80,11 +80,11 @@ def test_stoker_worker_on_a_joined_data_dir_works_for_the_platform_it_joined(tmp
     _argv, env = worker_process(cli, None, None, (), None)
     assert env["STOKER_NATS_URL"] == "tls://192.0.2.1:4222,tls://192.0.2.2:4222" and env["STOKER_PREFIX"] == "lab"
     assert env["STOKER_NATS_CA"] == str(tmp_path / "join" / "ca.pem")
-    assert env["STOKER_NATS_SEED_FILE"] == str(tmp_path / "join" / "worker.nkey")
+    assert env["STOKER_NATS_CREDENTIALS"] == str(tmp_path / "join" / "worker.nkey")
     settings = load_settings(TrainerSettings, "trainer", env=env)
     assert (settings.worker_id, settings.labels) == ("box-b", ("gpu",))
     _argv, elsewhere = worker_process(cli, "nats://127.0.0.1:4999", None, ("cpu",), None)  # --nats wins
-    assert elsewhere["STOKER_NATS_URL"] == "nats://127.0.0.1:4999" and "STOKER_NATS_SEED_FILE" not in elsewhere
+    assert elsewhere["STOKER_NATS_URL"] == "nats://127.0.0.1:4999" and "STOKER_NATS_CREDENTIALS" not in elsewhere
 
 
 def sample(iteration: int, seconds: float, total: int | None = 100, **metrics: float) -> JobProgress:

@@ -1,0 +1,98 @@
+"""`stoker security …`: who may do what on NATS (the permission table), and the platform's NATS users."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from contracts.subjects import Topology
+from eventstore.credentials import CredentialError, CredentialStore, write_secret
+from eventstore.permissions import permission_table
+from eventstore.server import NatsServerError, read_record, reload_nats
+from ops.cli import Cli, pass_cli, run_async
+from ops.output import emit_json
+
+
+@click.group("security")
+def security_group() -> None:
+    """NATS identities and their permissions."""
+
+
+@security_group.command("permissions")
+@click.option("--prefix", default=None, help="Subject prefix to show them for (default: this installation's).")
+@pass_cli
+def permissions_command(cli: Cli, prefix: str | None) -> None:
+    """Print the permission table: each identity, what it may publish and subscribe to, and what it may not."""
+    click.echo(permission_table(Topology(prefix or cli.settings.prefix)), nl=False)
+
+
+@security_group.command("users")
+@pass_cli
+def users_command(cli: Cli) -> None:
+    """The NATS users of this data dir's platform: role, worker id and public key."""
+    try:
+        users = CredentialStore(cli.settings.data_path).users()
+    except (CredentialError, OSError) as exc:
+        raise click.ClickException(str(exc)) from None
+    rows = [{"role": u.role, "worker_id": u.worker_id, "public_key": u.public_key} for u in users]
+    if cli.as_json:
+        emit_json(rows)
+        return
+    if not rows:
+        click.echo("no NATS users yet (`stoker up` makes them)")
+    for row in rows:
+        click.echo(f"{row['role']:<10} {row['worker_id'] or '-':<24} {row['public_key']}")
+
+
+@security_group.command("admit-worker")
+@click.argument("worker_id")
+@click.option("--out", "out", type=click.Path(dir_okay=False, path_type=Path), required=True,
+              help="Where to write the worker's credential (0600); copy it to the worker's machine.")
+@pass_cli
+def admit_worker(cli: Cli, worker_id: str, out: Path) -> None:
+    """Let a worker of another machine in: a new credential for WORKER_ID, effective at once (no restart).
+
+    On that machine: `stoker worker --nats URL --credentials FILE --id WORKER_ID`.
+    """
+    store = CredentialStore(cli.settings.data_path)
+    if out.exists():
+        raise click.ClickException(f"{out} exists; choose another --out (a credential is never overwritten)")
+    try:
+        write_secret(out, store.issue_worker(worker_id))
+    except (CredentialError, OSError) as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(f"worker {worker_id}: credential written to {out} (keep it secret); {apply(cli, store)}")
+
+
+@security_group.command("revoke-worker")
+@click.argument("worker_id")
+@pass_cli
+def revoke_worker(cli: Cli, worker_id: str) -> None:
+    """Remove WORKER_ID's credential: its connections are closed and it cannot connect again (no restart)."""
+    store = CredentialStore(cli.settings.data_path)
+    try:
+        found = store.revoke_worker(worker_id)
+    except (CredentialError, OSError) as exc:
+        raise click.ClickException(str(exc)) from None
+    if not found:
+        raise click.ClickException(f"no worker {worker_id!r} has a credential here (see `stoker security users`)")
+    click.echo(f"worker {worker_id}: credential revoked; {apply(cli, store)}")
+
+
+@run_async
+async def apply(cli: Cli, store: CredentialStore) -> str:
+    """Rewrite the server's users and reload the running NATS nodes; what that did, in words."""
+    store.write_authorization(Topology(cli.settings.prefix))
+    if read_record(cli.settings.data_path) is None:
+        return "NATS is not running here: it takes effect when `stoker up` starts"
+    try:
+        nodes = await reload_nats(cli.settings.data_path)
+    except NatsServerError as exc:
+        raise click.ClickException(f"the new users are written but NATS did not reload: {exc}") from None
+    return f"in effect now ({nodes} NATS node{'s' if nodes > 1 else ''} reloaded)"
+
+
+def register(group: click.Group) -> None:
+    """Add `stoker security …`."""
+    group.add_command(security_group)
