@@ -54,7 +54,24 @@ def test_every_aggregate_has_exactly_the_writers_the_design_names() -> None:
     for aggregate in event_aggregates():
         writers = {r for r in ROLES if may_publish(r, T.events(aggregate, "01J"))}
         assert writers == {"admin", *WRITERS[aggregate]}, aggregate
-    assert WRITERS == {"job": ("scheduler",), "worker": ("discovery",), "token": ("gateway",)}
+    assert WRITERS == {"job": ("scheduler",), "worker": ("discovery",), "token": ("gateway",),
+                       "jointoken": ("joins",)}
+
+
+def test_a_join_tokens_credential_may_only_claim() -> None:
+    join = permissions("join", T, public_key="UKEY")
+    assert allows(join, T.command("join", "claim"))
+    for subject in (T.events("jointoken", "01J"), T.command("scheduler", "submit"), T.dispatch("w1"),
+                    T.telemetry("heartbeat", "w1"), f"$JS.API.STREAM.INFO.{T.events_stream}", "$SRV.PING"):
+        assert not allows(join, subject), subject
+    assert allows(join, "_INBOX.UKEY.x", publish=False) and not allows(join, "_INBOX.OTHER.x", publish=False)
+
+
+def test_the_join_desk_serves_claims_and_writes_only_join_tokens() -> None:
+    desk = permissions("joins", T, public_key="UKEY")
+    assert allows(desk, T.events("jointoken", "01J")) and not allows(desk, T.events("job", "01J"))
+    assert allows(desk, T.command("join", "claim"), publish=False)
+    assert not allows(desk, T.command("scheduler", "submit"), publish=False)
 
 
 def test_nobody_but_the_admin_manages_streams_or_buckets() -> None:
