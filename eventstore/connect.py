@@ -115,8 +115,11 @@ async def connect(url: str, name: str, *, credentials: str | Path | None = None,
         return nc
     attempt.cancel()
     failure = (await asyncio.gather(attempt, return_exceptions=True))[0]
-    with contextlib.suppress(Exception):
-        await nc.close()
+    # Closing a connection whose TLS handshake failed can wait forever on the transport: bounded.
+    closing_now = asyncio.ensure_future(nc.close())
+    closing_now.add_done_callback(lambda t: t.cancelled() or t.exception())  # its error is of no interest
+    await asyncio.wait({closing_now}, timeout=2.0)
+    closing_now.cancel()
     if refused.is_set() or any(_refused(e) for e in [*last, failure] if isinstance(e, BaseException)):
         raise NatsRefused(refused_message(url, credentials)) from None
     if isinstance(failure, asyncio.CancelledError):
