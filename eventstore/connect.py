@@ -8,7 +8,6 @@ eventstore/credentials.py) it signs the server's nonce with the seed and receive
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Callable
 from pathlib import Path
