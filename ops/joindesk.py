@@ -20,6 +20,7 @@ from ops.joining import NatsUsers, claim_join_token, load_join_tokens, nats_user
 log = get_logger(component="joins")
 VERSION = "0.1.0"
 SWEEP_S = 60.0
+REPLY_GRACE_S = 2.0  # a claim's reply reaches the claimer before its single-use credential is dropped
 
 
 class JoinDesk:
@@ -27,10 +28,14 @@ class JoinDesk:
 
     def __init__(self, ctx: ServiceContext, users: NatsUsers) -> None:
         self.ctx, self.users = ctx, users
+        self.sweep_soon = asyncio.Event()
 
     async def claim(self, command: ClaimJoinToken) -> JoinClaimed:
-        """A machine joins (see ops.joining.claim_join_token)."""
+        """A machine joins (see ops.joining.claim_join_token); a used-up token's key goes at the next sweep,
+        which comes as soon as the reply is out."""
         record = await claim_join_token(self.ctx.log, command, self.users)
+        if record.status(utcnow()) != "active":
+            self.sweep_soon.set()
         return JoinClaimed(worker_id=command.worker_id, labels=list(record.labels))
 
     async def sweep(self) -> None:
@@ -52,7 +57,12 @@ class JoinDesk:
                     await self.sweep()
                 except Exception as exc:  # a sweep that fails is tried again at the next one
                     log.warning("sweep of join credentials failed", error=repr(exc))
-                await asyncio.wait({stopper}, timeout=SWEEP_S)
+                soon = asyncio.create_task(self.sweep_soon.wait())
+                await asyncio.wait({stopper, soon}, timeout=SWEEP_S, return_when=asyncio.FIRST_COMPLETED)
+                soon.cancel()
+                if self.sweep_soon.is_set() and not self.ctx.stop.is_set():
+                    self.sweep_soon.clear()
+                    await asyncio.wait({stopper}, timeout=REPLY_GRACE_S)
         finally:
             stopper.cancel()
             await service.stop()

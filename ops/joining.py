@@ -81,9 +81,26 @@ class PlatformUsers:
         await reload_nats(self.data_dir)
 
 
+class OpenNats:
+    """A NATS server without users (one a test or a person started without `stoker up`'s credentials):
+    nothing to register, anyone may connect; says so in the log."""
+
+    async def allow_join(self, token_id: str, public_key: str) -> None:
+        log.info("join credential not registered: NATS has no users", token_id=token_id)
+
+    async def allow_worker(self, worker_id: str, public_key: str) -> None:
+        log.info("worker credential not registered: NATS has no users", worker_id=worker_id)
+
+    async def remove(self, public_keys: Iterable[str]) -> None:
+        return None
+
+
 def nats_users(data_dir: Path, topology: Topology) -> NatsUsers:
-    """The users of this data dir's NATS server (the one place that picks the implementation)."""
-    return PlatformUsers(data_dir, topology)
+    """The users of this data dir's NATS server (the one place that picks the implementation): those of
+    its generated `authorization` block, which `stoker up` writes."""
+    if CredentialStore(data_dir).authorization_path.exists():
+        return PlatformUsers(data_dir, topology)
+    return OpenNats()
 
 
 def new_user_seed() -> str:
@@ -185,9 +202,11 @@ async def revoke_join_token(event_log: EventLog, token_id: str, users: NatsUsers
 
 async def claim_join_token(event_log: EventLog, claim: ClaimJoinToken, users: NatsUsers,
                            now: datetime | None = None) -> join_domain.JoinTokenRecord:
-    """Decide a claim, append JoinTokenUsed, then let the worker's own key in (and the token's out if single-use).
+    """Decide a claim, append JoinTokenUsed, then let the worker's own key in.
 
     The users are set from the state after the decision, so a claim repeated after a crash finishes the job.
+    A single-use token's own key is dropped by the caller once the reply is out (`JoinDesk`): dropping it now
+    would close the claimer's connection before the reply reaches it.
     """
     now = now or utcnow()
     try:
@@ -199,8 +218,6 @@ async def claim_join_token(event_log: EventLog, claim: ClaimJoinToken, users: Na
         raise
     record = decided.folded.state[claim.token_id]
     await users.allow_worker(claim.worker_id, claim.worker_key)
-    if record.status(now) != "active":
-        await users.remove([record.key])
     log.info("machine joined", token_id=claim.token_id, worker_id=claim.worker_id, hostname=claim.hostname,
              repeated=not decided.events)
     return record
