@@ -17,7 +17,14 @@ from contracts.base import (
     SmallNonNegative,
     SmallPositive,
 )
-from contracts.jobspec import JobKind, JobSpec, Label, spec_fields, spec_of  # JobKind, Label: also imported from here
+from contracts.jobspec import (  # JobKind, Label: also imported from here
+    ActionCombinations,
+    JobKind,
+    JobSpec,
+    Label,
+    spec_fields,
+    spec_of,
+)
 
 Attempt = SmallPositive  # stored in INTEGER columns
 Text = Annotated[str, msgspec.Meta(max_length=16_384)]
@@ -61,6 +68,8 @@ class JobSubmitted(JobEvent, kw_only=True):
     idempotency_key: Annotated[str, msgspec.Meta(max_length=200)] | None = None
     timeout_s: Annotated[float, msgspec.Meta(gt=0)] | None = None
     max_retries: SmallNonNegative = 0
+    map_id: Positive | None = None
+    action_combinations: ActionCombinations | None = None
     submitted_at: datetime
     # The W3C trace context the submission was decided in: the job's dispatch, worker and job process
     # continue this trace. Empty when nobody traced it.

@@ -24,6 +24,8 @@ import msgspec
 from contracts.base import Id, Message, Positive, SmallInt, SmallNonNegative
 
 JobKind = Literal["train", "eval"]
+# The action set a workload plays with, in the workload's own notation (the earlier API's `action_combinations`).
+ActionCombinations = Annotated[str, msgspec.Meta(max_length=4096)]
 Label = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9_.:-]{1,64}$")]
 
 
@@ -41,6 +43,8 @@ class JobSpec(Message, kw_only=True):
     labels: tuple[Label, ...] = ()  # it runs only on workers with all of these labels
     timeout_s: Annotated[float, msgspec.Meta(gt=0)] | None = None
     max_retries: SmallNonNegative = 0
+    map_id: Positive | None = None  # the map (asset) the run uses
+    action_combinations: ActionCombinations | None = None
 
     @property
     def spec(self) -> JobSpec:
