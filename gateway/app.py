@@ -27,6 +27,7 @@ from eventstore.server import resolve_nats_url
 from eventstore.service import connect_with_retry, nats_security
 from eventstore.stores import open_store
 from eventstore.stores.base import ReadModelStore
+from gateway import VERSION
 from gateway.auth import Authenticator, FailureLimiter, role_guard
 from gateway.controllers.common import provide_gateway
 from gateway.controllers.jobs import JobsController
@@ -44,7 +45,6 @@ from gateway.tokens import follow_tokens, load_registry
 from gateway.ws import live_socket
 
 log = get_logger(component="gateway")
-VERSION = "1.0.0"
 UNAVAILABLE = (NatsUnavailable, AppendError, nats.errors.TimeoutError, nats.errors.ConnectionClosedError,
                nats.errors.NoRespondersError)
 

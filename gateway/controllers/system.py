@@ -36,7 +36,7 @@ class SystemController(Controller):
     async def health(self, gw: GW) -> Response[Health]:
         """NATS, streams, services (`$SRV.PING`), projection lag and the store; 503 unless all are fine."""
         report = await health.check(gw)
-        return Response(report, status_code=200 if report.status == "ok" else 503)
+        return Response(report, status_code=200 if report.state == "ok" else 503)
 
     @get("/events", opt=ADMIN, responses=errors(400))
     async def events(self, gw: GW, since: Annotated[int, Parameter(ge=0, le=MAX_SAFE_INT)] = 0,

@@ -64,17 +64,22 @@ async def test_health_is_200_when_everything_answers(stack) -> None:
     async with stack.client(None) as client:
         health = await client.get("/api/v1/health")
     body = health.json()
-    assert health.status_code == 200 and body["status"] == "ok"
+    assert health.status_code == 200 and body["state"] == "ok"
     assert {s["name"] for s in body["services"] if s["up"]} >= {"scheduler", "discovery"}
     assert {p["name"] for p in body["projections"]} == {"jobs", "workers"}
     assert body["nats"]["connected"] and body["store"]["ok"] and all(s["ok"] for s in body["streams"])
+    # The earlier API's fields, beside stoker's.
+    assert body["status"] == "healthy" and body["version"] and isinstance(body["timestamp"], str)
+    assert body["database"] == "connected" and body["storage"] == "available"
+    assert body["workers"] == {"count": 0, "status": "none"}  # nobody registered a worker here
 
 
 async def test_health_is_503_when_a_required_service_is_silent(nats_server, nc, topology, tmp_path) -> None:
     async with gateway_stack(nats_server.url, nc, topology, tmp_path, services=False) as stack:
         async with stack.client(None) as client:
             health = await client.get("/api/v1/health")
-    assert health.status_code == 503 and health.json()["status"] == "degraded"
+    assert health.status_code == 503 and health.json()["state"] == "degraded"
+    assert health.json()["status"] == "unhealthy"
     assert not next(s for s in health.json()["services"] if s["name"] == "scheduler")["up"]
 
 
