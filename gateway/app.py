@@ -17,12 +17,14 @@ from litestar.openapi.spec import Components, SecurityScheme
 from litestar.routes import HTTPRoute
 
 from contracts.errors import DomainError
+from contracts.status import UNFINISHED_STATUSES
 from contracts.subjects import Topology
 from eventstore.connect import NatsUnavailable
 from eventstore.follow import cancel_and_wait
 from eventstore.log import AppendError, JetStreamLog
 from eventstore.observability import get_logger, tracing_on
 from eventstore.readmodels import ensure_tables
+from eventstore.readmodels.jobs import list_jobs
 from eventstore.server import resolve_nats_url
 from eventstore.service import connect_with_retry, nats_security
 from eventstore.stores import open_store
@@ -49,6 +51,16 @@ UNAVAILABLE = (NatsUnavailable, AppendError, nats.errors.TimeoutError, nats.erro
                nats.errors.NoRespondersError)
 
 
+async def seed_runs(hub: Hub, store: ReadModelStore) -> None:
+    """Tell the hub's `runs` feed the runs that were unfinished before it listened (their kind, start)."""
+    cursor: str | None = None
+    for _page in range(hub.runs.size // 500):
+        rows, cursor = await list_jobs(store, statuses=UNFINISHED_STATUSES, cursor=cursor, limit=500)
+        hub.runs.seed(rows)
+        if cursor is None:
+            return
+
+
 async def start_gateway(settings: Settings, store: ReadModelStore | None = None) -> Gateway:
     """Connect, open the store, fold the tokens and start the live hub."""
     common = settings.common
@@ -62,6 +74,7 @@ async def start_gateway(settings: Settings, store: ReadModelStore | None = None)
     hub = Hub(event_log)
     registry.listeners.append(lambda record: hub.revoke(record.token_id))
     await hub.start()
+    await seed_runs(hub, store)
     limiter = FailureLimiter(settings.gateway.auth_max_failures, settings.gateway.auth_window_s)
     gw = Gateway(settings=settings, nc=nc, log=event_log, store=store, registry=registry,
                  auth=Authenticator(registry, limiter), hub=hub, pages=PageCache(settings.gateway.job_page_cache))
