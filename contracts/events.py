@@ -318,6 +318,40 @@ class JoinTokenRevoked(JoinTokenEvent, kw_only=True):
     revoked_at: datetime
 
 
+# A map's display name and file name: no path separators, no "..", nothing hidden (gateway/maps_domain.py).
+MapName = Annotated[str, msgspec.Meta(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9][A-Za-z0-9 _.()+-]*$")]
+MapFilename = Annotated[str, msgspec.Meta(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.+-]*$")]
+Sha256 = Annotated[str, msgspec.Meta(pattern=r"^[0-9a-f]{64}$")]
+
+
+class MapEvent(Event, kw_only=True):
+    """An event of one map: a file runs use (a level, an environment config, a data shard), by its number."""
+
+    aggregate: ClassVar[str] = "map"
+    map_id: Positive
+
+    @property
+    def aggregate_id(self) -> str:
+        """The map's number, as text."""
+        return str(self.map_id)
+
+
+class MapUploaded(MapEvent, kw_only=True):
+    """A map was stored: its bytes are in the maps bucket under `sha256`."""
+
+    name: MapName
+    filename: MapFilename
+    sha256: Sha256
+    size: Positive
+    uploaded_at: datetime
+
+
+class MapDeleted(MapEvent, kw_only=True):
+    """A map is gone; its number is never given again."""
+
+    deleted_at: datetime
+
+
 AnyJobEvent = (
     JobSubmitted | JobAssigned | JobStarted | JobCheckpointed | JobCompleted | JobFailed
     | JobStopRequested | JobStopped | JobRequeued | JobTimedOut
@@ -325,6 +359,7 @@ AnyJobEvent = (
 AnyWorkerEvent = WorkerRegistered | WorkerLost | WorkerReturned | WorkerDeregistered | WorkerForgotten
 AnyTokenEvent = TokenIssued | TokenRevoked
 AnyJoinTokenEvent = JoinTokenIssued | JoinTokenUsed | JoinTokenRevoked
-AnyEvent = AnyJobEvent | AnyWorkerEvent | AnyTokenEvent | AnyJoinTokenEvent
+AnyMapEvent = MapUploaded | MapDeleted
+AnyEvent = AnyJobEvent | AnyWorkerEvent | AnyTokenEvent | AnyJoinTokenEvent | AnyMapEvent
 
 EVENT_TYPES: dict[str, type[Event]] = {cls.__name__: cls for cls in AnyEvent.__args__}

@@ -33,6 +33,7 @@ from gateway import VERSION
 from gateway.auth import Authenticator, FailureLimiter, role_guard
 from gateway.controllers.common import provide_gateway
 from gateway.controllers.jobs import JobsController
+from gateway.controllers.maps import MapsController
 from gateway.controllers.system import SystemController, TokensController
 from gateway.controllers.testing import TestingController
 from gateway.controllers.training import TrainingController
@@ -40,6 +41,7 @@ from gateway.controllers.workers import WorkersController
 from gateway.core import Gateway, PageCache
 from gateway.dashboard import dashboard_router
 from gateway.hub import Hub
+from gateway.maps import MapFiles
 from gateway.openapi import finish_schema
 from gateway.schemas.common import ErrorBody
 from gateway.settings import Settings
@@ -49,6 +51,9 @@ from gateway.ws import live_socket
 log = get_logger(component="gateway")
 UNAVAILABLE = (NatsUnavailable, AppendError, nats.errors.TimeoutError, nats.errors.ConnectionClosedError,
                nats.errors.NoRespondersError)
+
+
+MULTIPART_SLACK = 64 * 1024  # a multipart body's boundaries and part headers around the file
 
 
 async def seed_runs(hub: Hub, store: ReadModelStore) -> None:
@@ -77,7 +82,8 @@ async def start_gateway(settings: Settings, store: ReadModelStore | None = None)
     await seed_runs(hub, store)
     limiter = FailureLimiter(settings.gateway.auth_max_failures, settings.gateway.auth_window_s)
     gw = Gateway(settings=settings, nc=nc, log=event_log, store=store, registry=registry,
-                 auth=Authenticator(registry, limiter), hub=hub, pages=PageCache(settings.gateway.job_page_cache))
+                 auth=Authenticator(registry, limiter), hub=hub, pages=PageCache(settings.gateway.job_page_cache),
+                 map_files=MapFiles(nc.jetstream(), event_log.topology.map_bucket, common.replicas))
     gw.tasks.append(asyncio.create_task(follow_tokens(event_log, registry), name="tokens"))
     gw.tasks.append(asyncio.create_task(gw.watch_checkpoint(), name="checkpoint"))
     return gw
@@ -135,11 +141,14 @@ def create_app(settings: Settings | None = None, *, store: ReadModelStore | None
 
     api = Router(path="/api/v1", guards=[role_guard], route_handlers=[
         JobsController, TrainingController, TestingController, WorkersController, SystemController, TokensController])
+    # Uploads may be as large as a map may be (plus the multipart framing); every other body stays small.
+    maps = Router(path="/api/v1", guards=[role_guard], route_handlers=[MapsController],
+                  request_max_body_size=settings.gateway.maps_max_bytes + MULTIPART_SLACK)
     origins = list(settings.gateway.cors_origins)
     cors = CORSConfig(allow_origins=origins, allow_headers=["Authorization", "Content-Type"],
-                      allow_methods=["GET", "POST", "OPTIONS"]) if origins else None
+                      allow_methods=["GET", "POST", "DELETE", "OPTIONS"]) if origins else None
     handlers = {DomainError: domain_error, **dict.fromkeys(UNAVAILABLE, unavailable), 500: internal_error}
-    app = Litestar(route_handlers=[api, live_socket, dashboard_router()], lifespan=[lifespan],
+    app = Litestar(route_handlers=[api, maps, live_socket, dashboard_router()], lifespan=[lifespan],
                    openapi_config=openapi_config(),
                    dependencies={"gw": Provide(provide_gateway, sync_to_thread=False)}, cors_config=cors,
                    exception_handlers=handlers, request_max_body_size=1024 * 1024, before_request=answer_options,

@@ -75,7 +75,7 @@ class TestingController(Controller):
         episode = await last_sample(gw.nc, gw.topology, "episode", job.id, EpisodeReport)
         done = max(progress.iteration if progress else 0, episode.episode if episode else 0)
         return TestingStatus(test_id=job.id, status=run_status(job.status), map_id=job.map_id,
-                             map_name=None, checkpoint=job.checkpoint_of,
+                             map_name=await gw.map_name(job.map_id), checkpoint=job.checkpoint_of,
                              progress=testing_progress(job, done, utcnow()),
                              latest_episode=episode_row(episode) if episode else None,
                              started_at=job.started_at or job.submitted_at, error=job.error)
@@ -86,7 +86,7 @@ class TestingController(Controller):
         job = await gw.job(test_id, "eval")
         reports = await episodes_of(gw, job.id)
         duration = elapsed_between(job.started_at, job.finished_at, utcnow()) if job.started_at else None
-        return TestingResults(test_id=job.id, map_id=job.map_id, map_name=None,
+        return TestingResults(test_id=job.id, map_id=job.map_id, map_name=await gw.map_name(job.map_id),
                               checkpoint=job.checkpoint_of, started_at=job.started_at, completed_at=job.finished_at,
                               duration_seconds=duration, episodes=[episode_with_events(r) for r in reports],
                               aggregate_metrics=aggregate_episodes(reports, job.result),

@@ -28,7 +28,7 @@ class TrainingController(Controller):
     path = "/training"
     tags = ["training"]
 
-    @post("/start", opt=OPERATOR, status_code=202, responses=errors(400, 503))
+    @post("/start", opt=OPERATOR, status_code=202, responses=errors(400, 404, 503))
     async def start(self, gw: GW, data: JSONBody[TrainingStart]) -> TrainingStarted:
         """Queue a training run."""
         job, _created = await gw.submit(SubmitJob(kind="train", workload=data.workload, params=data.params,
@@ -54,7 +54,7 @@ class TrainingController(Controller):
         job = await gw.job(training_id, "train")
         last = await last_sample(gw.nc, gw.topology, "progress", job.id, JobProgress)
         return TrainingStatus(training_id=job.id, status=run_status(job.status), map_id=job.map_id,
-                              map_name=None,
+                              map_name=await gw.map_name(job.map_id),
                               progress=training_progress(job, last, utcnow()), latest_metrics=latest_metrics(last),
                               started_at=job.started_at or job.submitted_at, workload=job.workload, error=job.error)
 

@@ -173,8 +173,16 @@ SPEC_TRAINING_START = {"map_id": 1, "max_iterations": 1000, "action_combinations
                        "params": {"lr": 0.0005}}
 
 
+async def upload_map(client, content: bytes = b"level data", filename: str = "level1.wad", **form) -> dict:
+    """POST /api/v1/maps/upload as a browser form does; the reply."""
+    reply = await client.post("/api/v1/maps/upload", files={"file": (filename, content)}, data=form)
+    assert reply.status_code == 201, reply.text
+    return reply.json()
+
+
 async def test_spec_training_bodies_are_accepted_and_answered_in_the_specs_fields(stack) -> None:
     async with stack.client("operator") as client:
+        assert (await upload_map(client, name="Level One"))["id"] == 1
         started = await client.post("/api/v1/training/start", json=SPEC_TRAINING_START)
         assert started.status_code == 202, started.text
         body = started.json()
@@ -187,7 +195,8 @@ async def test_spec_training_bodies_are_accepted_and_answered_in_the_specs_field
         assert job["map_id"] == 1 and job["action_combinations"] == SPEC_TRAINING_START["action_combinations"]
         status = (await client.get(f"/api/v1/training/{training_id}/status")).json()
         assert_shape(status, {"training_id": str, "status": str, "map_id": int, "map_name": str, "progress": dict,
-                              "latest_metrics": dict, "started_at": ISO}, nullable=("map_name", "latest_metrics"))
+                              "latest_metrics": dict, "started_at": ISO}, nullable=("latest_metrics",))
+        assert status["map_name"] == "Level One"
         assert status["status"] in {"pending", "running", "stopped", "completed", "failed"}
         assert_shape(status["progress"], {"current_iteration": int, "max_iterations": int, "progress_percent": NUM,
                                           "elapsed_seconds": NUM, "estimated_remaining_seconds": NUM},
@@ -226,6 +235,7 @@ async def test_spec_testing_bodies_are_accepted_and_answered_in_the_specs_fields
     body = {"map_id": 1, "checkpoint": train, "episodes": 3, "action_combinations": "MOVE_LEFT,MOVE_RIGHT",
             "params": {"episode_time": 60, "visualize": False}}
     async with stack.client("operator") as client:
+        await upload_map(client)
         started = await client.post("/api/v1/testing/start", json=body)
         assert started.status_code == 202, started.text
         test = started.json()
@@ -236,7 +246,8 @@ async def test_spec_testing_bodies_are_accepted_and_answered_in_the_specs_fields
         await publish_episodes(stack.nc, stack.topology, test_id, [30.0, 10.0], durations=True)
         status = (await client.get(f"/api/v1/testing/{test_id}/status")).json()
         assert_shape(status, {"test_id": str, "status": str, "map_id": int, "map_name": str, "checkpoint": str,
-                              "progress": dict, "latest_episode": dict, "started_at": ISO}, nullable=("map_name",))
+                              "progress": dict, "latest_episode": dict, "started_at": ISO})
+        assert status["map_name"] == "level1"  # no name given: the file's, without its suffix
         assert_shape(status["progress"], {"current_episode": int, "total_episodes": int, "progress_percent": NUM,
                                           "elapsed_seconds": NUM, "estimated_remaining_seconds": NUM},
                      nullable=("estimated_remaining_seconds",))
@@ -246,7 +257,7 @@ async def test_spec_testing_bodies_are_accepted_and_answered_in_the_specs_fields
         assert_shape(results, {"test_id": str, "map_id": int, "map_name": str, "checkpoint": str, "started_at": ISO,
                                "completed_at": ISO, "duration_seconds": NUM, "episodes": list,
                                "aggregate_metrics": dict},
-                     nullable=("map_name", "started_at", "completed_at", "duration_seconds"))
+                     nullable=("started_at", "completed_at", "duration_seconds"))
         assert [e["episode_num"] for e in results["episodes"]] == [1, 2]  # episode order
         for episode in results["episodes"]:
             assert_shape(episode, {**EPISODE, "events": list})
