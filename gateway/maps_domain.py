@@ -32,8 +32,9 @@ def check_filename(raw: str | None) -> str:
 
 
 def check_name(raw: str | None, filename: str) -> str:
-    """The map's display name (the file name without its suffix when none is given); InvalidCommand if bad."""
-    name = (raw if raw is not None else filename.rsplit(".", 1)[0] or filename).strip()
+    """The map's display name (the file name without its suffix when none or an empty one is given, as a
+    form's empty field sends); InvalidCommand if bad."""
+    name = (raw.strip() if raw and raw.strip() else filename.rsplit(".", 1)[0] or filename).strip()
     if ".." in name or "/" in name or "\\" in name:
         raise InvalidCommand(f"map name {name[:80]!r} may not contain '/', '\\' or '..'")
     if not name or len(name) > MAX_NAME or not NAME.match(name):

@@ -6,17 +6,19 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Annotated, Any
 
-from litestar import Controller, Response, delete, get, post
+from litestar import Controller, MediaType, Request, Response, delete, get, post
 from litestar.datastructures import UploadFile
 from litestar.enums import RequestEncodingType
+from litestar.exceptions import HTTPException
 from litestar.params import Body, FromPath, Parameter
 
 from contracts.base import MAX_SAFE_INT
-from contracts.errors import NotFound
+from contracts.errors import DomainError, NotFound
 from eventstore.readmodels.maps import get_map, list_maps
 from gateway.auth import OPERATOR, VIEWER
 from gateway.controllers.common import GW, errors
 from gateway.maps import delete_map, upload_map
+from gateway.schemas.common import ErrorBody
 from gateway.schemas.maps import MapDeletedReply, MapList, MapUploadedReply, MapView
 
 MapNumber = Annotated[int, Parameter(ge=1, le=MAX_SAFE_INT)]
@@ -28,6 +30,17 @@ class MapUpload:
 
     file: UploadFile
     name: str | None = None
+
+
+def json_error(_request: Request, exc: Exception) -> Response[ErrorBody]:
+    """An error of the file route as JSON, like every other error (the route itself answers bytes)."""
+    if isinstance(exc, DomainError):
+        code, detail, headers = exc.code, exc.message, None
+    else:
+        code, detail = getattr(exc, "status_code", 500), getattr(exc, "detail", "internal error")
+        headers = getattr(exc, "headers", None)
+    return Response(ErrorBody(status_code=code, detail=detail), status_code=code, media_type=MediaType.JSON,
+                    headers=headers)
 
 
 def file_url(map_id: int) -> str:
@@ -68,7 +81,7 @@ class MapsController(Controller):
                                 file_url=file_url(event.map_id), uploaded_at=event.uploaded_at,
                                 size_bytes=event.size, sha256=event.sha256)
 
-    @get("/", opt=VIEWER)
+    @get("/", opt=VIEWER, responses=errors())
     async def list(self, gw: GW) -> MapList:
         """Every map, with how many training and evaluation runs used each."""
         maps = [map_view(row) for row in await list_maps(gw.store)]
@@ -79,7 +92,8 @@ class MapsController(Controller):
         """One map."""
         return map_view(await live_map(gw, map_id))
 
-    @get("/{map_id:int}/file", opt=VIEWER, responses=errors(400, 404), media_type="application/octet-stream")
+    @get("/{map_id:int}/file", opt=VIEWER, responses=errors(400, 404), media_type="application/octet-stream",
+         exception_handlers={HTTPException: json_error, DomainError: json_error})
     async def file(self, gw: GW, map_id: FromPath[MapNumber]) -> Response[bytes]:
         """The map's bytes, checked against its SHA-256."""
         row = await live_map(gw, map_id)
