@@ -19,9 +19,11 @@ from contracts.base import (
 )
 from contracts.jobspec import (  # JobKind, Label: also imported from here
     ActionCombinations,
+    AssetFilename,
     JobKind,
     JobSpec,
     Label,
+    Sha256,
     spec_fields,
     spec_of,
 )
@@ -69,6 +71,8 @@ class JobSubmitted(JobEvent, kw_only=True):
     timeout_s: Annotated[float, msgspec.Meta(gt=0)] | None = None
     max_retries: SmallNonNegative = 0
     map_id: Positive | None = None
+    map_sha256: Sha256 | None = None
+    map_filename: AssetFilename | None = None
     action_combinations: ActionCombinations | None = None
     submitted_at: datetime
     # The W3C trace context the submission was decided in: the job's dispatch, worker and job process
@@ -320,8 +324,7 @@ class JoinTokenRevoked(JoinTokenEvent, kw_only=True):
 
 # A map's display name and file name: no path separators, no "..", nothing hidden (gateway/maps_domain.py).
 MapName = Annotated[str, msgspec.Meta(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9][A-Za-z0-9 _.()+-]*$")]
-MapFilename = Annotated[str, msgspec.Meta(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.+-]*$")]
-Sha256 = Annotated[str, msgspec.Meta(pattern=r"^[0-9a-f]{64}$")]
+MapFilename = AssetFilename
 
 
 class MapEvent(Event, kw_only=True):

@@ -8,6 +8,7 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
+import msgspec
 from nats.aio.client import Client
 
 from contracts.base import Command, is_valid_id
@@ -169,6 +170,10 @@ class Gateway:
             row = await get_map(self.store, command.map_id)
             if row is None or row["deleted_at"] is not None:
                 raise NotFound(f"no map {command.map_id}: upload it with POST /api/v1/maps/upload")
+            # The job pins the map's content: the worker fetches exactly these bytes.
+            command = msgspec.structs.replace(command, map_sha256=row["sha256"], map_filename=row["filename"])
+        elif command.map_sha256 is not None or command.map_filename is not None:
+            command = msgspec.structs.replace(command, map_sha256=None, map_filename=None)  # only with a map_id
         accepted = await self.call(command, JobAccepted)
         seq = accepted.seq or await self.log.version("job", accepted.job_id)
         await self.wait_projected(seq)

@@ -1,4 +1,5 @@
-"""/ws as the earlier API's frontend uses it: the token in the URL or a header, nothing sent, run messages heard.
+"""A real worker process behind the gateway: /ws as the earlier API's frontend uses it (the token in the URL or a
+header, nothing sent, run messages heard), and a run's map fetched onto the worker and digest-checked.
 
 The training run is a real 2048 run on a real worker process (the trainer agent), through the real
 scheduler and discovery; the frontend only starts it over REST and listens.
@@ -7,6 +8,7 @@ scheduler and discovery; the frontend only starts it over REST and listens.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import os
 import signal
@@ -18,7 +20,9 @@ from typing import Any
 import pytest_asyncio
 from websockets.asyncio.client import ClientConnection, connect
 
+from tests.integration.fake_worker import eventually
 from tests.integration.gateway_support import gateway_stack, publish_episodes, run_job
+from tests.integration.test_gateway_runs import upload_map
 
 ROOT = Path(__file__).resolve().parents[2]
 NUM = (int, float)
@@ -113,3 +117,29 @@ async def test_a_bad_token_in_the_url_is_refused(stack) -> None:
     async with connect(f"{stack.ws_url}?token=nope") as conn:
         await conn.wait_closed()
     assert conn.close_code == 4401
+
+
+async def test_a_run_with_a_map_gets_the_file_on_the_worker_digest_checked(stack, nats_server, tmp_path) -> None:
+    content = bytes(range(256)) * 64
+    worker = start_worker(stack, nats_server.url, tmp_path)
+    try:
+        async with stack.client("operator") as client:
+            uploaded = await upload_map(client, content, "arena.cfg")
+            started = await client.post("/api/v1/jobs", json={
+                "kind": "train", "workload": "tests.integration.asset_workload:run", "max_iterations": 1,
+                "map_id": uploaded["id"], "map_sha256": "0" * 64})  # a digest the caller sets is not trusted
+            assert started.status_code in (200, 201, 202), started.text
+            job_id = started.json()["id"]
+
+            async def finished() -> dict | None:
+                job = (await client.get(f"/api/v1/jobs/{job_id}")).json()
+                return job if job["status"] in ("completed", "failed") else None
+            job = await eventually(finished, timeout=120, what="the map job finishing")
+            listed = (await client.get("/api/v1/maps")).json()["maps"]
+    finally:
+        stop_worker(worker)
+    assert job["status"] == "completed", job["error"]
+    assert job["map_sha256"] == uploaded["sha256"] and job["map_filename"] == "arena.cfg"
+    assert job["result"]["sha256"] == hashlib.sha256(content).hexdigest() == uploaded["sha256"]
+    assert job["result"]["name"] == "arena.cfg" and job["result"]["assets"] == ["arena.cfg"]
+    assert listed[0]["train_count"] == 1 and listed[0]["test_count"] == 0

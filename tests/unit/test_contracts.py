@@ -60,7 +60,7 @@ def test_job_submitted_without_a_traceparent_still_decodes() -> None:
 
 def test_job_submitted_before_maps_still_decodes() -> None:
     payload = json.loads((GOLDEN / "JobSubmitted.v2.json").read_text())
-    del payload["map_id"], payload["action_combinations"]
+    del payload["map_id"], payload["map_sha256"], payload["map_filename"], payload["action_combinations"]
     event = decode_event("JobSubmitted", 2, json.dumps(payload).encode())
     assert event.map_id is None and event.action_combinations is None
     payload.update(map_id=7, action_combinations="left+fire")
