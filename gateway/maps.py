@@ -18,6 +18,7 @@ from contracts.errors import Conflict, NotFound
 from eventstore.decision import Folded, run_decision
 from eventstore.ports import EventLog
 from eventstore.readmodels.maps import highest_map_id, map_users
+from eventstore.stores.base import ReadModelStore
 from eventstore.streams import ensure_object_store
 from gateway import maps_domain
 
@@ -78,28 +79,31 @@ async def claim(event_log: EventLog, upload: ev.MapUploaded) -> int:
     return decided.last_seq
 
 
-async def upload_map(gw: Any, data: bytes, filename: str | None, name: str | None) -> tuple[ev.MapUploaded, int]:
-    """Check, store and record a map; returns its event and the log sequence it was written at."""
+async def upload_map(event_log: EventLog, store: ReadModelStore, files: MapFiles, data: bytes,
+                     filename: str | None, name: str | None, limit: int) -> tuple[ev.MapUploaded, int]:
+    """Check, store and record a map (the gateway and `stoker maps upload` alike); returns its event and
+    the log sequence it was written at."""
     clean_file = maps_domain.check_filename(filename)
     clean_name = maps_domain.check_name(name, clean_file)
-    maps_domain.check_size(len(data), gw.settings.gateway.maps_max_bytes)
+    maps_domain.check_size(len(data), limit)
     digest = hashlib.sha256(data).hexdigest()
-    await gw.map_files.put(digest, data)
-    candidate = await highest_map_id(gw.store) + 1
+    await files.put(digest, data)
+    candidate = await highest_map_id(store) + 1
     for _ in range(MAX_CLAIMS):
         upload = ev.MapUploaded(map_id=candidate, name=clean_name, filename=clean_file, sha256=digest,
                                 size=len(data), uploaded_at=utcnow())
         try:
-            return upload, await claim(gw.log, upload)
+            return upload, await claim(event_log, upload)
         except Conflict:
             candidate += 1
     raise Conflict(f"no free map number found after {MAX_CLAIMS} tries; try again")
 
 
-async def delete_map(gw: Any, map_id: int) -> int:
+async def delete_map(event_log: EventLog, store: ReadModelStore, map_id: int) -> int:
     """Delete a map no unfinished job uses (409 naming them); returns the log sequence of MapDeleted."""
-    users = await map_users(gw.store, map_id)
+    users = await map_users(store, map_id)
     deletion = ev.MapDeleted(map_id=map_id, deleted_at=utcnow())
-    decided = await run_decision(gw.log, AGGREGATE, lambda state: maps_domain.decide_delete(state, deletion, users),
-                                 maps_domain.evolve, load=lambda: load_map(gw.log, map_id))
+    decided = await run_decision(event_log, AGGREGATE,
+                                 lambda state: maps_domain.decide_delete(state, deletion, users),
+                                 maps_domain.evolve, load=lambda: load_map(event_log, map_id))
     return decided.last_seq

@@ -75,7 +75,8 @@ class MapsController(Controller):
                      data: Annotated[MapUpload, Body(media_type=RequestEncodingType.MULTI_PART)]) -> MapUploadedReply:
         """Store a map (multipart `file`, optional `name`); its bytes are kept under their SHA-256."""
         content = await data.file.read()
-        event, seq = await upload_map(gw, content, data.file.filename, data.name)
+        event, seq = await upload_map(gw.log, gw.store, gw.map_files, content, data.file.filename, data.name,
+                                      gw.settings.gateway.maps_max_bytes)
         await gw.wait_projected(seq, "maps")
         return MapUploadedReply(id=event.map_id, name=event.name, filename=event.filename,
                                 file_url=file_url(event.map_id), uploaded_at=event.uploaded_at,
@@ -106,6 +107,6 @@ class MapsController(Controller):
     async def remove(self, gw: GW, map_id: FromPath[MapNumber]) -> MapDeletedReply:
         """Delete a map (409 naming the queued or running jobs that use it)."""
         await live_map(gw, map_id)
-        seq = await delete_map(gw, map_id)
+        seq = await delete_map(gw.log, gw.store, map_id)
         await gw.wait_projected(seq, "maps")
         return MapDeletedReply(id=map_id, deleted=True, message=f"map {map_id} deleted")

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
+import json
 
 import pytest
 import pytest_asyncio
+from click.testing import CliRunner
 
 from contracts import events as ev
+from ops.cli import main
 from tests.integration.fake_worker import eventually
 from tests.integration.gateway_support import assert_error, gateway_stack
 from tests.integration.test_gateway_runs import assert_shape, upload_map
@@ -95,3 +99,36 @@ async def test_roles_and_unknown_maps(stack) -> None:
         assert_error(await client.post("/api/v1/maps/upload", data={"name": "no file"}), 400)
         assert_error(await client.post("/api/v1/testing/start", json={"map_id": 7, "checkpoint": "x", "episodes": 1}),
                      404)
+
+
+async def cli(stack, url: str, tmp_path, *args: str):
+    """`stoker …` against the stack's NATS and read models (the CLI runs its own event loop: in a thread)."""
+    base = ["--data-dir", str(tmp_path), "--nats", url]
+    env = {"STOKER_PREFIX": stack.topology.prefix, "STOKER_GATEWAY_MAPS_MAX_BYTES": str(LIMIT)}
+    return await asyncio.to_thread(CliRunner().invoke, main, [*base, *args], env=env)
+
+
+async def test_the_cli_uploads_lists_and_removes_maps_like_the_api(stack, nats_server, tmp_path) -> None:
+    level = tmp_path / "level-2.cfg"
+    level.write_bytes(b"walls: 4\n")
+    uploaded = await cli(stack, nats_server.url, tmp_path, "--json", "maps", "upload", str(level), "--name", "Level 2")
+    assert uploaded.exit_code == 0, uploaded.output
+    made = json.loads(uploaded.output)
+    assert made["name"] == "Level 2" and made["sha256"] == hashlib.sha256(b"walls: 4\n").hexdigest()
+    await stack.projected()
+    async with stack.client("operator") as client:
+        assert [m["name"] for m in (await client.get("/api/v1/maps")).json()["maps"]] == ["Level 2"]
+        download = await client.get(f"/api/v1/maps/{made['id']}/file")
+        assert download.content == b"walls: 4\n"
+        train = (await client.post("/api/v1/training/start", json={"map_id": made["id"], "max_iterations": 3})).json()
+    listed = await cli(stack, nats_server.url, tmp_path, "maps")
+    assert listed.exit_code == 0 and "Level 2" in listed.output and "level-2.cfg" in listed.output
+    refused = await cli(stack, nats_server.url, tmp_path, "maps", "rm", str(made["id"]))
+    assert refused.exit_code == 1 and train["training_id"] in refused.output
+    (tmp_path / "empty.cfg").write_bytes(b"")
+    empty = await cli(stack, nats_server.url, tmp_path, "maps", "upload", str(tmp_path / "empty.cfg"))
+    assert empty.exit_code == 1 and "empty" in empty.output
+    big = tmp_path / "big.cfg"
+    big.write_bytes(b"x" * (LIMIT + 1))
+    over = await cli(stack, nats_server.url, tmp_path, "maps", "upload", str(big))
+    assert over.exit_code == 1 and "over the limit" in over.output
