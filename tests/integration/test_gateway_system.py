@@ -139,3 +139,16 @@ async def test_schema_is_public_and_complete(stack) -> None:
         assert "409" in paths[path]["post"]["responses"], path
     assert schema["components"]["securitySchemes"]["BearerToken"]["scheme"] == "bearer"
     assert paths["/api/v1/health"]["get"]["security"] == []
+
+
+async def test_tokens_me_tells_the_caller_its_own_role_and_expiry(stack) -> None:
+    async with stack.client("admin") as admin:
+        made = (await admin.post("/api/v1/tokens", json={"role": "viewer", "name": "tv", "expires_in_s": 3600})).json()
+    async with stack.client(None, token=made["token"]) as client:
+        me = (await client.get("/api/v1/tokens/me")).json()
+    assert (me["token_id"], me["role"], me["name"], me["active"]) == (made["token_id"], "viewer", "tv", True)
+    assert me["expires_at"] is not None and me["revoked_at"] is None
+    async with stack.client("operator") as client:
+        assert (await client.get("/api/v1/tokens/me")).json()["role"] == "operator"
+    async with stack.client(None) as client:
+        assert_error(await client.get("/api/v1/tokens/me"), 401)
