@@ -17,7 +17,16 @@ from contracts.base import (
     SmallNonNegative,
     SmallPositive,
 )
-from contracts.jobspec import JobKind, JobSpec, Label, spec_fields, spec_of  # JobKind, Label: also imported from here
+from contracts.jobspec import (  # JobKind, Label: also imported from here
+    ActionCombinations,
+    AssetFilename,
+    JobKind,
+    JobSpec,
+    Label,
+    Sha256,
+    spec_fields,
+    spec_of,
+)
 
 Attempt = SmallPositive  # stored in INTEGER columns
 Text = Annotated[str, msgspec.Meta(max_length=16_384)]
@@ -61,6 +70,10 @@ class JobSubmitted(JobEvent, kw_only=True):
     idempotency_key: Annotated[str, msgspec.Meta(max_length=200)] | None = None
     timeout_s: Annotated[float, msgspec.Meta(gt=0)] | None = None
     max_retries: SmallNonNegative = 0
+    map_id: Positive | None = None
+    map_sha256: Sha256 | None = None
+    map_filename: AssetFilename | None = None
+    action_combinations: ActionCombinations | None = None
     submitted_at: datetime
     # The W3C trace context the submission was decided in: the job's dispatch, worker and job process
     # continue this trace. Empty when nobody traced it.
@@ -309,6 +322,39 @@ class JoinTokenRevoked(JoinTokenEvent, kw_only=True):
     revoked_at: datetime
 
 
+# A map's display name and file name: no path separators, no "..", nothing hidden (gateway/maps_domain.py).
+MapName = Annotated[str, msgspec.Meta(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9][A-Za-z0-9 _.()+-]*$")]
+MapFilename = AssetFilename
+
+
+class MapEvent(Event, kw_only=True):
+    """An event of one map: a file runs use (a level, an environment config, a data shard), by its number."""
+
+    aggregate: ClassVar[str] = "map"
+    map_id: Positive
+
+    @property
+    def aggregate_id(self) -> str:
+        """The map's number, as text."""
+        return str(self.map_id)
+
+
+class MapUploaded(MapEvent, kw_only=True):
+    """A map was stored: its bytes are in the maps bucket under `sha256`."""
+
+    name: MapName
+    filename: MapFilename
+    sha256: Sha256
+    size: Positive
+    uploaded_at: datetime
+
+
+class MapDeleted(MapEvent, kw_only=True):
+    """A map is gone; its number is never given again."""
+
+    deleted_at: datetime
+
+
 AnyJobEvent = (
     JobSubmitted | JobAssigned | JobStarted | JobCheckpointed | JobCompleted | JobFailed
     | JobStopRequested | JobStopped | JobRequeued | JobTimedOut
@@ -316,6 +362,7 @@ AnyJobEvent = (
 AnyWorkerEvent = WorkerRegistered | WorkerLost | WorkerReturned | WorkerDeregistered | WorkerForgotten
 AnyTokenEvent = TokenIssued | TokenRevoked
 AnyJoinTokenEvent = JoinTokenIssued | JoinTokenUsed | JoinTokenRevoked
-AnyEvent = AnyJobEvent | AnyWorkerEvent | AnyTokenEvent | AnyJoinTokenEvent
+AnyMapEvent = MapUploaded | MapDeleted
+AnyEvent = AnyJobEvent | AnyWorkerEvent | AnyTokenEvent | AnyJoinTokenEvent | AnyMapEvent
 
 EVENT_TYPES: dict[str, type[Event]] = {cls.__name__: cls for cls in AnyEvent.__args__}

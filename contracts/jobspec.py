@@ -24,6 +24,10 @@ import msgspec
 from contracts.base import Id, Message, Positive, SmallInt, SmallNonNegative
 
 JobKind = Literal["train", "eval"]
+# The action set a workload plays with, in the workload's own notation (the earlier API's `action_combinations`).
+ActionCombinations = Annotated[str, msgspec.Meta(max_length=4096)]
+Sha256 = Annotated[str, msgspec.Meta(pattern=r"^[0-9a-f]{64}$")]
+AssetFilename = Annotated[str, msgspec.Meta(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.+-]*$")]
 Label = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9_.:-]{1,64}$")]
 
 
@@ -41,6 +45,12 @@ class JobSpec(Message, kw_only=True):
     labels: tuple[Label, ...] = ()  # it runs only on workers with all of these labels
     timeout_s: Annotated[float, msgspec.Meta(gt=0)] | None = None
     max_retries: SmallNonNegative = 0
+    map_id: Positive | None = None  # the map (asset) the run uses
+    # The map's content as it was when the job was submitted (the gateway fills these in from `map_id`):
+    # the worker fetches it from the maps bucket, checks the digest and hands the job `ctx.asset_path`.
+    map_sha256: Sha256 | None = None
+    map_filename: AssetFilename | None = None
+    action_combinations: ActionCombinations | None = None
 
     @property
     def spec(self) -> JobSpec:

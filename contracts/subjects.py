@@ -74,6 +74,11 @@ class Topology(msgspec.Struct, frozen=True):
         return f"{self.prefix}-checkpoints"
 
     @property
+    def map_bucket(self) -> str:
+        """Object store bucket for maps (assets runs use), each under its SHA-256."""
+        return f"{self.prefix}-maps"
+
+    @property
     def lease_bucket(self) -> str:
         """KV bucket holding leader leases (one scheduler acts at a time)."""
         return f"{self.prefix}-leases"

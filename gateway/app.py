@@ -17,19 +17,23 @@ from litestar.openapi.spec import Components, SecurityScheme
 from litestar.routes import HTTPRoute
 
 from contracts.errors import DomainError
+from contracts.status import UNFINISHED_STATUSES
 from contracts.subjects import Topology
 from eventstore.connect import NatsUnavailable
 from eventstore.follow import cancel_and_wait
 from eventstore.log import AppendError, JetStreamLog
 from eventstore.observability import get_logger, tracing_on
 from eventstore.readmodels import ensure_tables
+from eventstore.readmodels.jobs import list_jobs
 from eventstore.server import resolve_nats_url
 from eventstore.service import connect_with_retry, nats_security
 from eventstore.stores import open_store
 from eventstore.stores.base import ReadModelStore
+from gateway import VERSION
 from gateway.auth import Authenticator, FailureLimiter, role_guard
 from gateway.controllers.common import provide_gateway
 from gateway.controllers.jobs import JobsController
+from gateway.controllers.maps import MapsController
 from gateway.controllers.system import SystemController, TokensController
 from gateway.controllers.testing import TestingController
 from gateway.controllers.training import TrainingController
@@ -37,6 +41,7 @@ from gateway.controllers.workers import WorkersController
 from gateway.core import Gateway, PageCache
 from gateway.dashboard import dashboard_router
 from gateway.hub import Hub
+from gateway.maps import MapFiles
 from gateway.openapi import finish_schema
 from gateway.schemas.common import ErrorBody
 from gateway.settings import Settings
@@ -44,9 +49,21 @@ from gateway.tokens import follow_tokens, load_registry
 from gateway.ws import live_socket
 
 log = get_logger(component="gateway")
-VERSION = "1.0.0"
 UNAVAILABLE = (NatsUnavailable, AppendError, nats.errors.TimeoutError, nats.errors.ConnectionClosedError,
                nats.errors.NoRespondersError)
+
+
+MULTIPART_SLACK = 64 * 1024  # a multipart body's boundaries and part headers around the file
+
+
+async def seed_runs(hub: Hub, store: ReadModelStore) -> None:
+    """Tell the hub's `runs` feed the runs that were unfinished before it listened (their kind, start)."""
+    cursor: str | None = None
+    for _page in range(hub.runs.size // 500):
+        rows, cursor = await list_jobs(store, statuses=UNFINISHED_STATUSES, cursor=cursor, limit=500)
+        hub.runs.seed(rows)
+        if cursor is None:
+            return
 
 
 async def start_gateway(settings: Settings, store: ReadModelStore | None = None) -> Gateway:
@@ -62,9 +79,11 @@ async def start_gateway(settings: Settings, store: ReadModelStore | None = None)
     hub = Hub(event_log)
     registry.listeners.append(lambda record: hub.revoke(record.token_id))
     await hub.start()
+    await seed_runs(hub, store)
     limiter = FailureLimiter(settings.gateway.auth_max_failures, settings.gateway.auth_window_s)
     gw = Gateway(settings=settings, nc=nc, log=event_log, store=store, registry=registry,
-                 auth=Authenticator(registry, limiter), hub=hub, pages=PageCache(settings.gateway.job_page_cache))
+                 auth=Authenticator(registry, limiter), hub=hub, pages=PageCache(settings.gateway.job_page_cache),
+                 map_files=MapFiles(nc.jetstream(), event_log.topology.map_bucket, common.replicas))
     gw.tasks.append(asyncio.create_task(follow_tokens(event_log, registry), name="tokens"))
     gw.tasks.append(asyncio.create_task(gw.watch_checkpoint(), name="checkpoint"))
     return gw
@@ -122,11 +141,14 @@ def create_app(settings: Settings | None = None, *, store: ReadModelStore | None
 
     api = Router(path="/api/v1", guards=[role_guard], route_handlers=[
         JobsController, TrainingController, TestingController, WorkersController, SystemController, TokensController])
+    # Uploads may be as large as a map may be (plus the multipart framing); every other body stays small.
+    maps = Router(path="/api/v1", guards=[role_guard], route_handlers=[MapsController],
+                  request_max_body_size=settings.gateway.maps_max_bytes + MULTIPART_SLACK)
     origins = list(settings.gateway.cors_origins)
     cors = CORSConfig(allow_origins=origins, allow_headers=["Authorization", "Content-Type"],
-                      allow_methods=["GET", "POST", "OPTIONS"]) if origins else None
+                      allow_methods=["GET", "POST", "DELETE", "OPTIONS"]) if origins else None
     handlers = {DomainError: domain_error, **dict.fromkeys(UNAVAILABLE, unavailable), 500: internal_error}
-    app = Litestar(route_handlers=[api, live_socket, dashboard_router()], lifespan=[lifespan],
+    app = Litestar(route_handlers=[api, maps, live_socket, dashboard_router()], lifespan=[lifespan],
                    openapi_config=openapi_config(),
                    dependencies={"gw": Provide(provide_gateway, sync_to_thread=False)}, cors_config=cors,
                    exception_handlers=handlers, request_max_body_size=1024 * 1024, before_request=answer_options,

@@ -8,6 +8,7 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
+import msgspec
 from nats.aio.client import Client
 
 from contracts.base import Command, is_valid_id
@@ -19,6 +20,7 @@ from eventstore.micro import NoAnswer, NoResponders, call
 from eventstore.observability import get_logger
 from eventstore.readmodels import projection_seq
 from eventstore.readmodels.jobs import fold_job, get_job
+from eventstore.readmodels.maps import get_map
 from eventstore.stores.base import ReadModelStore
 from gateway.auth import Authenticator
 from gateway.hub import Hub
@@ -83,6 +85,7 @@ class Gateway:
     tasks: list[asyncio.Task[Any]] = field(default_factory=list)
     pages: PageCache = field(default_factory=PageCache)
     jobs_seq: int = 0  # the jobs projection's checkpoint as last seen (polled, and bumped by read-your-writes)
+    map_files: Any = None  # gateway.maps.MapFiles: the maps bucket
 
     async def watch_checkpoint(self, period: float = POLL_S, idle_s: float = IDLE_CHECK_S) -> None:
         """Keep `jobs_seq` current, so cached job pages expire within `period` of the projector moving on.
@@ -155,8 +158,22 @@ class Gateway:
             raise NotFound(f"no {what} {job_id}")
         return job_view(row)
 
+    async def map_name(self, map_id: int | None) -> str | None:
+        """A map's name (None: no map, or one the read model does not know)."""
+        row = await get_map(self.store, map_id) if map_id is not None else None
+        return row["name"] if row else None
+
     async def submit(self, command: SubmitJob) -> tuple[JobView, bool]:
-        """Submit a job, wait briefly until the read model shows it, and return it."""
+        """Submit a job, wait briefly until the read model shows it, and return it (404 for a map
+        that does not exist or was deleted)."""
+        if command.map_id is not None:
+            row = await get_map(self.store, command.map_id)
+            if row is None or row["deleted_at"] is not None:
+                raise NotFound(f"no map {command.map_id}: upload it with POST /api/v1/maps/upload")
+            # The job pins the map's content: the worker fetches exactly these bytes.
+            command = msgspec.structs.replace(command, map_sha256=row["sha256"], map_filename=row["filename"])
+        elif command.map_sha256 is not None or command.map_filename is not None:
+            command = msgspec.structs.replace(command, map_sha256=None, map_filename=None)  # only with a map_id
         accepted = await self.call(command, JobAccepted)
         seq = accepted.seq or await self.log.version("job", accepted.job_id)
         await self.wait_projected(seq)

@@ -11,6 +11,8 @@ import msgspec
 from contracts.base import utcnow
 from eventstore.projection import dead_letter_counts, malformed_total
 from eventstore.readmodels import projection_checkpoints
+from eventstore.readmodels.workers import worker_counts
+from gateway import VERSION
 from gateway.schemas.system import (
     Health,
     NatsHealth,
@@ -18,6 +20,7 @@ from gateway.schemas.system import (
     ServiceHealth,
     StoreHealth,
     StreamHealth,
+    WorkersHealth,
 )
 
 PING_WAIT_S = 0.25
@@ -137,6 +140,14 @@ async def check(gw: Any) -> Health:
                               projections=projections, max_lag=settings.max_projection_lag,
                               max_behind_s=settings.max_projection_behind_s)
     url = gw.nc.connected_url.geturl() if connected and gw.nc.connected_url else None
-    return Health(status=status, problems=problems, warnings=_warnings(malformed, projections), malformed=malformed,
+    try:
+        ready = (await worker_counts(gw.store)).get("healthy", 0) if store.ok else 0
+    except Exception:  # the store just failed: `store` says so on the next look
+        ready = 0
+    return Health(status="healthy" if status == "ok" else "unhealthy", version=VERSION, timestamp=now,
+                  database="connected" if store.ok else "disconnected",
+                  storage="available" if streams and all(s.ok for s in streams) else "unavailable",
+                  workers=WorkersHealth(count=ready, status="available" if ready else "none"), state=status,
+                  problems=problems, warnings=_warnings(malformed, projections), malformed=malformed,
                   dead_letters=sum(p.dead_letters for p in projections), nats=NatsHealth(connected=connected, url=url),
                   streams=streams, services=services, projections=projections, store=store, checked_at=now)

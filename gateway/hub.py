@@ -5,9 +5,14 @@ from __future__ import annotations
 import asyncio
 from collections import defaultdict
 
+import msgspec
+
 from eventstore.follow import cancel_and_wait, follow_forever
 from eventstore.ports import EventLog
-from gateway.live import EVENTS, STREAMS, TELEMETRY, Outgoing, render, subject_topics
+from gateway.live import EVENTS, RUNS, STREAMS, TELEMETRY, Outgoing, decode_sample, feeds_runs, render, subject_topics
+from gateway.runfeed import RunFeed
+
+_encoder = msgspec.json.Encoder()
 
 SLOW_CONSUMER = 4009
 
@@ -82,6 +87,7 @@ class Hub:
         self.subscribers: set[Subscriber] = set()
         self._by_topic: dict[str, set[Subscriber]] = defaultdict(set)
         self._tasks: list[asyncio.Task[None]] = []
+        self.runs = RunFeed()
 
     async def start(self) -> None:
         """Start following both streams from their current ends."""
@@ -110,6 +116,7 @@ class Hub:
         if seq <= self.positions[key]:
             return
         self.positions[key] = seq
+        self._feed_runs(key, msg)
         # Nobody watching: nothing to decode (telemetry can be high-rate).
         if not any(t in self._by_topic for t in subject_topics(self.log.topology, key, msg.subject)):
             return
@@ -119,6 +126,24 @@ class Hub:
         for topic in message.topics:
             for subscriber in self._by_topic.get(topic, ()):
                 subscriber.offer(message)
+
+    def _feed_runs(self, key: str, msg) -> None:
+        """Job events always (the feed must know each run's kind); samples only while `runs` has subscribers."""
+        what = feeds_runs(self.log.topology, key, msg.subject)
+        watching = self._by_topic.get(RUNS)
+        if what is None or (what != "event" and not watching):
+            return
+        if what == "event":
+            stored = self.log.decode(msg)
+            messages = self.runs.on_event(stored.event) if stored is not None else []
+        else:
+            sample = decode_sample(what, msg.data)
+            messages = [] if sample is None else self.runs.on_progress(sample) if what == "progress" \
+                else self.runs.on_episode(sample)
+        for message in messages:
+            text = _encoder.encode(message).decode()
+            for subscriber in watching or ():
+                subscriber.say(text)
 
     def join(self, subscriber: Subscriber) -> None:
         """Register a socket's subscriber."""

@@ -18,7 +18,8 @@ STREAMS = (EVENTS, TELEMETRY)
 TELEMETRY_KINDS: dict[str, type] = {"progress": JobProgress, "episode": EpisodeReport,
                                     "heartbeat": WorkerHeartbeat}
 ADMIN_TOPICS = frozenset({"events"})
-FIXED_TOPICS = frozenset({"jobs", "workers", "progress", "events"})
+RUNS = "runs"  # the earlier API's messages (gateway/runfeed.py), fed by the hub apart from the other topics
+FIXED_TOPICS = frozenset({"jobs", "workers", "progress", "events", RUNS})
 _encoder = msgspec.json.Encoder()
 
 
@@ -32,7 +33,7 @@ class Outgoing(NamedTuple):
 
 
 def valid_topic(topic: str) -> bool:
-    """`jobs`, `workers`, `progress`, `events` or `job:<id>`."""
+    """`jobs`, `workers`, `progress`, `events`, `runs` or `job:<id>`."""
     if topic in FIXED_TOPICS:
         return True
     kind, _, key = topic.partition(":")
@@ -54,6 +55,8 @@ def topic_subjects(topology: Topology, topic: str) -> dict[str, list[str]]:
         return {EVENTS: [], TELEMETRY: [topology.telemetry("progress")]}
     if topic == "events":
         return {EVENTS: [topology.all_events], TELEMETRY: []}
+    if topic == RUNS:  # live only: a resume replays nothing of it
+        return {EVENTS: [], TELEMETRY: []}
     job_id = topic.partition(":")[2]
     return {EVENTS: [topology.events("job", job_id)],
             TELEMETRY: [topology.telemetry("progress", job_id), topology.telemetry("episode", job_id)]}
@@ -87,6 +90,16 @@ def subject_topics(topology: Topology, stream: str, subject: str) -> tuple[str, 
     return telemetry_topics(parts[2], parts[3]) if parts[2] in TELEMETRY_KINDS else ()
 
 
+def feeds_runs(topology: Topology, stream: str, subject: str) -> str | None:
+    """What a stream message tells the `runs` feed: "event" (a job event), "progress", "episode", or None."""
+    parts = subject.split(".")
+    if len(parts) != 4 or parts[0] != topology.prefix:
+        return None
+    if stream == EVENTS:
+        return "event" if parts[1] == "events" and parts[2] == "job" else None
+    return parts[2] if parts[2] in ("progress", "episode") else None
+
+
 def render_event(event_log: EventLog, msg: RawMessage) -> Outgoing | None:
     """An event as a `{"type": "event", …}` message; None for a malformed one."""
     stored = event_log.decode(msg)
@@ -99,15 +112,22 @@ def render_event(event_log: EventLog, msg: RawMessage) -> Outgoing | None:
                     _encoder.encode(body).decode())
 
 
+def decode_sample(kind: str, data: bytes) -> Any | None:
+    """A telemetry sample of this kind, or None for a malformed one."""
+    try:
+        return decode_message(TELEMETRY_KINDS[kind], data)
+    except (msgspec.DecodeError, msgspec.ValidationError):
+        return None
+
+
 def render_telemetry(topology: Topology, msg: RawMessage) -> Outgoing | None:
     """A progress, episode or heartbeat sample as a message of that type; None for anything else."""
     parts = msg.subject.split(".")
     if len(parts) != 4 or parts[0] != topology.prefix or parts[2] not in TELEMETRY_KINDS:
         return None
     kind, key = parts[2], parts[3]
-    try:
-        sample = decode_message(TELEMETRY_KINDS[kind], msg.data)
-    except (msgspec.DecodeError, msgspec.ValidationError):
+    sample = decode_sample(kind, msg.data)
+    if sample is None:
         return None
     data: Any = sample
     if kind == "episode":

@@ -31,6 +31,7 @@ class GatewaySettings(msgspec.Struct, frozen=True, kw_only=True):
     max_projection_behind_s: PositiveFloat = 30.0  # how old the oldest event not yet projected may be (else 503)
     login_token_hours: PositiveFloat = 12.0
     job_page_cache: Annotated[int, msgspec.Meta(ge=0)] = 256  # job list pages kept until the projector moves on
+    maps_max_bytes: Annotated[int, msgspec.Meta(ge=1, le=2**40)] = 256 * 1024 * 1024  # the largest map upload
 
     @property
     def base_url(self) -> str:

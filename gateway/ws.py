@@ -14,7 +14,7 @@ from litestar.exceptions import HTTPException, WebSocketDisconnect
 from contracts.base import utcnow
 from gateway.auth import PUBLIC, bearer, client_address
 from gateway.hub import Subscriber
-from gateway.live import STREAMS, control, topic_role, valid_topic
+from gateway.live import RUNS, STREAMS, control, topic_role, valid_topic
 from gateway.replay import replay, truncated_streams
 from gateway.tokens import TokenRecord, role_allows
 
@@ -58,16 +58,21 @@ _decoder = msgspec.json.Decoder(ClientMessage)
 class Session:
     """One authenticated socket: reader, writer and pinger around a hub subscriber."""
 
-    def __init__(self, gateway: Any, socket: WebSocket, record: TokenRecord) -> None:
+    def __init__(self, gateway: Any, socket: WebSocket, record: TokenRecord, runs_by_default: bool = False) -> None:
         self.gw = gateway
         self.socket = socket
         self.record = record
         self.sub = Subscriber(gateway.settings.gateway.ws_queue_size, record.token_id)
+        # A socket authenticated before its first message (header, `?token=`) gets `runs` until it
+        # subscribes to what it wants: a plain frontend that sends nothing hears its runs.
+        self.runs_by_default = runs_by_default
 
     async def run(self) -> None:
         """Serve until the client leaves, misbehaves, is too slow, or the token stops working."""
         hub, settings = self.gw.hub, self.gw.settings.gateway
         hub.join(self.sub)
+        if self.runs_by_default:
+            hub.subscribe(self.sub, [RUNS])
         if not self.record.active(utcnow()):  # revoked between the check and the join: the hub could not see it
             self.sub.close(UNAUTHORIZED, "the token expired or was revoked")
         self.sub.say(control("welcome", role=self.record.role, token_id=self.record.token_id,
@@ -115,8 +120,11 @@ class Session:
         bad = [t for t in message.topics if not valid_topic(t)]
         if bad:
             self.sub.say(control("error", code=400, detail=f"unknown topics: {', '.join(bad[:5])}; "
-                                 "use job:<id>, jobs, workers, progress or events"))
+                                 "use job:<id>, jobs, workers, progress, runs or events"))
             return
+        if self.runs_by_default:  # the client speaks the topic protocol: it gets what it asks for
+            self.runs_by_default = False
+            self.gw.hub.unsubscribe(self.sub, [RUNS])
         for topic in message.topics:
             if not role_allows(self.record.role, topic_role(topic)):
                 self.sub.close(FORBIDDEN, f"topic {topic} needs the {topic_role(topic)} role")
@@ -172,27 +180,29 @@ async def close(socket: WebSocket, code: int, reason: str) -> None:
         await asyncio.wait_for(socket.close(code=code, reason=reason[:120]), 2.0)
 
 
-async def authenticate(gateway: Any, socket: WebSocket) -> TokenRecord | None:
-    """The token from the Authorization header, or from the first message; closes the socket on failure."""
-    token = bearer(socket.headers.get("authorization"))
+async def authenticate(gateway: Any, socket: WebSocket) -> tuple[TokenRecord | None, bool]:
+    """The token from the Authorization header, the `token` query parameter (what a browser frontend can
+    set), or the first message; and whether it came before any message. Closes the socket on failure."""
+    token = bearer(socket.headers.get("authorization")) or socket.query_params.get("token") or None
+    early = token is not None
     if token is None:
         try:
             text = await asyncio.wait_for(socket.receive_text(), gateway.settings.gateway.ws_auth_timeout_s)
         except TimeoutError:
             await close(socket, AUTH_TIMEOUT, "send {\"type\": \"auth\", \"token\": …} first")
-            return None
+            return None, False
         except WebSocketDisconnect:
-            return None
+            return None, False
         try:
             token = msgspec.json.decode(text, type=Auth).token
         except (msgspec.DecodeError, msgspec.ValidationError):
             await close(socket, UNAUTHORIZED, "the first message must be {\"type\": \"auth\", \"token\": …}")
-            return None
+            return None, False
     try:
-        return gateway.auth.check(token, client_address(socket), "viewer")
+        return gateway.auth.check(token, client_address(socket), "viewer"), early
     except HTTPException as exc:
         await close(socket, 4000 + exc.status_code, str(exc.detail))
-        return None
+        return None, False
 
 
 @websocket("/ws", opt=PUBLIC)
@@ -200,6 +210,6 @@ async def live_socket(socket: WebSocket) -> None:
     """Live events and telemetry by topic; see docs/websocket.md."""
     gateway = socket.app.state.gateway
     await socket.accept()
-    record = await authenticate(gateway, socket)
+    record, early = await authenticate(gateway, socket)
     if record is not None:
-        await Session(gateway, socket, record).run()
+        await Session(gateway, socket, record, runs_by_default=early).run()

@@ -70,7 +70,7 @@ def health_summary(body: dict[str, Any] | None) -> str:
                  if s.get("required") and not s.get("up")]
     if not body.get("store", {}).get("ok", True):
         problems.append("read-model store not ok")
-    status = body.get("status", "?")
+    status = body.get("state", "?")
     return status if not problems else f"{status}: {', '.join(problems)}"
 
 
@@ -103,7 +103,7 @@ def summarize(data_dir: Path, holder: dict[str, Any] | None, state: dict[str, An
     url = holder.get("gateway") or state.get("gateway")
     if url:
         code, body, why = health(url)
-        report["gateway"] = {"url": url, "http_status": code, "health": (body or {}).get("status"),
+        report["gateway"] = {"url": url, "http_status": code, "health": (body or {}).get("state"),
                              "summary": health_summary(body) if code is not None else f"not answering: {why}"}
     return report
 

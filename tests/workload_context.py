@@ -28,6 +28,8 @@ class RecordingContext:
     max_iterations: int | None = None
     episodes: int | None = None
     device: str = "cpu"
+    asset_path: Path | None = None
+    assets: dict[str, Path] = field(default_factory=dict)
     job_id: str = "job-test"
     attempt: int = 1
     stop_after_reports: int | None = None

@@ -19,9 +19,10 @@ Handlers = Mapping[type, Callable[[Any, int, Transaction], Awaitable[None]]]  # 
 def all_projections() -> list[Projection]:
     """Every built-in projection, in the order they are applied."""
     from eventstore.readmodels.jobs import JobsProjection
+    from eventstore.readmodels.maps import MapsProjection
     from eventstore.readmodels.workers import WorkersProjection
 
-    return [JobsProjection(), WorkersProjection()]
+    return [JobsProjection(), WorkersProjection(), MapsProjection()]
 
 
 def projection_named(name: str) -> Projection:

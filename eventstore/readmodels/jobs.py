@@ -70,7 +70,7 @@ class JobsProjection:
     """jobs(id, status, attempt, worker, …) and job_checkpoints(job_id, iteration, name, sha256, …)."""
 
     name = "jobs"
-    version = 2  # 2: trace_id
+    version = 3  # 2: trace_id; 3: map_id, map_sha256, map_filename, action_combinations
     tables = ("jobs", "job_checkpoints")
 
     def ddl(self, dialect: str) -> list[str]:
@@ -85,7 +85,8 @@ class JobsProjection:
             " assigned_at TEXT, started_at TEXT, finished_at TEXT, stop_requested INTEGER NOT NULL,"
             " resumed_from BIGINT, last_checkpoint TEXT, last_checkpoint_iteration BIGINT,"
             " checkpoints INTEGER NOT NULL, requeues INTEGER NOT NULL, error TEXT, traceback TEXT,"
-            " result TEXT, updated_seq BIGINT NOT NULL, trace_id TEXT)",
+            " result TEXT, updated_seq BIGINT NOT NULL, trace_id TEXT, map_id BIGINT,"
+            " map_sha256 TEXT, map_filename TEXT, action_combinations TEXT)",
             "CREATE INDEX IF NOT EXISTS {jobs}_status ON {jobs} (status, submitted_at)",
             "CREATE INDEX IF NOT EXISTS {jobs}_worker ON {jobs} (worker_id)",
             "CREATE INDEX IF NOT EXISTS {jobs}_submitted ON {jobs} (submitted_at, id)",  # newest-first pages

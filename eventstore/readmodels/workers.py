@@ -86,6 +86,12 @@ _HANDLERS: Handlers = {
 }
 
 
+async def worker_counts(store: ReadModelStore) -> dict[str, int]:
+    """How many workers are in each status (healthy, lost, left)."""
+    rows = await store.fetchall("SELECT status, COUNT(*) AS n FROM {workers} GROUP BY status")
+    return {r["status"]: int(r["n"]) for r in rows}
+
+
 async def list_workers(store: ReadModelStore, worker_id: str | None = None) -> list[dict[str, Any]]:
     """Every worker's record by id (or the one with `worker_id`: a list of one or none)."""
     if worker_id is not None:

@@ -13,6 +13,7 @@ GW = NamedDependency[Gateway]  # the `gw` parameter of every handler
 DESCRIPTIONS = {
     400: "the request is malformed or makes no sense", 401: "no token, or an unknown, expired or revoked one",
     403: "the token's role may not do this", 404: "no such resource", 409: "conflicts with the current state",
+    413: "the body is larger than allowed",
     429: "too many bad tokens from this address", 503: "a service or the read model is unavailable",
 }
 

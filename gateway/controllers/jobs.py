@@ -42,7 +42,7 @@ class JobsController(Controller):
 
     @post("/", opt=OPERATOR, status_code=201, responses={
         200: ResponseSpec(JobView, description="an existing job with the same idempotency_key",
-                          generate_examples=False), **errors(400, 503)})
+                          generate_examples=False), **errors(400, 404, 503)})
     async def submit(self, gw: GW, data: JSONBody[SubmitJobBody]) -> Response[JobView]:
         """Queue a training or evaluation run."""
         command = SubmitJob(**msgspec.structs.asdict(data))

@@ -5,14 +5,14 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Annotated
 
-from litestar import Controller, Response, get, post
+from litestar import Controller, Request, Response, get, post
 from litestar.openapi import ResponseSpec
 from litestar.params import FromPath, JSONBody, Parameter
 
 from contracts.base import MAX_SAFE_INT, utcnow
 from contracts.errors import NotFound
 from gateway import health
-from gateway.auth import ADMIN, PUBLIC
+from gateway.auth import ADMIN, PUBLIC, VIEWER
 from gateway.controllers.common import GW, errors
 from gateway.schemas.system import EventPage, Health, TokenCreate, TokenCreated, TokenList, TokenView
 from gateway.tokens import TokenRecord, issue_token, revoke_token
@@ -36,7 +36,7 @@ class SystemController(Controller):
     async def health(self, gw: GW) -> Response[Health]:
         """NATS, streams, services (`$SRV.PING`), projection lag and the store; 503 unless all are fine."""
         report = await health.check(gw)
-        return Response(report, status_code=200 if report.status == "ok" else 503)
+        return Response(report, status_code=200 if report.state == "ok" else 503)
 
     @get("/events", opt=ADMIN, responses=errors(400))
     async def events(self, gw: GW, since: Annotated[int, Parameter(ge=0, le=MAX_SAFE_INT)] = 0,
@@ -66,6 +66,11 @@ class TokensController(Controller):
         gw.registry.apply(event)  # usable at once, before the follower sees the event
         return TokenCreated(token_id=event.token_id, token=secret, role=event.role, name=event.name,
                             expires_at=event.expires_at)
+
+    @get("/me", opt=VIEWER, responses=errors())
+    async def me(self, request: Request) -> TokenView:
+        """The caller's own token: its role, name and expiry (any role may ask)."""
+        return token_view(request.scope["state"]["token"])
 
     @get("/", opt=ADMIN, responses=errors())
     async def list_tokens(self, gw: GW) -> TokenList:

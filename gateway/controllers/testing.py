@@ -14,7 +14,15 @@ from contracts.telemetry import EpisodeReport, JobProgress
 from eventstore.telemetry import last_sample, sample_history
 from gateway.auth import OPERATOR, VIEWER
 from gateway.controllers.common import GW, errors
-from gateway.runs import aggregate_episodes, by_episode, episode_summary, run_status, testing_progress
+from gateway.runs import (
+    aggregate_episodes,
+    by_episode,
+    episode_log,
+    episode_row,
+    episode_with_events,
+    run_status,
+    testing_progress,
+)
 from gateway.schemas.runs import (
     EpisodeLog,
     TestingResults,
@@ -24,6 +32,7 @@ from gateway.schemas.runs import (
     TestingStop,
     TestingStopped,
 )
+from gateway.views import elapsed_between
 
 
 async def episodes_of(gw: GW, job_id: FromPath[str]) -> list[EpisodeReport]:
@@ -45,9 +54,11 @@ class TestingController(Controller):
         # The base name (`2048`): the worker runs `2048-eval` where it has it (contracts.workloads).
         job, _created = await gw.submit(SubmitJob(kind="eval", workload=data.workload,
                                                   params=data.params, episodes=data.episodes,
-                                                  checkpoint_of=data.checkpoint))
-        return TestingStarted(test_id=job.id, status=run_status(job.status), checkpoint=data.checkpoint,
-                              episodes=data.episodes, workload=job.workload, started_at=job.submitted_at)
+                                                  checkpoint_of=data.checkpoint, map_id=data.map_id,
+                                                  action_combinations=data.action_combinations))
+        return TestingStarted(test_id=job.id, status="started", map_id=job.map_id, checkpoint=data.checkpoint,
+                              episodes=data.episodes, started_at=job.submitted_at, task_id=job.id,
+                              state=run_status(job.status), workload=job.workload)
 
     @post("/stop", opt=OPERATOR, status_code=200, responses=errors(400, 404, 409, 503))
     async def stop(self, gw: GW, data: JSONBody[TestingStop | None] = None) -> TestingStopped:
@@ -63,19 +74,23 @@ class TestingController(Controller):
         progress = await last_sample(gw.nc, gw.topology, "progress", job.id, JobProgress)
         episode = await last_sample(gw.nc, gw.topology, "episode", job.id, EpisodeReport)
         done = max(progress.iteration if progress else 0, episode.episode if episode else 0)
-        return TestingStatus(test_id=job.id, status=run_status(job.status), checkpoint=job.checkpoint_of,
+        return TestingStatus(test_id=job.id, status=run_status(job.status), map_id=job.map_id,
+                             map_name=await gw.map_name(job.map_id), checkpoint=job.checkpoint_of,
                              progress=testing_progress(job, done, utcnow()),
-                             latest_episode=episode_summary(episode) if episode else None,
+                             latest_episode=episode_row(episode) if episode else None,
                              started_at=job.started_at or job.submitted_at, error=job.error)
 
     @get("/{test_id:str}/results", opt=VIEWER, responses=errors(404))
     async def results(self, gw: GW, test_id: FromPath[str]) -> TestingResults:
-        """Every episode and statistics of each figure."""
+        """Every episode in episode order with its events, and statistics of each figure."""
         job = await gw.job(test_id, "eval")
-        episodes = [episode_summary(r) for r in await episodes_of(gw, job.id)]
-        return TestingResults(test_id=job.id, status=run_status(job.status), checkpoint=job.checkpoint_of,
-                              episodes=episodes, aggregate_metrics=aggregate_episodes(episodes, job.result),
-                              result=job.result)
+        reports = await episodes_of(gw, job.id)
+        duration = elapsed_between(job.started_at, job.finished_at, utcnow()) if job.started_at else None
+        return TestingResults(test_id=job.id, map_id=job.map_id, map_name=await gw.map_name(job.map_id),
+                              checkpoint=job.checkpoint_of, started_at=job.started_at, completed_at=job.finished_at,
+                              duration_seconds=duration, episodes=[episode_with_events(r) for r in reports],
+                              aggregate_metrics=aggregate_episodes(reports, job.result),
+                              status=run_status(job.status), result=job.result)
 
     @get("/{test_id:str}/logs", opt=VIEWER, responses=errors(400, 404))
     async def logs(self, gw: GW, test_id: FromPath[str],
@@ -85,6 +100,4 @@ class TestingController(Controller):
         found = [r for r in await episodes_of(gw, job.id) if r.episode == episode_num]
         if not found:
             raise NotFound(f"evaluation run {job.id} has no episode {episode_num} (yet)")
-        report = found[-1]
-        return EpisodeLog(test_id=job.id, episode=report.episode, score=report.score, figures=dict(report.figures),
-                          timestamp=report.at, log=report.log)
+        return episode_log(job.id, found[-1])

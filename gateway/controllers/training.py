@@ -28,14 +28,17 @@ class TrainingController(Controller):
     path = "/training"
     tags = ["training"]
 
-    @post("/start", opt=OPERATOR, status_code=202, responses=errors(400, 503))
+    @post("/start", opt=OPERATOR, status_code=202, responses=errors(400, 404, 503))
     async def start(self, gw: GW, data: JSONBody[TrainingStart]) -> TrainingStarted:
         """Queue a training run."""
         job, _created = await gw.submit(SubmitJob(kind="train", workload=data.workload, params=data.params,
-                                                  max_iterations=data.max_iterations,
+                                                  max_iterations=data.max_iterations, map_id=data.map_id,
+                                                  action_combinations=data.action_combinations,
                                                   idempotency_key=data.idempotency_key))
-        return TrainingStarted(training_id=job.id, status=run_status(job.status), workload=job.workload,
-                               max_iterations=job.max_iterations, params=job.params, started_at=job.submitted_at)
+        return TrainingStarted(training_id=job.id, status="started", map_id=job.map_id,
+                               max_iterations=job.max_iterations, started_at=job.submitted_at, task_id=job.id,
+                               state=run_status(job.status), workload=job.workload, params=job.params,
+                               action_combinations=job.action_combinations)
 
     @post("/stop", opt=OPERATOR, status_code=200, responses=errors(400, 404, 409, 503))
     async def stop(self, gw: GW, data: JSONBody[TrainingStop | None] = None) -> TrainingStopped:
@@ -50,9 +53,10 @@ class TrainingController(Controller):
         """Status, progress and the newest metrics."""
         job = await gw.job(training_id, "train")
         last = await last_sample(gw.nc, gw.topology, "progress", job.id, JobProgress)
-        return TrainingStatus(training_id=job.id, status=run_status(job.status), workload=job.workload,
+        return TrainingStatus(training_id=job.id, status=run_status(job.status), map_id=job.map_id,
+                              map_name=await gw.map_name(job.map_id),
                               progress=training_progress(job, last, utcnow()), latest_metrics=latest_metrics(last),
-                              started_at=job.started_at or job.submitted_at, error=job.error)
+                              started_at=job.started_at or job.submitted_at, workload=job.workload, error=job.error)
 
     @get("/{training_id:str}/logs", opt=VIEWER, responses=errors(404))
     async def logs(self, gw: GW, training_id: FromPath[str]) -> TrainingLogs:

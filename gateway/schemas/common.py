@@ -13,6 +13,7 @@ Workload = Annotated[str, msgspec.Meta(min_length=1, max_length=200, pattern=r"^
 # Request bounds are the contracts' (contracts.base) or tighter: what the API accepts, a command carries.
 Iterations = Annotated[int, msgspec.Meta(ge=1, le=1_000_000_000)]
 Episodes = Annotated[int, msgspec.Meta(ge=1, le=1_000_000)]
+MapId = Annotated[int, msgspec.Meta(ge=1, le=MAX_SAFE_INT, description="a map (asset) id")]
 Params = Annotated[dict[str, Any], msgspec.Meta(max_length=200, description="workload hyper-parameters")]
 Seq = Annotated[int, msgspec.Meta(ge=0, le=MAX_SAFE_INT)]
 

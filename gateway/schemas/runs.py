@@ -1,4 +1,9 @@
-"""Bodies of /api/v1/training and /api/v1/testing: field-compatible with the user's earlier API."""
+"""Bodies of /api/v1/training and /api/v1/testing: field-compatible with the user's earlier API.
+
+Every field the earlier API's specification shows is here with its name and JSON type; stoker's own
+fields (`workload`, `state`, `loss`, `figures`, …) stand beside them. docs/api-compat.md says where a
+field's meaning differs from the specification's and why.
+"""
 
 from __future__ import annotations
 
@@ -7,30 +12,40 @@ from typing import Annotated, Any, Literal
 
 import msgspec
 
-from gateway.schemas.common import Body, Episodes, Id, Iterations, Params, Reply, Workload
+from contracts.jobspec import ActionCombinations
+from gateway.schemas.common import Body, Episodes, Id, Iterations, MapId, Params, Reply, Workload
 
 RunStatus = Literal["pending", "running", "stopped", "completed", "failed"]
 Seconds = Annotated[float, msgspec.Meta(ge=0)]
+# An episode as the earlier API shows it: `episode_num`, the workload's figures flat (score, max_tile,
+# moves, …), `duration_seconds`, `timestamp`; stoker's `episode`, `figures`, `moves_logged` beside them.
+EpisodeRow = dict[str, Any]
 
 
 class TrainingStart(Body, kw_only=True):
     """Start a training run of `workload` for `max_iterations`."""
 
-    workload: Workload = "2048"
+    map_id: MapId | None = None
     max_iterations: Iterations
+    action_combinations: ActionCombinations | None = None
     params: Params = {}
+    workload: Workload = "2048"
     idempotency_key: Annotated[str, msgspec.Meta(min_length=1, max_length=200)] | None = None
 
 
 class TrainingStarted(Reply, kw_only=True):
-    """A training run was queued; `training_id` is its job id."""
+    """A training run was queued; `training_id` (and `task_id`) is its job id, `state` where it stands."""
 
     training_id: str
-    status: RunStatus
-    workload: str
+    status: Literal["started"]
+    map_id: int | None
     max_iterations: int | None
-    params: dict[str, Any]
     started_at: datetime
+    task_id: str
+    state: RunStatus
+    workload: str
+    params: dict[str, Any]
+    action_combinations: str | None
 
 
 class TrainingStop(Body, kw_only=True):
@@ -58,11 +73,12 @@ class TrainingProgress(Reply, kw_only=True):
 
 
 class LatestMetrics(Reply, kw_only=True):
-    """The newest progress report."""
+    """The newest progress report; `dqn_loss` is the loss the workload reports (also as `loss`)."""
 
     iteration: int
-    loss: float | None
+    dqn_loss: float | None
     timestamp: datetime
+    loss: float | None
     metrics: dict[str, float] = {}
 
 
@@ -71,25 +87,29 @@ class TrainingStatus(Reply, kw_only=True):
 
     training_id: str
     status: RunStatus
-    workload: str
+    map_id: int | None
+    map_name: str | None
     progress: TrainingProgress
     latest_metrics: LatestMetrics | None
     started_at: datetime | None
+    workload: str
     error: str | None = None
 
 
 class IterationLoss(Reply, kw_only=True):
-    """The loss reported at one iteration."""
+    """The loss reported at one iteration (`dqn_loss` and `loss` alike)."""
 
     iteration: int
-    loss: float | None
+    dqn_loss: float | None
     timestamp: datetime
+    loss: float | None
 
 
 class TrainingLogs(Reply, kw_only=True):
     """Every reported iteration of a training run with loss statistics."""
 
     training_id: str
+    map_id: int | None
     max_iterations: int | None
     final_iteration: int
     started_at: datetime | None
@@ -105,21 +125,26 @@ class TrainingLogs(Reply, kw_only=True):
 class TestingStart(Body, kw_only=True):
     """Evaluate the newest checkpoint of training run `checkpoint` over `episodes` games."""
 
+    map_id: MapId | None = None
     checkpoint: Id
     episodes: Episodes
+    action_combinations: ActionCombinations | None = None
     params: Params = {}
     workload: Workload = "2048"
 
 
 class TestingStarted(Reply, kw_only=True):
-    """An evaluation run was queued; `test_id` is its job id."""
+    """An evaluation run was queued; `test_id` (and `task_id`) is its job id, `state` where it stands."""
 
     test_id: str
-    status: RunStatus
+    status: Literal["started"]
+    map_id: int | None
     checkpoint: str
     episodes: int
-    workload: str
     started_at: datetime
+    task_id: str
+    state: RunStatus
+    workload: str
 
 
 class TestingStop(Body, kw_only=True):
@@ -146,24 +171,16 @@ class TestingProgress(Reply, kw_only=True):
     estimated_remaining_seconds: Seconds | None
 
 
-class EpisodeSummary(Reply, kw_only=True):
-    """One finished evaluation episode: its score and other figures (max_tile, moves, …)."""
-
-    episode: int
-    score: float
-    figures: dict[str, float]
-    moves_logged: int
-    timestamp: datetime
-
-
 class TestingStatus(Reply, kw_only=True):
     """An evaluation run's status, progress and newest episode."""
 
     test_id: str
     status: RunStatus
+    map_id: int | None
+    map_name: str | None
     checkpoint: str | None
     progress: TestingProgress
-    latest_episode: EpisodeSummary | None
+    latest_episode: EpisodeRow | None
     started_at: datetime | None
     error: str | None = None
 
@@ -179,20 +196,40 @@ class Stats(Reply, kw_only=True):
 
 
 class TestingResults(Reply, kw_only=True):
-    """Every episode of an evaluation run and per-figure statistics."""
+    """Every episode of an evaluation run, in episode order, with its events; statistics of each figure
+    and the rates the workload reported (`reached_2048` for 2048)."""
 
     test_id: str
-    status: RunStatus
+    map_id: int | None
+    map_name: str | None
     checkpoint: str | None
-    episodes: list[EpisodeSummary]
-    aggregate_metrics: dict[str, Stats]
+    started_at: datetime | None
+    completed_at: datetime | None
+    duration_seconds: Seconds | None
+    episodes: list[EpisodeRow]
+    aggregate_metrics: dict[str, Stats | float]
+    status: RunStatus
     result: dict[str, Any] | None
 
 
+class TimelinePoint(Reply, kw_only=True):
+    """The episode's main figure (`figure`: the score for 2048) after one frame."""
+
+    frame: int
+    timestamp: datetime
+    value: float
+
+
 class EpisodeLog(Reply, kw_only=True):
-    """One episode's move-by-move log (moves, rewards/merges, score over time)."""
+    """One episode frame by frame: its events (a move each for 2048) and the main figure over time."""
 
     test_id: str
+    episode_num: int
+    duration_seconds: Seconds | None
+    frames: int
+    events: list[dict[str, Any]]
+    figure: str
+    timeline: list[TimelinePoint]
     episode: int
     score: float
     figures: dict[str, float]

@@ -59,6 +59,13 @@ class StoreHealth(Reply, kw_only=True):
     error: str | None = None
 
 
+class WorkersHealth(Reply, kw_only=True):
+    """Workers that can take jobs now: `status` is "available" when there is one, else "none"."""
+
+    count: int
+    status: Literal["available", "none"]
+
+
 class Health(Reply, kw_only=True):
     """Overall status and each part: 503 unless NATS, streams, store, required services and read models are fine.
 
@@ -67,7 +74,13 @@ class Health(Reply, kw_only=True):
     part that is down.
     """
 
-    status: Literal["ok", "degraded", "down"]
+    status: Literal["healthy", "unhealthy"]  # the earlier API's word: healthy exactly when `state` is ok
+    version: str
+    timestamp: datetime
+    database: Literal["connected", "disconnected"]  # the read-model store
+    storage: Literal["available", "unavailable"]  # the event, telemetry and dispatch streams
+    workers: WorkersHealth
+    state: Literal["ok", "degraded", "down"]
     problems: list[str] = []
     warnings: list[str] = []
     malformed: int = 0  # distinct messages on the event stream that are no readable event

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import nats.errors
+import nats.js.errors
 from nats.js import JetStreamContext
 from nats.js.api import ObjectMeta
 from nats.js.errors import DigestMismatchError, NotFoundError
@@ -90,3 +91,31 @@ class CheckpointStore:
             return None
         digest, _size = await asyncio.to_thread(file_sha256, dest)
         return Fetched(dest, digest, fmt)
+
+
+class AssetUnavailable(RuntimeError):
+    """A job's map could not be fetched, or its bytes do not match the digest the job pinned."""
+
+
+async def fetch_asset(js: JetStreamContext, bucket_name: str, sha256: str, dest: Path, attempts: int = 5) -> Path:
+    """Download the map stored under `sha256` into `dest` and check it; AssetUnavailable if it cannot be."""
+    for attempt in range(attempts):
+        try:
+            bucket = await js.object_store(bucket_name)
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            with dest.open("wb") as out:
+                await bucket.get(sha256, writeinto=out)
+            break
+        except (NotFoundError, nats.js.errors.BucketNotFoundError, nats.js.errors.ObjectNotFoundError):
+            raise AssetUnavailable(f"the map {sha256[:12]}… is not in the object store") from None
+        except DigestMismatchError:
+            raise AssetUnavailable(f"the map {sha256[:12]}… is damaged in the object store") from None
+        except TRANSIENT as exc:
+            if attempt == attempts - 1:
+                raise AssetUnavailable(f"could not fetch the map {sha256[:12]}…: {exc!r}") from None
+            await asyncio.sleep(0.2 * 2**attempt)
+    digest, _size = await asyncio.to_thread(file_sha256, dest)
+    if digest != sha256:
+        raise AssetUnavailable(f"the map fetched does not match its digest (expected {sha256[:12]}…, got "
+                               f"{digest[:12]}…)")
+    return dest

@@ -136,6 +136,8 @@ class ChildContext:
         self.workload, self.params = start.workload, dict(start.params)
         self.max_iterations, self.episodes = start.max_iterations, start.episodes
         self.device = "cuda" if start.gpu_indices else "cpu"
+        self.asset_path = Path(start.asset_path) if start.asset_path else None
+        self.assets = {self.asset_path.name: self.asset_path} if self.asset_path else {}
         self._start, self._channel = start, channel
         self._coalescer = Coalescer(start.progress_interval_s)
         self._lock = threading.Lock()

@@ -32,7 +32,7 @@ from contracts.subjects import MAX_TELEMETRY_BYTES, Topology
 from contracts.telemetry import EpisodeReport, JobProgress
 from eventstore.observability import get_logger, inject_trace, traceparent, tracer
 from services.trainer import wire
-from services.trainer.blobstore import CheckpointStore
+from services.trainer.blobstore import AssetUnavailable, CheckpointStore, fetch_asset
 from services.trainer.checkpoints import CheckpointUnavailable, Choice, checkpoint_name, choose
 from services.trainer.outbox import AttemptLog, Outbox, deliver
 from services.trainer.outcome import Ending, decide
@@ -148,11 +148,18 @@ class JobRunner:
             except CheckpointUnavailable as exc:
                 await self._finish(Ending("failed", error=str(exc), retryable=True))
                 return
+        asset = None
+        if self.a.map_sha256 is not None:
+            try:
+                asset = await self._fetch_asset()
+            except AssetUnavailable as exc:
+                await self._finish(Ending("failed", error=str(exc)))
+                return
         if self.stop_reason is not None or self.fenced:
             await self._finish(decide(None, None, self.stop_reason or "stopped"))
             return
         child = await self.deps.pool.acquire(self._pool_key(target))
-        self._start(child, target, choice)
+        self._start(child, target, choice, asset)
         done = await self._pump(child)
         exit_code = None
         if done is None:
@@ -208,7 +215,13 @@ class JobRunner:
                              using=choice.ref.name if choice.ref else None)
         return choice
 
-    def _start(self, child: ChildProcess, target: str, choice: Choice) -> None:
+    async def _fetch_asset(self) -> Path:
+        """The job's map in its spool directory, under the map's file name, digest-checked."""
+        assert self.a.map_sha256 is not None
+        dest = self.spool / "assets" / (self.a.map_filename or self.a.map_sha256)
+        return await fetch_asset(self.deps.nc.jetstream(), self.deps.topology.map_bucket, self.a.map_sha256, dest)
+
+    def _start(self, child: ChildProcess, target: str, choice: Choice, asset: Path | None = None) -> None:
         a = self.a
         resume = None
         if choice.ref is not None and choice.fetched is not None:
@@ -223,7 +236,7 @@ class JobRunner:
                 **{**spec_fields(a), "workload": self.workload}, job_id=a.job_id, attempt=a.attempt,
                 worker_id=self.deps.worker_id, target=target,
                 registered=self.deps.registry.is_registered(self.workload), gpu_indices=a.gpu_indices,
-                spool_dir=str(self.spool), resume=resume,
+                spool_dir=str(self.spool), resume=resume, asset_path=str(asset) if asset else None,
                 progress_interval_s=self.deps.settings.progress_interval_s, traceparent=traceparent()))
         self._report(ReportJobStarted(job_id=a.job_id, attempt=a.attempt, worker_id=self.deps.worker_id,
                                       resumed_from=choice.ref.iteration if choice.ref else None,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
 WORKLOAD_MARK = "__stoker_workload__"
@@ -38,6 +39,8 @@ class JobContext(Protocol):
     max_iterations: int | None  # training runs
     episodes: int | None  # evaluation runs
     device: str  # "cpu" or "cuda" (CUDA_VISIBLE_DEVICES already narrowed to the job's GPUs)
+    asset_path: Path | None  # the job's map (`map_id`), fetched and checked against its SHA-256; None without one
+    assets: dict[str, Path]  # every map the job has, by file name (one today: the asset_path)
 
     def report(self, iteration: int, loss: float | None = None, **metrics: float) -> None:
         """Publish a progress sample (cheap; call it every step if you like, it is rate-limited)."""

@@ -87,7 +87,7 @@ def _stop(process: subprocess.Popen[bytes]) -> None:
 def _ready(url: str) -> bool:
     """The gateway says the platform is healthy and a worker has registered."""
     health = httpx.get(f"{url}/api/v1/health", timeout=5)
-    return health.status_code == 200 and health.json()["status"] == "ok"
+    return health.status_code == 200 and health.json()["state"] == "ok"
 
 
 def start_platform(data_dir: Path, port: int | None = None, args: Sequence[str] = ()) -> Platform:

@@ -160,13 +160,14 @@ async def publish_progress(nc: Any, topology: Topology, job_id: str, iterations:
         await js.publish(topology.telemetry("progress", job_id), encode(sample))
 
 
-async def publish_episodes(nc: Any, topology: Topology, job_id: str, scores: list[float]) -> None:
-    """Episode reports with a small move log each."""
+async def publish_episodes(nc: Any, topology: Topology, job_id: str, scores: list[float], *,
+                           durations: bool = False) -> None:
+    """Episode reports with a small move log each (and `duration_s` figures, as 2048-eval reports them)."""
     js = nc.jetstream()
     for number, score in enumerate(scores, 1):
-        report = EpisodeReport(job_id=job_id, attempt=1, episode=number, score=score,
-                               figures={"max_tile": 256.0 * number, "moves": 100.0 + number},
-                               log=[{"move": 1, "action": "up", "reward": 4, "score": 4}], at=utcnow())
+        figures = {"max_tile": 256.0 * number, "moves": 100.0 + number, **({"duration_s": 1.5} if durations else {})}
+        report = EpisodeReport(job_id=job_id, attempt=1, episode=number, score=score, figures=figures,
+                               log=[{"move": 1, "action": "up", "reward": 4, "score": 4, "t": 0.25}], at=utcnow())
         await js.publish(topology.telemetry("episode", job_id), encode(report))
 
 

@@ -28,7 +28,10 @@ ROUTES = [
     ("POST", "/api/v1/workers/register", "operator"),
     ("GET", "/api/v1/health", None), ("GET", "/api/v1/events", "admin"),
     ("GET", "/api/v1/tokens", "admin"), ("POST", "/api/v1/tokens", "admin"),
-    ("POST", "/api/v1/tokens/{token}/revoke", "admin"),
+    ("POST", "/api/v1/tokens/{token}/revoke", "admin"), ("GET", "/api/v1/tokens/me", "viewer"),
+    ("POST", "/api/v1/maps/upload", "operator"), ("GET", "/api/v1/maps", "viewer"),
+    ("GET", "/api/v1/maps/{map}", "viewer"), ("GET", "/api/v1/maps/{map}/file", "viewer"),
+    ("DELETE", "/api/v1/maps/{map}", "operator"),
 ]
 BODIES = {"/api/v1/jobs": {"workload": "noop"}, "/api/v1/training/start": {"max_iterations": 3},
           "/api/v1/testing/start": {"checkpoint": "{job}", "episodes": 1},
@@ -64,8 +67,8 @@ async def test_every_route_is_in_the_matrix(stack) -> None:
     async with stack.client(None) as client:
         schema = (await client.get("/schema/openapi.json")).json()
     documented = {(m.upper(), p) for p, item in schema["paths"].items() for m in item}
-    listed = {(m, p.replace("{job}", "{job_id}").replace("{worker}", "{worker_id}").replace("{token}", "{token_id}"))
-              for m, p, _r in ROUTES}
+    listed = {(m, p.replace("{job}", "{job_id}").replace("{worker}", "{worker_id}").replace("{token}", "{token_id}")
+               .replace("{map}", "{map_id}")) for m, p, _r in ROUTES}
     listed = {(m, p.replace("/training/{job_id}", "/training/{training_id}").replace("{test}", "{test_id}"))
               for m, p in listed}
     assert documented == listed
@@ -77,7 +80,7 @@ async def test_matrix(stack) -> None:
     await stack.projected()
     async with stack.client("admin") as admin:
         spare = (await admin.post("/api/v1/tokens", json={"role": "viewer"})).json()["token_id"]
-    ids = {"job": train, "test": test, "worker": "w1", "token": spare}
+    ids = {"job": train, "test": test, "worker": "w1", "token": spare, "map": "1"}
     failures = []
     for method, path, needed in ROUTES:
         for who in (None, "bad", *ROLES):

@@ -26,6 +26,12 @@ checks.positive_data_acceptance.expected-statuses = ["2xx", "400", "401", "403",
 include-name = "POST /api/v1/workers/register"
 checks.positive_data_acceptance.expected-statuses = ["2xx", "400", "401", "403", "429"]
 
+# A map upload is checked beyond its form's schema: an empty file, a file name that is a path, a display
+# name with characters a name may not hold are refused (400, with the reason).
+[[operations]]
+include-name = "POST /api/v1/maps/upload"
+checks.positive_data_acceptance.expected-statuses = ["2xx", "400", "401", "403", "429"]
+
 # Real ids for the routes of one job, so fuzzing reaches past the 404 into the views.
 [[operations]]
 include-path-regex = "^/api/v1/(jobs|training)/[{]"

@@ -64,17 +64,22 @@ async def test_health_is_200_when_everything_answers(stack) -> None:
     async with stack.client(None) as client:
         health = await client.get("/api/v1/health")
     body = health.json()
-    assert health.status_code == 200 and body["status"] == "ok"
+    assert health.status_code == 200 and body["state"] == "ok"
     assert {s["name"] for s in body["services"] if s["up"]} >= {"scheduler", "discovery"}
-    assert {p["name"] for p in body["projections"]} == {"jobs", "workers"}
+    assert {p["name"] for p in body["projections"]} == {"jobs", "workers", "maps"}
     assert body["nats"]["connected"] and body["store"]["ok"] and all(s["ok"] for s in body["streams"])
+    # The earlier API's fields, beside stoker's.
+    assert body["status"] == "healthy" and body["version"] and isinstance(body["timestamp"], str)
+    assert body["database"] == "connected" and body["storage"] == "available"
+    assert body["workers"] == {"count": 0, "status": "none"}  # nobody registered a worker here
 
 
 async def test_health_is_503_when_a_required_service_is_silent(nats_server, nc, topology, tmp_path) -> None:
     async with gateway_stack(nats_server.url, nc, topology, tmp_path, services=False) as stack:
         async with stack.client(None) as client:
             health = await client.get("/api/v1/health")
-    assert health.status_code == 503 and health.json()["status"] == "degraded"
+    assert health.status_code == 503 and health.json()["state"] == "degraded"
+    assert health.json()["status"] == "unhealthy"
     assert not next(s for s in health.json()["services"] if s["name"] == "scheduler")["up"]
 
 
@@ -134,3 +139,16 @@ async def test_schema_is_public_and_complete(stack) -> None:
         assert "409" in paths[path]["post"]["responses"], path
     assert schema["components"]["securitySchemes"]["BearerToken"]["scheme"] == "bearer"
     assert paths["/api/v1/health"]["get"]["security"] == []
+
+
+async def test_tokens_me_tells_the_caller_its_own_role_and_expiry(stack) -> None:
+    async with stack.client("admin") as admin:
+        made = (await admin.post("/api/v1/tokens", json={"role": "viewer", "name": "tv", "expires_in_s": 3600})).json()
+    async with stack.client(None, token=made["token"]) as client:
+        me = (await client.get("/api/v1/tokens/me")).json()
+    assert (me["token_id"], me["role"], me["name"], me["active"]) == (made["token_id"], "viewer", "tv", True)
+    assert me["expires_at"] is not None and me["revoked_at"] is None
+    async with stack.client("operator") as client:
+        assert (await client.get("/api/v1/tokens/me")).json()["role"] == "operator"
+    async with stack.client(None) as client:
+        assert_error(await client.get("/api/v1/tokens/me"), 401)

@@ -46,11 +46,11 @@ async def test_health_is_503_while_the_projector_is_stopped(nats_server, nc, top
                 code, body = await health(stack)
                 return code == 200 and body
             body = await eventually(fine, what="health ok with the projector running")
-            assert body["status"] == "ok" and body["problems"] == []
+            assert body["state"] == "ok" and body["problems"] == []
             assert next(s for s in body["services"] if s["name"] == "projector")["up"]
         await run_job(stack)  # the projector is gone: these wait
         code, body = await health(stack)
-    assert code == 503 and body["status"] == "degraded"
+    assert code == 503 and body["state"] == "degraded"
     assert not next(s for s in body["services"] if s["name"] == "projector")["up"]
     assert "projector is not answering" in body["problems"]
 
@@ -64,8 +64,8 @@ async def test_health_is_503_when_a_read_model_is_too_many_events_behind(nats_se
         assert code == 200, body  # three token events behind: within 5
         await run_job(stack)  # w1's registration and the job's five events
         code, body = await health(stack)
-    assert code == 503 and body["status"] == "degraded"
-    assert {p["name"]: p["lag"] for p in body["projections"]} == {"jobs": 9, "workers": 9}
+    assert code == 503 and body["state"] == "degraded"
+    assert {p["name"]: p["lag"] for p in body["projections"]} == {"jobs": 9, "workers": 9, "maps": 9}
     assert any("jobs is 9 events behind (more than 5)" in p for p in body["problems"])
 
 
@@ -95,7 +95,7 @@ async def test_health_counts_malformed_and_quarantined_events(nats_server, nc, t
         await run_job(stack)
         await stack.projected()
         code, body = await health(stack)
-    assert code == 200 and body["status"] == "ok"  # history passed over, not a part that is down
+    assert code == 200 and body["state"] == "ok"  # history passed over, not a part that is down
     assert body["malformed"] == 2 and body["dead_letters"] == 0
-    assert {p["name"]: p["malformed"] for p in body["projections"]} == {"jobs": 2, "workers": 2}
+    assert {p["name"]: p["malformed"] for p in body["projections"]} == {"jobs": 2, "workers": 2, "maps": 2}
     assert any("2 malformed message(s)" in w for w in body["warnings"])

@@ -101,7 +101,8 @@ def test_the_refusal_names_the_holder() -> None:
 
 
 def _health(code: int | None, status: str = "ok") -> object:
-    body = {"status": status, "nats": {"connected": True}, "services": [
+    body = {"status": "healthy" if status == "ok" else "unhealthy", "state": status, "nats": {"connected": True},
+            "services": [
         {"name": "scheduler", "required": True, "up": status == "ok"}]}
     return lambda _url: (code, body if code else None, "" if code else "connection refused")
 
@@ -127,6 +128,7 @@ def test_status_of_a_data_dir(tmp_path: Path) -> None:
 
 def test_health_in_a_few_words() -> None:
     assert health_summary(None) == "no answer"
-    body = {"status": "down", "nats": {"connected": False}, "streams": [{"name": "E", "ok": False}],
+    body = {"status": "unhealthy", "state": "down", "nats": {"connected": False},
+            "streams": [{"name": "E", "ok": False}],
             "store": {"ok": False}}
     assert health_summary(body) == "down: NATS not connected, stream E not ok, read-model store not ok"

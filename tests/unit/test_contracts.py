@@ -58,6 +58,16 @@ def test_job_submitted_without_a_traceparent_still_decodes() -> None:
     assert decode_event("JobSubmitted", 2, json.dumps(payload).encode()).traceparent == ""
 
 
+def test_job_submitted_before_maps_still_decodes() -> None:
+    payload = json.loads((GOLDEN / "JobSubmitted.v2.json").read_text())
+    del payload["map_id"], payload["map_sha256"], payload["map_filename"], payload["action_combinations"]
+    event = decode_event("JobSubmitted", 2, json.dumps(payload).encode())
+    assert event.map_id is None and event.action_combinations is None
+    payload.update(map_id=7, action_combinations="left+fire")
+    event = decode_event("JobSubmitted", 2, json.dumps(payload).encode())
+    assert (event.map_id, event.action_combinations) == (7, "left+fire")
+
+
 def test_upcaster_chain_names_a_missing_step() -> None:
     with pytest.raises(KeyError, match="no upcaster for JobAssigned from schema 1"):
         upcast("JobAssigned", 1, 2, {})

@@ -13,7 +13,16 @@ from eventstore.readmodels.jobs import decode_cursor, encode_cursor
 from gateway.auth import FailureLimiter, bearer
 from gateway.hub import SLOW_CONSUMER, Subscriber
 from gateway.live import EVENTS, TELEMETRY, Outgoing, event_topics, topic_role, valid_topic
-from gateway.runs import aggregate_episodes, by_episode, describe, episode_summary, run_status, training_logs
+from gateway.runs import (
+    aggregate_episodes,
+    by_episode,
+    describe,
+    episode_log,
+    episode_row,
+    episode_with_events,
+    run_status,
+    training_logs,
+)
 from gateway.schemas.jobs import JobView
 from gateway.settings import GatewaySettings, load
 from gateway.tokens import TokenRegistry, digest, role_allows
@@ -66,6 +75,7 @@ def test_training_logs_keep_the_newest_report_of_each_iteration() -> None:
                for a, i, loss in [(1, 1, 4.0), (1, 2, 3.0), (1, 3, 9.0), (2, 3, 2.0), (2, 4, 1.0)]]
     logs = training_logs(job(), samples, T0 + timedelta(seconds=10))
     assert [(i.iteration, i.loss) for i in logs.iterations] == [(1, 4.0), (2, 3.0), (3, 2.0), (4, 1.0)]
+    assert all(i.dqn_loss == i.loss for i in logs.iterations) and logs.map_id is None
     assert (logs.max_loss, logs.min_loss, logs.mean_loss, logs.final_loss) == (4.0, 1.0, 2.5, 1.0)
     assert logs.duration_seconds == 10 and logs.final_iteration == 4
 
@@ -73,13 +83,32 @@ def test_training_logs_keep_the_newest_report_of_each_iteration() -> None:
 def test_episode_statistics() -> None:
     reports = [EpisodeReport(job_id="J", attempt=1, episode=e, score=s, figures={"moves": m}, at=T0)
                for e, s, m in [(1, 2.0, 10.0), (2, 4.0, 30.0), (2, 6.0, 20.0)]]
-    episodes = [episode_summary(r) for r in by_episode(reports)]
-    stats = aggregate_episodes(episodes, None)
+    stats = aggregate_episodes(by_episode(reports), {"reached_2048": 0.5, "stopped": False, "episodes": 2})
     assert stats["score"] == describe([2.0, 6.0]) and stats["moves"].max == 20.0
     assert stats["score"].std == 2.0 and stats["score"].median == 4.0
+    assert stats["reached_2048"] == 0.5 and "stopped" not in stats and "episodes" not in stats
     from_result = aggregate_episodes([], {"score": {"min": 1, "max": 2, "mean": 1.5, "median": 1.5, "std": 0.5},
                                           "episodes": 2})
     assert list(from_result) == ["score"] and from_result["score"].max == 2.0
+
+
+def test_an_episode_in_the_earlier_apis_words() -> None:
+    log = [{"move": 1, "action": "up", "reward": 4, "score": 4, "t": 0.5},
+           {"move": 2, "action": "left", "reward": 0, "score": 4, "t": 1.5},
+           {"move": 3, "type": "tile", "tile": 8, "score": 12}]
+    report = EpisodeReport(job_id="J", attempt=1, episode=3, score=12.0, at=T0 + timedelta(seconds=2),
+                           figures={"max_tile": 8.0, "moves": 3.0, "duration_s": 2.0, "episode_num": 99.0}, log=log)
+    row = episode_row(report)
+    assert row["episode_num"] == 3 and row["max_tile"] == 8.0 and row["score"] == 12.0  # the spec's keys win
+    assert row["duration_seconds"] == 2.0 and row["timestamp"] == report.at and row["moves_logged"] == 3
+    events = episode_with_events(report)["events"]
+    assert [(e["type"], e["frame"]) for e in events] == [("tile", 3), ("episode_end", 3)]  # moves are frames
+    detail = episode_log("T", report)
+    assert detail.frames == 3 and detail.episode_num == 3 and detail.duration_seconds == 2.0
+    assert [e["timestamp"] for e in detail.events] == [T0 + timedelta(seconds=0.5), T0 + timedelta(seconds=1.5),
+                                                       report.at]  # `t` is seconds into the episode
+    assert [e["type"] for e in detail.events] == ["move", "move", "tile"] and detail.events[0]["action"] == "up"
+    assert [(p.frame, p.value) for p in detail.timeline] == [(1, 4.0), (2, 4.0), (3, 12.0)]
 
 
 @pytest.mark.parametrize(("topic", "ok"), [("jobs", True), ("workers", True), ("progress", True), ("events", True),

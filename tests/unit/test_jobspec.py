@@ -32,7 +32,9 @@ from tests.unit.test_scheduler_domain import T0, checkpointed, fold, submitted, 
 # Every field away from its default, so a field that gets lost on the way shows. A new JobSpec field
 # needs a value here: test_the_sample_sets_every_field says so.
 SAMPLE = JobSpec(kind="eval", workload="sample", params={"lr": 0.5, "layers": [2, 3]}, max_iterations=7, episodes=3,
-                 checkpoint_of="source", priority=4, gpus=1, labels=("gpu", "fast"), timeout_s=90.0, max_retries=2)
+                 checkpoint_of="source", priority=4, gpus=1, labels=("gpu", "fast"), timeout_s=90.0, max_retries=2,
+                 map_id=3, map_sha256="ab" * 32,
+                 map_filename="level.wad", action_combinations="left+fire")
 SUBMISSION_ONLY = {"job_id", "idempotency_key", "submitted_at", "traceparent"}  # JobSubmitted's own fields
 CARRIERS = (SubmitJob, SubmitJobBody, Assignment, wire.Start, JobView)
 INPUTS = (SubmitJob, SubmitJobBody)  # what users send: policy bounds, within the spec's

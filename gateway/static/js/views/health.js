@@ -13,7 +13,7 @@ function item(ok, text, title) {
 function render(strip, report) {
   const lag = Math.max(0, ...report.projections.map((p) => p.lag));
   const items = [
-    h('li', {class: `overall ${report.status}`}, `Platform ${report.status}`),
+    h('li', {class: `overall ${report.state}`}, `Platform ${report.state}`),
     item(report.nats.connected, 'NATS', report.nats.url ?? ''),
     ...report.services.map((s) => item(s.up, s.name, s.up ? `${s.instances} instance(s), ${s.versions.join(', ')}`
       : 'not answering')),

@@ -54,7 +54,8 @@ def play(policy: Policy, episodes: int, *, device: str = "cpu", seed: int = 0, p
         for b, (a, r) in enumerate(zip(actions.tolist(), step.reward.tolist(), strict=True)):
             scores[b] += r
             if live[b] and len(logs[b]) < LOG_LIMIT:
-                logs[b].append({"move": len(logs[b]) + 1, "action": ACTIONS[a], "reward": r, "score": scores[b]})
+                logs[b].append({"move": len(logs[b]) + 1, "action": ACTIONS[a], "reward": r, "score": scores[b],
+                                "t": round(time.perf_counter() - started[b], 4)})  # seconds into the game
         for e in step.episodes:
             b = e["board"]
             if live[b]:
