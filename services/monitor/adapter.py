@@ -38,8 +38,9 @@ class MonitorService:
     def __init__(self, ctx: ServiceContext, settings: MonitorSettings, sampler: Sampler | None = None) -> None:
         self.ctx, self.settings = ctx, settings
         self.host_id = settings.host_id or local_host_id(ctx.settings.data_path)
-        paths = [ctx.settings.data_path, *settings.paths]
-        self.sampler = sampler if sampler is not None else PsutilSampler(self.host_id, paths)
+        if sampler is None:
+            sampler = PsutilSampler(self.host_id, [ctx.settings.data_path, *settings.paths])
+        self.sampler = sampler
         self.alerter: Alerter | None = None
         self.serving = asyncio.Event()  # sampling, and (role alert) acting as the alerter
         self.published = 0
@@ -86,11 +87,11 @@ class MonitorService:
             await alerter.load()
             log.info("alerting", open_alerts=len(alerter.state.open), rules=len(s.rules))
             t = self.ctx.topology
-            subs = [await self.ctx.nc.subscribe(t.host_samples("*"), cb=self._on(HostSample, "host_id", alerter.sample)),
-                    await self.ctx.nc.subscribe(t.telemetry("heartbeat", "*"),
-                                                cb=self._on(WorkerHeartbeat, "worker_id", alerter.heartbeat)),
-                    await self.ctx.nc.subscribe(t.telemetry("progress", "*"),
-                                                cb=self._on(JobProgress, "job_id", alerter.job_progress))]
+            feeds = ((t.host_samples("*"), self._on(HostSample, "host_id", alerter.sample)),
+                     (t.telemetry("heartbeat", "*"), self._on(WorkerHeartbeat, "worker_id", alerter.heartbeat)),
+                     (t.telemetry("progress", "*"), self._on(JobProgress, "job_id", alerter.job_progress)))
+            for subject, cb in feeds:
+                subs.append(await self.ctx.nc.subscribe(subject, cb=cb))
             timer = asyncio.create_task(self._tick(alerter), name="monitor-tick")
             self.serving.set()
             waits = [asyncio.create_task(e.wait()) for e in (self.ctx.stop, lost)]

@@ -208,7 +208,7 @@ def decide_stalls(board: AlertBoard, running: Mapping[str, RunningJob], progress
         if key(STALL_RULE, job_id) not in board.open and now - quiet_since >= timedelta(seconds=stall_after_s):
             out.append(ev.JobStalled(alert_id=new_id(), job_id=job_id, worker_id=job.worker_id,
                                      last_progress_at=last, stall_after_s=stall_after_s, raised_at=now))
-    for k, opened in sorted(board.open.items()):
+    for _key, opened in sorted(board.open.items()):
         if opened.rule != STALL_RULE:
             continue
         if opened.target not in running:
