@@ -61,9 +61,11 @@ SERVICES = [
     ("projector", "services.projector", 8),
     ("discovery", "services.discovery", 7),
     ("scheduler", "services.scheduler", 6),
+    ("monitor", "services.monitor", 3),  # samples this machine and decides alerts for all (role alert)
     ("gateway", "gateway", 4),
 ]
 WORKER_MODULE = "services.trainer"
+MONITOR_MODULE = "services.monitor"
 JOIN_DESK_MODULE = "ops.joindesk"  # claims of join tokens; only where other machines can reach NATS (with TLS)
 NATS_STOP_RANK = 99  # after every service: they need it to checkpoint and report while they stop
 NATS_BACK_S = 5.0  # at a stop, how long NATS may take to come back before the services stop without it

@@ -44,7 +44,7 @@ class Sampler(Protocol):
 def local_host_id(data_dir: Path) -> str:
     """The local worker's id (kept in the data dir), else `<hostname>-<8 hex of the data dir>` as it derives it."""
     with contextlib.suppress(OSError):
-        kept = (data_dir / "trainer" / "worker_id").read_text().strip()
+        kept = (data_dir / "trainer" / "worker-id").read_text().strip()
         if is_valid_id(kept):
             return kept
     host = re.sub(r"[^A-Za-z0-9_-]+", "-", socket.gethostname().split(".")[0]).strip("-")[:48] or "worker"
