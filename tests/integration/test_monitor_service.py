@@ -7,6 +7,7 @@ import threading
 from datetime import datetime
 from pathlib import Path
 
+import msgspec
 import pytest
 
 from contracts import events as ev
@@ -221,3 +222,66 @@ async def test_a_real_sleep_job_without_progress_stalls_until_it_is_stopped(nats
         platform.stop()
     resolved = next(e for e in events if isinstance(e, ev.AlertResolved))
     assert (resolved.alert_id, resolved.reason) == (stalled.alert_id, "job_ended")
+
+
+async def test_the_alerts_read_model_shows_open_and_resolved_alerts_newest_first(nats_server, nc, topology, event_log,
+                                                                                  store) -> None:
+    from eventstore.projection import ProjectionRunner
+    from eventstore.readmodels.alerts import AlertsProjection, list_alerts, open_alert_count
+
+    t = utcnow()
+    raised = ev.AlertRaised(alert_id="a1", rule="cpu_high", target_kind="host", target="h1", value=91.0,
+                            threshold=80.0, message="cpu", raised_at=t)
+    stalled = ev.JobStalled(alert_id="a2", job_id="j1", worker_id="w1", stall_after_s=600.0,
+                            raised_at=t.replace(year=t.year + 1))
+    for event in (raised, stalled, ev.AlertResolved(alert_id="a1", value=50.0, resolved_at=t)):
+        await event_log.append("alert", event.alert_id, [event])
+    await ProjectionRunner(event_log, store, [AlertsProjection()]).catch_up()
+    open_rows = await list_alerts(store)
+    every = await list_alerts(store, include_resolved=True)
+    assert [(r["id"], r["rule"], r["target_kind"], r["target"], r["status"]) for r in open_rows] == [
+        ("a2", "job_stalled", "job", "j1", "open")]
+    assert "no progress for 600s" in open_rows[0]["message"]
+    assert [(r["id"], r["status"], r["resolved_value"], r["reason"]) for r in every] == [
+        ("a2", "open", None, None), ("a1", "resolved", 50.0, "recovered")]
+    assert await open_alert_count(store) == 1
+
+
+async def test_stoker_hosts_and_alerts(nats_server, nc, topology, event_log, tmp_path) -> None:
+    import asyncio
+    import json
+
+    from click.testing import CliRunner
+
+    from eventstore.projection import ProjectionRunner
+    from eventstore.readmodels import all_projections
+    from eventstore.stores import open_store
+    from ops.cli import main
+
+    async def stoker(*args: str):
+        base = ["--data-dir", str(tmp_path), "--nats", nats_server.url]
+        return await asyncio.to_thread(CliRunner().invoke, main, [*base, *args], env={"STOKER_PREFIX": topology.prefix})
+
+    empty = await stoker("hosts")
+    assert empty.exit_code == 0 and "no host samples yet" in empty.output
+    sampler = ChosenValues("box-1", cpu=95.0)
+    async with Monitor(nats_server.url, topology, msgspec.structs.replace(FAST, host_id="box-1"), sampler):
+        await until_events(event_log, lambda e: "AlertRaised" in names(e), "cpu alert raised")
+        sampler.set(10.0)
+        await until_events(event_log, lambda e: "AlertResolved" in names(e), "resolved")
+        sampler.set(99.0)
+        await until_events(event_log, lambda e: names(e).count("AlertRaised") == 2, "raised again")
+    store = await open_store("", tmp_path / "readmodels.sqlite3")
+    try:
+        await ProjectionRunner(event_log, store, all_projections()).catch_up()
+    finally:
+        await store.close()
+    shown = await stoker("hosts")
+    assert shown.exit_code == 0 and "box-1" in shown.output and "99.0%" in shown.output, shown.output
+    listed = json.loads((await stoker("hosts", "--json")).output)
+    assert [h["host_id"] for h in listed] == ["box-1"] and listed[0]["cpu_percent"] == 99.0
+    open_only = await stoker("alerts")
+    assert open_only.exit_code == 0 and open_only.output.count("cpu_high") == 1 and "open" in open_only.output
+    every = json.loads((await stoker("alerts", "--all", "--json")).output)
+    assert [a["status"] for a in every] == ["open", "resolved"]
+    assert every[0]["raised_at"] >= every[1]["raised_at"]
