@@ -31,6 +31,7 @@ class GatewaySettings(msgspec.Struct, frozen=True, kw_only=True):
     max_projection_behind_s: PositiveFloat = 30.0  # how old the oldest event not yet projected may be (else 503)
     login_token_hours: PositiveFloat = 12.0
     job_page_cache: Annotated[int, msgspec.Meta(ge=0)] = 256  # job list pages kept until the projector moves on
+    metrics_public: bool = False  # GET /metrics without a token (a Prometheus on a trusted network)
 
     @property
     def base_url(self) -> str:

@@ -74,3 +74,9 @@ async def open_alert_count(store: ReadModelStore) -> int:
     """How many alerts are open."""
     row = await store.fetchone("SELECT COUNT(*) AS n FROM {alerts} WHERE status = 'open'")
     return int(row["n"]) if row else 0
+
+
+async def open_alerts_by_rule(store: ReadModelStore) -> dict[str, int]:
+    """How many alerts are open for each rule."""
+    rows = await store.fetchall("SELECT rule, COUNT(*) AS n FROM {alerts} WHERE status = 'open' GROUP BY rule")
+    return {r["rule"]: int(r["n"]) for r in rows}
