@@ -183,3 +183,20 @@ def test_a_stall_ends_with_the_job_and_silent_workers_run_nothing() -> None:
 ])
 def test_full_in_hours_is_a_linear_estimate(points, free, expected) -> None:
     assert domain.full_in_hours(points, free) == expected
+
+
+def test_rules_come_from_the_monitor_section_of_stoker_toml(tmp_path) -> None:
+    from eventstore.config import ConfigError, load_settings
+    from services.monitor.settings import MonitorSettings
+
+    path = tmp_path / "stoker.toml"
+    path.write_text('[monitor]\ninterval_s = 5\n\n[[monitor.rules]]\nname = "cpu_high"\nmetric = "cpu_percent"\n'
+                    'fire = 95\nclear = 90\npending_s = 60\n')
+    settings = load_settings(MonitorSettings, "monitor", env={"STOKER_CONFIG": str(path)})
+    assert settings.interval_s == 5.0
+    assert settings.rules == (Rule(name="cpu_high", metric="cpu_percent", fire=95, clear=90, pending_s=60),)
+    assert load_settings(MonitorSettings, "monitor", env={}).rules == domain.DEFAULT_RULES
+    rule = '{"name": "%s", "metric": "cpu_percent", "fire": 1, "clear": 0}'
+    for bad, message in ((f"[{rule % 'a'}, {rule % 'a'}]", "distinct"), (f"[{rule % 'host_silent'}]", "built in")):
+        with pytest.raises(ConfigError, match=message):
+            load_settings(MonitorSettings, "monitor", env={"STOKER_MONITOR_RULES": bad})
