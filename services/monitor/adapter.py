@@ -27,6 +27,7 @@ from eventstore.telemetry import publish_sample
 from services.monitor.handlers import Alerter
 from services.monitor.sampler import PsutilSampler, Sampler, local_host_id
 from services.monitor.settings import MonitorSettings
+from services.monitor.webhooks import Webhooks
 
 log = get_logger(component="monitor")
 LEASE_KEY = "monitor"
@@ -42,6 +43,7 @@ class MonitorService:
             sampler = PsutilSampler(self.host_id, [ctx.settings.data_path, *settings.paths])
         self.sampler = sampler
         self.alerter: Alerter | None = None
+        self.webhooks: Webhooks | None = None
         self.serving = asyncio.Event()  # sampling, and (role alert) acting as the alerter
         self.published = 0
 
@@ -80,8 +82,9 @@ class MonitorService:
         lost = asyncio.Event()
         keeper = asyncio.create_task(lease.keep(lost), name="monitor-lease")
         s = self.settings
+        self.webhooks = webhooks = Webhooks(s.webhooks)
         self.alerter = alerter = Alerter(self.ctx.log, s.rules, missing_after_s=s.missing_after_s,
-                                         stall_after_s=s.stall_after_s)
+                                         stall_after_s=s.stall_after_s, notify=webhooks.send)
         subs, timer = [], None
         try:
             await alerter.load()
@@ -101,6 +104,7 @@ class MonitorService:
         finally:
             self.serving.clear()
             await cancel_and_wait([t for t in (timer, keeper) if t is not None])
+            await webhooks.close()
             for sub in subs:
                 with contextlib.suppress(Exception):
                     await sub.unsubscribe()

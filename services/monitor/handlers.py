@@ -18,6 +18,7 @@ from eventstore.log import AppendError, ConcurrencyError
 from eventstore.observability import get_logger
 from eventstore.ports import EventLog
 from services.monitor import domain
+from services.monitor.notices import Notice, notices_of, reminder_notice
 
 log = get_logger(component="monitor")
 
@@ -27,10 +28,10 @@ class Alerter:
 
     def __init__(self, event_log: EventLog, rules: Sequence[domain.Rule], *, missing_after_s: float,
                  stall_after_s: float, clock: Callable[[], datetime] = utcnow,
-                 on_reminder: Callable[[domain.Reminder], None] | None = None) -> None:
+                 notify: Callable[[Notice], None] | None = None) -> None:
         self.log, self.rules, self.clock = event_log, tuple(rules), clock
         self.missing_after_s, self.stall_after_s = missing_after_s, stall_after_s
-        self.on_reminder = on_reminder or _log_reminder
+        self.notify = notify or (lambda notice: None)
         self.state = domain.initial_state()
         self.versions: dict[str, int] = {}
         self.watch = domain.Watch()
@@ -69,7 +70,9 @@ class Alerter:
         if steps:
             self.watch = steps[-1].watch
             for reminder in steps[-1].reminders:
-                self.on_reminder(reminder)
+                log.warning("alert still open", alert_id=reminder.alert_id, rule=reminder.rule,
+                            target=reminder.target, value=reminder.value)
+                self.notify(reminder_notice(reminder, self.clock()))
 
     def heartbeat(self, beat: WorkerHeartbeat) -> None:
         """A worker says which jobs it runs now."""
@@ -92,6 +95,7 @@ class Alerter:
 
     async def _run(self, decide: Callable[[domain.AlertBoard, datetime], list[Event]]) -> None:
         async with self._lock:
+            before = {a.alert_id: a for a in self.state.open.values()}
             try:
                 decided = await run_decision(self.log, "alert", lambda state: decide(state, self.clock()),
                                              domain.evolve, load=self._reload,
@@ -101,6 +105,8 @@ class Alerter:
                 log.warning("could not record alerts (log unavailable); deciding again later", error=str(exc))
                 return
             self.state, self.versions = decided.folded.state, dict(decided.folded.versions)
+        for notice in notices_of(decided.events, before):
+            self.notify(notice)
         for event in decided.events:
             log.warning(type(event).__name__, alert_id=event.aggregate_id,
                         **{f: getattr(event, f) for f in ("rule", "target", "job_id", "value", "reason")
@@ -110,7 +116,3 @@ class Alerter:
         await self.load()
         return Folded(self.state, self.versions)
 
-
-def _log_reminder(reminder: domain.Reminder) -> None:
-    log.warning("alert still open", alert_id=reminder.alert_id, rule=reminder.rule, target=reminder.target,
-                value=reminder.value)

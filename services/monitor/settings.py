@@ -1,7 +1,7 @@
 """Monitor settings: `[monitor]` in stoker.toml, or STOKER_MONITOR_<FIELD> variables.
 
 Rules are a list of tables (`[[monitor.rules]]`, or STOKER_MONITOR_RULES as JSON); giving any replaces
-the defaults (`services.monitor.domain.DEFAULT_RULES`).
+the defaults (`services.monitor.domain.DEFAULT_RULES`). Webhooks are `[[monitor.webhooks]]` tables.
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ from typing import Annotated, Literal
 import msgspec
 
 from services.monitor.domain import DEFAULT_RULES, Rule
+from services.monitor.webhooks import Webhook
 
 Seconds = Annotated[float, msgspec.Meta(gt=0)]
 
@@ -29,6 +30,7 @@ class MonitorSettings(msgspec.Struct, frozen=True, kw_only=True):
     tick_s: Seconds = 1.0  # how often silence and stalls are checked
     lease_ttl_s: Seconds = 5.0
     rules: tuple[Rule, ...] = DEFAULT_RULES
+    webhooks: tuple[Webhook, ...] = ()  # `[[monitor.webhooks]]`: url, format (json|slack|discord|text), rules
 
     def __post_init__(self) -> None:
         names = [rule.name for rule in self.rules]

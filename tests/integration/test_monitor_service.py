@@ -96,6 +96,63 @@ async def test_a_high_cpu_is_raised_once_and_resolved_in_the_log(nats_server, nc
     assert (resolved.alert_id, resolved.value, resolved.reason) == (raised.alert_id, 50.0, "recovered")
 
 
+class Receiver:
+    """A local HTTP server that records each POST body, answering 500 to the first `failures` of them."""
+
+    def __init__(self, failures: int = 0) -> None:
+        import http.server
+
+        self.bodies: list[bytes] = []
+        self.failures, self.posts = failures, 0
+        receiver = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                failing = receiver.failures > 0
+                receiver.posts += 1
+                receiver.failures -= 1
+                if not failing:
+                    receiver.bodies.append(body)
+                self.send_response(500 if failing else 204)
+                self.end_headers()
+
+            def log_message(self, *args) -> None:
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    def __enter__(self) -> Receiver:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+async def test_alerts_go_out_by_webhook_retried_after_a_failure(nats_server, nc, topology, event_log) -> None:
+    import json
+
+    from services.monitor.webhooks import Webhook
+
+    with Receiver(failures=1) as receiver:
+        hooks = (Webhook(url=receiver.url, backoff_s=0.05), Webhook(url=receiver.url, format="slack",
+                                                                   rules=("gpu_hot",)))
+        sampler = ChosenValues(cpu=95.0)
+        async with Monitor(nats_server.url, topology, msgspec.structs.replace(FAST, webhooks=hooks), sampler):
+            await eventually(lambda: len(receiver.bodies) >= 1, what="the raised notice delivered")
+            sampler.set(10.0)
+            await eventually(lambda: len(receiver.bodies) >= 2, what="the resolved notice delivered")
+        sent = [json.loads(b) for b in receiver.bodies]
+    events = await alert_events(event_log)
+    assert [(n["kind"], n["rule"], n["target"], n["alert_id"]) for n in sent] == [
+        ("raised", "cpu_high", "h1", events[0].alert_id), ("resolved", "cpu_high", "h1", events[0].alert_id)]
+    assert receiver.posts == 3  # the first POST failed and was tried again; the slack hook wanted none of them
+
+
 async def test_a_silent_host_gets_its_own_alert_and_samples_end_it(nats_server, nc, topology, event_log) -> None:
     async with Monitor(nats_server.url, topology, FAST, ChosenValues()):
         far = HostSample(host_id="far-box", cpu_percent=95.0, memory_percent=1.0, at=utcnow())

@@ -200,3 +200,28 @@ def test_rules_come_from_the_monitor_section_of_stoker_toml(tmp_path) -> None:
     for bad, message in ((f"[{rule % 'a'}, {rule % 'a'}]", "distinct"), (f"[{rule % 'host_silent'}]", "built in")):
         with pytest.raises(ConfigError, match=message):
             load_settings(MonitorSettings, "monitor", env={"STOKER_MONITOR_RULES": bad})
+
+
+def test_notices_say_what_was_raised_and_resolved_in_every_webhook_format() -> None:
+    import json
+
+    from services.monitor.notices import backoff_s, notices_of, reminder_notice, webhook_body
+
+    events, board = run([(0, 90), (300, 91)])
+    resolved = ev.AlertResolved(alert_id=events[0].alert_id, value=40.0, resolved_at=T0)
+    stalled = ev.JobStalled(alert_id="s1", job_id="j1", stall_after_s=600, raised_at=T0)
+    before = {a.alert_id: a for a in board.open.values()}
+    raised_notice, stall_notice, resolved_notice = notices_of([*events, stalled, resolved], before)
+    assert (raised_notice.kind, raised_notice.rule, raised_notice.target, raised_notice.value) == (
+        "raised", "cpu_high", "h1", 91.0)
+    assert (stall_notice.rule, stall_notice.target) == ("job_stalled", "j1")
+    assert (resolved_notice.kind, resolved_notice.rule, resolved_notice.target) == ("resolved", "cpu_high", "h1")
+    body, kind = webhook_body(raised_notice, "json")
+    assert kind == "application/json" and json.loads(body)["alert_id"] == raised_notice.alert_id
+    assert json.loads(webhook_body(raised_notice, "slack")[0])["text"].startswith("[stoker] RAISED cpu_high on h1")
+    assert "cpu_high" in json.loads(webhook_body(raised_notice, "discord")[0])["content"]
+    text, plain = webhook_body(resolved_notice, "text")
+    assert plain.startswith("text/plain") and b"RESOLVED cpu_high on h1" in text
+    reminder = reminder_notice(domain.Reminder(alert_id="a1", rule="cpu_high", target="h1", value=95.0), T0)
+    assert reminder.kind == "reminder" and reminder.value == 95.0
+    assert [backoff_s(n, 2.0) for n in (1, 2, 3, 7, 8)] == [2.0, 4.0, 8.0, 60.0, 60.0]
