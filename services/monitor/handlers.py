@@ -66,8 +66,7 @@ class Alerter:
             steps.append(domain.decide_sample(state, self.watch, sample, self.rules, now, new_id))
             return steps[-1].events
 
-        await self._run(decide)
-        if steps:
+        if await self._run(decide) and steps:  # when the append failed, the same breach is decided again
             self.watch = steps[-1].watch
             for reminder in steps[-1].reminders:
                 log.warning("alert still open", alert_id=reminder.alert_id, rule=reminder.rule,
@@ -93,7 +92,7 @@ class Alerter:
             *domain.decide_silence(state, self.watch, now, self.missing_after_s, new_id),
             *domain.decide_stalls(state, self.running, self.progress, now, self.stall_after_s, new_id)])
 
-    async def _run(self, decide: Callable[[domain.AlertBoard, datetime], list[Event]]) -> None:
+    async def _run(self, decide: Callable[[domain.AlertBoard, datetime], list[Event]]) -> bool:
         async with self._lock:
             before = {a.alert_id: a for a in self.state.open.values()}
             try:
@@ -103,7 +102,7 @@ class Alerter:
                                              retry_on=(ConcurrencyError, AppendError))
             except (ConcurrencyError, AppendError) as exc:
                 log.warning("could not record alerts (log unavailable); deciding again later", error=str(exc))
-                return
+                return False
             self.state, self.versions = decided.folded.state, dict(decided.folded.versions)
         for notice in notices_of(decided.events, before):
             self.notify(notice)
@@ -111,6 +110,7 @@ class Alerter:
             log.warning(type(event).__name__, alert_id=event.aggregate_id,
                         **{f: getattr(event, f) for f in ("rule", "target", "job_id", "value", "reason")
                            if hasattr(event, f)})
+        return True
 
     async def _reload(self) -> Folded[domain.AlertBoard]:
         await self.load()
