@@ -353,6 +353,50 @@ class MapDeleted(MapEvent, kw_only=True):
     """A map is gone; its number is never given again."""
 
     deleted_at: datetime
+class AlertEvent(Event, kw_only=True):
+    """An event of one alert: one occurrence of a rule's condition, from raised to resolved (the monitor's)."""
+
+    aggregate: ClassVar[str] = "alert"
+    alert_id: Id
+
+    @property
+    def aggregate_id(self) -> str:
+        """The alert's id."""
+        return self.alert_id
+
+
+RuleName = Annotated[str, msgspec.Meta(min_length=1, max_length=64, pattern=r"^[a-z][a-z0-9_]*$")]
+TargetKind = Literal["host", "job"]
+
+
+class AlertRaised(AlertEvent, kw_only=True):
+    """A rule's condition held for its pending duration on a host or job: `value` passed `threshold`."""
+
+    rule: RuleName
+    target_kind: TargetKind
+    target: Id  # the host id (a worker's id) or the job id
+    value: float | None = None  # None: the condition is the absence of data (a silent host)
+    threshold: float
+    message: Text = ""
+    raised_at: datetime
+
+
+class JobStalled(AlertEvent, kw_only=True):
+    """A running job reported no progress for `stall_after_s`; an `AlertResolved` ends it when progress resumes."""
+
+    job_id: Id
+    worker_id: Id | None = None
+    last_progress_at: datetime | None = None  # None: it never reported progress in this attempt
+    stall_after_s: Annotated[float, msgspec.Meta(gt=0)]
+    raised_at: datetime
+
+
+class AlertResolved(AlertEvent, kw_only=True):
+    """The condition of an alert cleared (below the clear threshold, progress again, the job ended)."""
+
+    value: float | None = None
+    reason: Literal["recovered", "data_back", "progress", "job_ended", "rule_removed"] = "recovered"
+    resolved_at: datetime
 
 
 AnyJobEvent = (
@@ -363,6 +407,7 @@ AnyWorkerEvent = WorkerRegistered | WorkerLost | WorkerReturned | WorkerDeregist
 AnyTokenEvent = TokenIssued | TokenRevoked
 AnyJoinTokenEvent = JoinTokenIssued | JoinTokenUsed | JoinTokenRevoked
 AnyMapEvent = MapUploaded | MapDeleted
-AnyEvent = AnyJobEvent | AnyWorkerEvent | AnyTokenEvent | AnyJoinTokenEvent | AnyMapEvent
+AnyAlertEvent = AlertRaised | JobStalled | AlertResolved
+AnyEvent = AnyJobEvent | AnyWorkerEvent | AnyTokenEvent | AnyJoinTokenEvent | AnyMapEvent | AnyAlertEvent
 
 EVENT_TYPES: dict[str, type[Event]] = {cls.__name__: cls for cls in AnyEvent.__args__}

@@ -48,8 +48,12 @@ class Topology(msgspec.Struct, frozen=True):
         return f"{self.prefix}.events.>"
 
     def telemetry(self, kind: str = "*", key: str = "*") -> str:
-        """`stoker.telemetry.<kind>.<id>`: kinds progress, episode, heartbeat, metrics."""
+        """`stoker.telemetry.<kind>.<id>`: kinds progress, episode, heartbeat, host."""
         return f"{self.prefix}.telemetry.{kind}.{key}"
+
+    def host_samples(self, host_id: str = "*") -> str:
+        """`stoker.telemetry.host.<host_id>`: one machine's health samples (the monitor's `HostSample`)."""
+        return self.telemetry("host", host_id)
 
     def dispatch(self, worker_id: str = "*") -> str:
         """`stoker.dispatch.<worker_id>`: what the scheduler hands one worker."""

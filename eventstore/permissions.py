@@ -27,19 +27,20 @@ from contracts.commands import endpoints
 from contracts.events import EVENT_TYPES
 from contracts.subjects import Topology
 
-Role = Literal["admin", "scheduler", "discovery", "projector", "gateway", "joins", "worker", "join"]
-ROLES: tuple[Role, ...] = ("admin", "scheduler", "discovery", "projector", "gateway", "joins", "worker", "join")
+Role = Literal["admin", "scheduler", "discovery", "projector", "gateway", "monitor", "joins", "worker", "join"]
+ROLES: tuple[Role, ...] = ("admin", "scheduler", "discovery", "projector", "gateway", "monitor", "joins", "worker",
+                           "join")
 # `joins` is the join desk (ops/joindesk.py, answering `join.claim`); `join` the credential a join token
 # carries, which may only claim it.
-CONTROL_PLANE: tuple[Role, ...] = ("admin", "scheduler", "discovery", "projector", "gateway", "joins")
+CONTROL_PLANE: tuple[Role, ...] = ("admin", "scheduler", "discovery", "projector", "gateway", "monitor", "joins")
 SERVICES = ("scheduler", "discovery", "projector")  # roles that answer commands and `$SRV` pings
 MICRO_OF: dict[str, str] = {"joins": "join"}  # roles whose micro service has another name
 
 # The one writer of each aggregate's events (the admin may write any: `stoker events import`).
 WRITERS: dict[str, tuple[Role, ...]] = {"job": ("scheduler",), "worker": ("discovery",), "token": ("gateway",),
-                                        "jointoken": ("joins",)}
+                                        "jointoken": ("joins",), "map": ("gateway",), "alert": ("monitor",)}
 # Which leases (keys of `Topology.lease_bucket`) and snapshots (keys of `Topology.snapshot_bucket`) a role holds.
-LEASES: dict[str, Role] = {"scheduler": "scheduler", "discovery": "discovery"}
+LEASES: dict[str, Role] = {"scheduler": "scheduler", "discovery": "discovery", "monitor": "monitor"}
 SNAPSHOTS: dict[str, Role] = {"scheduler": "scheduler"}
 # Commands the gateway sends on behalf of REST clients (submit, stop, and a worker registration).
 GATEWAY_COMMANDS = (("scheduler", "submit"), ("scheduler", "stop"))
@@ -201,8 +202,17 @@ def _projector(t: Topology) -> tuple[str, ...]:
 def _gateway(t: Topology) -> tuple[str, ...]:
     commands = tuple(t.command(s, v) for s, v in GATEWAY_COMMANDS)
     commands += tuple(t.command(s, v, "*") for s, v in GATEWAY_WORKER_COMMANDS)
+    maps = object_stream(t.map_bucket)
     return (*_appends(t, "gateway"), *read_stream(t.events_stream), *read_stream(t.telemetry_stream),
-            api("STREAM", "INFO", t.dispatch_stream), *commands, "$SRV.PING")
+            api("STREAM", "INFO", t.dispatch_stream), *commands, "$SRV.PING",
+            # Maps: uploaded (chunks and metadata) and read back by direct gets.
+            f"$O.{t.map_bucket}.C.>", f"$O.{t.map_bucket}.M.>", api("STREAM", "INFO", maps),
+            api("STREAM", "MSG", "GET", maps), api("DIRECT", "GET", maps), api("DIRECT", "GET", maps, ">"))
+
+
+def _monitor(t: Topology) -> tuple[str, ...]:
+    return (*_appends(t, "monitor"), *read_stream(t.events_stream), api("STREAM", "INFO", t.telemetry_stream),
+            t.host_samples("*"), *_own_keys(t.lease_bucket, LEASES, "monitor"), f"{INBOX}.>")
 
 
 def _joins(t: Topology) -> tuple[str, ...]:
@@ -210,16 +220,19 @@ def _joins(t: Topology) -> tuple[str, ...]:
 
 
 _ROLE_PUBLISH = {"scheduler": _scheduler, "discovery": _discovery, "projector": _projector, "gateway": _gateway,
-                 "joins": _joins}
-_ROLE_SUBSCRIBE = {"discovery": lambda t: (t.telemetry("heartbeat", "*"),)}
+                 "monitor": _monitor, "joins": _joins}
+_ROLE_SUBSCRIBE = {"discovery": lambda t: (t.telemetry("heartbeat", "*"),),
+                   "monitor": lambda t: (t.host_samples("*"), t.telemetry("heartbeat", "*"),
+                                         t.telemetry("progress", "*"))}
 
 
 def _worker(t: Topology, worker_id: str, inbox: str) -> Permissions:
     stream, consumer, bucket = t.dispatch_stream, t.dispatch_consumer(worker_id), t.checkpoint_bucket
-    objects = object_stream(bucket)
+    objects, maps = object_stream(bucket), object_stream(t.map_bucket)
     commands = tuple(t.command(s, v, worker_id) for s, v in endpoints(from_worker=True))
     publish = (
-        t.telemetry("heartbeat", worker_id), t.telemetry("progress", "*"), t.telemetry("episode", "*"),
+        t.telemetry("heartbeat", worker_id), t.host_samples(worker_id), t.telemetry("progress", "*"),
+        t.telemetry("episode", "*"),
         *commands,
         # Its own durable consumer: the filter is part of the subject, and the server checks the request's
         # filter against it, so a worker cannot make a consumer of another worker's queue.
@@ -231,6 +244,9 @@ def _worker(t: Topology, worker_id: str, inbox: str) -> Permissions:
         # bucket, so it could have its own bytes delivered to a command endpoint as if sent by the server.
         f"$O.{bucket}.C.>", f"$O.{bucket}.M.>", api("STREAM", "INFO", objects),
         api("STREAM", "MSG", "GET", objects), api("DIRECT", "GET", objects), api("DIRECT", "GET", objects, ">"),
+        # Maps a job uses: read only, by direct gets.
+        api("STREAM", "INFO", maps), api("STREAM", "MSG", "GET", maps), api("DIRECT", "GET", maps),
+        api("DIRECT", "GET", maps, ">"),
     )
     publish_deny = (*MANAGEMENT, t.all_events, t.dispatch(">"), f"$KV.{t.lease_bucket}.>",
                     f"$KV.{t.snapshot_bucket}.>")

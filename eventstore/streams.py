@@ -102,7 +102,7 @@ async def ensure_stream(js: JetStreamContext, config: StreamConfig, attempts: in
 
 
 async def ensure_streams(js: JetStreamContext, topology: Topology, replicas: int = 1) -> None:
-    """Every stream and bucket stoker uses: events, telemetry, dispatch, leases, snapshots, checkpoints.
+    """Every stream and bucket stoker uses: events, telemetry, dispatch, leases, snapshots, checkpoints, maps.
 
     Only the admin identity may do this (docs/security.md): `stoker up` does it before any service starts.
     """
@@ -111,7 +111,8 @@ async def ensure_streams(js: JetStreamContext, topology: Topology, replicas: int
         await ensure_stream(js, config)
     for bucket in (topology.lease_bucket, topology.snapshot_bucket):
         await ensure_kv(js, bucket, replicas)
-    await ensure_object_store(js, topology.checkpoint_bucket, replicas)
+    for bucket in (topology.checkpoint_bucket, topology.map_bucket):
+        await ensure_object_store(js, bucket, replicas)
 
 
 async def ensure_kv(js: JetStreamContext, bucket: str, replicas: int = 1, history: int = 1, ttl: float = 0):

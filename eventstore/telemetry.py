@@ -53,3 +53,14 @@ async def sample_history(nc: Client, topology: Topology, kind: str, key: str, cl
             await reader.aclose()
             break
     return out
+
+
+async def sample_keys(nc: Client, topology: Topology, kind: str) -> list[str]:
+    """The ids that have samples of one kind kept in telemetry (`host`: every machine a monitor samples)."""
+    pattern = topology.telemetry(kind, "*")
+    try:
+        info = await nc.jetstream().stream_info(topology.telemetry_stream, subjects_filter=pattern)
+    except NotFoundError:
+        return []
+    subjects = info.state.subjects or {}
+    return sorted(subject.rsplit(".", 1)[-1] for subject in subjects)

@@ -42,6 +42,7 @@ from gateway.core import Gateway, PageCache
 from gateway.dashboard import dashboard_router
 from gateway.hub import Hub
 from gateway.maps import MapFiles
+from gateway.metrics import metrics
 from gateway.openapi import finish_schema
 from gateway.schemas.common import ErrorBody
 from gateway.settings import Settings
@@ -148,7 +149,7 @@ def create_app(settings: Settings | None = None, *, store: ReadModelStore | None
     cors = CORSConfig(allow_origins=origins, allow_headers=["Authorization", "Content-Type"],
                       allow_methods=["GET", "POST", "DELETE", "OPTIONS"]) if origins else None
     handlers = {DomainError: domain_error, **dict.fromkeys(UNAVAILABLE, unavailable), 500: internal_error}
-    app = Litestar(route_handlers=[api, maps, live_socket, dashboard_router()], lifespan=[lifespan],
+    app = Litestar(route_handlers=[api, maps, live_socket, metrics, dashboard_router()], lifespan=[lifespan],
                    openapi_config=openapi_config(),
                    dependencies={"gw": Provide(provide_gateway, sync_to_thread=False)}, cors_config=cors,
                    exception_handlers=handlers, request_max_body_size=1024 * 1024, before_request=answer_options,

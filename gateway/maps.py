@@ -19,7 +19,7 @@ from eventstore.decision import Folded, run_decision
 from eventstore.ports import EventLog
 from eventstore.readmodels.maps import highest_map_id, map_users
 from eventstore.stores.base import ReadModelStore
-from eventstore.streams import ensure_object_store
+from eventstore.streams import open_object_store
 from gateway import maps_domain
 
 AGGREGATE = "map"
@@ -36,7 +36,7 @@ class MapFiles:
     async def bucket(self) -> Any:
         """The object store handle."""
         if self._bucket is None:
-            self._bucket = await ensure_object_store(self.js, self.bucket_name, self.replicas)
+            self._bucket = await open_object_store(self.js, self.bucket_name)  # made by the admin (`stoker up`)
         return self._bucket
 
     async def put(self, sha256: str, data: bytes) -> None:

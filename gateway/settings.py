@@ -32,6 +32,7 @@ class GatewaySettings(msgspec.Struct, frozen=True, kw_only=True):
     login_token_hours: PositiveFloat = 12.0
     job_page_cache: Annotated[int, msgspec.Meta(ge=0)] = 256  # job list pages kept until the projector moves on
     maps_max_bytes: Annotated[int, msgspec.Meta(ge=1, le=2**40)] = 256 * 1024 * 1024  # the largest map upload
+    metrics_public: bool = False  # GET /metrics without a token (a Prometheus on a trusted network)
 
     @property
     def base_url(self) -> str:

@@ -130,7 +130,8 @@ def _register_optional() -> None:
     # Command families that arrive with their services register themselves here when present.
     import importlib
 
-    for name in ("ops.commands.jobs", "ops.commands.tokens", "ops.commands.jointoken", "ops.commands.maps"):
+    for name in ("ops.commands.jobs", "ops.commands.tokens", "ops.commands.jointoken", "ops.commands.maps",
+                 "ops.commands.monitor"):
         try:
             module = importlib.import_module(name)
         except ModuleNotFoundError as exc:

@@ -1,4 +1,4 @@
-"""The read models every stoker installation keeps: jobs (with checkpoints) and workers.
+"""The read models every stoker installation keeps: jobs (with checkpoints), workers and alerts.
 
 One module per read model holds its tables, its projection and its queries; the gateway and the CLI
 both read through them. Tokens have no read model: `gateway/tokens.py` folds them from the log into memory.
@@ -18,11 +18,12 @@ Handlers = Mapping[type, Callable[[Any, int, Transaction], Awaitable[None]]]  # 
 
 def all_projections() -> list[Projection]:
     """Every built-in projection, in the order they are applied."""
+    from eventstore.readmodels.alerts import AlertsProjection
     from eventstore.readmodels.jobs import JobsProjection
     from eventstore.readmodels.maps import MapsProjection
     from eventstore.readmodels.workers import WorkersProjection
 
-    return [JobsProjection(), WorkersProjection(), MapsProjection()]
+    return [JobsProjection(), WorkersProjection(), MapsProjection(), AlertsProjection()]
 
 
 def projection_named(name: str) -> Projection:

@@ -264,3 +264,15 @@ async def fold_job(events: Sequence[StoredEvent]) -> dict[str, Any] | None:
         return await tx.fetchone("SELECT * FROM {jobs}")
     finally:
         tx.db.close()
+
+
+async def count_jobs_by_status(store: ReadModelStore) -> dict[str, int]:
+    """How many jobs are in each status."""
+    rows = await store.fetchall("SELECT status, COUNT(*) AS n FROM {jobs} GROUP BY status")
+    return {r["status"]: int(r["n"]) for r in rows}
+
+
+async def oldest_queued_at(store: ReadModelStore) -> str | None:
+    """When the longest-waiting queued job was submitted (ISO text), or None with an empty queue."""
+    row = await store.fetchone("SELECT MIN(submitted_at) AS at FROM {jobs} WHERE status = 'queued'")
+    return row["at"] if row else None

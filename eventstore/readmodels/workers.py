@@ -105,3 +105,9 @@ async def last_heartbeats(nc: Client, topology: Topology,
                           worker_ids: Sequence[str]) -> dict[str, WorkerHeartbeat | None]:
     """Each worker's newest heartbeat from telemetry (None: none kept)."""
     return {wid: await last_sample(nc, topology, "heartbeat", wid, WorkerHeartbeat) for wid in worker_ids}
+
+
+async def count_workers_by_status(store: ReadModelStore) -> dict[str, int]:
+    """How many workers are healthy, lost and left."""
+    rows = await store.fetchall("SELECT status, COUNT(*) AS n FROM {workers} GROUP BY status")
+    return {r["status"]: int(r["n"]) for r in rows}

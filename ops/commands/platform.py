@@ -64,9 +64,11 @@ SERVICES = [
     ("projector", "services.projector", 8),
     ("discovery", "services.discovery", 7),
     ("scheduler", "services.scheduler", 6),
+    ("monitor", "services.monitor", 3),  # samples this machine and decides alerts for all (role alert)
     ("gateway", "gateway", 4),
 ]
 WORKER_MODULE = "services.trainer"
+MONITOR_MODULE = "services.monitor"
 JOIN_DESK_MODULE = "ops.joindesk"  # claims of join tokens; only where other machines can reach NATS (with TLS)
 CREDENTIALS_ENV = "STOKER_NATS_CREDENTIALS"
 NATS_STOP_RANK = 99  # after every service: they need it to checkpoint and report while they stop

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import subprocess
 import sys
 from datetime import UTC, datetime
 from typing import Any
@@ -12,12 +13,13 @@ import msgspec
 
 from contracts.base import is_valid_id
 from contracts.telemetry import WorkerHeartbeat
+from eventstore import lifeline
 from eventstore.pki import short_fingerprint
 from eventstore.readmodels.workers import last_heartbeats, list_workers
 from ops import joined as membership
 from ops.cli import Cli, pass_cli, run_async
 from ops.commands.jobs import as_json, read_model
-from ops.commands.platform import WORKER_MODULE
+from ops.commands.platform import MONITOR_MODULE, WORKER_MODULE, module_runs
 from ops.output import emit_json, table
 
 WORKER_COLUMNS = ("id", "status", "hostname", "slots", "free", "running", "gpus", "labels", "heartbeat", "cpu",
@@ -73,9 +75,41 @@ def worker(cli: Cli, nats_url: str | None, worker_id: str | None, labels: tuple[
                    f"(CA {short_fingerprint(joined.fingerprint)}, NATS {joined.nats_url})", err=True)
         worker_id = None  # the joined id travels with the rest of what was joined
     argv, env = worker_process(cli, nats_url, worker_id, labels, slots)
+    start_monitor(env)
     sys.stdout.flush()
     sys.stderr.flush()
     os.execve(argv[0], argv, env)
+
+
+def monitor_process(worker_env: dict[str, str]) -> tuple[list[str], dict[str, str]]:
+    """The command line and environment of the monitor beside a worker: it samples this machine, as the worker."""
+    env = {**worker_env, "STOKER_MONITOR_ROLE": "sample"}
+    if worker_env.get("STOKER_TRAINER_WORKER_ID"):
+        env["STOKER_MONITOR_HOST_ID"] = worker_env["STOKER_TRAINER_WORKER_ID"]
+    return [sys.executable, "-m", MONITOR_MODULE], env
+
+
+def start_monitor(worker_env: dict[str, str]) -> subprocess.Popen | None:
+    """Start the monitor beside the worker this process is about to become (exec keeps our pid).
+
+    It holds the read end of a lifeline whose write end this process keeps across the exec, so the
+    monitor stops when the worker agent ends, however it ends (eventstore.lifeline).
+    """
+    if not module_runs(MONITOR_MODULE):
+        return None
+    read_fd, write_fd = lifeline.open_lifeline()
+    argv, env = monitor_process(worker_env)
+    try:
+        proc = subprocess.Popen(argv, env={**env, **lifeline.child_env(read_fd)}, pass_fds=(read_fd,),
+                                stdin=subprocess.DEVNULL)
+    except OSError as exc:
+        click.echo(f"the monitor could not start beside the worker ({exc}); the worker runs without it", err=True)
+        os.close(write_fd)
+        return None
+    finally:
+        os.close(read_fd)
+    os.set_inheritable(write_fd, True)  # the worker agent keeps it open after the exec, unknowingly
+    return proc
 
 
 @run_async

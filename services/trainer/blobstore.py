@@ -102,9 +102,10 @@ async def fetch_asset(js: JetStreamContext, bucket_name: str, sha256: str, dest:
     for attempt in range(attempts):
         try:
             bucket = await js.object_store(bucket_name)
+            info = await bucket.get_info(sha256)
             dest.parent.mkdir(parents=True, exist_ok=True)
             with dest.open("wb") as out:
-                await bucket.get(sha256, writeinto=out)
+                await read_object(js, bucket_name, info, out)  # direct gets: a worker may make no consumer here
             break
         except (NotFoundError, nats.js.errors.BucketNotFoundError, nats.js.errors.ObjectNotFoundError):
             raise AssetUnavailable(f"the map {sha256[:12]}… is not in the object store") from None

@@ -204,8 +204,18 @@ def test_status_says_what_runs_from_the_data_dir(running: Platform) -> None:
     assert report["running"] and report["state"] == "up" and report["pid"] == running.process.pid
     assert report["gateway"]["url"] == running.url and report["gateway"]["health"] == "ok"
     names = {p["name"]: p for p in report["processes"]}
-    assert {"nats", "gateway", "scheduler", "worker"} <= set(names)
+    assert {"nats", "gateway", "scheduler", "monitor", "worker"} <= set(names)
     assert all(p["alive"] and p["pid"] for p in names.values())
+
+
+def test_the_monitor_samples_this_machine_as_its_local_worker(running: Platform) -> None:
+    workers = wait_until(lambda: stoker(running, "workers") or None, START_TIMEOUT_S, "the local worker listed")
+    hosts = wait_until(lambda: stoker(running, "hosts") or None, START_TIMEOUT_S, "this machine sampled")
+    hosts = hosts if isinstance(hosts, list) else [hosts]
+    workers = workers if isinstance(workers, list) else [workers]
+    assert [h["host_id"] for h in hosts] == [w["id"] for w in workers]
+    assert hosts[0]["disks"][0]["path"] == str(running.data_dir.resolve())
+    assert stoker(running, "alerts") == []
 
 
 def test_a_killed_nats_server_comes_back_and_jobs_still_complete(running: Platform) -> None:

@@ -66,7 +66,7 @@ async def test_health_is_200_when_everything_answers(stack) -> None:
     body = health.json()
     assert health.status_code == 200 and body["state"] == "ok"
     assert {s["name"] for s in body["services"] if s["up"]} >= {"scheduler", "discovery"}
-    assert {p["name"] for p in body["projections"]} == {"jobs", "workers", "maps"}
+    assert {p["name"] for p in body["projections"]} == {"jobs", "workers", "maps", "alerts"}
     assert body["nats"]["connected"] and body["store"]["ok"] and all(s["ok"] for s in body["streams"])
     # The earlier API's fields, beside stoker's.
     assert body["status"] == "healthy" and body["version"] and isinstance(body["timestamp"], str)

@@ -65,7 +65,7 @@ async def test_health_is_503_when_a_read_model_is_too_many_events_behind(nats_se
         await run_job(stack)  # w1's registration and the job's five events
         code, body = await health(stack)
     assert code == 503 and body["state"] == "degraded"
-    assert {p["name"]: p["lag"] for p in body["projections"]} == {"jobs": 9, "workers": 9, "maps": 9}
+    assert {p["name"]: p["lag"] for p in body["projections"]} == {"jobs": 9, "workers": 9, "maps": 9, "alerts": 9}
     assert any("jobs is 9 events behind (more than 5)" in p for p in body["problems"])
 
 
@@ -97,5 +97,6 @@ async def test_health_counts_malformed_and_quarantined_events(nats_server, nc, t
         code, body = await health(stack)
     assert code == 200 and body["state"] == "ok"  # history passed over, not a part that is down
     assert body["malformed"] == 2 and body["dead_letters"] == 0
-    assert {p["name"]: p["malformed"] for p in body["projections"]} == {"jobs": 2, "workers": 2, "maps": 2}
+    assert {p["name"]: p["malformed"] for p in body["projections"]} == {"jobs": 2, "workers": 2, "maps": 2,
+                                                                        "alerts": 2}
     assert any("2 malformed message(s)" in w for w in body["warnings"])

@@ -110,6 +110,7 @@ async def test_events_dead_letters_lists_what_the_read_models_passed_over(event_
     rows = [json.loads(line) for line in lines]
     assert {(r["seq"], r["projection"], r["reason"]) for r in rows} == {(seq, "jobs", "malformed"),
                                                                        (seq, "workers", "malformed"),
-                                                                       (seq, "maps", "malformed")}
+                                                                       (seq, "maps", "malformed"),
+                                                                       (seq, "alerts", "malformed")}
     text = (await asyncio.to_thread(stoker, ["events", "dead-letters"], env)).stdout
     assert "malformed" in text and topology.events("job", "j1") in text

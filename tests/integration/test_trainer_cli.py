@@ -9,11 +9,14 @@ import subprocess
 import sys
 from collections.abc import AsyncIterator
 
+import psutil
 import pytest
 import pytest_asyncio
 from click.testing import CliRunner, Result
 
 from contracts.events import JobCompleted, JobFailed, JobStarted, JobStopped, WorkerDeregistered, WorkerRegistered
+from contracts.telemetry import HostSample
+from eventstore.telemetry import last_sample
 from ops.cli import main
 from tests.integration import test_trainer_platform as shared
 from tests.integration.test_trainer_platform import ROOT, Platform, pytestmark, wait_event  # noqa: F401
@@ -163,9 +166,16 @@ async def test_stoker_worker_becomes_the_trainer_and_leaves_on_ctrl_c(platform, 
                           STOKER_TRAINER_STOP_GRACE_S="5")
     joined = await wait_event(event_log, "worker", "cli-w2", lambda s: isinstance(s.event, WorkerRegistered))
     assert joined.event.capabilities.slots == 3 and joined.event.capabilities.labels == ("cli",)
+    # A monitor runs beside it, sampling this machine as the worker (and ends with it).
+    nc = event_log.nc
+    beside = await until(lambda: last_sample(nc, platform.topology, "host", "cli-w2", HostSample))
+    monitors = [p for p in psutil.Process(proc.pid).children() if "services.monitor" in p.cmdline()]
+    assert beside.host_id == "cli-w2" and len(monitors) == 1
     proc.send_signal(signal.SIGINT)
     assert await asyncio.to_thread(proc.wait, 60) == 0
     await wait_event(event_log, "worker", "cli-w2", lambda s: isinstance(s.event, WorkerDeregistered))
+    _gone, alive = await asyncio.to_thread(psutil.wait_procs, monitors, 30)
+    assert not alive
 
 
 @pytest.mark.parametrize(("args", "message"), [

@@ -1,0 +1,265 @@
+"""The monitor's alert decider: samples, silence and progress in, alert events out. Pure.
+
+The state (`AlertBoard`) is the fold of the alert events: which alerts are open, for which rule and
+target. What is not in the log (when a breach began, when a host was last heard, when an open alert
+was last announced) is the `Watch` beside it, as discovery keeps heartbeat times beside its registry.
+Each rule fires above `fire` (or below, for `direction = "below"`) once the breach has lasted
+`pending_s`, and clears only past `clear` (hysteresis: a value wobbling around `fire` raises one
+alert). A host that stops sending samples gets its own alert (`host_silent`); its other alerts stay
+as they were: silence is never a recovery.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping
+from datetime import datetime, timedelta
+from typing import Literal
+
+import msgspec
+
+from contracts import events as ev
+from contracts.base import Event
+from contracts.telemetry import HostSample
+
+SILENT_RULE = "host_silent"
+STALL_RULE = "job_stalled"
+Direction = Literal["above", "below"]
+IdFactory = Callable[[], str]
+METRICS = ("cpu_percent", "memory_percent", "swap_percent", "disk_percent", "disk_full_in_h",
+           "gpu_temperature_c", "gpu_memory_percent", "gpu_xid_errors", "gpu_ecc_errors")
+
+
+class Rule(msgspec.Struct, frozen=True, kw_only=True):
+    """One alert rule on a host metric: fire past `fire` for `pending_s`, clear past `clear`."""
+
+    name: ev.RuleName
+    metric: str
+    fire: float
+    clear: float
+    direction: Direction = "above"
+    pending_s: float = 0.0
+    repeat_s: float = 3600.0  # an open alert is announced again this often (a reminder, not an event)
+
+    def __post_init__(self) -> None:
+        if self.metric not in METRICS:
+            raise ValueError(f"rule {self.name}: unknown metric {self.metric!r}; known: {', '.join(METRICS)}")
+        if (self.direction == "above" and self.clear > self.fire) or (
+                self.direction == "below" and self.clear < self.fire):
+            side = "at or below" if self.direction == "above" else "at or above"
+            raise ValueError(f"rule {self.name}: clear ({self.clear}) must be {side} fire ({self.fire})")
+        if self.pending_s < 0 or self.repeat_s <= 0:
+            raise ValueError(f"rule {self.name}: pending_s must be >= 0 and repeat_s > 0")
+
+    def breached(self, value: float) -> bool:
+        """Whether `value` is past the fire threshold."""
+        return value > self.fire if self.direction == "above" else value < self.fire
+
+    def cleared(self, value: float) -> bool:
+        """Whether `value` is back past the clear threshold."""
+        return value <= self.clear if self.direction == "above" else value >= self.clear
+
+
+DEFAULT_RULES = (
+    Rule(name="cpu_high", metric="cpu_percent", fire=80.0, clear=70.0, pending_s=300.0),
+    Rule(name="memory_high", metric="memory_percent", fire=85.0, clear=80.0, pending_s=60.0),
+    Rule(name="disk_full", metric="disk_percent", fire=90.0, clear=88.0),
+    Rule(name="disk_filling", metric="disk_full_in_h", fire=8.0, clear=12.0, direction="below", pending_s=600.0),
+    Rule(name="gpu_hot", metric="gpu_temperature_c", fire=85.0, clear=80.0, pending_s=60.0),
+    Rule(name="gpu_xid", metric="gpu_xid_errors", fire=0.0, clear=0.0),
+)
+
+
+class OpenAlert(msgspec.Struct, frozen=True, kw_only=True):
+    """An alert raised and not yet resolved."""
+
+    alert_id: str
+    rule: str
+    target: str
+    raised_at: datetime
+
+
+class AlertBoard(msgspec.Struct, frozen=True, kw_only=True):
+    """The fold of the alert events: open alerts by key (`rule:target`)."""
+
+    open: dict[str, OpenAlert] = {}
+
+
+class Watch(msgspec.Struct, frozen=True, kw_only=True):
+    """What the decisions need that is not in the log: breaches pending, hosts last heard, last reminders."""
+
+    pending: dict[str, datetime] = {}  # key -> when its breach began
+    seen: dict[str, datetime] = {}  # host id -> its last sample's arrival
+    reminded: dict[str, datetime] = {}  # key -> when the open alert was last announced
+
+
+class Reminder(msgspec.Struct, frozen=True, kw_only=True):
+    """An open alert is still open after its rule's `repeat_s`: announce it again (not an event)."""
+
+    alert_id: str
+    rule: str
+    target: str
+    value: float | None
+
+
+class Step(msgspec.Struct, frozen=True, kw_only=True):
+    """What one observation decided: the events to append, the watch after it, and reminders to send."""
+
+    events: list[Event] = []
+    watch: Watch = Watch()
+    reminders: list[Reminder] = []
+
+
+class RunningJob(msgspec.Struct, frozen=True, kw_only=True):
+    """A job some worker reports running, since when the monitor has seen it so."""
+
+    worker_id: str
+    since: datetime
+
+
+def key(rule: str, target: str) -> str:
+    """The board key of a rule on a target."""
+    return f"{rule}:{target}"
+
+
+def initial_state() -> AlertBoard:
+    """No open alerts."""
+    return AlertBoard()
+
+
+def readings(metric: str, sample: HostSample) -> float | None:
+    """A host metric's value in one sample (the worst disk or GPU); None when the sample has none."""
+    if metric in ("cpu_percent", "memory_percent", "swap_percent"):
+        return float(getattr(sample, metric))
+    if metric == "disk_percent":
+        return max((d.percent for d in sample.disks), default=None)
+    if metric == "disk_full_in_h":
+        return min((d.full_in_h for d in sample.disks if d.full_in_h is not None), default=None)
+    gpu_values = {
+        "gpu_temperature_c": [g.temperature_c for g in sample.gpus],
+        "gpu_memory_percent": [100.0 * g.memory_used_bytes / g.memory_total_bytes for g in sample.gpus
+                               if g.memory_used_bytes is not None and g.memory_total_bytes],
+        "gpu_xid_errors": [float(g.xid_errors) for g in sample.gpus],
+        "gpu_ecc_errors": [float(g.ecc_errors) for g in sample.gpus],
+    }.get(metric, [])
+    return max((v for v in gpu_values if v is not None), default=None)
+
+
+def decide_sample(board: AlertBoard, watch: Watch, sample: HostSample, rules: Iterable[Rule],
+                  now: datetime, new_id: IdFactory) -> Step:
+    """One host sample: raise what has breached long enough, resolve what has cleared, end a silence."""
+    host = sample.host_id
+    pending, reminded = dict(watch.pending), dict(watch.reminded)
+    events: list[Event] = []
+    reminders: list[Reminder] = []
+    silent = board.open.get(key(SILENT_RULE, host))
+    if silent is not None:
+        events.append(ev.AlertResolved(alert_id=silent.alert_id, reason="data_back", resolved_at=now))
+        reminded.pop(key(SILENT_RULE, host), None)
+    for rule in rules:
+        value = readings(rule.metric, sample)
+        k = key(rule.name, host)
+        opened = board.open.get(k)
+        if value is None:
+            continue  # no such figure on this host (no GPU, no disk estimate yet): nothing to decide
+        if opened is not None:
+            if rule.cleared(value):
+                events.append(ev.AlertResolved(alert_id=opened.alert_id, value=value, resolved_at=now))
+                reminded.pop(k, None)
+            elif now - reminded.get(k, opened.raised_at) >= timedelta(seconds=rule.repeat_s):
+                reminders.append(Reminder(alert_id=opened.alert_id, rule=rule.name, target=host, value=value))
+                reminded[k] = now
+            continue
+        if not rule.breached(value):
+            pending.pop(k, None)
+            continue
+        began = pending.setdefault(k, now)
+        if now - began >= timedelta(seconds=rule.pending_s):
+            pending.pop(k)
+            reminded[k] = now
+            events.append(ev.AlertRaised(
+                alert_id=new_id(), rule=rule.name, target_kind="host", target=host, value=value,
+                threshold=rule.fire, raised_at=now,
+                message=f"{rule.metric} {value:.1f} {'>' if rule.direction == 'above' else '<'} {rule.fire:g}"
+                        f" for {rule.pending_s:g}s"))
+    seen = {**watch.seen, host: now}
+    return Step(events=events, watch=Watch(pending=pending, seen=seen, reminded=reminded), reminders=reminders)
+
+
+def decide_silence(board: AlertBoard, watch: Watch, now: datetime, missing_after_s: float,
+                   new_id: IdFactory) -> list[Event]:
+    """Hosts unheard for `missing_after_s` get a `host_silent` alert (their other alerts stay as they are)."""
+    out: list[Event] = []
+    for host, last in sorted(watch.seen.items()):
+        if now - last >= timedelta(seconds=missing_after_s) and key(SILENT_RULE, host) not in board.open:
+            out.append(ev.AlertRaised(
+                alert_id=new_id(), rule=SILENT_RULE, target_kind="host", target=host, value=None,
+                threshold=missing_after_s, raised_at=now,
+                message=f"no samples from host {host} for {missing_after_s:g}s"))
+    return out
+
+
+def decide_stalls(board: AlertBoard, running: Mapping[str, RunningJob], progress: Mapping[str, datetime],
+                  now: datetime, stall_after_s: float, new_id: IdFactory) -> list[Event]:
+    """Running jobs without progress for `stall_after_s` stall; a stall ends when progress resumes or the job ends."""
+    out: list[Event] = []
+    for job_id, job in sorted(running.items()):
+        last = progress.get(job_id)
+        quiet_since = max(last, job.since) if last is not None else job.since
+        if key(STALL_RULE, job_id) not in board.open and now - quiet_since >= timedelta(seconds=stall_after_s):
+            out.append(ev.JobStalled(alert_id=new_id(), job_id=job_id, worker_id=job.worker_id,
+                                     last_progress_at=last, stall_after_s=stall_after_s, raised_at=now))
+    for _key, opened in sorted(board.open.items()):
+        if opened.rule != STALL_RULE:
+            continue
+        if opened.target not in running:
+            out.append(ev.AlertResolved(alert_id=opened.alert_id, reason="job_ended", resolved_at=now))
+        elif (last := progress.get(opened.target)) is not None and last > opened.raised_at:
+            out.append(ev.AlertResolved(alert_id=opened.alert_id, reason="progress", resolved_at=now))
+    return out
+
+
+def full_in_hours(points: list[tuple[float, int]], free_bytes: int) -> float | None:
+    """When a disk fills at the rate of a least-squares line through (seconds, used bytes); None: not filling."""
+    if len(points) < 3 or points[-1][0] - points[0][0] <= 0:
+        return None
+    n = len(points)
+    mean_t = sum(t for t, _ in points) / n
+    mean_u = sum(u for _, u in points) / n
+    spread = sum((t - mean_t) ** 2 for t, _ in points)
+    if spread == 0:
+        return None
+    rate = sum((t - mean_t) * (u - mean_u) for t, u in points) / spread  # bytes per second
+    if rate <= 0:
+        return None
+    return round(free_bytes / rate / 3600.0, 3)
+
+
+def track_running(running: Mapping[str, RunningJob], worker_id: str, job_ids: Iterable[str],
+                  now: datetime) -> dict[str, RunningJob]:
+    """Running jobs after a worker's heartbeat: its jobs are exactly `job_ids` (new ones running since `now`)."""
+    job_ids = set(job_ids)
+    out = {j: r for j, r in running.items() if r.worker_id != worker_id or j in job_ids}
+    for job_id in job_ids:
+        if job_id not in out or out[job_id].worker_id != worker_id:
+            out[job_id] = RunningJob(worker_id=worker_id, since=now)
+    return out
+
+
+def forget_silent_workers(running: Mapping[str, RunningJob], heard: Mapping[str, datetime], now: datetime,
+                          missing_after_s: float) -> dict[str, RunningJob]:
+    """Running jobs without those of workers unheard for `missing_after_s` (nobody says they still run)."""
+    limit = timedelta(seconds=missing_after_s)
+    return {j: r for j, r in running.items() if r.worker_id in heard and now - heard[r.worker_id] < limit}
+
+
+def evolve(board: AlertBoard, event: Event) -> AlertBoard:
+    """The board after one alert event (a new value; the old one is untouched)."""
+    if isinstance(event, ev.AlertRaised):
+        opened = OpenAlert(alert_id=event.alert_id, rule=event.rule, target=event.target, raised_at=event.raised_at)
+        return AlertBoard(open={**board.open, key(event.rule, event.target): opened})
+    if isinstance(event, ev.JobStalled):
+        opened = OpenAlert(alert_id=event.alert_id, rule=STALL_RULE, target=event.job_id, raised_at=event.raised_at)
+        return AlertBoard(open={**board.open, key(STALL_RULE, event.job_id): opened})
+    if isinstance(event, ev.AlertResolved):
+        return AlertBoard(open={k: a for k, a in board.open.items() if a.alert_id != event.alert_id})
+    return board
