@@ -180,7 +180,7 @@ def test_replies_go_only_to_inboxes_and_each_reads_only_its_own() -> None:
 def test_core_subscriptions_to_the_log_and_heartbeats() -> None:
     for role in ROLES:
         assert may_subscribe(role, T.events("job", "x")) == (role == "admin")
-    assert {r for r in ROLES if may_subscribe(r, T.telemetry("heartbeat", "w1"))} == {"admin", "discovery"}
+    assert {r for r in ROLES if may_subscribe(r, T.telemetry("heartbeat", "w1"))} == {"admin", "discovery", "monitor"}
 
 
 @given(ids, ids, prefixes)
