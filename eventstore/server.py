@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -88,6 +89,9 @@ class ServerSpec:
     # The `authorization` block every node of a platform includes (eventstore/credentials.py); None: no auth.
     auth_file: Path | None = None
     route_secret: str | None = None  # cluster routes authenticate with it (user "route")
+    # Nodes of other machines (`host:port` of their cluster port, `parse_peer`), routed to beside `routes`;
+    # with peers the cluster port listens on `host` (as the client port does), not on loopback.
+    peers: tuple[str, ...] = ()
 
     @property
     def conf_path(self) -> Path:
@@ -127,11 +131,13 @@ class ServerSpec:
             lines += ["tls {", *self._tls_lines(), '  handshake_first: "300ms"', "}"]
         if self.cluster_port is not None:
             login = f"route:{self.route_secret}@" if self.route_secret else ""
-            routes = ", ".join(f'"nats-route://{login}127.0.0.1:{p}"' for p in self.routes)
+            targets = [f"127.0.0.1:{p}" for p in self.routes] + [_host_port(*parse_peer(p)) for p in self.peers]
+            routes = ", ".join(f'"nats-route://{login}{target}"' for target in targets)
+            cluster_host = self.host if self.peers else "127.0.0.1"
             lines += [
                 "cluster {",
                 f'  name: "{self.cluster_name}"',
-                f'  listen: "127.0.0.1:{self.cluster_port}"',
+                f'  listen: "{_host_port(cluster_host, self.cluster_port)}"',
                 *([f'  authorization {{ user: "route", password: "{self.route_secret}" }}']
                   if self.route_secret else []),
                 f"  routes: [{routes}]",
@@ -146,6 +152,19 @@ class ServerSpec:
         assert self.tls is not None
         return [f'  cert_file: "{self.tls.cert_file.as_posix()}"', f'  key_file: "{self.tls.key_file.as_posix()}"',
                 "  timeout: 5"]
+
+
+def parse_peer(text: str) -> tuple[str, int]:
+    """`host:port` (or `[v6]:port`) of another node's cluster port; ValueError with one clear line."""
+    match = re.fullmatch(r"\[([0-9A-Fa-f:.]+)\]:(\d{1,5})|([A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?):(\d{1,5})",
+                         text.strip())
+    if match is None:
+        raise ValueError(f"peer {text!r} is not host:port (e.g. host2:6222, or [fd00::2]:6222)")
+    host = match.group(1) or match.group(3)
+    port = int(match.group(2) or match.group(4))
+    if not 1 <= port <= 65535:
+        raise ValueError(f"peer {text!r}: port {port} is not 1-65535")
+    return host, port
 
 
 def _host_port(host: str, port: int) -> str:

@@ -225,6 +225,20 @@ async def import_(cli: Cli, path: Path, into_non_empty: bool) -> None:
     click.echo(f"imported {len(messages)} events from {path}", err=True)
 
 
+@events_group.command("init")
+@pass_cli
+@run_async
+async def init(cli: Cli) -> None:
+    """Create the streams and buckets (as the admin identity), as `stoker up` does; existing ones are kept.
+
+    For a platform whose NATS `stoker up` does not start (compose/docker-compose.yml runs it once).
+    """
+    async with cli.connection(require_log=False) as (_nc, log):
+        await log.ensure_streams(cli.settings.replicas)
+    click.echo(f"streams and buckets ready ({cli.settings.replicas} replica"
+               f"{'s' if cli.settings.replicas > 1 else ''})", err=True)
+
+
 def register(group: click.Group) -> None:
     """Add `stoker events …`."""
     group.add_command(events_group)

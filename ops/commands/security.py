@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 
 from contracts.subjects import Topology
-from eventstore.credentials import CredentialError, CredentialStore, write_secret
+from eventstore.credentials import CredentialError, CredentialStore, write_compose_credentials, write_secret
 from eventstore.permissions import permission_table
 from eventstore.server import NatsServerError, read_record, reload_nats
 from ops.cli import Cli, pass_cli, run_async
@@ -78,6 +78,28 @@ def revoke_worker(cli: Cli, worker_id: str) -> None:
     if not found:
         raise click.ClickException(f"no worker {worker_id!r} has a credential here (see `stoker security users`)")
     click.echo(f"worker {worker_id}: credential revoked; {apply(cli, store)}")
+
+
+@security_group.command("compose-credentials")
+@click.argument("directory", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--workers", type=click.IntRange(1, 256), default=8, show_default=True,
+              help="Worker credentials to pre-issue: the most workers `--scale worker=N` may run.")
+@click.option("--node", "nodes", multiple=True, default=("nats-1", "nats-2", "nats-3"), show_default=True,
+              help="A NATS node's host name, as the other nodes reach it (repeatable).")
+@click.option("--route-port", type=click.IntRange(1, 65535), default=6222, show_default=True)
+@pass_cli
+def compose_credentials(cli: Cli, directory: Path, workers: int, nodes: tuple[str, ...], route_port: int) -> None:
+    """Write what compose/docker-compose.yml mounts into DIRECTORY/credentials (made once; run again to add).
+
+    The control plane's seeds, WORKERS worker seeds (workers/worker-<n>.nk), the nats-server `authorization`
+    block and route.conf (the route password and a route to every --node).
+    """
+    try:
+        store = write_compose_credentials(directory, Topology(cli.settings.prefix), workers, list(nodes),
+                                          route_port)
+    except (CredentialError, OSError, ValueError) as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(f"credentials for {len(nodes)} NATS nodes, the control plane and {workers} workers in {store.root}")
 
 
 @run_async

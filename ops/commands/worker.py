@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import click
@@ -14,6 +15,7 @@ import msgspec
 from contracts.base import is_valid_id
 from contracts.telemetry import WorkerHeartbeat
 from eventstore import lifeline
+from eventstore.credentials import CredentialError, claim_pool_credential
 from eventstore.pki import short_fingerprint
 from eventstore.readmodels.workers import last_heartbeats, list_workers
 from ops import joined as membership
@@ -61,10 +63,24 @@ def worker_process(cli: Cli, nats_url: str | None, worker_id: str | None, labels
 @click.option("--slots", type=click.IntRange(min=1, max=256), help="Jobs at once (default: one per GPU, else 1).")
 @click.option("--join", "join_token", metavar="TOKEN", help="Join the platform this token is for (`stoker join-token "
               "create` there), then work for it; later runs of `stoker worker` need no token.")
+@click.option("--pool", "pool", type=click.Path(file_okay=False, path_type=Path), metavar="DIR",
+              help="Work as the first worker credential (<id>.nk) in DIR no other worker holds (compose: "
+              "`--scale worker=N`); the id is the file's name.")
 @pass_cli
 def worker(cli: Cli, nats_url: str | None, worker_id: str | None, labels: tuple[str, ...],
-           slots: int | None, join_token: str | None) -> None:
+           slots: int | None, join_token: str | None, pool: Path | None) -> None:
     """Join this machine to a stoker platform as a worker and run jobs until Ctrl-C."""
+    if pool is not None:
+        if join_token or worker_id or cli.settings.nats_credentials:
+            raise click.UsageError("--pool chooses the id and the credential: it goes without --join, --id "
+                                   "and --credentials")
+        try:
+            worker_id, seed, held = claim_pool_credential(pool)
+        except CredentialError as exc:
+            raise click.ClickException(str(exc)) from None
+        os.set_inheritable(held, True)  # the worker agent holds the claim after the exec, until it ends
+        os.environ["STOKER_NATS_CREDENTIALS"] = str(seed)
+        click.echo(f"worker {worker_id}: credential {seed}", err=True)
     if join_token:
         if nats_url:
             raise click.UsageError("--join and --nats do not go together: the token says where the platform is")
