@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import random
 import re
 import shutil
 import signal
@@ -65,8 +66,27 @@ def port_is_free(port: int, host: str = "127.0.0.1") -> bool:
     return True
 
 
+def _ephemeral_ports() -> tuple[int, int]:
+    """The range the OS gives outgoing connections their local ports from (Linux; the IANA range elsewhere)."""
+    try:
+        low, high = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
+        return int(low), int(high)
+    except (OSError, ValueError):
+        return 49152, 65535
+
+
 def free_port(host: str = "127.0.0.1") -> int:
-    """A port the OS says is free right now."""
+    """A port that is free right now, below the ephemeral range where one can be found.
+
+    A port the OS picks (bind to 0) is an ephemeral one: until our server binds it, any outgoing connection
+    of this machine may take it ("address already in use" at start). Below that range only a listener can.
+    """
+    low, _high = _ephemeral_ports()
+    if low > 11000:
+        for _ in range(100):
+            port = random.randrange(10000, low)
+            if port_is_free(port, host):
+                return port
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind((host, 0))
         return sock.getsockname()[1]

@@ -18,6 +18,11 @@ self.addEventListener('activate', (event) => {
     .then(() => self.clients.claim()));
 });
 
+// A page that navigated while this worker was activating is not controlled by its claim: it asks again.
+self.addEventListener('message', (event) => {
+  if (event.data && event.data.type === 'claim') event.waitUntil(self.clients.claim());
+});
+
 self.addEventListener('fetch', (event) => {
   const request = event.request;
   const url = new URL(request.url);

@@ -155,6 +155,12 @@ async function boot() {
 }
 
 if ('serviceWorker' in navigator) {
-  window.addEventListener('load', () => navigator.serviceWorker.register('/sw.js').catch(() => {}));
+  window.addEventListener('load', () => {
+    navigator.serviceWorker.register('/sw.js').then(async () => {
+      // A page that loaded while the worker was activating can miss its claim: ask the active worker again.
+      const ready = await navigator.serviceWorker.ready;
+      if (!navigator.serviceWorker.controller) ready.active?.postMessage({type: 'claim'});
+    }).catch(() => {});
+  });
 }
 boot();
