@@ -28,6 +28,7 @@ import nkeys
 from contracts.base import is_valid_id
 from contracts.subjects import Topology
 from eventstore.permissions import CONTROL_PLANE, Role, permissions
+from eventstore.pki import write_private
 
 CREDENTIALS_DIR = "credentials"
 AUTHORIZATION_FILE = "authorization.conf"
@@ -93,11 +94,7 @@ def read_seed(path: Path) -> str:
 def write_secret(path: Path, secret: str) -> None:
     """Write a secret readable by its owner only (created 0600, never briefly wider; replaced atomically)."""
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w") as out:
-        out.write(secret + "\n")
-    os.replace(tmp, path)
+    write_private(path, (secret + "\n").encode())
 
 
 def derived_worker_id(hostname: str, data_dir: Path) -> str:

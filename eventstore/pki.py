@@ -111,7 +111,7 @@ def interface_addresses(ipv6: bool = False) -> list[str]:
     return found
 
 
-def _write_private(path: Path, data: bytes) -> None:
+def write_private(path: Path, data: bytes) -> None:
     """Write a file only its owner may read, never with wider permissions even for a moment."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     with contextlib.suppress(FileNotFoundError):
@@ -166,7 +166,7 @@ def ensure_ca(data_dir: Path, now: datetime | None = None) -> tuple[x509.Certifi
                                          crl_sign=True, encipher_only=False, decipher_only=False), critical=True)
             .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
             .sign(key, hashes.SHA256()))
-    _write_private(key_path, _pem_key(key))  # the key first: a cert without its key is never left behind
+    write_private(key_path, _pem_key(key))  # the key first: a cert without its key is never left behind
     cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
     return cert, key
 
@@ -243,7 +243,7 @@ def ensure_server_tls(data_dir: Path, names: Iterable[str], now: datetime | None
         current = x509.load_pem_x509_certificate(cert_path.read_bytes())
     if current is None or not key_path.exists() or needs_renewal(current, ca, names, now):
         cert, key = issue_server_cert(ca, ca_key, names, now)
-        _write_private(key_path, _pem_key(key))
+        write_private(key_path, _pem_key(key))
         cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
     return ServerTls(cert_path, key_path, folder / CA_CERT, fingerprint(ca.public_bytes(serialization.Encoding.DER)),
                      names)

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import os
 import re
 import socket
 from datetime import datetime
@@ -22,7 +21,7 @@ from contracts.commands import ClaimJoinToken, JoinClaimed
 from contracts.subjects import Topology
 from eventstore.connect import connect
 from eventstore.micro import call
-from eventstore.pki import short_fingerprint
+from eventstore.pki import short_fingerprint, write_private
 from ops.joining import new_user_seed, public_key
 from ops.jointoken import InvalidJoinToken, JoinToken, ca_pem, check_expiry, decode_token
 
@@ -55,16 +54,6 @@ def join_dir(data_dir: Path) -> Path:
     path.mkdir(mode=0o700, parents=True, exist_ok=True)
     path.chmod(0o700)
     return path
-
-
-def _write_private(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with contextlib.suppress(FileNotFoundError):
-        tmp.unlink()
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "wb") as out:
-        out.write(data)
-    os.replace(tmp, path)
 
 
 def read_joined(data_dir: Path) -> Joined | None:
@@ -108,7 +97,7 @@ def _own_seed(data_dir: Path) -> str:
         public_key(seed)
         return seed
     seed = new_user_seed()
-    _write_private(path, seed.encode())  # before the claim: the key the platform learns is never lost
+    write_private(path, seed.encode())  # before the claim: the key the platform learns is never lost
     return seed
 
 
@@ -119,7 +108,7 @@ async def join(data_dir: Path, text: str, worker_id: str | None = None, now: dat
     earlier = read_joined(data_dir)
     check_same_platform(earlier, token)
     folder = join_dir(data_dir)
-    _write_private(folder / CA_FILE, ca_pem(token))
+    write_private(folder / CA_FILE, ca_pem(token))
     seed = _own_seed(data_dir)
     chosen = worker_id or (earlier.worker_id if earlier else default_worker_id(socket.gethostname(), data_dir))
     claim = ClaimJoinToken(token_id=token.token_id, worker_id=chosen, worker_key=public_key(seed),
@@ -133,5 +122,5 @@ async def join(data_dir: Path, text: str, worker_id: str | None = None, now: dat
     joined = Joined(platform_id=token.platform_id, prefix=token.prefix, fingerprint=token.fingerprint,
                     urls=list(token.urls), worker_id=reply.worker_id, labels=list(reply.labels),
                     token_id=token.token_id, joined_at=utcnow())
-    _write_private(folder / RECORD_FILE, msgspec.json.encode(joined))
+    write_private(folder / RECORD_FILE, msgspec.json.encode(joined))
     return joined
