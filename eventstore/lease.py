@@ -11,6 +11,7 @@ import asyncio
 import os
 import socket
 import time
+from collections.abc import Awaitable, Callable
 
 from nats.js.errors import BadRequestError, KeyDeletedError, KeyNotFoundError, KeyWrongLastSequenceError
 from nats.js.kv import KeyValue
@@ -111,3 +112,11 @@ class Lease:
             if not renewed:
                 on_lost.set()
                 return
+
+
+async def lead_whenever_held(lease: Lease, stop: asyncio.Event,
+                             lead: Callable[[Lease], Awaitable[None]]) -> None:
+    """Until `stop`: wait for the lease, then `lead` while holding it (it returns when the lease is lost)."""
+    while not stop.is_set():
+        if await lease.wait_acquired(stop):
+            await lead(lease)

@@ -16,7 +16,7 @@ from nats.micro.service import Service
 from contracts.codec import decode_message
 from contracts.commands import DeregisterWorker, RegisterWorker
 from contracts.telemetry import WorkerHeartbeat
-from eventstore.lease import Lease, holder_name
+from eventstore.lease import Lease, holder_name, lead_whenever_held
 from eventstore.micro import start_service
 from eventstore.observability import get_logger
 from eventstore.service import ServiceContext
@@ -43,9 +43,7 @@ class DiscoveryService:
         """Lead whenever the lease is ours, until `ctx.stop`."""
         kv = await open_kv(self.ctx.nc.jetstream(), self.ctx.topology.lease_bucket)
         lease = Lease(kv, LEASE_KEY, self.holder, self.settings.lease_ttl_s)
-        while not self.ctx.stop.is_set():
-            if await lease.wait_acquired(self.ctx.stop):
-                await self._lead(lease)
+        await lead_whenever_held(lease, self.ctx.stop, self._lead)
 
     async def _lead(self, lease: Lease) -> None:
         lost = asyncio.Event()

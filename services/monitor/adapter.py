@@ -19,7 +19,7 @@ from contracts.base import utcnow
 from contracts.codec import decode_message
 from contracts.telemetry import HostSample, JobProgress, WorkerHeartbeat
 from eventstore.follow import cancel_and_wait
-from eventstore.lease import Lease, holder_name
+from eventstore.lease import Lease, holder_name, lead_whenever_held
 from eventstore.observability import get_logger
 from eventstore.service import ServiceContext
 from eventstore.streams import open_kv
@@ -74,9 +74,7 @@ class MonitorService:
     async def _alert_while_leading(self) -> None:
         kv = await open_kv(self.ctx.nc.jetstream(), self.ctx.topology.lease_bucket)
         lease = Lease(kv, LEASE_KEY, holder_name(), self.settings.lease_ttl_s)
-        while not self.ctx.stop.is_set():
-            if await lease.wait_acquired(self.ctx.stop):
-                await self._lead(lease)
+        await lead_whenever_held(lease, self.ctx.stop, self._lead)
 
     async def _lead(self, lease: Lease) -> None:
         lost = asyncio.Event()
