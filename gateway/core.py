@@ -13,7 +13,7 @@ from nats.aio.client import Client
 
 from contracts.base import Command, is_valid_id
 from contracts.commands import JobAccepted, JobsStopping, StopJob, SubmitJob
-from contracts.errors import NotFound, Unavailable
+from contracts.errors import DomainError, NotFound, Unavailable
 from contracts.subjects import Topology
 from eventstore.log import JetStreamLog
 from eventstore.micro import NoAnswer, NoResponders, call
@@ -64,6 +64,13 @@ class PageCache:
         self._pages.move_to_end(key)
         while len(self._pages) > self.size:
             self._pages.popitem(last=False)
+
+
+class ServiceTimeout(DomainError):
+    """A service got the command and did not answer in time: 504 (503 is for no service being there)."""
+
+    code = 504
+    error = "timeout"
 
 
 def may_repeat(command: Command) -> bool:
@@ -138,9 +145,13 @@ class Gateway:
             except (NoResponders, NoAnswer) as exc:
                 if isinstance(exc, NoAnswer) and not repeatable:
                     hint = " (an idempotency_key makes sending it again safe)" if isinstance(command, SubmitJob) else ""
-                    raise NoAnswer(f"the {command.service} service did not answer within {timeout:g} s; the "
-                                   f"command may or may not have been carried out{hint}") from None
+                    raise ServiceTimeout(f"the {command.service} service did not answer {type(command).__name__} "
+                                         f"within {timeout:g} s; the command may or may not have been carried "
+                                         f"out{hint}") from None
                 if time.monotonic() + delay >= deadline:
+                    if isinstance(exc, NoAnswer):  # it reached a service each time, which never answered
+                        raise ServiceTimeout(f"the {command.service} service did not answer "
+                                             f"{type(command).__name__} within {timeout:g} s; try again") from None
                     raise Unavailable(f"no {command.service} service answered within {timeout:g} s (none is "
                                       "running, or a standby is still taking over); try again") from None
             await asyncio.sleep(delay)

@@ -15,7 +15,9 @@ DESCRIPTIONS = {
     403: "the token's role may not do this", 404: "no such resource", 409: "conflicts with the current state",
     413: "the body is larger than allowed",
     429: "too many bad tokens from this address", 503: "a service or the read model is unavailable",
+    504: "a service got the command and did not answer in time (the detail names the command and the wait)",
 }
+SERVICE = (503, 504)  # a route that sends a command to a service: none may be there, or it may not answer
 
 
 def errors(*codes: int) -> dict[int, ResponseSpec]:

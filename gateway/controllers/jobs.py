@@ -15,7 +15,7 @@ from contracts.telemetry import JobProgress
 from eventstore.readmodels.jobs import job_checkpoints, list_jobs
 from eventstore.telemetry import sample_history
 from gateway.auth import OPERATOR, VIEWER
-from gateway.controllers.common import GW, errors
+from gateway.controllers.common import GW, SERVICE, errors
 from gateway.schemas.jobs import (
     JobCheckpoints,
     JobKind,
@@ -42,7 +42,7 @@ class JobsController(Controller):
 
     @post("/", opt=OPERATOR, status_code=201, responses={
         200: ResponseSpec(JobView, description="an existing job with the same idempotency_key",
-                          generate_examples=False), **errors(400, 404, 503)})
+                          generate_examples=False), **errors(400, 404, *SERVICE)})
     async def submit(self, gw: GW, data: JSONBody[SubmitJobBody]) -> Response[JobView]:
         """Queue a training or evaluation run."""
         command = SubmitJob(**msgspec.structs.asdict(data))
@@ -72,7 +72,7 @@ class JobsController(Controller):
         """One job."""
         return await gw.job(job_id)
 
-    @post("/{job_id:str}/stop", opt=OPERATOR, status_code=202, responses=errors(404, 409, 503))
+    @post("/{job_id:str}/stop", opt=OPERATOR, status_code=202, responses=errors(404, 409, *SERVICE))
     async def stop(self, gw: GW, job_id: FromPath[str]) -> StopResult:
         """Ask a job to stop (a running one checkpoints first); 409 when it has already finished."""
         return StopResult(job_ids=await gw.stop(job_id))

@@ -13,7 +13,7 @@ from contracts.errors import NotFound
 from contracts.telemetry import EpisodeReport, JobProgress
 from eventstore.telemetry import last_sample, sample_history
 from gateway.auth import OPERATOR, VIEWER
-from gateway.controllers.common import GW, errors
+from gateway.controllers.common import GW, SERVICE, errors
 from gateway.runs import (
     aggregate_episodes,
     by_episode,
@@ -47,7 +47,7 @@ class TestingController(Controller):
     path = "/testing"
     tags = ["testing"]
 
-    @post("/start", opt=OPERATOR, status_code=202, responses=errors(400, 404, 503))
+    @post("/start", opt=OPERATOR, status_code=202, responses=errors(400, 404, *SERVICE))
     async def start(self, gw: GW, data: JSONBody[TestingStart]) -> TestingStarted:
         """Queue an evaluation of the newest checkpoint of training run `checkpoint` (400 while it has none)."""
         await gw.job(data.checkpoint, "train")
@@ -60,7 +60,7 @@ class TestingController(Controller):
                               episodes=data.episodes, started_at=job.submitted_at, task_id=job.id,
                               state=run_status(job.status), workload=job.workload)
 
-    @post("/stop", opt=OPERATOR, status_code=200, responses=errors(400, 404, 409, 503))
+    @post("/stop", opt=OPERATOR, status_code=200, responses=errors(400, 404, 409, *SERVICE))
     async def stop(self, gw: GW, data: JSONBody[TestingStop | None] = None) -> TestingStopped:
         """Stop one evaluation run (409 when it has already finished), or every unfinished one."""
         ids = await gw.stop(data.test_id if data else None, "eval")

@@ -10,7 +10,7 @@ from contracts.commands import SubmitJob
 from contracts.telemetry import JobProgress
 from eventstore.telemetry import last_sample, sample_history
 from gateway.auth import OPERATOR, VIEWER
-from gateway.controllers.common import GW, errors
+from gateway.controllers.common import GW, SERVICE, errors
 from gateway.runs import latest_metrics, run_status, training_logs, training_progress
 from gateway.schemas.runs import (
     TrainingLogs,
@@ -28,7 +28,7 @@ class TrainingController(Controller):
     path = "/training"
     tags = ["training"]
 
-    @post("/start", opt=OPERATOR, status_code=202, responses=errors(400, 404, 503))
+    @post("/start", opt=OPERATOR, status_code=202, responses=errors(400, 404, *SERVICE))
     async def start(self, gw: GW, data: JSONBody[TrainingStart]) -> TrainingStarted:
         """Queue a training run."""
         job, _created = await gw.submit(SubmitJob(kind="train", workload=data.workload, params=data.params,
@@ -40,7 +40,7 @@ class TrainingController(Controller):
                                state=run_status(job.status), workload=job.workload, params=job.params,
                                action_combinations=job.action_combinations)
 
-    @post("/stop", opt=OPERATOR, status_code=200, responses=errors(400, 404, 409, 503))
+    @post("/stop", opt=OPERATOR, status_code=200, responses=errors(400, 404, 409, *SERVICE))
     async def stop(self, gw: GW, data: JSONBody[TrainingStop | None] = None) -> TrainingStopped:
         """Stop one training run (409 when it has already finished), or every unfinished one."""
         training_id = data.training_id if data else None

@@ -10,7 +10,7 @@ from contracts.errors import NotFound
 from eventstore.readmodels.jobs import jobs_on_workers
 from eventstore.readmodels.workers import last_heartbeats, list_workers
 from gateway.auth import OPERATOR, VIEWER
-from gateway.controllers.common import GW, errors
+from gateway.controllers.common import GW, SERVICE, errors
 from gateway.schemas.workers import RegisterWorkerBody, WorkerList, WorkerRegistration, WorkerView
 from gateway.views import worker_view
 
@@ -42,7 +42,7 @@ class WorkersController(Controller):
             raise NotFound(f"no worker {worker_id}")
         return found[0]
 
-    @post("/register", opt=OPERATOR, status_code=200, responses=errors(400, 503))
+    @post("/register", opt=OPERATOR, status_code=200, responses=errors(400, *SERVICE))
     async def register(self, gw: GW, data: JSONBody[RegisterWorkerBody]) -> WorkerRegistration:
         """Register (or register again) a worker; idempotent, like RegisterWorker over NATS."""
         reply = await gw.call(RegisterWorker(worker_id=data.worker_id, capabilities=data.capabilities),

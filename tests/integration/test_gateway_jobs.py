@@ -154,3 +154,26 @@ async def test_commands_without_the_scheduler_are_503(nats_server, nc, topology,
         async with stack.client("operator") as client:
             assert_error(await client.post("/api/v1/jobs", json=JOB), 503, "scheduler")
             assert_error(await client.post("/api/v1/training/stop"), 503)
+
+
+async def test_a_scheduler_that_does_not_answer_is_504_and_the_schema_says_both(nats_server, nc, topology,
+                                                                               tmp_path) -> None:
+    # Something takes the commands and never answers (a leader stuck mid-command): a timeout, not an absence.
+    async with gateway_stack(nats_server.url, nc, topology, tmp_path, services=False, command_timeout_s=0.5) as stack:
+        async def never_answer(_msg) -> None:
+            pass
+
+        silent = [await nc.subscribe(topology.command("scheduler", verb), cb=never_answer) for verb in ("submit", "stop")]
+        try:
+            async with stack.client("operator") as client:
+                assert_error(await client.post("/api/v1/jobs", json=JOB), 504, "SubmitJob", "within 0.5 s")
+                assert_error(await client.post("/api/v1/jobs", json={**JOB, "idempotency_key": "k"}), 504,
+                             "SubmitJob", "within 0.5 s")
+                assert_error(await client.post("/api/v1/training/stop"), 504, "StopJob")
+                schema = (await client.get("/schema/openapi.json")).json()
+        finally:
+            for subscription in silent:
+                await subscription.unsubscribe()
+    for path, method in [("/api/v1/jobs", "post"), ("/api/v1/training/stop", "post"),
+                         ("/api/v1/testing/start", "post"), ("/api/v1/jobs/{job_id}/stop", "post")]:
+        assert {"503", "504"} <= set(schema["paths"][path][method]["responses"]), path
