@@ -129,10 +129,9 @@ def stop(job_id: str) -> Op[list[str]]:
     return (yield Call("POST", job_path(job_id, "stop"), StopResult)).job_ids
 
 
-def logs(job_id: str) -> Op[list[ProgressSample]]:
-    """Every progress report of the job, oldest first (every page of its history)."""
+def logs(job_id: str, since: int = 0) -> Op[list[ProgressSample]]:
+    """Every progress report of the job after telemetry sequence `since`, oldest first (every page)."""
     samples: list[ProgressSample] = []
-    since = 0
     while True:
         history: ProgressHistory = yield Call("GET", job_path(job_id, "progress"), ProgressHistory,
                                               params=[("since", since), ("limit", SAMPLES_PAGE)])

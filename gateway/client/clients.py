@@ -147,6 +147,9 @@ class Client(_Base):
             for update in self._updates(state):
                 advance_bar(bar, update)
                 yield update
+            for update in state.catch_up(self._run(calls.logs(job_id, state.cursors["telemetry"]))):
+                advance_bar(bar, update)
+                yield update
             yield self._run(calls.settle(job_id, SETTLE_S, raise_failure=False))
         finally:
             if bar is not None:
@@ -154,13 +157,13 @@ class Client(_Base):
 
     def _updates(self, state: Follow) -> Iterator[Update]:
         retry = Reconnect(RECONNECT_PATIENCE_S)
-        while not state.over:
+        while not state.done:
             try:
                 with websockets.sync.client.connect(self.ws_url, additional_headers=self._headers,
                                                     open_timeout=10, close_timeout=1) as socket:
                     socket.send(state.greet(socket.recv(timeout=10)).decode())
                     retry.connected()
-                    while not state.over:
+                    while not state.done:
                         yield from state.take(socket.recv(timeout=state.silence_s))
             except InvalidStatus as exc:
                 raise error_for(exc.response.status_code, "the gateway refused the /ws upgrade") from None
@@ -262,6 +265,9 @@ class AsyncClient(_Base):
             async for update in self._updates(state):
                 advance_bar(bar, update)
                 yield update
+            for update in state.catch_up(await self._run(calls.logs(job_id, state.cursors["telemetry"]))):
+                advance_bar(bar, update)
+                yield update
             yield await self._run(calls.settle(job_id, SETTLE_S, raise_failure=False))
         finally:
             if bar is not None:
@@ -269,7 +275,7 @@ class AsyncClient(_Base):
 
     async def _updates(self, state: Follow) -> AsyncIterator[Update]:
         retry = Reconnect(RECONNECT_PATIENCE_S)
-        while not state.over:
+        while not state.done:
             try:
                 async with websockets.asyncio.client.connect(self.ws_url, additional_headers=self._headers,
                                                              open_timeout=10, close_timeout=1) as socket:
@@ -277,7 +283,7 @@ class AsyncClient(_Base):
                         welcome = await socket.recv()
                     await socket.send(state.greet(welcome).decode())
                     retry.connected()
-                    while not state.over:
+                    while not state.done:
                         async with asyncio.timeout(state.silence_s):
                             text = await socket.recv()
                         for update in state.take(text):

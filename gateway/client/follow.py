@@ -16,6 +16,7 @@ from contracts.events import AnyJobEvent
 from contracts.status import final_status
 from contracts.telemetry import EpisodeReport, JobProgress
 from gateway.client.errors import Forbidden, InvalidRequest, Unavailable
+from gateway.schemas.jobs import ProgressSample
 
 Stream = Literal["events", "telemetry"]
 Update = JobProgress | EpisodeReport
@@ -77,8 +78,19 @@ class Follow:
         self.topic = f"job:{job_id}"
         # From the start: the job's whole history first. Otherwise from where the log stands on connecting.
         self.cursors: dict[str, int] | None = {"events": 0, "telemetry": 0} if from_start else None
+        self.job_id = job_id
         self.over = False  # the job's final event arrived
+        self.replayed = False  # this connection's `subscribed` arrived: what it resumed is all here
         self.ping_s = 20.0
+
+    @property
+    def done(self) -> bool:
+        """Nothing more will come over the socket: the job is over and its resume has been replayed.
+
+        The two streams have no order between them, so a replay brings the final event before the
+        last progress reports; those (and any the live feed has not reached yet) come by `catch_up`.
+        """
+        return self.over and self.replayed
 
     def greet(self, text: str | bytes) -> bytes:
         """The subscribe to send after this connection's welcome (resuming after the cursors)."""
@@ -86,6 +98,7 @@ class Follow:
         if not isinstance(frame, Welcome):
             raise Unavailable(f"the gateway's /ws did not welcome the client (it said {text[:200]!r})")
         self.ping_s = frame.ping_s
+        self.replayed = False
         if self.cursors is None:
             self.cursors = {s: int(frame.positions.get(s, 0)) for s in ("events", "telemetry")}
         return msgspec.json.encode({"type": "subscribe", "topics": [self.topic], "resume": self.cursors})
@@ -96,8 +109,7 @@ class Follow:
         if isinstance(frame, ErrorFrame):
             raise InvalidRequest(f"the gateway refused to follow {self.topic}: {frame.detail}", frame.code)
         if isinstance(frame, Subscribed):
-            for stream, seq in frame.positions.items():
-                self._advance(stream, seq)
+            self.replayed = True
             return []
         if not isinstance(frame, EventFrame | ProgressFrame | EpisodeFrame) or not self._advance(frame.stream,
                                                                                                  frame.seq):
@@ -106,6 +118,12 @@ class Follow:
             self.over = self.over or self._ends(frame.event)
             return []
         return [frame.data]
+
+    def catch_up(self, samples: list[ProgressSample]) -> list[Update]:
+        """The job's progress reports after the telemetry cursor, read over REST once the job is over."""
+        return [JobProgress(job_id=self.job_id, attempt=s.attempt, worker_id=s.worker_id, iteration=s.iteration,
+                            total=s.total, loss=s.loss, metrics=s.metrics, at=s.at)
+                for s in samples if self._advance("telemetry", s.seq)]
 
     def _advance(self, stream: str, seq: int) -> bool:
         """Move a cursor on; False for a message at or before it (already seen)."""
