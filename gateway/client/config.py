@@ -53,7 +53,7 @@ def resolve(url: str | None, token: str | None, data_dir: str | Path | None,
         url = url or recorded_url(folder)
         token = token or recorded_token(folder)
         if url is None or token is None:
-            missing = " and ".join(n for n, v in (("the gateway's URL", url), ("a token", token)) if v is None)
-            raise NotConfigured(f"no {missing}: pass Client(url, token), set {URL_ENV} and {TOKEN_ENV}, or run "
-                                f"`stoker up` on this machine (looked in {folder})")
+            missing = " and ".join(n for n, v in (("no gateway URL", url), ("no token", token)) if v is None)
+            raise NotConfigured(f"the client has {missing}: pass Client(url, token), set {URL_ENV} and "
+                                f"{TOKEN_ENV}, or run `stoker up` on this machine (looked in {folder})")
     return url.rstrip("/"), token
