@@ -165,8 +165,10 @@ class Client(_Base):
                     retry.connected()
                     while not state.done:
                         yield from state.take(socket.recv(timeout=state.silence_s))
-            except InvalidStatus as exc:
-                raise error_for(exc.response.status_code, "the gateway refused the /ws upgrade") from None
+            except InvalidStatus as exc:  # a gateway still starting (or a proxy in front) answered the upgrade
+                if exc.response.status_code < 500:
+                    raise error_for(exc.response.status_code, "the gateway refused the /ws upgrade") from None
+                time.sleep(retry.next_delay(exc))
             except ConnectionClosed as exc:
                 why = refused(exc.rcvd.code if exc.rcvd else None, exc.rcvd.reason if exc.rcvd else "")
                 if why is not None:
@@ -288,8 +290,10 @@ class AsyncClient(_Base):
                             text = await socket.recv()
                         for update in state.take(text):
                             yield update
-            except InvalidStatus as exc:
-                raise error_for(exc.response.status_code, "the gateway refused the /ws upgrade") from None
+            except InvalidStatus as exc:  # a gateway still starting (or a proxy in front) answered the upgrade
+                if exc.response.status_code < 500:
+                    raise error_for(exc.response.status_code, "the gateway refused the /ws upgrade") from None
+                await asyncio.sleep(retry.next_delay(exc))
             except ConnectionClosed as exc:
                 why = refused(exc.rcvd.code if exc.rcvd else None, exc.rcvd.reason if exc.rcvd else "")
                 if why is not None:

@@ -76,7 +76,7 @@ class Follow:
 
     def __init__(self, job_id: str, from_start: bool = True) -> None:
         self.topic = f"job:{job_id}"
-        # From the start: the job's whole history first. Otherwise from where the log stands on connecting.
+        # From the start: the job's whole history first. Otherwise reports from where telemetry stands on connecting.
         self.cursors: dict[str, int] | None = {"events": 0, "telemetry": 0} if from_start else None
         self.job_id = job_id
         self.over = False  # the job's final event arrived
@@ -100,7 +100,9 @@ class Follow:
         self.ping_s = frame.ping_s
         self.replayed = False
         if self.cursors is None:
-            self.cursors = {s: int(frame.positions.get(s, 0)) for s in ("events", "telemetry")}
+            # Reports from now on, but the job's own events from its start (a few): one that ended before
+            # this connection must still end the follow.
+            self.cursors = {"events": 0, "telemetry": int(frame.positions.get("telemetry", 0))}
         return msgspec.json.encode({"type": "subscribe", "topics": [self.topic], "resume": self.cursors})
 
     def take(self, text: str | bytes) -> list[Update]:

@@ -203,10 +203,12 @@ def test_each_connection_resumes_after_what_was_seen_and_nothing_comes_twice() -
     assert [u.iteration for u in state.take(progress(9, 2)) + state.take(progress(11, 3))] == [3]
 
 
-def test_live_only_starts_from_where_the_log_stands() -> None:
+def test_live_only_gives_reports_from_now_on_and_still_sees_an_end_that_came_before() -> None:
     state = Follow(JOB, from_start=False)
-    assert msgspec.json.decode(state.greet(welcome(10, 20)))["resume"] == {"events": 10, "telemetry": 20}
+    assert msgspec.json.decode(state.greet(welcome(10, 20)))["resume"] == {"events": 0, "telemetry": 20}
     assert state.take(progress(20, 1)) == [] and len(state.take(progress(21, 2))) == 1
+    state.take(event(7, ev.JobStopped(job_id=JOB, attempt=1, stopped_at=utcnow())))
+    assert state.over
 
 
 def test_the_job_ends_at_its_final_event_once_the_replay_is_in() -> None:
