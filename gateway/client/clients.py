@@ -56,6 +56,17 @@ def transport_error(url: str, exc: httpx.TransportError) -> Exception:
     return Unavailable(f"cannot reach the gateway at {url}: {exc or type(exc).__name__}")
 
 
+def after_drop(exc: Exception, retry: Reconnect) -> float:
+    """The pause before following again on a new connection; raises where reconnecting cannot help."""
+    if isinstance(exc, InvalidStatus) and exc.response.status_code < 500:  # 5xx: a gateway still starting
+        raise error_for(exc.response.status_code, "the gateway refused the /ws upgrade") from None
+    if isinstance(exc, ConnectionClosed):
+        why = refused(exc.rcvd.code if exc.rcvd else None, exc.rcvd.reason if exc.rcvd else "")
+        if why is not None:
+            raise why from None
+    return retry.next_delay(exc)
+
+
 class Client(_Base):
     """The gateway from a script or notebook: `Client()` finds it from STOKER_URL/STOKER_TOKEN or `stoker up` here."""
 
@@ -165,17 +176,8 @@ class Client(_Base):
                     retry.connected()
                     while not state.done:
                         yield from state.take(socket.recv(timeout=state.silence_s))
-            except InvalidStatus as exc:  # a gateway still starting (or a proxy in front) answered the upgrade
-                if exc.response.status_code < 500:
-                    raise error_for(exc.response.status_code, "the gateway refused the /ws upgrade") from None
-                time.sleep(retry.next_delay(exc))
-            except ConnectionClosed as exc:
-                why = refused(exc.rcvd.code if exc.rcvd else None, exc.rcvd.reason if exc.rcvd else "")
-                if why is not None:
-                    raise why from None
-                time.sleep(retry.next_delay(exc))
-            except (OSError, InvalidHandshake) as exc:
-                time.sleep(retry.next_delay(exc))
+            except (ConnectionClosed, InvalidHandshake, OSError) as exc:
+                time.sleep(after_drop(exc, retry))
 
 
 class AsyncClient(_Base):
@@ -290,14 +292,5 @@ class AsyncClient(_Base):
                             text = await socket.recv()
                         for update in state.take(text):
                             yield update
-            except InvalidStatus as exc:  # a gateway still starting (or a proxy in front) answered the upgrade
-                if exc.response.status_code < 500:
-                    raise error_for(exc.response.status_code, "the gateway refused the /ws upgrade") from None
-                await asyncio.sleep(retry.next_delay(exc))
-            except ConnectionClosed as exc:
-                why = refused(exc.rcvd.code if exc.rcvd else None, exc.rcvd.reason if exc.rcvd else "")
-                if why is not None:
-                    raise why from None
-                await asyncio.sleep(retry.next_delay(exc))
-            except (OSError, InvalidHandshake) as exc:
-                await asyncio.sleep(retry.next_delay(exc))
+            except (ConnectionClosed, InvalidHandshake, OSError) as exc:
+                await asyncio.sleep(after_drop(exc, retry))

@@ -163,7 +163,8 @@ async def test_a_scheduler_that_does_not_answer_is_504_and_the_schema_says_both(
         async def never_answer(_msg) -> None:
             pass
 
-        silent = [await nc.subscribe(topology.command("scheduler", verb), cb=never_answer) for verb in ("submit", "stop")]
+        silent = [await nc.subscribe(topology.command("scheduler", verb), cb=never_answer)
+                  for verb in ("submit", "stop")]
         try:
             async with stack.client("operator") as client:
                 assert_error(await client.post("/api/v1/jobs", json=JOB), 504, "SubmitJob", "within 0.5 s")
