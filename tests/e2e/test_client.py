@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import re
 import signal
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import psutil
@@ -51,8 +52,13 @@ def test_the_readme_example_runs(platform: Platform, monkeypatch: pytest.MonkeyP
 
 
 def test_follow_resumes_across_a_gateway_restart_with_every_report_once(platform: Platform) -> None:
-    with client(platform) as stoker:
+    async def follow_async(job_id: str) -> list:
+        async with AsyncClient(platform.url, platform.admin_token) as stoker:
+            return [update async for update in stoker.follow(job_id)]
+
+    with client(platform) as stoker, ThreadPoolExecutor(1) as pool:
         run = stoker.submit_training("sleep", max_iterations=40, params={"step_s": 0.25})
+        followed_async = pool.submit(asyncio.run, follow_async(run.id))  # both flavours through the same restart
         updates, killed = [], None
         for update in stoker.follow(run.id):
             updates.append(update)
@@ -61,10 +67,11 @@ def test_follow_resumes_across_a_gateway_restart_with_every_report_once(platform
                 killed.send_signal(signal.SIGKILL)
         wait_until(lambda: _ready(platform.url), START_TIMEOUT_S, "the gateway back", platform.log_tail)
         assert gateway_process(platform).pid != killed.pid  # it really was restarted under the follow
-        final = updates.pop()
-        assert isinstance(final, JobView) and final.status == "completed", final
-        iterations = [u.iteration for u in updates]
         history = [s.iteration for s in stoker.logs(run.id)]
+        assert followed_async.result(timeout=120) == updates
+    final = updates.pop()
+    assert isinstance(final, JobView) and final.status == "completed", final
+    iterations = [u.iteration for u in updates]
     assert iterations == history  # every report the job made, none twice, in order
     assert iterations == sorted(set(iterations)) and iterations[-1] == 40 and 4 in iterations
 
