@@ -131,7 +131,9 @@ class Gateway:
         command is sent again with a short backoff: "no responders" means it reached no one. A command
         that reached a service and got no answer (a leader killed mid-command) is sent again only when
         doing it twice is impossible: a submission with an idempotency key, which the next leader
-        recognises. A keyless submission is never repeated: it might have been queued.
+        recognises. A keyless submission is never repeated: it might have been queued. Giving up is a
+        ServiceTimeout (504) when the command reached a service that never answered, Unavailable (503)
+        when it reached none.
         """
         timeout = self.settings.gateway.command_timeout_s
         deadline = time.monotonic() + timeout
