@@ -40,11 +40,11 @@ def read_expected(path: str) -> list[Gpu]:
 
 
 async def wait_for_expected_gpus(settings: TrainerSettings, stop: asyncio.Event, notifier: Notifier,
-                                 probe: Probe = detect_gpus) -> list[Gpu] | None:
+                                 probe: Probe = detect_gpus, policy: GpuPolicy | None = None) -> list[Gpu] | None:
     """The GPUs seen once they include the expected ones (at once without an expectation); None if stopped first."""
     expected = read_expected(settings.expected_gpus_file) if settings.detect_gpus else []
     seen = await asyncio.to_thread(probe, settings.detect_gpus)
-    policy = GpuPolicy(alert_after_s=settings.gpu_alert_after_s)
+    policy = policy or GpuPolicy(alert_after_s=settings.gpu_alert_after_s)
     first, attempt, alerted = time.monotonic(), 0, False
     while expected:
         decision = decide_gpus(expected, seen, attempt, time.monotonic() - first, alerted, policy)
