@@ -54,7 +54,8 @@ def unit(spec: ServiceSpec) -> str:
              f"After={' '.join(after)}", f"Wants={' '.join(after)}",
              f"StartLimitIntervalSec={START_LIMIT_INTERVAL_SEC}", f"StartLimitBurst={START_LIMIT_BURST}", "",
              "[Service]", "Type=notify", "NotifyAccess=main",
-             "ExecStart=" + " ".join(quote(a) for a in spec.argv), f"WorkingDirectory={quote(spec.data_dir)}"]
+             "ExecStart=" + " ".join(quote(a) for a in spec.argv),
+             f"WorkingDirectory={spec.data_dir.replace('%', '%%')}"]  # a path, not a command line: never quoted
     lines += [f"Environment={quote(f'{k}={v}')}" for k, v in sorted(spec.env.items())]
     if spec.system:
         lines += [f"User={spec.user}", f"Group={spec.user}"]
