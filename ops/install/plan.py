@@ -21,7 +21,8 @@ SYSTEM_DATA_DIR = "/var/lib/stoker"
 GPU_GROUPS = ("video", "render")  # GPU device nodes belong to these groups on most distributions
 RECORD_DIR = "service"  # in the data dir: the manifest, the GPU record, the Windows launcher
 MANIFEST_FILE, GPUS_FILE, LAUNCHER_FILE = "manifest.json", "gpus.json", "stoker-service.py"
-EXPECTED_GPUS_ENV = "STOKER_TRAINER_EXPECTED_GPUS_FILE"
+# The GPU record, for the worker (it waits for them) and the monitor (its `gpu_missing` alert counts them).
+EXPECTED_GPUS_ENVS = ("STOKER_TRAINER_EXPECTED_GPUS_FILE", "STOKER_MONITOR_EXPECTED_GPUS_FILE")
 
 
 class PlannedFile(msgspec.Struct, frozen=True, kw_only=True):
@@ -142,8 +143,8 @@ def record_path(data_dir: str, name: str, target: Target) -> str:
 
 def service_env(request: Request, target: Target) -> dict[str, str]:
     """The service's environment: its data dir, the config in use, the GPU record, unbuffered output."""
-    env = {"STOKER_DATA_DIR": request.data_dir, EXPECTED_GPUS_ENV: record_path(request.data_dir, GPUS_FILE, target),
-           "PYTHONUNBUFFERED": "1"}
+    record = record_path(request.data_dir, GPUS_FILE, target)
+    env = {"STOKER_DATA_DIR": request.data_dir, "PYTHONUNBUFFERED": "1"} | dict.fromkeys(EXPECTED_GPUS_ENVS, record)
     if request.config_file:
         env["STOKER_CONFIG"] = request.config_file
     return env
