@@ -152,7 +152,8 @@ def _installed(cli: Cli, system: bool) -> tuple[Path, Manifest]:
     except InstallError as exc:
         _fail(str(exc))
     if manifest is None:
-        _fail(f"no service is installed for the data dir {data} (`stoker service install`)")
+        hint = "" if system else "; installed with --system? add --system"
+        _fail(f"no service is installed for the data dir {data} (`stoker service install`{hint})")
     return data, manifest
 
 

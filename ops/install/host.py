@@ -165,6 +165,8 @@ class Runner:
         if done.returncode != 0 and command.must:
             raise InstallError(f"`{' '.join(command.argv)}` failed (exit {done.returncode}); what was written "
                                "stays recorded: `stoker service uninstall` removes it")
+        if done.returncode != 0:
+            self.echo(f"  that failed (exit {done.returncode}): it was to {command.why}")
         return done.returncode == 0
 
 

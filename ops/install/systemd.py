@@ -32,12 +32,13 @@ START_LIMIT_INTERVAL_SEC, START_LIMIT_BURST = 600, 10  # a crash loop faster tha
 _SAFE = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789/._:=,+@-")
 
 
-def quote(word: str) -> str:
-    """One word of ExecStart= or Environment=: quoted when needed; `%` and `$` escaped (specifiers, variables)."""
-    escaped = word.replace("%", "%%").replace("$", "$$")
+def quote(word: str, command: bool = True) -> str:
+    """One word of ExecStart= (`command`) or Environment=: quoted when needed, `%` escaped (a specifier) and, in
+    a command, `$` (a variable; Environment= expands none)."""
+    escaped = word.replace("%", "%%").replace("$", "$$") if command else word.replace("%", "%%")
     if word and set(word) <= _SAFE:
         return escaped
-    return '"' + escaped.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    return '"' + escaped.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'
 
 
 def unit(spec: ServiceSpec) -> str:
@@ -56,7 +57,7 @@ def unit(spec: ServiceSpec) -> str:
              "[Service]", "Type=notify", "NotifyAccess=main",
              "ExecStart=" + " ".join(quote(a) for a in spec.argv),
              f"WorkingDirectory={spec.data_dir.replace('%', '%%')}"]  # a path, not a command line: never quoted
-    lines += [f"Environment={quote(f'{k}={v}')}" for k, v in sorted(spec.env.items())]
+    lines += [f"Environment={quote(f'{k}={v}', command=False)}" for k, v in sorted(spec.env.items())]
     if spec.system:
         lines += [f"User={spec.user}", f"Group={spec.user}"]
         if spec.groups:
@@ -107,7 +108,7 @@ def plan(request: Request, host: Host) -> Plan:
             purge.append(Command(argv=("userdel", SERVICE_USER), why="remove the account the install made"))
     elif not host.lingering:
         commands.append(Command(argv=("loginctl", "enable-linger", host.user),
-                                why="start the user's services at boot, without a login"))
+                                why="start the user's services at boot, without a login", must=False))
     else:
         notes.append(f"linger is on for {host.user} already: the service starts at boot")
     commands += [Command(argv=(*ctl, "daemon-reload"), why="read the new unit"),

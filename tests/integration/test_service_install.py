@@ -170,8 +170,8 @@ def _systemd_user_manager() -> str | None:
 @pytest.mark.skipif(_systemd_user_manager() is not None, reason=str(_systemd_user_manager()))
 def test_systemd_restarts_the_unit_after_sigkill(tmp_path: Path) -> None:
     # The generated unit (Type=notify, Restart=always), running a tiny process that says READY=1 as stoker does.
-    script = ("import asyncio, time; from eventstore.sdnotify import Notifier\n"
-              "n = Notifier.from_environment(); n.ready('test'); time.sleep(3600)")
+    script = ("import time\nfrom eventstore.sdnotify import Notifier\n"
+              "Notifier.from_environment().ready('up')\ntime.sleep(600)")
     name = f"stoker-restart-test-{os.getpid()}"
     spec = ServiceSpec(name=name, description="stoker restart test", argv=(sys.executable, "-c", script),
                        env={"PYTHONPATH": str(Path(__file__).resolve().parents[2])}, data_dir=str(tmp_path),

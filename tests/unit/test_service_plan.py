@@ -91,9 +91,14 @@ def test_windows_service_is_hosted_by_the_base_interpreter_and_restarts_after_5_
     ("$HOME", '"$$HOME"'),
     ('say "hi"', '"say \\"hi\\""'),
     ("", '""'),
+    ("a\nb", '"a\\nb"'),
 ])
 def test_unit_words_are_quoted_and_escaped(word: str, quoted: str) -> None:
     assert systemd.quote(word) == quoted
+
+
+def test_environment_values_keep_their_dollar_signs() -> None:
+    assert systemd.quote("PASS=a$b 100%", command=False) == '"PASS=a$b 100%%"'
 
 
 @pytest.mark.parametrize(("role", "nats", "tail"), [
