@@ -78,6 +78,8 @@ def install(cli: Cli, role: str, system: bool, dry_run: bool, join_token: str | 
     config = config_file()
     request = Request(role=role, system=system, data_dir=str(data), nats_url=nats_url or "",  # type: ignore[arg-type]
                       config_file=str(config.resolve()) if config else "")
+    if not dry_run and machine.manifest_path(data).exists():  # before a join: refuse first, change nothing
+        _fail("a service is installed for this data dir already: `stoker service uninstall` first")
     if join_token:
         _join_first(data, join_token, dry_run)
     gpus, why = machine.probe_gpus()
