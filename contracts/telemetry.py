@@ -112,3 +112,6 @@ class HostSample(Message, kw_only=True):
     gpus: tuple[GpuFigures, ...] = ()
     gpu_note: Annotated[str, msgspec.Meta(max_length=500)] = ""  # why there are no GPU figures, if there are none
     at: datetime
+    # issue 13: how many GPUs `stoker service install` saw here; None: no record, or NVML cannot count them
+    # (not installed). The monitor's `gpu_missing` rule fires when `gpus` holds fewer.
+    gpus_expected: SmallNonNegative | None = None

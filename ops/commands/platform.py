@@ -23,6 +23,7 @@ from contracts.subjects import Topology
 from eventstore.config import CommonSettings, ConfigError, NatsSettings, load_settings
 from eventstore.connect import connect
 from eventstore.credentials import CredentialError, CredentialStore, local_worker_id
+from eventstore.follow import cancel_and_wait
 from eventstore.lifeline import open_lifeline
 from eventstore.log import JetStreamLog
 from eventstore.observability import configure_logging
@@ -34,6 +35,7 @@ from eventstore.pki import (
     planned_server_tls,
     short_fingerprint,
 )
+from eventstore.sdnotify import Notifier
 from eventstore.server import (
     EXIT_NATS_KILLED,
     NatsServer,
@@ -233,6 +235,7 @@ class Up:
         self.supervisor: Supervisor | None = None
         self.stop = asyncio.Event()
         self.signal_name = ""
+        self.notifier = Notifier(None)  # the service manager's, once run() takes it from the environment
 
     def _prepare_credentials(self) -> None:
         """A credential per role and for the local worker (made once, reused), the `authorization` block every
@@ -270,6 +273,8 @@ class Up:
     async def run(self) -> int:
         """The whole life of `stoker up`; returns its exit code."""
         secure_data_dir(self.data)
+        # Under systemd (Type=notify) only this process speaks for the unit: the children must not inherit it.
+        self.notifier = Notifier.from_environment(unset=True)
         try:
             self.lock.acquire(self.holder_info())
         except AlreadyRunning as exc:
@@ -317,7 +322,11 @@ class Up:
             self.lock.update(self.holder_info())
             self.write_state()
             say(startup.result())
+            self.notifier.ready(f"up: the gateway's health answers at {self.gateway_url}" if self.gateway_url
+                                else "up")
+            watchdog = self.notifier.start_watchdog()
             await self.stop.wait()
+            await cancel_and_wait([watchdog] if watchdog else [])
             return 0
         startup.cancel()
         await asyncio.gather(startup, return_exceptions=True)
@@ -437,6 +446,7 @@ class Up:
             return True  # nothing was started
         self.state = "stopping"
         self.write_state()
+        self.notifier.stopping("stopping: running jobs checkpoint and go back to the queue")
         say("stoker: stopping (running jobs checkpoint and go back to the queue)…", err=True)
         services = supervisor.select(lambda s: not s.infrastructure)
         keepers = supervisor.select(lambda s: s.infrastructure)

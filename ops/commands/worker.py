@@ -14,7 +14,7 @@ import msgspec
 
 from contracts.base import is_valid_id
 from contracts.telemetry import WorkerHeartbeat
-from eventstore import lifeline
+from eventstore import lifeline, sdnotify
 from eventstore.credentials import CredentialError, claim_pool_credential
 from eventstore.pki import short_fingerprint
 from eventstore.readmodels.workers import last_heartbeats, list_workers
@@ -100,6 +100,7 @@ def worker(cli: Cli, nats_url: str | None, worker_id: str | None, labels: tuple[
 def monitor_process(worker_env: dict[str, str]) -> tuple[list[str], dict[str, str]]:
     """The command line and environment of the monitor beside a worker: it samples this machine, as the worker."""
     env = {**worker_env, "STOKER_MONITOR_ROLE": "sample"}
+    sdnotify.strip(env)  # the worker agent (this pid after the exec) speaks for a service unit, not the monitor
     if worker_env.get("STOKER_TRAINER_WORKER_ID"):
         env["STOKER_MONITOR_HOST_ID"] = worker_env["STOKER_TRAINER_WORKER_ID"]
     return [sys.executable, "-m", MONITOR_MODULE], env

@@ -25,7 +25,7 @@ from eventstore.service import ServiceContext
 from eventstore.streams import open_kv
 from eventstore.telemetry import publish_sample
 from services.monitor.handlers import Alerter
-from services.monitor.sampler import PsutilSampler, Sampler, local_host_id
+from services.monitor.sampler import PsutilSampler, Sampler, expected_gpu_count, local_host_id
 from services.monitor.settings import MonitorSettings
 from services.monitor.webhooks import Webhooks
 
@@ -40,7 +40,8 @@ class MonitorService:
         self.ctx, self.settings = ctx, settings
         self.host_id = settings.host_id or local_host_id(ctx.settings.data_path)
         if sampler is None:
-            sampler = PsutilSampler(self.host_id, [ctx.settings.data_path, *settings.paths])
+            sampler = PsutilSampler(self.host_id, [ctx.settings.data_path, *settings.paths],
+                                    expected_gpus=expected_gpu_count(settings.expected_gpus_file))
         self.sampler = sampler
         self.alerter: Alerter | None = None
         self.webhooks: Webhooks | None = None

@@ -26,7 +26,7 @@ STALL_RULE = "job_stalled"
 Direction = Literal["above", "below"]
 IdFactory = Callable[[], str]
 METRICS = ("cpu_percent", "memory_percent", "swap_percent", "disk_percent", "disk_full_in_h",
-           "gpu_temperature_c", "gpu_memory_percent", "gpu_xid_errors", "gpu_ecc_errors")
+           "gpu_temperature_c", "gpu_memory_percent", "gpu_xid_errors", "gpu_ecc_errors", "gpus_missing")
 
 
 class Rule(msgspec.Struct, frozen=True, kw_only=True):
@@ -66,6 +66,8 @@ DEFAULT_RULES = (
     Rule(name="disk_filling", metric="disk_full_in_h", fire=8.0, clear=12.0, direction="below", pending_s=600.0),
     Rule(name="gpu_hot", metric="gpu_temperature_c", fire=85.0, clear=80.0, pending_s=60.0),
     Rule(name="gpu_xid", metric="gpu_xid_errors", fire=0.0, clear=0.0),
+    # Fewer GPUs than at service install (a driver that did not load at boot): the worker waits, this says so.
+    Rule(name="gpu_missing", metric="gpus_missing", fire=0.0, clear=0.0, pending_s=60.0),
 )
 
 
@@ -134,6 +136,8 @@ def readings(metric: str, sample: HostSample) -> float | None:
         return max((d.percent for d in sample.disks), default=None)
     if metric == "disk_full_in_h":
         return min((d.full_in_h for d in sample.disks if d.full_in_h is not None), default=None)
+    if metric == "gpus_missing":
+        return None if sample.gpus_expected is None else float(max(0, sample.gpus_expected - len(sample.gpus)))
     gpu_values = {
         "gpu_temperature_c": [g.temperature_c for g in sample.gpus],
         "gpu_memory_percent": [100.0 * g.memory_used_bytes / g.memory_total_bytes for g in sample.gpus

@@ -18,6 +18,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Protocol
 
+import msgspec
 import psutil
 
 from contracts.base import is_valid_id
@@ -51,11 +52,24 @@ def local_host_id(data_dir: Path) -> str:
     return f"{host}-{hashlib.sha256(str(data_dir.resolve()).encode()).hexdigest()[:8]}"
 
 
+def expected_gpu_count(path: str) -> int | None:
+    """How many GPUs the service install recorded (a JSON list); None without a readable record."""
+    if not path:
+        return None
+    try:
+        recorded = msgspec.json.decode(Path(path).read_bytes(), type=list[dict[str, Any]])
+    except (OSError, msgspec.DecodeError, msgspec.ValidationError):
+        return None
+    return len(recorded)
+
+
 class PsutilSampler:
     """The real sampler: CPU, load, memory, swap, disks, network, stoker's processes (psutil), GPUs (NVML)."""
 
-    def __init__(self, host_id: str, paths: Sequence[Path], gpus: NvmlGpus | None = None) -> None:
+    def __init__(self, host_id: str, paths: Sequence[Path], gpus: NvmlGpus | None = None,
+                 expected_gpus: int | None = None) -> None:
         self.host_id, self.hostname = host_id, socket.gethostname()
+        self.expected_gpus = expected_gpus  # recorded at service install (see expected_gpu_count)
         self.paths = list(dict.fromkeys(str(Path(p).resolve()) for p in paths))
         self.gpus = gpus if gpus is not None else NvmlGpus()
         self.history: dict[str, deque[tuple[float, int]]] = {p: deque(maxlen=DISK_HISTORY) for p in self.paths}
@@ -74,7 +88,7 @@ class PsutilSampler:
             load=tuple(round(x, 3) for x in os.getloadavg()) if hasattr(os, "getloadavg") else (),
             memory_percent=memory.percent, memory_available_bytes=memory.available, swap_percent=swap.percent,
             disks=self._disks(), network=self._network(), processes=self._processes(), gpus=gpus,
-            gpu_note=note, at=now)
+            gpu_note=note, at=now, gpus_expected=self.expected_gpus if self.gpus.installed else None)
 
     def close(self) -> None:
         """Shut NVML down."""
@@ -133,9 +147,14 @@ class NvmlGpus:
         self.events: Any = None
         self.xids: dict[int, int] = {}
         self.note = ""
+        self.installed = True  # nvidia-ml-py is there: NVML can count GPUs once a driver answers
+        self._start()
+
+    def _start(self) -> None:
         try:
             import pynvml
         except ImportError:
+            self.installed = False
             self.note = "no GPU figures: nvidia-ml-py is not installed"
             return
         try:
@@ -158,6 +177,8 @@ class NvmlGpus:
 
     def read(self) -> tuple[tuple[GpuFigures, ...], str]:
         """Figures of every GPU, and why there are none when there are none."""
+        if self.nvml is None and self.installed:
+            self._start()  # at boot the driver may load after the monitor started
         if self.nvml is None:
             return (), self.note
         self._drain_xids()

@@ -30,6 +30,7 @@ class MonitorSettings(msgspec.Struct, frozen=True, kw_only=True):
     tick_s: Seconds = 1.0  # how often silence and stalls are checked
     lease_ttl_s: Seconds = 5.0
     rules: tuple[Rule, ...] = DEFAULT_RULES
+    expected_gpus_file: str = ""  # the GPUs `stoker service install` recorded (JSON list): `gpu_missing` counts them
     webhooks: tuple[Webhook, ...] = ()  # `[[monitor.webhooks]]`: url, format (json|slack|discord|text), rules
 
     def __post_init__(self) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections import OrderedDict
+from collections.abc import Callable
 from pathlib import Path
 
 import msgspec
@@ -42,8 +43,10 @@ class Agent:
     """One worker: its slots, its running attempts, and its conversation with discovery and the scheduler."""
 
     def __init__(self, nc: Client, topology: Topology, settings: TrainerSettings, worker_id: str,
-                 capabilities: WorkerCapabilities, state_dir: Path, replicas: int = 1) -> None:
+                 capabilities: WorkerCapabilities, state_dir: Path, replicas: int = 1,
+                 on_ready: Callable[[], object] | None = None) -> None:
         self.nc, self.topology, self.settings = nc, topology, settings
+        self.on_ready = on_ready or (lambda: None)  # registered and consuming (the service manager's READY=1)
         self.worker_id, self.capabilities = worker_id, capabilities
         pool = WarmPool(settings.preload, capabilities.slots if settings.warm else 0, settings.max_zygotes)
         self.deps = Deps(nc, topology, settings, worker_id, pool, CheckpointStore(nc.jetstream(),
@@ -70,6 +73,7 @@ class Agent:
             background = [asyncio.create_task(consumer.run(stop_consuming)),
                           asyncio.create_task(self._heartbeats(stop))]
             self.log.info("worker ready", slots=self.capabilities.slots, labels=list(self.capabilities.labels))
+            self.on_ready()
             await stop.wait()
             stop_consuming.set()
             # Take nothing more: what is still on its way stays unacknowledged for the next run (or is

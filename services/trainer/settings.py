@@ -30,3 +30,7 @@ class TrainerSettings(msgspec.Struct, frozen=True, kw_only=True):
     max_zygotes: Annotated[int, msgspec.Meta(ge=1, le=16)] = 3
     preload: tuple[str, ...] = ()  # modules every job child has imported already (e.g. "torch")
     dispatch_batch: Annotated[int, msgspec.Meta(ge=1, le=1024)] = 64
+    # The GPUs `stoker service install` saw (a JSON list of contracts.events.Gpu): a worker that does not see
+    # them waits with backoff and raises an alert after gpu_alert_after_s, instead of working on the CPU.
+    expected_gpus_file: str = ""
+    gpu_alert_after_s: Annotated[float, msgspec.Meta(ge=0)] = 60.0

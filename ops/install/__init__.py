@@ -1,0 +1,1 @@
+"""Installing stoker as a background service: pure generators (systemd, launchd, Windows), the plan, its applier."""
