@@ -93,9 +93,9 @@ def _common_options(fn):
         click.option("--retries", default=0, show_default=True, type=click.IntRange(0, 100),
                      help="Retries after a failure."),
         click.option("--stall-after", "stall_after_s", type=click.FloatRange(min=0, min_open=True, max=30 * 86400),
-                     help="Seconds without progress before the job counts as stalled (default: [monitor] stall_after_s)."),
+                     help="Seconds without progress before it counts as stalled (default: [monitor] stall_after_s)."),
         click.option("--on-stall", type=click.Choice(["alert", "restart"]), default="alert", show_default=True,
-                     help="When stalled: only alert, or also restart from the last checkpoint one more period later."),
+                     help="When stalled: only alert, or also restart from the last checkpoint a period later."),
         click.option("--json", "json_flag", is_flag=True, help="Machine-readable output."),
     ]):
         fn = option(fn)
