@@ -34,7 +34,7 @@ class AlertsController(Controller):
     tags = ["monitor"]
 
     @get("/", opt=VIEWER, responses=errors(400))
-    async def list_alerts(self, gw: GW, include_resolved: Annotated[bool, QueryParameter(query="all")] = False,
+    async def list_alerts(self, gw: GW, include_resolved: Annotated[bool, QueryParameter(name="all")] = False,
                           limit: Annotated[int, Parameter(ge=1, le=10_000)] = 200) -> AlertList:
         """The open alerts, or with `all=true` the resolved ones too, each with what to do."""
         return AlertList(items=await monitoring.alert_views(gw.store, include_resolved=include_resolved, limit=limit))
