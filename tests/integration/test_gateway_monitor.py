@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from datetime import timedelta
+from pathlib import Path
 
 from contracts import events as ev
 from contracts.base import utcnow
@@ -78,3 +80,37 @@ async def test_the_first_sample_since_a_moment_is_found_by_bisection(nc, topolog
     msg = await js.get_msg(topology.telemetry_stream, seq=first, direct=True)
     assert msg.subject == topology.telemetry("host", "bisect") and b'"cpu_percent":5.0' in msg.data
     assert await first_seq_since(nc, topology, "host", "bisect", middle - timedelta(hours=1)) < first
+
+
+def stoker(*args: str):
+    """The real `stoker` CLI in this process (run in a thread: the gateway it asks serves on this loop)."""
+    from click.testing import CliRunner
+
+    from ops.cli import main
+
+    return CliRunner().invoke(main, list(args), catch_exceptions=False)
+
+
+async def test_stoker_health_prints_the_platform_and_writes_a_report_file(nats_server, nc, topology,
+                                                                         tmp_path) -> None:
+    async with gateway_stack(nats_server.url, nc, topology, tmp_path) as stack:
+        await publish_sample(nc, topology, "host", "box", host_sample(42.0))
+        raised = ev.AlertRaised(alert_id="a9", rule="gpu_hot", target_kind="host", target="box", value=91.0,
+                                threshold=85.0, message="gpu_temperature_c 91.0 > 85 for 60s", raised_at=utcnow())
+        await stack.log.append("alert", "a9", [raised])
+        await stack.projected()
+        url = ["--data-dir", str(tmp_path / "cli"), "health", "--url", stack.url]
+        shown = await asyncio.to_thread(stoker, *url)
+        as_json = await asyncio.to_thread(stoker, *url, "--json")
+        written = await asyncio.to_thread(stoker, *url, "report", "--out", str(tmp_path / "reports"))
+    down = await asyncio.to_thread(stoker, "--data-dir", str(tmp_path / "cli"), "health", "--url", stack.url)
+    report = json.loads(await asyncio.to_thread(Path(written.output.strip()).read_text))
+    body = json.loads(as_json.output)
+    healthy = body["status"] == "healthy"
+    assert shown.exit_code == as_json.exit_code == written.exit_code == (0 if healthy else 1)
+    assert "hosts (1):" in shown.output and "box  cpu 42%" in shown.output and "gpu0 99% 71C" in shown.output
+    assert "gpu_hot on box: gpu_temperature_c 91.0 > 85" in shown.output
+    assert body["open_alerts"] == 1 and body["hosts"][0]["host_id"] == "box"
+    assert report["gateway"] == stack.url and report["alerts"][0]["id"] == "a9" and "generated_at" in report
+    assert Path(written.output.strip()).name.startswith("stoker-health-")
+    assert down.exit_code == 1 and "does not answer" in down.output
