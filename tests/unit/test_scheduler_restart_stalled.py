@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import msgspec
 import pytest
 
 from contracts import events as ev
-from contracts.commands import RestartStalledJob
+from contracts.commands import RestartStalledJob, SubmitJob
 from contracts.dispatch import StopAttempt
 from contracts.errors import Conflict, NotFound
+from gateway.schemas.jobs import SubmitJobBody
 from services.scheduler import domain
 from tests.unit.test_scheduler_domain import T0, assigned, checkpointed, decide, fold, started, submitted, worker
 
@@ -41,3 +43,22 @@ def test_a_stalled_running_attempt_is_requeued_and_resumes_from_its_checkpoint()
 def test_a_restart_of_anything_but_the_current_running_attempt_is_refused(events, command, error, says) -> None:
     with pytest.raises(error, match=says):
         decide(command, fold(*events))
+
+
+@pytest.mark.parametrize(("fields", "ok"), [
+    ({"stall_after_s": 900.0, "on_stall": "restart"}, True),
+    ({}, True),  # the defaults: the [monitor] period, alert only
+    ({"stall_after_s": 0}, False),
+    ({"stall_after_s": 40 * 86400}, False),  # more than a month: a typo, not a period
+    ({"on_stall": "reboot"}, False),
+])
+def test_a_submission_says_its_stall_period_and_what_a_stall_does(fields, ok) -> None:
+    body = msgspec.json.encode({"workload": "sleep", **fields})
+    for cls in (SubmitJob, SubmitJobBody):
+        if ok:
+            decoded = msgspec.json.decode(body, type=cls)
+            assert (decoded.stall_after_s, decoded.on_stall) == (fields.get("stall_after_s"),
+                                                                 fields.get("on_stall", "alert"))
+        else:
+            with pytest.raises(msgspec.ValidationError):
+                msgspec.json.decode(body, type=cls)
