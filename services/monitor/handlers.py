@@ -87,7 +87,7 @@ class Alerter:
         now = self.clock()
         self.heard[beat.worker_id] = now
         before = self.running
-        self.running = domain.track_running(self.running, beat.worker_id, beat.running, now)
+        self.running = jobwatch.track_running(self.running, beat.worker_id, beat.running, now)
         self.pids.update({j: p for j, p in beat.pids.items() if j in beat.running})
         for job_id in beat.running:
             if job_id not in self.facts or before.get(job_id) != self.running.get(job_id):
@@ -112,7 +112,7 @@ class Alerter:
     async def tick(self) -> None:
         """Silent hosts, stalled jobs, stalls that ended."""
         now = self.clock()
-        self.running = domain.forget_silent_workers(self.running, self.heard, now, self.missing_after_s)
+        self.running = jobwatch.forget_silent_workers(self.running, self.heard, now, self.missing_after_s)
         self.progress = {j: t for j, t in self.progress.items() if j in self.running}
         self.facts = {j: f for j, f in self.facts.items() if j in self.running}
         self.pids = {j: p for j, p in self.pids.items() if j in self.running}

@@ -77,3 +77,21 @@ def due_restarts(board: AlertBoard, running: Mapping[str, RunningJob], facts: Ma
         if now - opened.raised_at >= period and now - asked.get(opened.alert_id, opened.raised_at) >= period:
             out.append(opened)
     return out
+
+
+def track_running(running: Mapping[str, RunningJob], worker_id: str, job_ids: Iterable[str],
+                  now: datetime) -> dict[str, RunningJob]:
+    """Running jobs after a worker's heartbeat: its jobs are exactly `job_ids` (new ones running since `now`)."""
+    job_ids = set(job_ids)
+    out = {j: r for j, r in running.items() if r.worker_id != worker_id or j in job_ids}
+    for job_id in job_ids:
+        if job_id not in out or out[job_id].worker_id != worker_id:
+            out[job_id] = RunningJob(worker_id=worker_id, since=now)
+    return out
+
+
+def forget_silent_workers(running: Mapping[str, RunningJob], heard: Mapping[str, datetime], now: datetime,
+                          missing_after_s: float) -> dict[str, RunningJob]:
+    """Running jobs without those of workers unheard for `missing_after_s` (nobody says they still run)."""
+    limit = timedelta(seconds=missing_after_s)
+    return {j: r for j, r in running.items() if r.worker_id in heard and now - heard[r.worker_id] < limit}

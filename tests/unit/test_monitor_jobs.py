@@ -80,7 +80,7 @@ def test_a_job_that_asked_for_a_gpu_but_runs_on_the_cpu_is_raised_on_the_job() -
 
 
 def test_each_job_stalls_after_its_own_period() -> None:
-    running = domain.track_running({}, "w1", ["j1", "j2"], T0)
+    running = jobwatch.track_running({}, "w1", ["j1", "j2"], T0)
     at = T0 + timedelta(seconds=120)
     stalled = domain.decide_stalls(domain.initial_state(), running, {}, at, 600.0, ids(), {"j2": 100.0})
     assert [(e.job_id, e.stall_after_s) for e in stalled] == [("j2", 100.0)]
@@ -106,7 +106,7 @@ def stalled_board() -> domain.AlertBoard:
     (120, facts(), {"a1": T0 + timedelta(seconds=60)}, True),
 ])
 def test_a_stalled_job_that_chose_a_restart_is_due_one_a_period_later(seconds, known, asked, due) -> None:
-    running = domain.track_running({}, "w1", ["j1"], T0 - timedelta(seconds=60))
+    running = jobwatch.track_running({}, "w1", ["j1"], T0 - timedelta(seconds=60))
     out = jobwatch.due_restarts(stalled_board(), running, known, T0 + timedelta(seconds=seconds), 600.0, asked)
     assert [a.alert_id for a in out] == (["a1"] if due else [])
 
@@ -120,7 +120,7 @@ def test_a_jobs_facts_come_from_its_submission_and_latest_assignment() -> None:
     assert jobwatch.job_facts("j1", events) == jobwatch.JobFacts(
         job_id="j1", gpus=2, stall_after_s=30.0, on_stall="restart", attempt=2, worker_id="w2", gpu_indices=(3, 4))
     assert jobwatch.job_facts("j1", events[1:]) is None
-    running = domain.track_running({}, "w2", ["j1"], T0)
+    running = jobwatch.track_running({}, "w2", ["j1"], T0)
     on = jobwatch.jobs_on("w2", running, {"j1": jobwatch.job_facts("j1", events)}, {"j1": 42})
     assert on == [JobOnHost(job_id="j1", gpus=2, gpu_indices=(3, 4), pid=42)]
     assert jobwatch.jobs_on("w1", running, {}, {}) == []
