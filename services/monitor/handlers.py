@@ -110,7 +110,7 @@ class Alerter:
         self.progress[sample.job_id] = self.clock()
 
     async def tick(self) -> None:
-        """Silent hosts, stalled jobs, stalls that ended."""
+        """Silent hosts, stalled jobs, stalls that ended, stalled jobs due a restart."""
         now = self.clock()
         self.running = jobwatch.forget_silent_workers(self.running, self.heard, now, self.missing_after_s)
         self.progress = {j: t for j, t in self.progress.items() if j in self.running}
@@ -120,6 +120,8 @@ class Alerter:
         await self._run(lambda state, now: [
             *domain.decide_silence(state, self.watch, now, self.missing_after_s, new_id),
             *domain.decide_stalls(state, self.running, self.progress, now, self.stall_after_s, new_id, periods)])
+        opened = {a.alert_id for a in self.state.open.values()}
+        self.asked = {a: t for a, t in self.asked.items() if a in opened}
         if self.restart is not None:
             for stalled in jobwatch.due_restarts(self.state, self.running, self.facts, now, self.stall_after_s,
                                                  self.asked):
