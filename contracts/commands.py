@@ -25,6 +25,7 @@ class SubmitJob(Command, JobSpec, kw_only=True):
     gpus: GpuCount = 0
     timeout_s: Annotated[float, msgspec.Meta(gt=0, le=366 * 86400)] | None = None
     max_retries: Retries = 0
+    stall_after_s: Annotated[float, msgspec.Meta(gt=0, le=30 * 86400)] | None = None
     idempotency_key: Annotated[str, msgspec.Meta(min_length=1, max_length=200)] | None = None
 
 
@@ -129,8 +130,34 @@ class ClaimJoinToken(Command, kw_only=True):
     hostname: Annotated[str, msgspec.Meta(max_length=255)] = ""
 
 
+# -- the monitor's one command (issue 12: a stalled job with `on_stall = "restart"`) ---------------------
+
+class RestartStalledJob(Command, kw_only=True):
+    """The monitor asks the scheduler to restart a stalled attempt from the job's last checkpoint.
+
+    Only the scheduler writes `job.*`; the monitor may send this command and no other. The scheduler
+    requeues the attempt only while it is still the job's current one on `worker_id` (`Conflict` otherwise).
+    """
+
+    service: ClassVar[str] = "scheduler"
+    verb: ClassVar[str] = "restart"
+    job_id: Id
+    attempt: Attempt
+    worker_id: Id
+    alert_id: Id  # the JobStalled that asked for it
+
+
+class StalledJobRestarted(Message, kw_only=True):
+    """Reply to `RestartStalledJob`: the attempt that will run next (from the last checkpoint)."""
+
+    job_id: str
+    attempt: int
+
+
+# -- end of the monitor's command ----------------------------------------------------------------------
+
 JobReport = ReportJobStarted | ReportJobCheckpointed | ReportJobFinished
-SchedulerCommand = SubmitJob | StopJob | ConfirmAssignment | JobReport
+SchedulerCommand = SubmitJob | StopJob | ConfirmAssignment | JobReport | RestartStalledJob
 DiscoveryCommand = RegisterWorker | DeregisterWorker
 
 
@@ -190,7 +217,8 @@ class CommandError(Message, kw_only=True):
 
 
 COMMANDS: tuple[type[Command], ...] = (SubmitJob, StopJob, ConfirmAssignment, ReportJobStarted, ReportJobCheckpointed,
-                                       ReportJobFinished, RegisterWorker, DeregisterWorker, ClaimJoinToken)
+                                       ReportJobFinished, RegisterWorker, DeregisterWorker, ClaimJoinToken,
+                                       RestartStalledJob)
 
 
 def endpoints(*, from_worker: bool) -> list[tuple[str, str]]:

@@ -23,7 +23,9 @@ from contracts.jobspec import (  # JobKind, Label: also imported from here
     JobKind,
     JobSpec,
     Label,
+    OnStall,
     Sha256,
+    StallSeconds,
     spec_fields,
     spec_of,
 )
@@ -74,6 +76,8 @@ class JobSubmitted(JobEvent, kw_only=True):
     map_sha256: Sha256 | None = None
     map_filename: AssetFilename | None = None
     action_combinations: ActionCombinations | None = None
+    stall_after_s: StallSeconds | None = None
+    on_stall: OnStall = "alert"
     submitted_at: datetime
     # The W3C trace context the submission was decided in: the job's dispatch, worker and job process
     # continue this trace. Empty when nobody traced it.
@@ -161,7 +165,7 @@ class JobRequeued(JobEvent, kw_only=True):
     """The job went back to the queue for a new attempt (worker lost, retry, shutdown)."""
 
     attempt: Attempt  # the attempt that will run next
-    reason: Literal["worker_lost", "retry", "shutdown", "worker_left", "rejected"]
+    reason: Literal["worker_lost", "retry", "shutdown", "worker_left", "rejected", "stalled"]
     not_before: datetime | None = None
     requeued_at: datetime
 
@@ -395,7 +399,7 @@ class AlertResolved(AlertEvent, kw_only=True):
     """The condition of an alert cleared (below the clear threshold, progress again, the job ended)."""
 
     value: float | None = None
-    reason: Literal["recovered", "data_back", "progress", "job_ended", "rule_removed"] = "recovered"
+    reason: Literal["recovered", "data_back", "progress", "job_ended", "rule_removed", "restarted"] = "recovered"
     resolved_at: datetime
 
 

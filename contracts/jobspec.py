@@ -29,6 +29,8 @@ ActionCombinations = Annotated[str, msgspec.Meta(max_length=4096)]
 Sha256 = Annotated[str, msgspec.Meta(pattern=r"^[0-9a-f]{64}$")]
 AssetFilename = Annotated[str, msgspec.Meta(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.+-]*$")]
 Label = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9_.:-]{1,64}$")]
+StallSeconds = Annotated[float, msgspec.Meta(gt=0)]
+OnStall = Literal["alert", "restart"]
 
 
 class JobSpec(Message, kw_only=True):
@@ -51,6 +53,11 @@ class JobSpec(Message, kw_only=True):
     map_sha256: Sha256 | None = None
     map_filename: AssetFilename | None = None
     action_combinations: ActionCombinations | None = None
+    # Stalled training (the monitor): no progress for `stall_after_s` (None: `[monitor] stall_after_s`) raises
+    # JobStalled; with `on_stall = "restart"` the job is also restarted from its last checkpoint when it is
+    # still stalled one more `stall_after_s` later.
+    stall_after_s: StallSeconds | None = None
+    on_stall: OnStall = "alert"
 
     @property
     def spec(self) -> JobSpec:

@@ -40,6 +40,7 @@ class WorkerHeartbeat(Message, kw_only=True):
 
     worker_id: Id
     running: tuple[str, ...] = ()
+    pids: dict[str, NonNegative] = {}  # job id -> its process (the monitor tells a job on a GPU from one on the CPU)
     free_slots: SmallNonNegative = 0
     cpu_percent: float = 0.0
     memory_percent: float = 0.0
@@ -90,9 +91,13 @@ class GpuFigures(Message, kw_only=True):
     temperature_c: float | None = None
     power_w: float | None = None
     sm_clock_mhz: NonNegative | None = None
+    memory_clock_mhz: NonNegative | None = None
+    power_limit_w: float | None = None
     throttle_reasons: NonNegative = 0  # NVML's clocks-throttle-reasons bit mask
     ecc_errors: NonNegative = 0  # uncorrected, volatile
     xid_errors: NonNegative = 0  # XID events seen since the monitor started
+    ecc_corrected: NonNegative = 0  # corrected, volatile
+    processes: tuple[NonNegative, ...] | None = None  # pids of its compute processes; None: NVML cannot say
 
 
 class HostSample(Message, kw_only=True):
@@ -106,6 +111,7 @@ class HostSample(Message, kw_only=True):
     memory_percent: Percent
     memory_available_bytes: NonNegative = 0
     swap_percent: Percent = 0.0
+    swap_used_bytes: NonNegative = 0
     disks: tuple[DiskFigures, ...] = ()
     network: tuple[NetFigures, ...] = ()
     processes: tuple[ProcessFigures, ...] = ()

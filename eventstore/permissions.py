@@ -45,6 +45,8 @@ SNAPSHOTS: dict[str, Role] = {"scheduler": "scheduler"}
 # Commands the gateway sends on behalf of REST clients (submit, stop, and a worker registration).
 GATEWAY_COMMANDS = (("scheduler", "submit"), ("scheduler", "stop"))
 GATEWAY_WORKER_COMMANDS = (("discovery", "register"),)
+# The one command the monitor sends: restart a stalled job (it never appends `job.*` itself).
+MONITOR_COMMANDS = (("scheduler", "restart"),)
 
 JS_API = "$JS.API"
 INBOX = "_INBOX"
@@ -212,7 +214,8 @@ def _gateway(t: Topology) -> tuple[str, ...]:
 
 def _monitor(t: Topology) -> tuple[str, ...]:
     return (*_appends(t, "monitor"), *read_stream(t.events_stream), api("STREAM", "INFO", t.telemetry_stream),
-            t.host_samples("*"), *_own_keys(t.lease_bucket, LEASES, "monitor"), f"{INBOX}.>")
+            t.host_samples("*"), *_own_keys(t.lease_bucket, LEASES, "monitor"),
+            *(t.command(s, v) for s, v in MONITOR_COMMANDS), f"{INBOX}.>")
 
 
 def _joins(t: Topology) -> tuple[str, ...]:

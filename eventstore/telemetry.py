@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import TypeVar
 
 import msgspec
@@ -53,6 +54,40 @@ async def sample_history(nc: Client, topology: Topology, kind: str, key: str, cl
             await reader.aclose()
             break
     return out
+
+
+async def first_seq_since(nc: Client, topology: Topology, kind: str, key: str, since: datetime) -> int | None:
+    """The stream sequence of the first sample on one subject stored at or after `since` (None: there is none).
+
+    A binary search of direct gets (about log2 of the stream's length), so a window of recent history is
+    read without reading the days of samples before it.
+    """
+    js, stream, subject = nc.jetstream(), topology.telemetry_stream, topology.telemetry(kind, key)
+
+    async def at_or_after(seq: int):
+        try:
+            return await js.get_msg(stream, seq=max(1, seq), subject=subject, next=True, direct=True)
+        except NotFoundError:
+            return None
+
+    first = await at_or_after(1)
+    if first is None:
+        return None
+    lo, hi, found = int(first.seq), None, None
+    last = await js.get_last_msg(stream, subject, direct=True)
+    if last.time is not None and last.time < since:
+        return None
+    hi = int(last.seq)
+    while lo <= hi:
+        mid = (lo + hi) // 2
+        msg = await at_or_after(mid)
+        if msg is None or int(msg.seq) > hi:
+            hi = mid - 1
+        elif msg.time is not None and msg.time < since:
+            lo = int(msg.seq) + 1
+        else:
+            found, hi = int(msg.seq), mid - 1
+    return found
 
 
 async def sample_keys(nc: Client, topology: Topology, kind: str) -> list[str]:

@@ -34,6 +34,7 @@ from gateway.auth import Authenticator, FailureLimiter, role_guard
 from gateway.controllers.common import provide_gateway
 from gateway.controllers.jobs import JobsController
 from gateway.controllers.maps import MapsController
+from gateway.controllers.monitor import AlertsController, HostsController
 from gateway.controllers.system import SystemController, TokensController
 from gateway.controllers.testing import TestingController
 from gateway.controllers.training import TrainingController
@@ -141,7 +142,8 @@ def create_app(settings: Settings | None = None, *, store: ReadModelStore | None
             await stop_gateway(gw, close_store=store is None)
 
     api = Router(path="/api/v1", guards=[role_guard], route_handlers=[
-        JobsController, TrainingController, TestingController, WorkersController, SystemController, TokensController])
+        JobsController, TrainingController, TestingController, WorkersController, SystemController, TokensController,
+        HostsController, AlertsController])
     # Uploads may be as large as a map may be (plus the multipart framing); every other body stays small.
     maps = Router(path="/api/v1", guards=[role_guard], route_handlers=[MapsController],
                   request_max_body_size=settings.gateway.maps_max_bytes + MULTIPART_SLACK)

@@ -12,7 +12,7 @@ from contracts.base import utcnow
 from eventstore.projection import dead_letter_counts, malformed_total
 from eventstore.readmodels import projection_checkpoints
 from eventstore.readmodels.workers import worker_counts
-from gateway import VERSION
+from gateway import VERSION, monitoring
 from gateway.schemas.system import (
     Health,
     NatsHealth,
@@ -123,6 +123,30 @@ def _warnings(malformed: int, projections: list[ProjectionHealth]) -> list[str]:
     return notes
 
 
+MAX_HEALTH_ALERTS = 50
+
+
+async def _monitored(gw: Any, connected: bool, store_ok: bool, now: datetime) -> tuple[list, list, int]:
+    """Each host's newest figures and the open alerts (newest first, at most MAX_HEALTH_ALERTS of them)."""
+    hosts, alerts = [], []
+    try:
+        if connected:
+            hosts = [monitoring.summary(s, now) for s in await monitoring.latest_samples(gw.nc, gw.topology)]
+        if store_ok:
+            alerts = await monitoring.alert_views(gw.store, include_resolved=False, limit=10_000)
+    except Exception:  # a hiccup here says nothing of the platform's own parts: the report goes on without it
+        pass
+    return hosts, alerts[:MAX_HEALTH_ALERTS], len(alerts)
+
+
+def _alert_warnings(alerts: list, count: int) -> list[str]:
+    if not count:
+        return []
+    named = "; ".join(f"{a.rule} on {a.target}" for a in alerts[:5])
+    more = f" and {count - 5} more" if count > 5 else ""
+    return [f"{count} open alert(s): {named}{more} (stoker alerts)"]
+
+
 async def check(gw: Any) -> Health:
     """Look at every part now; `status` is ok only when all of them are."""
     topology = gw.topology
@@ -144,10 +168,12 @@ async def check(gw: Any) -> Health:
         ready = (await worker_counts(gw.store)).get("healthy", 0) if store.ok else 0
     except Exception:  # the store just failed: `store` says so on the next look
         ready = 0
+    hosts, alerts, open_count = await _monitored(gw, connected, store.ok, now)
     return Health(status="healthy" if status == "ok" else "unhealthy", version=VERSION, timestamp=now,
                   database="connected" if store.ok else "disconnected",
                   storage="available" if streams and all(s.ok for s in streams) else "unavailable",
                   workers=WorkersHealth(count=ready, status="available" if ready else "none"), state=status,
-                  problems=problems, warnings=_warnings(malformed, projections), malformed=malformed,
+                  problems=problems, warnings=_warnings(malformed, projections) + _alert_warnings(alerts, open_count),
+                  malformed=malformed, hosts=hosts, open_alerts=open_count, alerts=alerts,
                   dead_letters=sum(p.dead_letters for p in projections), nats=NatsHealth(connected=connected, url=url),
                   streams=streams, services=services, projections=projections, store=store, checked_at=now)

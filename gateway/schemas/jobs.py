@@ -29,6 +29,7 @@ class SubmitJobBody(Body, JobSpec, kw_only=True, forbid_unknown_fields=True):
     labels: Annotated[tuple[Label, ...], msgspec.Meta(max_length=32)] = ()
     timeout_s: Annotated[float, msgspec.Meta(gt=0, le=366 * 86400)] | None = None
     max_retries: Retries = 0
+    stall_after_s: Annotated[float, msgspec.Meta(gt=0, le=30 * 86400)] | None = None
     idempotency_key: Annotated[str, msgspec.Meta(min_length=1, max_length=200)] | None = None
 
 

@@ -8,6 +8,7 @@ from typing import Annotated, Any, Literal
 import msgspec
 
 from gateway.schemas.common import Body, Reply
+from gateway.schemas.monitor import AlertView, HostSummary
 
 Role = Literal["admin", "operator", "viewer"]
 
@@ -91,6 +92,11 @@ class Health(Reply, kw_only=True):
     projections: list[ProjectionHealth]
     store: StoreHealth
     checked_at: datetime
+    # What the monitors say (issue 12): each machine's newest figures, and the open alerts, newest first.
+    # They leave the status alone (a hot GPU is not a platform that is down) and are named in `warnings`.
+    hosts: list[HostSummary] = []
+    open_alerts: int = 0
+    alerts: list[AlertView] = []
 
 
 class EventRecord(Reply, kw_only=True):

@@ -47,3 +47,13 @@ async function networkFirst(request, key) {
     throw error;
   }
 }
+
+// A click on an alert's notification (views/notify.js) brings a dashboard tab forward on its Alerts page.
+self.addEventListener('notificationclick', (event) => {
+  event.notification.close();
+  event.waitUntil(self.clients.matchAll({type: 'window'}).then((tabs) => {
+    const tab = tabs[0];
+    if (!tab) return self.clients.openWindow('/#/alerts');
+    return tab.navigate(new URL('/#/alerts', self.location.origin).href).then((t) => (t ?? tab).focus());
+  }));
+});

@@ -92,6 +92,10 @@ def _common_options(fn):
         click.option("--timeout", "timeout_s", type=click.FloatRange(min=0, min_open=True), help="Seconds."),
         click.option("--retries", default=0, show_default=True, type=click.IntRange(0, 100),
                      help="Retries after a failure."),
+        click.option("--stall-after", "stall_after_s", type=click.FloatRange(min=0, min_open=True, max=30 * 86400),
+                     help="Seconds without progress before it counts as stalled (default: [monitor] stall_after_s)."),
+        click.option("--on-stall", type=click.Choice(["alert", "restart"]), default="alert", show_default=True,
+                     help="When stalled: only alert, or also restart from the last checkpoint a period later."),
         click.option("--json", "json_flag", is_flag=True, help="Machine-readable output."),
     ]):
         fn = option(fn)
@@ -130,7 +134,8 @@ async def submit_eval(cli: Cli, workload: str, checkpoint_of: str, episodes: int
 def _submit_fields(options: dict[str, Any]) -> dict[str, Any]:
     return {"gpus": options["gpus"], "priority": options["priority"], "labels": tuple(options["labels"]),
             "idempotency_key": options["idempotency_key"], "timeout_s": options["timeout_s"],
-            "max_retries": options["retries"]}
+            "max_retries": options["retries"], "stall_after_s": options["stall_after_s"],
+            "on_stall": options["on_stall"]}
 
 
 @asynccontextmanager

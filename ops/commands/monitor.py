@@ -67,6 +67,9 @@ async def alerts(cli: Cli, include_resolved: bool, limit: int, json_flag: bool) 
 
 
 def register(group: click.Group) -> None:
-    """Add `stoker hosts` and `stoker alerts`."""
+    """Add `stoker hosts`, `stoker alerts` and `stoker health`."""
+    from ops.commands import health
+
     group.add_command(hosts)
     group.add_command(alerts)
+    health.register(group)

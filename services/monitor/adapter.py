@@ -17,9 +17,11 @@ from nats.aio.msg import Msg
 
 from contracts.base import utcnow
 from contracts.codec import decode_message
+from contracts.commands import RestartStalledJob, StalledJobRestarted
 from contracts.telemetry import HostSample, JobProgress, WorkerHeartbeat
 from eventstore.follow import cancel_and_wait
 from eventstore.lease import Lease, holder_name, lead_whenever_held
+from eventstore.micro import call
 from eventstore.observability import get_logger
 from eventstore.service import ServiceContext
 from eventstore.streams import open_kv
@@ -83,7 +85,8 @@ class MonitorService:
         s = self.settings
         self.webhooks = webhooks = Webhooks(s.webhooks)
         self.alerter = alerter = Alerter(self.ctx.log, s.rules, missing_after_s=s.missing_after_s,
-                                         stall_after_s=s.stall_after_s, notify=webhooks.send)
+                                         stall_after_s=s.stall_after_s, notify=webhooks.send,
+                                         restart=self._ask_restart)
         subs, timer = [], None
         try:
             await alerter.load()
@@ -110,6 +113,10 @@ class MonitorService:
             if self.ctx.stop.is_set():
                 await lease.release()
             log.info("stopped alerting", lease_lost=lost.is_set())
+
+    async def _ask_restart(self, command: RestartStalledJob) -> StalledJobRestarted:
+        """The scheduler requeues the stalled attempt (the only command the monitor may send)."""
+        return await call(self.ctx.nc, self.ctx.topology, command, StalledJobRestarted, timeout=10.0)
 
     def _on(self, cls: type, key_field: str, handle: Callable[[object], Awaitable[None] | None]):
         """A subscription callback: decode, check the subject names the sender, hand over; never raise."""

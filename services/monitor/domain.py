@@ -25,8 +25,12 @@ SILENT_RULE = "host_silent"
 STALL_RULE = "job_stalled"
 Direction = Literal["above", "below"]
 IdFactory = Callable[[], str]
-METRICS = ("cpu_percent", "memory_percent", "swap_percent", "disk_percent", "disk_full_in_h",
-           "gpu_temperature_c", "gpu_memory_percent", "gpu_xid_errors", "gpu_ecc_errors", "gpus_missing")
+HOST_METRICS = ("cpu_percent", "memory_percent", "swap_percent", "disk_percent", "disk_full_in_h",
+                "gpu_temperature_c", "gpu_memory_percent", "gpu_xid_errors", "gpu_ecc_errors", "gpus_missing")
+# Figures of one job on its host (a rule on one of these targets each running job that asked for GPUs): the
+# utilisation of its GPUs, and 1 when its process is on none of the host's GPUs (0 when it is on one).
+JOB_METRICS = ("job_gpu_utilization_percent", "job_on_cpu")
+METRICS = HOST_METRICS + JOB_METRICS
 
 
 class Rule(msgspec.Struct, frozen=True, kw_only=True):
@@ -68,6 +72,9 @@ DEFAULT_RULES = (
     Rule(name="gpu_xid", metric="gpu_xid_errors", fire=0.0, clear=0.0),
     # Fewer GPUs than at service install (a driver that did not load at boot): the worker waits, this says so.
     Rule(name="gpu_missing", metric="gpus_missing", fire=0.0, clear=0.0, pending_s=60.0),
+    Rule(name="gpu_idle", metric="job_gpu_utilization_percent", fire=5.0, clear=20.0, direction="below",
+         pending_s=600.0),
+    Rule(name="job_on_cpu", metric="job_on_cpu", fire=0.5, clear=0.5, pending_s=120.0),
 )
 
 
@@ -78,6 +85,7 @@ class OpenAlert(msgspec.Struct, frozen=True, kw_only=True):
     rule: str
     target: str
     raised_at: datetime
+    target_kind: str = "host"
 
 
 class AlertBoard(msgspec.Struct, frozen=True, kw_only=True):
@@ -109,6 +117,15 @@ class Step(msgspec.Struct, frozen=True, kw_only=True):
     events: list[Event] = []
     watch: Watch = Watch()
     reminders: list[Reminder] = []
+
+
+class JobOnHost(msgspec.Struct, frozen=True, kw_only=True):
+    """A job running on the sampled host, as far as the GPU rules need it."""
+
+    job_id: str
+    gpus: int = 0  # GPUs it asked for
+    gpu_indices: tuple[int, ...] = ()  # the ones the scheduler gave it
+    pid: int | None = None  # its process, as its worker's heartbeat says
 
 
 class RunningJob(msgspec.Struct, frozen=True, kw_only=True):
@@ -148,45 +165,80 @@ def readings(metric: str, sample: HostSample) -> float | None:
     return max((v for v in gpu_values if v is not None), default=None)
 
 
-def decide_sample(board: AlertBoard, watch: Watch, sample: HostSample, rules: Iterable[Rule],
-                  now: datetime, new_id: IdFactory) -> Step:
-    """One host sample: raise what has breached long enough, resolve what has cleared, end a silence."""
-    host = sample.host_id
-    pending, reminded = dict(watch.pending), dict(watch.reminded)
+def job_reading(metric: str, sample: HostSample, job: JobOnHost) -> float | None:
+    """A job's figure on its host's sample; None when it asked for no GPU or the host cannot tell."""
+    if job.gpus == 0 or not sample.gpus:
+        return None  # no GPU asked for, or no GPU figures here (no NVML): nothing to say
+    mine = [g for g in sample.gpus if g.index in job.gpu_indices] or list(sample.gpus)
+    if metric == "job_gpu_utilization_percent":
+        return max((g.utilization_percent for g in mine if g.utilization_percent is not None), default=None)
+    if not job.gpu_indices:
+        return 1.0  # it asked for GPUs and was given none
+    if job.pid is None or any(g.processes is None for g in mine):
+        return None  # which process runs where is unknown
+    return 0.0 if any(job.pid in (g.processes or ()) for g in mine) else 1.0
+
+
+class _Judging(msgspec.Struct, kw_only=True):
+    """What `decide_sample` builds up while it judges each rule on each target."""
+
+    board: AlertBoard
+    now: datetime
+    new_id: IdFactory
+    pending: dict[str, datetime]
+    reminded: dict[str, datetime]
     events: list[Event] = []
     reminders: list[Reminder] = []
-    silent = board.open.get(key(SILENT_RULE, host))
-    if silent is not None:
-        events.append(ev.AlertResolved(alert_id=silent.alert_id, reason="data_back", resolved_at=now))
-        reminded.pop(key(SILENT_RULE, host), None)
-    for rule in rules:
-        value = readings(rule.metric, sample)
-        k = key(rule.name, host)
-        opened = board.open.get(k)
+
+    def judge(self, rule: Rule, value: float | None, target: str, kind: ev.TargetKind, where: str) -> None:
         if value is None:
-            continue  # no such figure on this host (no GPU, no disk estimate yet): nothing to decide
+            return  # no such figure on this host (no GPU, no disk estimate yet): nothing to decide
+        k, now = key(rule.name, target), self.now
+        opened = self.board.open.get(k)
         if opened is not None:
             if rule.cleared(value):
-                events.append(ev.AlertResolved(alert_id=opened.alert_id, value=value, resolved_at=now))
-                reminded.pop(k, None)
-            elif now - reminded.get(k, opened.raised_at) >= timedelta(seconds=rule.repeat_s):
-                reminders.append(Reminder(alert_id=opened.alert_id, rule=rule.name, target=host, value=value))
-                reminded[k] = now
-            continue
+                self.events.append(ev.AlertResolved(alert_id=opened.alert_id, value=value, resolved_at=now))
+                self.reminded.pop(k, None)
+            elif now - self.reminded.get(k, opened.raised_at) >= timedelta(seconds=rule.repeat_s):
+                self.reminders.append(Reminder(alert_id=opened.alert_id, rule=rule.name, target=target, value=value))
+                self.reminded[k] = now
+            return
         if not rule.breached(value):
-            pending.pop(k, None)
-            continue
-        began = pending.setdefault(k, now)
+            self.pending.pop(k, None)
+            return
+        began = self.pending.setdefault(k, now)
         if now - began >= timedelta(seconds=rule.pending_s):
-            pending.pop(k)
-            reminded[k] = now
-            events.append(ev.AlertRaised(
-                alert_id=new_id(), rule=rule.name, target_kind="host", target=host, value=value,
+            self.pending.pop(k)
+            self.reminded[k] = now
+            sign = ">" if rule.direction == "above" else "<"
+            self.events.append(ev.AlertRaised(
+                alert_id=self.new_id(), rule=rule.name, target_kind=kind, target=target, value=value,
                 threshold=rule.fire, raised_at=now,
-                message=f"{rule.metric} {value:.1f} {'>' if rule.direction == 'above' else '<'} {rule.fire:g}"
-                        f" for {rule.pending_s:g}s"))
+                message=f"{where}{rule.metric} {value:.1f} {sign} {rule.fire:g} for {rule.pending_s:g}s"))
+
+
+def decide_sample(board: AlertBoard, watch: Watch, sample: HostSample, rules: Iterable[Rule],
+                  now: datetime, new_id: IdFactory, jobs: Iterable[JobOnHost] = ()) -> Step:
+    """One host sample: raise what has breached long enough, resolve what has cleared, end a silence.
+
+    `jobs` are the jobs running on the host: rules on a job metric judge each of them.
+    """
+    host, jobs = sample.host_id, list(jobs)
+    j = _Judging(board=board, now=now, new_id=new_id, pending=dict(watch.pending), reminded=dict(watch.reminded))
+    silent = board.open.get(key(SILENT_RULE, host))
+    if silent is not None:
+        j.events.append(ev.AlertResolved(alert_id=silent.alert_id, reason="data_back", resolved_at=now))
+        j.reminded.pop(key(SILENT_RULE, host), None)
+    for rule in rules:
+        if rule.metric in JOB_METRICS:
+            for job in jobs:
+                j.judge(rule, job_reading(rule.metric, sample, job), job.job_id, "job",
+                        f"job {job.job_id} on {host}: ")
+        else:
+            j.judge(rule, readings(rule.metric, sample), host, "host", "")
     seen = {**watch.seen, host: now}
-    return Step(events=events, watch=Watch(pending=pending, seen=seen, reminded=reminded), reminders=reminders)
+    return Step(events=j.events, watch=Watch(pending=j.pending, seen=seen, reminded=j.reminded),
+                reminders=j.reminders)
 
 
 def decide_silence(board: AlertBoard, watch: Watch, now: datetime, missing_after_s: float,
@@ -203,21 +255,26 @@ def decide_silence(board: AlertBoard, watch: Watch, now: datetime, missing_after
 
 
 def decide_stalls(board: AlertBoard, running: Mapping[str, RunningJob], progress: Mapping[str, datetime],
-                  now: datetime, stall_after_s: float, new_id: IdFactory) -> list[Event]:
-    """Running jobs without progress for `stall_after_s` stall; a stall ends when progress resumes or the job ends."""
+                  now: datetime, stall_after_s: float, new_id: IdFactory,
+                  per_job: Mapping[str, float] | None = None) -> list[Event]:
+    """Running jobs without progress for their stall period (`per_job`, else `stall_after_s`) stall; a stall ends
+    when progress resumes; every alert on a job ends with the job."""
     out: list[Event] = []
+    per_job = per_job or {}
     for job_id, job in sorted(running.items()):
         last = progress.get(job_id)
         quiet_since = max(last, job.since) if last is not None else job.since
-        if key(STALL_RULE, job_id) not in board.open and now - quiet_since >= timedelta(seconds=stall_after_s):
+        after = per_job.get(job_id, stall_after_s)
+        if key(STALL_RULE, job_id) not in board.open and now - quiet_since >= timedelta(seconds=after):
             out.append(ev.JobStalled(alert_id=new_id(), job_id=job_id, worker_id=job.worker_id,
-                                     last_progress_at=last, stall_after_s=stall_after_s, raised_at=now))
+                                     last_progress_at=last, stall_after_s=after, raised_at=now))
     for _key, opened in sorted(board.open.items()):
-        if opened.rule != STALL_RULE:
+        if opened.target_kind != "job":
             continue
         if opened.target not in running:
             out.append(ev.AlertResolved(alert_id=opened.alert_id, reason="job_ended", resolved_at=now))
-        elif (last := progress.get(opened.target)) is not None and last > opened.raised_at:
+        elif opened.rule == STALL_RULE and (last := progress.get(opened.target)) is not None \
+                and last > opened.raised_at:
             out.append(ev.AlertResolved(alert_id=opened.alert_id, reason="progress", resolved_at=now))
     return out
 
@@ -238,31 +295,15 @@ def full_in_hours(points: list[tuple[float, int]], free_bytes: int) -> float | N
     return round(free_bytes / rate / 3600.0, 3)
 
 
-def track_running(running: Mapping[str, RunningJob], worker_id: str, job_ids: Iterable[str],
-                  now: datetime) -> dict[str, RunningJob]:
-    """Running jobs after a worker's heartbeat: its jobs are exactly `job_ids` (new ones running since `now`)."""
-    job_ids = set(job_ids)
-    out = {j: r for j, r in running.items() if r.worker_id != worker_id or j in job_ids}
-    for job_id in job_ids:
-        if job_id not in out or out[job_id].worker_id != worker_id:
-            out[job_id] = RunningJob(worker_id=worker_id, since=now)
-    return out
-
-
-def forget_silent_workers(running: Mapping[str, RunningJob], heard: Mapping[str, datetime], now: datetime,
-                          missing_after_s: float) -> dict[str, RunningJob]:
-    """Running jobs without those of workers unheard for `missing_after_s` (nobody says they still run)."""
-    limit = timedelta(seconds=missing_after_s)
-    return {j: r for j, r in running.items() if r.worker_id in heard and now - heard[r.worker_id] < limit}
-
-
 def evolve(board: AlertBoard, event: Event) -> AlertBoard:
     """The board after one alert event (a new value; the old one is untouched)."""
     if isinstance(event, ev.AlertRaised):
-        opened = OpenAlert(alert_id=event.alert_id, rule=event.rule, target=event.target, raised_at=event.raised_at)
+        opened = OpenAlert(alert_id=event.alert_id, rule=event.rule, target=event.target, raised_at=event.raised_at,
+                           target_kind=event.target_kind)
         return AlertBoard(open={**board.open, key(event.rule, event.target): opened})
     if isinstance(event, ev.JobStalled):
-        opened = OpenAlert(alert_id=event.alert_id, rule=STALL_RULE, target=event.job_id, raised_at=event.raised_at)
+        opened = OpenAlert(alert_id=event.alert_id, rule=STALL_RULE, target=event.job_id, raised_at=event.raised_at,
+                           target_kind="job")
         return AlertBoard(open={**board.open, key(STALL_RULE, event.job_id): opened})
     if isinstance(event, ev.AlertResolved):
         return AlertBoard(open={k: a for k, a in board.open.items() if a.alert_id != event.alert_id})

@@ -87,6 +87,7 @@ class PsutilSampler:
             cpu_percent=round(sum(per_cpu) / len(per_cpu), 2) if per_cpu else 0.0, per_cpu=per_cpu,
             load=tuple(round(x, 3) for x in os.getloadavg()) if hasattr(os, "getloadavg") else (),
             memory_percent=memory.percent, memory_available_bytes=memory.available, swap_percent=swap.percent,
+            swap_used_bytes=swap.used,
             disks=self._disks(), network=self._network(), processes=self._processes(), gpus=gpus,
             gpu_note=note, at=now, gpus_expected=self.expected_gpus if self.gpus.installed else None)
 
@@ -211,6 +212,9 @@ class NvmlGpus:
         power = get(nvml.nvmlDeviceGetPowerUsage)
         name = get(nvml.nvmlDeviceGetName)
         ecc = get(nvml.nvmlDeviceGetTotalEccErrors, nvml.NVML_MEMORY_ERROR_TYPE_UNCORRECTED, nvml.NVML_VOLATILE_ECC)
+        corrected = get(nvml.nvmlDeviceGetTotalEccErrors, nvml.NVML_MEMORY_ERROR_TYPE_CORRECTED, nvml.NVML_VOLATILE_ECC)
+        limit = get(nvml.nvmlDeviceGetEnforcedPowerLimit)
+        procs = get(nvml.nvmlDeviceGetComputeRunningProcesses)
         return GpuFigures(
             index=index, name=(name.decode() if isinstance(name, bytes) else name or "")[:255],
             utilization_percent=float(util.gpu) if util is not None else None,
@@ -219,8 +223,11 @@ class NvmlGpus:
             temperature_c=get(nvml.nvmlDeviceGetTemperature, nvml.NVML_TEMPERATURE_GPU),
             power_w=power / 1000.0 if power is not None else None,
             sm_clock_mhz=get(nvml.nvmlDeviceGetClockInfo, nvml.NVML_CLOCK_SM),
+            memory_clock_mhz=get(nvml.nvmlDeviceGetClockInfo, nvml.NVML_CLOCK_MEM),
+            power_limit_w=limit / 1000.0 if limit is not None else None,
             throttle_reasons=get(nvml.nvmlDeviceGetCurrentClocksThrottleReasons) or 0,
-            ecc_errors=ecc or 0, xid_errors=self.xids.get(index, 0))
+            ecc_errors=ecc or 0, ecc_corrected=corrected or 0, xid_errors=self.xids.get(index, 0),
+            processes=tuple(p.pid for p in procs)[:MAX_PROCESSES] if procs is not None else None)
 
     def close(self) -> None:
         """Release NVML."""

@@ -14,7 +14,7 @@ from nats.micro import add_service
 from nats.micro.request import Request
 from nats.micro.service import Service
 
-from contracts.commands import ConfirmAssignment, JobReport, StopJob, SubmitJob
+from contracts.commands import ConfirmAssignment, JobReport, RestartStalledJob, StopJob, SubmitJob
 from eventstore.dispatch import JetStreamDispatch
 from eventstore.lease import Lease, holder_name
 from eventstore.micro import endpoint_subject, handle_request
@@ -125,7 +125,8 @@ class SchedulerService:
                                     description="stoker scheduler: job queue, placement, retries, stop")
         scheduler = self.scheduler
         endpoints = {"submit": (SubmitJob, scheduler.submit), "stop": (StopJob, scheduler.stop),
-                     "confirm": (ConfirmAssignment, scheduler.confirm), "report": (JobReport, scheduler.report)}
+                     "confirm": (ConfirmAssignment, scheduler.confirm), "report": (JobReport, scheduler.report),
+                     "restart": (RestartStalledJob, scheduler.restart)}
         for verb, (command_type, handler) in endpoints.items():
             subject = endpoint_subject(topology, "scheduler", verb, command_type)
 

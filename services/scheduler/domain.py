@@ -20,6 +20,7 @@ from contracts.commands import (
     ReportJobCheckpointed,
     ReportJobFinished,
     ReportJobStarted,
+    RestartStalledJob,
     StopJob,
     SubmitJob,
 )
@@ -71,6 +72,8 @@ def decide(command: object, state: JobBoard, now: datetime, *, policy: RetryPoli
         return _submit(command, state, now, new_job_id(), traceparent)
     if isinstance(command, StopJob):
         return _stop(command, state, now)
+    if isinstance(command, RestartStalledJob):
+        return _restart_stalled(command, state, now)
     if isinstance(command, ReportJobStarted | ReportJobCheckpointed | ReportJobFinished):
         job = fence(command, state)
         if job is None:
@@ -156,6 +159,30 @@ def _stop_one(job: Job, reason: str, now: datetime) -> list[Event]:
     if job.status in ACTIVE_ON_WORKER:
         return [requested]  # the worker checkpoints and reports `stopped`
     return [requested, ev.JobStopped(job_id=job.job_id, attempt=job.attempt, reason=reason, stopped_at=now)]
+
+
+def _restart_stalled(cmd: RestartStalledJob, state: JobBoard, now: datetime) -> list[Event]:
+    """A stalled attempt goes back to the queue (attempt + 1, resuming from the last checkpoint), if still current."""
+    job = state.jobs.get(cmd.job_id)
+    if job is None:
+        done = state.finished.get(cmd.job_id)
+        if done is None:
+            raise NotFound(f"no job {cmd.job_id}")
+        raise Conflict(f"job {cmd.job_id} has already finished ({done.status})")
+    if job.status != "running" or job.attempt != cmd.attempt or job.worker_id != cmd.worker_id:
+        where = f" on {job.worker_id}" if job.worker_id else ""
+        raise Conflict(f"attempt {cmd.attempt} of job {cmd.job_id} on {cmd.worker_id} is not running: the job is "
+                       f"{job.status} at attempt {job.attempt}{where}")
+    if job.spec.on_stall != "restart":
+        raise Conflict(f"job {cmd.job_id} asked to be only alerted when stalled (on_stall = {job.spec.on_stall})")
+    if job.stop_requested:
+        raise Conflict(f"job {cmd.job_id} is being stopped")
+    return [ev.JobRequeued(job_id=job.job_id, attempt=job.attempt + 1, reason="stalled", requeued_at=now)]
+
+
+def stalled_stop(cmd: RestartStalledJob) -> StopAttempt:
+    """What the stalled attempt's worker hears once its requeue is on the log: end that attempt."""
+    return StopAttempt(job_id=cmd.job_id, attempt=cmd.attempt, worker_id=cmd.worker_id, reason="stalled")
 
 
 def fence(report: ReportJobStarted | ReportJobCheckpointed | ReportJobFinished, state: JobBoard) -> Job | None:

@@ -26,6 +26,8 @@ from contracts.commands import (
     JobsStopping,
     ReportAccepted,
     ReportJobFinished,
+    RestartStalledJob,
+    StalledJobRestarted,
     StopJob,
     SubmitJob,
 )
@@ -96,6 +98,16 @@ class Scheduler:
                 await self._settled(command.job_id)
                 return JobsStopping(job_ids=[command.job_id])
             return JobsStopping(job_ids=[e.job_id for e in events if isinstance(e, ev.JobStopRequested)])
+        return await self._retrying(once)
+
+    async def restart(self, command: RestartStalledJob) -> StalledJobRestarted:
+        """Requeue a stalled attempt (the monitor's request), then tell its worker to end it."""
+        async def once() -> StalledJobRestarted:
+            events = domain.decide(command, self.board.state, self.clock())
+            futures = self._commit(events)
+            self._spawn(self._dispatch_after(futures[0], domain.stalled_stop(command)))
+            await asyncio.gather(*futures)
+            return StalledJobRestarted(job_id=command.job_id, attempt=command.attempt + 1)
         return await self._retrying(once)
 
     async def report(self, command: JobReport) -> ReportAccepted:

@@ -132,7 +132,8 @@ class Agent:
     def heartbeat(self) -> WorkerHeartbeat:
         """What this worker runs and how loaded it is, now."""
         running = tuple(job_id for job_id, _attempt in self.runners)
-        return WorkerHeartbeat(worker_id=self.worker_id, running=running,
+        pids = {job_id: r.child.pid for (job_id, _a), r in self.runners.items() if r.child is not None}
+        return WorkerHeartbeat(worker_id=self.worker_id, running=running, pids=pids,
                                free_slots=max(0, self.capabilities.slots - len(running)),
                                cpu_percent=psutil.cpu_percent(None), memory_percent=psutil.virtual_memory().percent,
                                at=utcnow())

@@ -238,6 +238,9 @@ def test_gpu_figures_come_from_nvml_where_there_is_a_gpu() -> None:
     gpu = sample.gpus[0]
     assert gpu.memory_total_bytes and gpu.memory_total_bytes >= (gpu.memory_used_bytes or 0)
     assert gpu.temperature_c is not None and 0 < gpu.temperature_c < 120
+    assert gpu.sm_clock_mhz is not None and gpu.memory_clock_mhz is not None
+    # The compute processes are what `job_on_cpu` looks for a job's pid in: a tuple of pids where NVML says.
+    assert gpu.processes is None or all(isinstance(pid, int) for pid in gpu.processes)
 
 
 def test_without_nvml_the_sample_says_why_there_are_no_gpus(tmp_path: Path) -> None:

@@ -172,3 +172,17 @@ def test_a_pool_credential_is_held_by_one_worker_at_a_time(tmp_path):
 def test_an_empty_pool_says_how_to_fill_it(tmp_path):
     with pytest.raises(CredentialError, match="compose-credentials"):
         claim_pool_credential(tmp_path)
+
+
+def test_the_prometheus_example_scrapes_the_gateway_with_a_mounted_viewer_token(compose):
+    prometheus = compose["services"]["prometheus"]
+    assert prometheus["profiles"] == ["monitoring"]  # not started by a plain `up`
+    mounts = dict(v.split(":")[:2] for v in prometheus["volumes"])
+    config = yaml.safe_load((COMPOSE / "prometheus.yml").read_text())
+    assert mounts["./prometheus.yml"] == "/etc/prometheus/prometheus.yml"
+    (job,) = config["scrape_configs"]
+    assert job["metrics_path"] == "/metrics" and job["authorization"]["type"] == "Bearer"
+    assert job["authorization"]["credentials_file"] in mounts.values()  # the token file is mounted where it reads
+    assert job["static_configs"][0]["targets"] == ["gateway:8000"]
+    gateway = compose["services"]["gateway"]
+    assert set(prometheus["networks"]) & set(gateway["networks"]) and "8000:8000" in gateway["ports"]

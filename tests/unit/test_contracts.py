@@ -52,6 +52,13 @@ def test_job_submitted_v1_upcasts_to_the_v2_meaning() -> None:
     assert old.kind == "train" and old.max_iterations == 20000
 
 
+def test_job_submitted_from_before_per_job_stall_settings_still_decodes() -> None:
+    payload = json.loads((GOLDEN / "JobSubmitted.v2.json").read_text())
+    del payload["stall_after_s"], payload["on_stall"]
+    event = decode_event("JobSubmitted", 2, json.dumps(payload).encode())
+    assert (event.stall_after_s, event.on_stall) == (None, "alert")
+
+
 def test_job_submitted_without_a_traceparent_still_decodes() -> None:
     payload = json.loads((GOLDEN / "JobSubmitted.v2.json").read_text())
     del payload["traceparent"]

@@ -34,7 +34,8 @@ from tests.unit.test_scheduler_domain import T0, checkpointed, fold, submitted, 
 SAMPLE = JobSpec(kind="eval", workload="sample", params={"lr": 0.5, "layers": [2, 3]}, max_iterations=7, episodes=3,
                  checkpoint_of="source", priority=4, gpus=1, labels=("gpu", "fast"), timeout_s=90.0, max_retries=2,
                  map_id=3, map_sha256="ab" * 32,
-                 map_filename="level.wad", action_combinations="left+fire")
+                 map_filename="level.wad", action_combinations="left+fire", stall_after_s=120.0,
+                 on_stall="restart")
 SUBMISSION_ONLY = {"job_id", "idempotency_key", "submitted_at", "traceparent"}  # JobSubmitted's own fields
 CARRIERS = (SubmitJob, SubmitJobBody, Assignment, wire.Start, JobView)
 INPUTS = (SubmitJob, SubmitJobBody)  # what users send: policy bounds, within the spec's

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from contracts import events as ev
 from contracts.telemetry import DiskFigures, GpuFigures, HostSample
-from services.monitor import domain
+from services.monitor import domain, jobwatch
 from services.monitor.domain import Rule
 
 T0 = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
@@ -149,7 +149,7 @@ def test_bad_rules_are_refused_with_a_reason(bad) -> None:
 
 def test_a_running_job_without_progress_stalls_and_progress_resolves_it() -> None:
     new_id, board = ids(), domain.initial_state()
-    running = domain.track_running({}, "w1", ["j1", "j2"], T0)
+    running = jobwatch.track_running({}, "w1", ["j1", "j2"], T0)
     progress = {"j2": T0 + timedelta(seconds=500)}
     at = T0 + timedelta(seconds=600)
     stalled = domain.decide_stalls(board, running, progress, at, 600.0, new_id)
@@ -164,15 +164,15 @@ def test_a_running_job_without_progress_stalls_and_progress_resolves_it() -> Non
 
 def test_a_stall_ends_with_the_job_and_silent_workers_run_nothing() -> None:
     new_id = ids()
-    running = domain.track_running({}, "w1", ["j1"], T0)
+    running = jobwatch.track_running({}, "w1", ["j1"], T0)
     stalled = domain.decide_stalls(domain.initial_state(), running, {}, T0 + timedelta(hours=1), 60, new_id)
     board = domain.evolve(domain.initial_state(), stalled[0])
-    running = domain.track_running(running, "w1", [], T0 + timedelta(hours=1))
+    running = jobwatch.track_running(running, "w1", [], T0 + timedelta(hours=1))
     ended = domain.decide_stalls(board, running, {}, T0 + timedelta(hours=1), 60, new_id)
     assert [e.reason for e in ended] == ["job_ended"]
-    running = domain.track_running({}, "w2", ["j9"], T0)
-    assert domain.forget_silent_workers(running, {"w2": T0}, T0 + timedelta(seconds=59), 60) == running
-    assert domain.forget_silent_workers(running, {"w2": T0}, T0 + timedelta(seconds=60), 60) == {}
+    running = jobwatch.track_running({}, "w2", ["j9"], T0)
+    assert jobwatch.forget_silent_workers(running, {"w2": T0}, T0 + timedelta(seconds=59), 60) == running
+    assert jobwatch.forget_silent_workers(running, {"w2": T0}, T0 + timedelta(seconds=60), 60) == {}
 
 
 @pytest.mark.parametrize(("points", "free", "expected"), [

@@ -150,6 +150,7 @@ def test_commands_reach_only_their_service_and_come_only_from_who_sends_them() -
     assert {r for r in ROLES if may_publish(r, T.command("scheduler", "report", "w1"))} == {"admin", "worker"}
     assert {r for r in ROLES if may_publish(r, T.command("discovery", "register", "w1"))} == \
         {"admin", "worker", "gateway"}  # the gateway's POST /workers/register
+    assert {r for r in ROLES if may_publish(r, T.command("scheduler", "restart"))} == {"admin", "monitor"}
     assert {r for r in ROLES if may_subscribe(r, submit)} == {"admin", "scheduler"}
     assert {r for r in ROLES if may_subscribe(r, T.command("discovery", "register", "w1"))} == {"admin", "discovery"}
 

@@ -4,7 +4,9 @@ import {api, onUnauthorized} from './api.js';
 import {clearToken, currentToken, setToken, takeTokenFromUrl} from './auth.js';
 import {h} from './dom.js';
 import {Live} from './live.js';
+import * as alertsView from './views/alerts.js';
 import {startHealth} from './views/health.js';
+import * as hostsView from './views/hosts.js';
 import * as jobView from './views/job.js';
 import * as jobsView from './views/jobs.js';
 import {renderLogin} from './views/login.js';
@@ -15,6 +17,8 @@ const ROUTES = [
   [/^\/jobs$/, jobsView],
   [/^\/job\/([A-Za-z0-9_-]{1,64})$/, jobView],
   [/^\/workers$/, workersView],
+  [/^\/hosts$/, hostsView],
+  [/^\/alerts$/, alertsView],
   [/^\/new$/, submitView],
 ];
 

@@ -283,3 +283,20 @@ export function histogram(values, {title, label}) {
         h('tbody', null, groups.map((g) => h('tr', null,
           h('td', null, `${fmtNum(g.from)} – ${fmtNum(g.to)}`), h('td', null, fmtInt(g.count)))))))));
 }
+
+/**
+ * A sparkline: a small SVG line of one series over time, 0..max on the y axis (percentages by default),
+ * with a text alternative as its accessible name. `points` are [time in ms, value or null].
+ */
+export function sparkline(points, {label, max = 100, width = 160, height = 32}) {
+  const [xs, ys] = downsample(points.map((p) => p[0]), points.map((p) => p[1]), width / 2);
+  const svg = s('svg', {class: 'spark', viewBox: `0 0 ${width} ${height}`, width, height, role: 'img',
+    'aria-label': xs.length ? `${label}: ${ys.length} samples from ${fmtNum(Math.min(...ys))} to ${fmtNum(Math.max(...ys))}, `
+      + `now ${fmtNum(ys[ys.length - 1])}` : `${label}: no samples yet`, preserveAspectRatio: 'none'});
+  if (xs.length < 2) return svg;
+  const x0 = xs[0];
+  const span = xs[xs.length - 1] - x0 || 1;
+  const at = (i) => `${((xs[i] - x0) / span * width).toFixed(1)},${(height - 1 - Math.max(0, Math.min(max, ys[i])) / max * (height - 2)).toFixed(1)}`;
+  svg.append(s('polyline', {points: xs.map((_, i) => at(i)).join(' '), fill: 'none', 'vector-effect': 'non-scaling-stroke'}));
+  return svg;
+}

@@ -2,6 +2,7 @@
 
 import {api} from '../api.js';
 import {fmtInt, h} from '../dom.js';
+import {notifyNew} from './notify.js';
 
 const PERIOD_MS = 15000;
 
@@ -20,7 +21,10 @@ function render(strip, report) {
     item(lag < 100, `read models ${lag ? `${fmtInt(lag)} behind` : 'current'}`,
       report.projections.map((p) => `${p.name}: ${p.lag} behind`).join(', ')),
     item(report.store.ok, report.store.dialect, report.store.error ?? ''),
+    h('li', {class: report.open_alerts ? 'bad alerts' : 'ok alerts'}, h('span', {class: 'dot', 'aria-hidden': 'true'}),
+      h('a', {href: '#/alerts'}, report.open_alerts ? `${fmtInt(report.open_alerts)} open alert(s)` : 'no open alerts')),
   ];
+  notifyNew(report.alerts ?? []);
   strip.replaceChildren(h('ul', null, items));
 }
 

@@ -4,7 +4,8 @@ import {api} from '../api.js';
 import {ago, debounce, failure, fmtInt, h, refreshTimes, shortId} from '../dom.js';
 import {heading} from './common.js';
 
-function meter(label, percent) {
+/** A 0–100 % meter with its figure (also the hosts page's). */
+export function meter(label, percent) {
   if (percent == null) return h('span', {class: 'muted'}, '—');
   const value = Math.max(0, Math.min(100, percent));
   return h('span', {class: 'meter-wrap'},
