@@ -32,6 +32,8 @@ ADVICE = {
     "gpu_hot": "The GPU runs hot: check the machine's airflow and fans; a throttling GPU trains slowly.",
     "gpu_xid": "The GPU driver reported an XID error: look at `dmesg`; a repeating XID usually means the GPU or "
                "its driver needs a reset (stop the worker, reboot the machine).",
+    "gpu_missing": "This machine sees fewer GPUs than when the service was installed (a driver that did not "
+                   "load at boot): the worker waits for them; run `nvidia-smi`, and `stoker doctor gpu`.",
     "gpu_idle": "The job holds a GPU it does not use: its input pipeline may be the bottleneck, or it waits on "
                 "something; look at its progress and logs.",
     "job_on_cpu": "The job asked for a GPU but computes on the CPU: check that it moves its model to "
