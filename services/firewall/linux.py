@@ -1,0 +1,321 @@
+"""Linux backends as pure functions: the commands that read each firewall, how their output reads, the plan.
+
+firewalld: a `stoker` service (the ports) and a rich rule per source in the default zone, made permanent
+and loaded with a reload. ufw: one rule per port and source, commented `stoker <name>`. nftables: rules
+commented `stoker <name>` at the top of every input base chain (see `Nftables`). iptables: a `stoker`
+chain jumped from INPUT.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import re
+import shlex
+from collections.abc import Sequence
+
+from services.firewall.domain import ANY, TAG, Argv, Plan, Rule, State
+
+Outputs = Sequence[str | None]  # each check command's stdout, None where it failed
+
+
+def _name_from(comment: str) -> str | None:
+    """The listener name of a `stoker <name>` comment; None for anyone else's comment."""
+    parts = comment.strip().split()
+    if not parts or parts[0] != TAG:
+        return None
+    return parts[1] if len(parts) > 1 else TAG
+
+
+def _comment(rule: Rule) -> str:
+    return f"{TAG} {rule.name}"
+
+
+class Nftables:
+    """nftables: an accept rule per opening, commented `stoker <name>`, first in every input base chain.
+
+    nftables runs every base chain on a hook, and a drop in any of them is final: an accept in a table of
+    stoker's own could not open a port that the host's own input chain drops. So the rules go into the
+    chains that filter input (any family `inet`, `ip` or `ip6`), each tagged; removal deletes exactly the
+    tagged rules by their handles. Where no chain filters input, nothing blocks the ports: there is nothing
+    to add.
+    """
+
+    name = "nftables"
+    check: tuple[Argv, ...] = (("nft", "-j", "list", "ruleset"),)
+
+    def parse(self, outputs: Outputs) -> State:
+        """Stoker's rules (with their handles) and the input base chains, from `nft -j list ruleset`."""
+        if not outputs or outputs[0] is None:
+            return State(readable=False, notes=("cannot read the nftables ruleset (root needed)",))
+        try:
+            items = json.loads(outputs[0]).get("nftables", [])
+        except (ValueError, AttributeError):
+            return State(readable=False, notes=("`nft -j list ruleset` did not print JSON",))
+        present, details = set(), []
+        for item in items:
+            chain = item.get("chain")
+            if chain and chain.get("hook") == "input" and chain.get("family") in ("inet", "ip", "ip6"):
+                details.append(("chain", chain["family"], chain["table"], chain["name"], chain.get("policy", "accept")))
+            rule = item.get("rule")
+            name = _name_from(rule.get("comment", "")) if rule else None
+            if rule and name:
+                found = _nft_rule(rule.get("expr", []), name)
+                details.append(("rule", rule["family"], rule["table"], rule["chain"], str(rule["handle"])))
+                if found:
+                    present.add(found)
+        return State(present=frozenset(present), details=tuple(details))
+
+    def plan(self, wanted: Sequence[Rule], state: State) -> Plan:
+        """Insert the missing rules into every input chain; delete stale ones (by handle) when any are."""
+        chains = state.detail("chain")
+        notes = []
+        if state.readable and not chains:
+            notes.append("no nftables chain filters incoming traffic here: the ports are not blocked")
+        elif not state.readable:
+            chains = [("inet", "filter", "input", "?")]
+            notes.append("assumed the usual `inet filter input` chain (the ruleset could not be read)")
+        runtime: list[Argv] = []
+        stale = {r.key for r in state.present} - {r.key for r in wanted}
+        if stale:  # handles identify rules, not openings: take stoker's rules out and put the wanted ones back
+            runtime += self._removal(state)
+        keep = {r.key for r in state.present} - stale
+        for rule in wanted:
+            if rule.key in keep and not stale:
+                continue
+            for family, table, chain, _policy in chains:
+                runtime += [a for a in [_nft_insert(family, table, chain, rule)] if a]
+        return Plan(self.name, tuple(wanted), state, runtime=tuple(runtime), remove=self._removal(state),
+                    check=self.check, notes=(*notes, "nftables rules are runtime only: a reload or a reboot wipes "
+                                             "them; `stoker firewall status` shows it, `apply` puts them back"))
+
+    def _removal(self, state: State) -> tuple[Argv, ...]:
+        return tuple(("nft", "delete", "rule", family, table, chain, "handle", handle)
+                     for family, table, chain, handle in state.detail("rule"))
+
+
+def _nft_insert(family: str, table: str, chain: str, rule: Rule) -> Argv | None:
+    match = ()
+    if rule.source != ANY:
+        version = rule.family
+        if (family, version) in (("ip", 6), ("ip6", 4)):
+            return None  # that family never sees this source's packets
+        match = ("ip" if version == 4 else "ip6", "saddr", rule.source)
+    return ("nft", "insert", "rule", family, table, chain, *match, rule.protocol, "dport", str(rule.port),
+            "counter", "accept", "comment", f'"{_comment(rule)}"')
+
+
+def _nft_rule(exprs: list, name: str) -> Rule | None:
+    source, port, protocol, accepts = ANY, None, None, False
+    for expr in exprs:
+        if "accept" in expr:
+            accepts = True
+        match = expr.get("match") if isinstance(expr, dict) else None
+        if not match or match.get("op") != "==":
+            continue
+        payload = (match.get("left") or {}).get("payload") or {}
+        right = match.get("right")
+        if payload.get("field") == "saddr" and payload.get("protocol") in ("ip", "ip6"):
+            prefix = right.get("prefix") if isinstance(right, dict) else None
+            source = str(ipaddress.ip_network(f"{prefix['addr']}/{prefix['len']}" if prefix else str(right)))
+        elif payload.get("field") == "dport" and isinstance(right, int):
+            port, protocol = right, payload.get("protocol")
+    if not accepts or port is None or protocol not in ("tcp", "udp"):
+        return None
+    return Rule(port, protocol, source, name)
+
+
+class Iptables:
+    """iptables: a `stoker` chain of accept rules (commented `stoker <name>`), jumped to first from INPUT."""
+
+    name = "iptables"
+    chain = TAG
+    check: tuple[Argv, ...] = (("iptables", "-S", TAG), ("iptables", "-S", "INPUT"))
+
+    def __init__(self, persist: bool = False) -> None:
+        self.persist = persist  # netfilter-persistent is there to save the rules for the next boot
+
+    def parse(self, outputs: Outputs) -> State:
+        """The chain's rules and whether INPUT jumps to it, from `iptables -S stoker` and `iptables -S INPUT`."""
+        chain_out = outputs[0] if outputs else None
+        input_out = outputs[1] if len(outputs) > 1 else None
+        if input_out is None:
+            return State(readable=False, notes=("cannot read iptables (root needed)",))
+        present, details = set(), []
+        for line in (chain_out or "").splitlines():
+            words = shlex.split(line)
+            if words[:1] == ["-N"]:
+                details.append(("chain",))
+            elif words[:2] == ["-A", self.chain]:
+                details.append(("rule", line))
+                rule = _ipt_rule(words)
+                if rule:
+                    present.add(rule)
+        for line in input_out.splitlines():
+            words = shlex.split(line)
+            if words[:2] == ["-A", "INPUT"] and words[-2:] == ["-j", self.chain]:
+                details.append(("jump", line))
+        return State(present=frozenset(present), details=tuple(details))
+
+    def plan(self, wanted: Sequence[Rule], state: State) -> Plan:
+        """Make the chain if missing, drop stale rules, append missing ones, jump to it from INPUT if not yet."""
+        runtime: list[Argv] = []
+        if not state.detail("chain"):
+            runtime.append(("iptables", "-N", self.chain))
+        wanted_keys = {r.key for r in wanted}
+        for (line,) in state.detail("rule"):
+            rule = _ipt_rule(shlex.split(line))
+            if rule is None or rule.key not in wanted_keys:
+                runtime.append(("iptables", "-D", *shlex.split(line)[1:]))
+        present = {r.key for r in state.present}
+        notes = []
+        for rule in wanted:
+            if rule.family == 6:
+                notes.append(f"{rule.describe()}: IPv6 is ip6tables' (not planned by this backend)")
+            elif rule.key not in present:
+                source = () if rule.source == ANY else ("-s", rule.source)
+                runtime.append(("iptables", "-A", self.chain, *source, "-p", rule.protocol, "-m", rule.protocol,
+                                "--dport", str(rule.port), "-m", "comment", "--comment", _comment(rule), "-j",
+                                "ACCEPT"))
+        if not state.detail("jump"):
+            runtime.append(("iptables", "-I", "INPUT", "1", "-m", "comment", "--comment", TAG, "-j", self.chain))
+        permanent: tuple[Argv, ...] = (("netfilter-persistent", "save"),) if self.persist else ()
+        if not self.persist:
+            notes.append("iptables rules are runtime only here (no netfilter-persistent): after a reboot or a "
+                         "reload, `stoker firewall apply` again")
+        return Plan(self.name, tuple(wanted), state, runtime=tuple(runtime), permanent=permanent,
+                    remove=self._removal(state), check=self.check, notes=tuple(notes))
+
+    def _removal(self, state: State) -> tuple[Argv, ...]:
+        jumps = tuple(("iptables", "-D", *shlex.split(line)[1:]) for (line,) in state.detail("jump"))
+        chain = (("iptables", "-F", self.chain), ("iptables", "-X", self.chain)) if state.detail("chain") else ()
+        return jumps + chain + ((("netfilter-persistent", "save"),) if self.persist and (jumps or chain) else ())
+
+
+def _ipt_rule(words: list[str]) -> Rule | None:
+    def value(flag: str) -> str | None:
+        return words[words.index(flag) + 1] if flag in words and words.index(flag) + 1 < len(words) else None
+
+    name, port, protocol = _name_from(value("--comment") or ""), value("--dport"), value("-p")
+    if not name or not port or not port.isdigit() or protocol not in ("tcp", "udp") or value("-j") != "ACCEPT":
+        return None
+    source = value("-s")
+    return Rule(int(port), protocol, str(ipaddress.ip_network(source)) if source else ANY, name)
+
+
+class Ufw:
+    """ufw: `ufw allow from SOURCE to any port P proto tcp comment 'stoker <name>'` (ufw keeps its rules)."""
+
+    name = "ufw"
+    check: tuple[Argv, ...] = (("ufw", "status"),)
+    line = re.compile(r"^(?:\[\s*\d+\]\s+)?(\d+)/(tcp|udp)(?: \(v6\))?\s+ALLOW(?: IN)?\s+(.+?)\s+#\s*(.+)$")
+
+    def parse(self, outputs: Outputs) -> State:
+        """Stoker's rules from `ufw status` (the ones commented `stoker …`)."""
+        if not outputs or outputs[0] is None:
+            return State(readable=False, notes=("cannot read ufw's rules (root needed)",))
+        present = set()
+        for text in outputs[0].splitlines():
+            match = self.line.match(text.strip())
+            name = _name_from(match.group(4)) if match else None
+            if match and name:
+                where = match.group(3).replace("(v6)", "").strip()
+                source = ANY if where.startswith("Anywhere") else str(ipaddress.ip_network(where, strict=False))
+                present.add(Rule(int(match.group(1)), match.group(2), source, name))
+        return State(present=frozenset(present))
+
+    def plan(self, wanted: Sequence[Rule], state: State) -> Plan:
+        """Allow what is missing, delete what is stale."""
+        present = {r.key for r in state.present}
+        wanted_keys = {r.key for r in wanted}
+        runtime = [self._delete(r) for r in sorted(state.present) if r.key not in wanted_keys]
+        runtime += [("ufw", "allow", *self._spec(r), "comment", _comment(r)) for r in wanted if r.key not in present]
+        return Plan(self.name, tuple(wanted), state, runtime=tuple(runtime), remove=self._removal(state),
+                    check=self.check, notes=("ufw keeps its rules across reboots: no separate permanent step",))
+
+    def _spec(self, rule: Rule) -> Argv:
+        source = "any" if rule.source == ANY else rule.source
+        return ("from", source, "to", "any", "port", str(rule.port), "proto", rule.protocol)
+
+    def _delete(self, rule: Rule) -> Argv:
+        return ("ufw", "delete", "allow", *self._spec(rule))
+
+    def _removal(self, state: State) -> tuple[Argv, ...]:
+        return tuple(self._delete(r) for r in sorted(state.present))
+
+
+class Firewalld:
+    """firewalld: a permanent `stoker` service holding the ports, and a rich rule per source in the zone."""
+
+    name = "firewalld"
+    service = TAG
+
+    def __init__(self, zone: str = "public") -> None:
+        self.zone = zone
+        self.check: tuple[Argv, ...] = (
+            ("firewall-cmd", "--permanent", f"--service={self.service}", "--get-ports"),
+            ("firewall-cmd", f"--zone={zone}", "--list-rich-rules"),
+        )
+
+    def _rich(self, source: str) -> str:
+        family = "ipv6" if source != ANY and ipaddress.ip_network(source).version == 6 else "ipv4"
+        where = "" if source == ANY else f' source address="{source}"'
+        return f'rule family="{family}"{where} service name="{self.service}" accept'
+
+    def parse(self, outputs: Outputs) -> State:
+        """The service's ports and the zone's rich rules that name it (runtime: what a reload left)."""
+        ports_out = outputs[0] if outputs else None
+        rich_out = outputs[1] if len(outputs) > 1 else None
+        if rich_out is None:
+            return State(readable=False, notes=("cannot ask firewalld (is it running? root needed)",))
+        ports = [p.split("/") for p in (ports_out or "").split() if "/" in p]
+        sources = []
+        for line in rich_out.splitlines():
+            if f'service name="{self.service}"' in line and "accept" in line:
+                found = re.search(r'source address="([^"]+)"', line)
+                sources.append(str(ipaddress.ip_network(found.group(1), strict=False)) if found else ANY)
+        present = {Rule(int(port), proto, source, TAG) for port, proto in ports for source in sources
+                   if port.isdigit() and proto in ("tcp", "udp")}
+        details = [("service",)] if ports_out is not None else []
+        details += [("port", f"{p}/{proto}") for p, proto in ports] + [("source", s) for s in sources]
+        return State(present=frozenset(present), details=tuple(details))
+
+    def plan(self, wanted: Sequence[Rule], state: State) -> Plan:
+        """The permanent service, its ports and rich rules as wanted, then a reload to make them current."""
+        fc = "firewall-cmd"
+        permanent: list[Argv] = []
+        if not state.detail("service"):
+            permanent.append((fc, "--permanent", f"--new-service={self.service}"))
+        have_ports = {p for (p,) in state.detail("port")}
+        want_ports = {f"{r.port}/{r.protocol}" for r in wanted}
+        have_sources = {s for (s,) in state.detail("source")}
+        want_sources = {r.source for r in wanted}
+        permanent += [(fc, "--permanent", f"--service={self.service}", f"--remove-port={p}")
+                      for p in sorted(have_ports - want_ports)]
+        permanent += [(fc, "--permanent", f"--service={self.service}", f"--add-port={p}")
+                      for p in sorted(want_ports - have_ports)]
+        permanent += [(fc, "--permanent", f"--zone={self.zone}", f"--remove-rich-rule={self._rich(s)}")
+                      for s in sorted(have_sources - want_sources)]
+        permanent += [(fc, "--permanent", f"--zone={self.zone}", f"--add-rich-rule={self._rich(s)}")
+                      for s in sorted(want_sources - have_sources)]
+        runtime: tuple[Argv, ...] = ((fc, "--reload"),) if permanent or {r.key for r in wanted} != {
+            r.key for r in state.present} else ()
+        # Names are not stored by firewalld: the plan's rules name what is present by port.
+        named = State(present=frozenset(_named(state.present, wanted)), details=state.details,
+                      readable=state.readable, notes=state.notes)
+        return Plan(self.name, tuple(wanted), named, runtime=runtime, permanent=tuple(permanent),
+                    remove=self._removal(state), check=self.check, permanent_first=True,
+                    notes=("firewalld makes services only in its permanent configuration: a reload loads them",))
+
+    def _removal(self, state: State) -> tuple[Argv, ...]:
+        fc = "firewall-cmd"
+        out: list[Argv] = [(fc, "--permanent", f"--zone={self.zone}", f"--remove-rich-rule={self._rich(s)}")
+                           for (s,) in state.detail("source")]
+        if state.detail("service"):
+            out.append((fc, "--permanent", f"--delete-service={self.service}"))
+        return (*out, (fc, "--reload")) if out else ()
+
+
+def _named(present: frozenset[Rule], wanted: Sequence[Rule]) -> set[Rule]:
+    names = {r.key: r.name for r in wanted}
+    return {Rule(r.port, r.protocol, r.source, names.get(r.key, r.name)) for r in present}
