@@ -33,10 +33,10 @@ class WindowsDefender:
     """Windows Defender Firewall through PowerShell's NetSecurity module, every rule in group `stoker`."""
 
     name = "windows"
-    check: tuple[Argv, ...] = (POWERSHELL + (
+    check: tuple[Argv, ...] = ((*POWERSHELL, (
         "Get-NetFirewallRule -Group stoker -ErrorAction SilentlyContinue | ForEach-Object { "
         "$p = $_ | Get-NetFirewallPortFilter; $a = $_ | Get-NetFirewallAddressFilter; "
-        "'{0}|{1}|{2}|{3}|{4}' -f $_.Name,$_.DisplayName,$p.Protocol,$p.LocalPort,($a.RemoteAddress -join ',') }",),)
+        "'{0}|{1}|{2}|{3}|{4}' -f $_.Name,$_.DisplayName,$p.Protocol,$p.LocalPort,($a.RemoteAddress -join ',') }")),)
 
     @staticmethod
     def rule_id(rule: Rule) -> str:
@@ -65,23 +65,23 @@ class WindowsDefender:
         """New rules for what is missing, stale ones removed by Name (rules are persistent once made)."""
         present = {r.key for r in state.present}
         wanted_ids = {self.rule_id(r) for r in wanted}
-        runtime = [POWERSHELL + (f"Remove-NetFirewallRule -Name {_ps_quote(n)}",)
+        runtime = [(*POWERSHELL, f"Remove-NetFirewallRule -Name {_ps_quote(n)}")
                    for (n,) in state.detail("rule") if n not in wanted_ids]
         for rule in wanted:
             if rule.key in present:
                 continue
             remote = "Any" if rule.source == ANY else rule.source
-            runtime.append(POWERSHELL + (
+            runtime.append((*POWERSHELL, (
                 f"New-NetFirewallRule -Name {_ps_quote(self.rule_id(rule))} -DisplayName "
                 f"{_ps_quote(f'{TAG} {rule.name}')} -Group {TAG} -Direction Inbound -Action Allow "
                 f"-Protocol {rule.protocol.upper()} -LocalPort {rule.port} -RemoteAddress {remote} "
-                "-Profile Domain,Private",))
+                "-Profile Domain,Private")))
         return Plan(self.name, tuple(wanted), state, runtime=tuple(runtime), remove=self._removal(state),
                     check=self.check, notes=("Windows keeps firewall rules (PersistentStore): no separate permanent "
                                              "step; run the commands in an administrator PowerShell",))
 
     def _removal(self, state: State) -> tuple[Argv, ...]:
-        return (POWERSHELL + (f"Remove-NetFirewallRule -Group {TAG}",),) if state.details else ()
+        return ((*POWERSHELL, f"Remove-NetFirewallRule -Group {TAG}"),) if state.details else ()
 
 
 SOCKETFILTERFW = "/usr/libexec/ApplicationFirewall/socketfilterfw"
@@ -95,12 +95,13 @@ class MacFirewall:
 
     def __init__(self, python: str, pf_enabled: bool) -> None:
         self.python, self.pf_enabled = python, pf_enabled
-        self.check: tuple[Argv, ...] = ((SOCKETFILTERFW, "--getglobalstate"), (SOCKETFILTERFW, "--getappblocked", python),
-                                        *((("pfctl", "-a", ANCHOR, "-sr"),) if pf_enabled else ()))
+        pf: tuple[Argv, ...] = (("pfctl", "-a", ANCHOR, "-sr"),) if pf_enabled else ()
+        self.check: tuple[Argv, ...] = ((SOCKETFILTERFW, "--getglobalstate"),
+                                        (SOCKETFILTERFW, "--getappblocked", python), *pf)
 
     def parse(self, outputs: Outputs) -> State:
         """Whether the app firewall is on and lets python in, and the anchor's rules (`label "stoker <name>"`)."""
-        global_state, app = (list(outputs) + [None, None])[:2]
+        global_state, app = [*outputs, None, None][:2]
         details = []
         if global_state is not None and "enabled" in global_state.lower():
             details.append(("appfw", "on"))

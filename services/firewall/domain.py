@@ -122,7 +122,9 @@ def lan_subnets(interfaces: Iterable[Interface]) -> tuple[str, ...]:
         except ValueError:
             continue
         address = network.network_address
-        if address.is_loopback or address.is_link_local or not address.is_private or network.prefixlen == network.max_prefixlen:
+        if address.is_loopback or address.is_link_local or not address.is_private:
+            continue
+        if network.prefixlen == network.max_prefixlen:  # a point-to-point address: no LAN behind it
             continue
         if str(network) not in found:
             found.append(str(network))

@@ -1,0 +1,167 @@
+"""The firewall backends for real: two network namespaces on a veth pair, a default-drop policy in the first.
+
+A listener in namespace A stands in for the gateway; a client in B reaches it only after `apply` and not after
+`remove`, a rule the test added by hand stays, and a rule wiped behind stoker's back shows in `status` and
+comes back with `apply`. The backend runs inside A (`ip netns exec`), as `python -m services.firewall`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import random
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+GATEWAY_PORT, HAND_PORT = 8000, 2222
+pytestmark = pytest.mark.skipif(os.name != "posix" or os.geteuid() != 0 or shutil.which("ip") is None,
+                                reason="network namespaces need root and iproute2 (`ip`)")
+
+SERVER = r"""
+import select, socket, sys, time
+socks = []
+for port in map(int, sys.argv[1:]):
+    s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    s.bind(("0.0.0.0", port)); s.listen(16); socks.append(s)
+print("ready", flush=True)
+deadline = time.monotonic() + 120
+while time.monotonic() < deadline:
+    ready, _, _ = select.select(socks, [], [], 1.0)
+    for s in ready:
+        conn, _ = s.accept(); conn.sendall(b"ok"); conn.close()
+"""
+CLIENT = r"""
+import socket, sys
+try:
+    with socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=1.0) as c:
+        print(c.recv(2).decode())
+except OSError as exc:
+    print(f"blocked: {exc}")
+"""
+
+
+def sh(*argv: str, check: bool = True) -> subprocess.CompletedProcess:
+    return subprocess.run(argv, capture_output=True, text=True, timeout=30, check=check)
+
+
+@dataclass
+class Pair:
+    server_ns: str
+    client_ns: str
+    server_ip: str
+    subnet: str
+
+    def in_server(self, *argv: str, check: bool = True) -> subprocess.CompletedProcess:
+        return sh("ip", "netns", "exec", self.server_ns, *argv, check=check)
+
+    def reaches(self, port: int) -> bool:
+        out = sh("ip", "netns", "exec", self.client_ns, sys.executable, "-c", CLIENT, self.server_ip, str(port))
+        return out.stdout.strip() == "ok"
+
+    def firewall(self, action: str, backend: str) -> subprocess.CompletedProcess:
+        env = {**os.environ, "PYTHONPATH": str(ROOT), "STOKER_DATA_DIR": "/nonexistent-stoker-test"}
+        return subprocess.run(["ip", "netns", "exec", self.server_ns, sys.executable, "-m", "services.firewall", action,
+                               "--backend", backend, "--listen", f"gateway=0.0.0.0:{GATEWAY_PORT}",
+                               "--listen", "nats=127.0.0.1:4222", "--source", self.subnet, "--no-record"],
+                              capture_output=True, text=True, timeout=60, env=env, cwd=ROOT, check=False)
+
+
+@pytest.fixture
+def pair() -> Iterator[Pair]:
+    tag = f"{os.getpid() % 10000}{random.randrange(100)}"
+    server_ns, client_ns = f"stkfw-a{tag}", f"stkfw-b{tag}"
+    net = random.randrange(1, 250)
+    made: list[str] = []
+    listener = None
+    try:
+        for ns in (server_ns, client_ns):
+            if sh("ip", "netns", "add", ns, check=False).returncode != 0:
+                pytest.skip(f"cannot make a network namespace here ({ns})")
+            made.append(ns)
+        sh("ip", "link", "add", "stkfw0", "netns", server_ns, "type", "veth", "peer", "name", "stkfw1", "netns",
+           client_ns)
+        for ns, dev, host in ((server_ns, "stkfw0", 1), (client_ns, "stkfw1", 2)):
+            sh("ip", "-n", ns, "addr", "add", f"10.231.{net}.{host}/24", "dev", dev)
+            sh("ip", "-n", ns, "link", "set", dev, "up")
+            sh("ip", "-n", ns, "link", "set", "lo", "up")
+        listener = subprocess.Popen(["ip", "netns", "exec", server_ns, sys.executable, "-c", SERVER,
+                                     str(GATEWAY_PORT), str(HAND_PORT)], stdout=subprocess.PIPE, text=True)
+        assert listener.stdout is not None and listener.stdout.readline().strip() == "ready"
+        yield Pair(server_ns, client_ns, f"10.231.{net}.1", f"10.231.{net}.0/24")
+    finally:
+        if listener is not None:
+            listener.kill()
+            listener.wait(10)
+        for ns in made:  # deleting a namespace takes its veth end, its rules and its sockets with it
+            sh("ip", "netns", "del", ns, check=False)
+
+
+def nft_ruleset(pair: Pair) -> str:
+    return pair.in_server("nft", "list", "ruleset").stdout
+
+
+def test_nftables_opens_only_after_apply_and_not_after_remove(pair: Pair) -> None:
+    if shutil.which("nft") is None:
+        pytest.skip("nft (nftables) is not installed")
+    hand = f"tcp dport {HAND_PORT} accept"
+    pair.in_server("nft", "add", "table", "inet", "testfw")
+    pair.in_server("nft", "add", "chain", "inet", "testfw", "input",
+                   "{ type filter hook input priority 0; policy drop; }")
+    pair.in_server("nft", "add", "rule", "inet", "testfw", "input", "ct", "state", "established,related", "accept")
+    pair.in_server("nft", "add", "rule", "inet", "testfw", "input", *hand.split())
+    assert pair.reaches(HAND_PORT) and not pair.reaches(GATEWAY_PORT)
+    assert pair.firewall("status", "nftables").returncode == 1
+
+    applied = pair.firewall("apply", "nftables")
+    assert applied.returncode == 0, applied.stderr + applied.stdout
+    assert pair.reaches(GATEWAY_PORT) and pair.reaches(HAND_PORT)
+    status = pair.firewall("status", "nftables")
+    assert status.returncode == 0 and f"open     gateway {GATEWAY_PORT}/tcp from {pair.subnet}" in status.stdout
+    assert "4222" not in nft_ruleset(pair)  # NATS listens on loopback: nothing opened for it
+    again = pair.firewall("apply", "nftables")
+    assert again.returncode == 0 and "nothing to do" in again.stdout
+    assert nft_ruleset(pair).count("stoker gateway") == 1
+
+    # A reload that wipes stoker's rule (here: the rule deleted by hand) shows in status, and apply restores it.
+    handle = next(line.rsplit("# handle ", 1)[1] for line in pair.in_server("nft", "-a", "list", "ruleset").stdout
+                  .splitlines() if "stoker gateway" in line)
+    pair.in_server("nft", "delete", "rule", "inet", "testfw", "input", "handle", handle)
+    wiped = pair.firewall("status", "nftables")
+    assert wiped.returncode == 1 and "MISSING" in wiped.stdout and not pair.reaches(GATEWAY_PORT)
+    assert pair.firewall("apply", "nftables").returncode == 0 and pair.reaches(GATEWAY_PORT)
+
+    removed = pair.firewall("remove", "nftables")
+    assert removed.returncode == 0, removed.stderr + removed.stdout
+    assert not pair.reaches(GATEWAY_PORT) and pair.reaches(HAND_PORT)
+    ruleset = nft_ruleset(pair)
+    assert "stoker" not in ruleset and hand in ruleset and "policy drop" in ruleset
+
+
+def test_iptables_opens_only_after_apply_and_not_after_remove(pair: Pair) -> None:
+    if shutil.which("iptables") is None:
+        pytest.skip("iptables is not installed")
+    if pair.in_server("iptables", "-S", check=False).returncode != 0:
+        pytest.skip("iptables cannot run in a network namespace here")
+    pair.in_server("iptables", "-A", "INPUT", "-m", "conntrack", "--ctstate", "ESTABLISHED,RELATED", "-j", "ACCEPT")
+    pair.in_server("iptables", "-A", "INPUT", "-p", "tcp", "--dport", str(HAND_PORT), "-j", "ACCEPT")
+    pair.in_server("iptables", "-P", "INPUT", "DROP")
+    assert pair.reaches(HAND_PORT) and not pair.reaches(GATEWAY_PORT)
+
+    applied = pair.firewall("apply", "iptables")
+    assert applied.returncode == 0, applied.stderr + applied.stdout
+    assert pair.reaches(GATEWAY_PORT)
+    assert pair.firewall("status", "iptables").returncode == 0
+    assert pair.in_server("iptables", "-S", "INPUT").stdout.count("-j stoker") == 1
+
+    removed = pair.firewall("remove", "iptables")
+    assert removed.returncode == 0, removed.stderr + removed.stdout
+    assert not pair.reaches(GATEWAY_PORT) and pair.reaches(HAND_PORT)
+    rules = pair.in_server("iptables", "-S").stdout
+    assert "stoker" not in rules and f"--dport {HAND_PORT} -j ACCEPT" in rules and "-P INPUT DROP" in rules
