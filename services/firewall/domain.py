@@ -118,7 +118,7 @@ def lan_subnets(interfaces: Iterable[Interface]) -> tuple[str, ...]:
         if NOT_LAN.match(interface.name) or not interface.netmask:
             continue
         try:
-            network = ipaddress.ip_interface(f"{interface.address.split('%')[0]}/{interface.netmask}").network
+            network = ipaddress.ip_interface(f"{interface.address.split('%')[0]}/{_prefix(interface.netmask)}").network
         except ValueError:
             continue
         address = network.network_address
@@ -129,6 +129,11 @@ def lan_subnets(interfaces: Iterable[Interface]) -> tuple[str, ...]:
         if str(network) not in found:
             found.append(str(network))
     return tuple(found)
+
+
+def _prefix(netmask: str) -> int:
+    """A netmask (`255.255.255.0`, `ffff:ffff:ffff:ffff::`) as its prefix length."""
+    return bin(int(ipaddress.ip_address(netmask))).count("1")
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,6 @@ comes back with `apply`. The backend runs inside A (`ip netns exec`), as `python
 
 from __future__ import annotations
 
-import contextlib
 import os
 import random
 import shutil
