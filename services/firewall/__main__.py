@@ -31,6 +31,10 @@ from services.firewall.domain import Listener, Plan, PlanError, Rule, diff, lan_
 EXIT_FAILED, EXIT_USAGE, EXIT_NEEDS_ROOT = 1, 2, 4
 
 
+class NoFirewall(Exception):
+    """Nothing filters incoming traffic here: there is nothing to open."""
+
+
 def parse_listener(text: str) -> Listener:
     """`name=host:port` (`nats=[::]:4222`) → a Listener; PlanError with one clear line otherwise."""
     name, _, where = text.partition("=")
@@ -61,7 +65,7 @@ def make_plan(listeners: Sequence[Listener], sources: Sequence[str], backend_nam
     facts = system.gather_facts()
     name = backend_name or choose(facts)
     if name is None:
-        raise PlanError("no firewall is in charge here (no firewalld, ufw, nft or iptables): nothing blocks the ports")
+        raise NoFirewall("no firewall is in charge here (no firewalld, ufw, nft or iptables): nothing blocks the ports")
     backend: Backend = build(name, facts)
     return backend.plan(wanted, system.read_state(backend))
 
@@ -211,6 +215,9 @@ def cli_main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
     try:
         code = act(args)
+    except NoFirewall as exc:
+        say(f"stoker: {exc}")
+        code = 0
     except (PlanError, ConfigError) as exc:
         say(f"stoker: {exc}", err=True)
         code = EXIT_USAGE

@@ -60,9 +60,12 @@ class Listener:
 
 
 def is_loopback(host: str) -> bool:
-    """Whether a bind address reaches only this machine (`localhost`, 127.0.0.0/8, ::1)."""
-    if host in ("localhost", ""):
-        return host == "localhost"
+    """Whether a bind address reaches only this machine (`localhost`, 127.0.0.0/8, ::1).
+
+    As `eventstore.pki.is_loopback`, which this pure module may not import (pki opens sockets and files).
+    """
+    if host == "localhost":
+        return True
     try:
         return ipaddress.ip_address(host.strip("[]")).is_loopback
     except ValueError:

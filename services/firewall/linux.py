@@ -71,8 +71,10 @@ class Nftables:
         chains = state.detail("chain")
         notes = []
         if state.readable and not chains:
-            notes.append("no nftables chain filters incoming traffic here: the ports are not blocked")
-        elif not state.readable:
+            open_state = State(present=frozenset(wanted), details=state.details, notes=state.notes)
+            return Plan(self.name, tuple(wanted), open_state, remove=self._removal(state), check=self.check,
+                        notes=("no nftables chain filters incoming traffic here: nothing blocks the ports",))
+        if not state.readable:
             chains = [("inet", "filter", "input", "?")]
             notes.append("assumed the usual `inet filter input` chain (the ruleset could not be read)")
         runtime: list[Argv] = []
