@@ -17,13 +17,7 @@ from collections.abc import Sequence
 
 from contracts import events as ev
 from contracts.base import utcnow
-from contracts.subjects import Topology
 from eventstore.config import CommonSettings, ConfigError, load_settings
-from eventstore.connect import connect
-from eventstore.credentials import CredentialStore, local_worker_id
-from eventstore.log import JetStreamLog
-from eventstore.server import resolve_nats_url
-from eventstore.service import nats_security
 from services.firewall import system
 from services.firewall.backends import BACKENDS, Backend, build, choose
 from services.firewall.domain import Listener, Plan, PlanError, Rule, diff, lan_subnets, rules_for, shell
@@ -104,6 +98,14 @@ def as_events(rules: Sequence[Rule]) -> tuple[ev.FirewallRule, ...]:
 
 async def record(event: ev.FirewallEvent) -> None:
     """Append the event as the admin of this data dir's platform; say so in one line where that is not possible."""
+    # Imported here: planning and changing the firewall need no NATS client (and start a second faster without).
+    from contracts.subjects import Topology
+    from eventstore.connect import connect
+    from eventstore.credentials import CredentialStore
+    from eventstore.log import JetStreamLog
+    from eventstore.server import resolve_nats_url
+    from eventstore.service import nats_security
+
     settings = load_settings(CommonSettings)
     security = nats_security(settings)
     admin = CredentialStore(settings.data_path).role_path("admin")
@@ -124,6 +126,8 @@ async def record(event: ev.FirewallEvent) -> None:
 
 def host_id(given: str | None) -> str:
     """This host's id: as given (by `stoker firewall`), else the local worker's (as the monitor's)."""
+    from eventstore.credentials import local_worker_id  # as in record(): only when an event is made
+
     return given or local_worker_id("", load_settings(CommonSettings).data_path, socket.gethostname())
 
 

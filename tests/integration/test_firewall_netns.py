@@ -64,12 +64,22 @@ class Pair:
         out = sh("ip", "netns", "exec", self.client_ns, sys.executable, "-c", CLIENT, self.server_ip, str(port))
         return out.stdout.strip() == "ok"
 
-    def firewall(self, action: str, backend: str) -> subprocess.CompletedProcess:
+    def firewall(self, action: str, backend: str, *, as_user: tuple[str, ...] = ()) -> subprocess.CompletedProcess:
+        """`python -m services.firewall ACTION` inside the server's namespace (as another user with `as_user`)."""
         env = {**os.environ, "PYTHONPATH": str(ROOT), "STOKER_DATA_DIR": "/nonexistent-stoker-test"}
-        return subprocess.run(["ip", "netns", "exec", self.server_ns, sys.executable, "-m", "services.firewall", action,
-                               "--backend", backend, "--listen", f"gateway=0.0.0.0:{GATEWAY_PORT}",
-                               "--listen", "nats=127.0.0.1:4222", "--source", self.subnet, "--no-record"],
+        return subprocess.run(["ip", "netns", "exec", self.server_ns, *as_user, sys.executable, "-m",
+                               "services.firewall", action, "--backend", backend,
+                               "--listen", f"gateway=0.0.0.0:{GATEWAY_PORT}", "--listen", "nats=127.0.0.1:4222",
+                               "--source", self.subnet, "--no-record"],
                               capture_output=True, text=True, timeout=60, env=env, cwd=ROOT, check=False)
+
+    def stoker(self, data_dir: Path, *args: str) -> subprocess.CompletedProcess:
+        """The `stoker` CLI inside the server's namespace, its gateway configured to listen on every address."""
+        env = {k: v for k, v in os.environ.items() if not k.startswith("STOKER_")}
+        env.update(PYTHONPATH=str(ROOT), STOKER_DATA_DIR=str(data_dir), STOKER_GATEWAY_HOST="0.0.0.0",
+                   STOKER_GATEWAY_PORT=str(GATEWAY_PORT))
+        return subprocess.run(["ip", "netns", "exec", self.server_ns, sys.executable, "-m", "ops", *args],
+                              capture_output=True, text=True, timeout=60, env=env, cwd=data_dir, check=False)
 
 
 @pytest.fixture
@@ -106,7 +116,7 @@ def nft_ruleset(pair: Pair) -> str:
     return pair.in_server("nft", "list", "ruleset").stdout
 
 
-def test_nftables_opens_only_after_apply_and_not_after_remove(pair: Pair) -> None:
+def test_nftables_opens_only_after_apply_and_not_after_remove(pair: Pair, tmp_path: Path) -> None:
     if shutil.which("nft") is None:
         pytest.skip("nft (nftables) is not installed")
     hand = f"tcp dport {HAND_PORT} accept"
@@ -118,8 +128,20 @@ def test_nftables_opens_only_after_apply_and_not_after_remove(pair: Pair) -> Non
     assert pair.reaches(HAND_PORT) and not pair.reaches(GATEWAY_PORT)
     assert pair.firewall("status", "nftables").returncode == 1
 
-    applied = pair.firewall("apply", "nftables")
+    # Without root: the exact commands are printed for a person to run, and nothing changes.
+    if shutil.which("setpriv"):
+        nobody = pair.firewall("apply", "nftables", as_user=("setpriv", "--reuid=65534", "--regid=65534",
+                                                             "--clear-groups"))
+        assert nobody.returncode == 4 and "needs root" in nobody.stderr, nobody.stderr + nobody.stdout
+        assert (f"nft insert rule inet filter input ip saddr {pair.subnet} tcp dport {GATEWAY_PORT} counter accept "
+                "comment '\"stoker gateway\"'") in nobody.stdout
+        assert not pair.reaches(GATEWAY_PORT)
+
+    # `stoker firewall apply`: the CLI reads the listeners from the settings and runs the firewall service.
+    applied = pair.stoker(tmp_path, "firewall", "apply", "--backend", "nftables", "--source", pair.subnet,
+                          "--no-record")
     assert applied.returncode == 0, applied.stderr + applied.stdout
+    assert f"gateway 0.0.0.0:{GATEWAY_PORT}" in applied.stdout
     assert pair.reaches(GATEWAY_PORT) and pair.reaches(HAND_PORT)
     status = pair.firewall("status", "nftables")
     assert status.returncode == 0 and f"open     gateway {GATEWAY_PORT}/tcp from {pair.subnet}" in status.stdout
