@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import platform
 import shutil
+import socket
 import subprocess
 import sys
 from collections.abc import Sequence
@@ -83,7 +84,7 @@ def interfaces() -> list[Interface]:
         if name in stats and not stats[name].isup:
             continue
         out += [Interface(name, a.address, a.netmask) for a in addresses
-                if a.family in (2, 10, 23, 30) and a.address]  # AF_INET, AF_INET6 (Linux, Windows, macOS)
+                if a.family in (socket.AF_INET, socket.AF_INET6) and a.address]
     return out
 
 
