@@ -58,10 +58,12 @@ def delegate(cli: Cli, action: str, sources: tuple[str, ...], backend: str | Non
     argv += [f"--backend={backend}"] if backend else []
     argv += ["--json"] if cli.as_json or json_flag else []
     argv += [] if record else ["--no-record"]
+    # Only what was given: without it, the service finds this data dir's running platform and admin itself.
     os.environ.setdefault("STOKER_DATA_DIR", str(cli.settings.data_path))
-    os.environ.setdefault("STOKER_NATS_URL", cli.nats_url)
-    if cli.credentials is not None:
-        os.environ.setdefault("STOKER_NATS_CREDENTIALS", str(cli.credentials))
+    if cli.settings.nats_url:
+        os.environ.setdefault("STOKER_NATS_URL", cli.settings.nats_url)
+    if cli.settings.nats_credentials:
+        os.environ.setdefault("STOKER_NATS_CREDENTIALS", cli.settings.nats_credentials)
     entry = importlib.import_module(f"{FIREWALL_MODULE}.__main__")
     return int(entry.cli_main(argv))
 

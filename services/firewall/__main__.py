@@ -103,10 +103,13 @@ async def record(event: ev.FirewallEvent) -> None:
     from eventstore.connect import connect
     from eventstore.credentials import CredentialStore
     from eventstore.log import JetStreamLog
-    from eventstore.server import resolve_nats_url
+    from eventstore.server import read_record, resolve_nats_url
     from eventstore.service import nats_security
 
     settings = load_settings(CommonSettings)
+    if not settings.nats_url and read_record(settings.data_path) is None:
+        say("note: not recorded in the event log (stoker is not running from this data dir)", err=True)
+        return
     security = nats_security(settings)
     admin = CredentialStore(settings.data_path).role_path("admin")
     credentials = security["credentials"] or (admin if admin.exists() else None)

@@ -47,7 +47,7 @@ class Nftables:
     def parse(self, outputs: Outputs) -> State:
         """Stoker's rules (with their handles) and the input base chains, from `nft -j list ruleset`."""
         if not outputs or outputs[0] is None:
-            return State(readable=False, notes=("cannot read the nftables ruleset (root needed)",))
+            return State(readable=False, notes=("cannot read the nftables ruleset",))
         try:
             items = json.loads(outputs[0]).get("nftables", [])
         except (ValueError, AttributeError):
@@ -142,7 +142,7 @@ class Iptables:
         chain_out = outputs[0] if outputs else None
         input_out = outputs[1] if len(outputs) > 1 else None
         if input_out is None:
-            return State(readable=False, notes=("cannot read iptables (root needed)",))
+            return State(readable=False, notes=("cannot read iptables' rules",))
         present, details = set(), []
         for line in (chain_out or "").splitlines():
             words = shlex.split(line)
@@ -215,7 +215,7 @@ class Ufw:
     def parse(self, outputs: Outputs) -> State:
         """Stoker's rules from `ufw status` (the ones commented `stoker …`)."""
         if not outputs or outputs[0] is None:
-            return State(readable=False, notes=("cannot read ufw's rules (root needed)",))
+            return State(readable=False, notes=("cannot read ufw's rules",))
         present = set()
         for text in outputs[0].splitlines():
             match = self.line.match(text.strip())
@@ -269,7 +269,7 @@ class Firewalld:
         ports_out = outputs[0] if outputs else None
         rich_out = outputs[1] if len(outputs) > 1 else None
         if rich_out is None:
-            return State(readable=False, notes=("cannot ask firewalld (is it running? root needed)",))
+            return State(readable=False, notes=("cannot ask firewalld",))
         ports = [p.split("/") for p in (ports_out or "").split() if "/" in p]
         sources = []
         for line in rich_out.splitlines():

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import platform
 import shutil
@@ -49,9 +50,15 @@ def run(argv: Argv, timeout: float = TIMEOUT_S) -> Ran:
 
 
 def read_state(backend: Backend) -> State:
-    """Run the backend's check commands and parse what they print (None for each that failed)."""
-    outputs = [result.stdout if result.ok else None for result in (run(argv) for argv in backend.check)]
-    return backend.parse(outputs)
+    """Run the backend's check commands and parse what they print (None for each that failed); where the state
+    could not be read, the first failure's own words are added to its notes."""
+    results = [run(argv) for argv in backend.check]
+    state = backend.parse([result.stdout if result.ok else None for result in results])
+    failed = next((r for r in results if not r.ok), None)
+    if state.readable or failed is None:
+        return state
+    why = (failed.stderr.strip() or f"exit {failed.code}").splitlines()[-1][:200]
+    return dataclasses.replace(state, notes=(*state.notes, f"`{failed.argv[0]}` said: {why}"))
 
 
 def run_all(commands: Sequence[Argv]) -> list[Ran]:

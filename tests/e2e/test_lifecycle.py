@@ -271,6 +271,11 @@ def test_a_taken_gateway_port_is_named_and_another_one_used(tmp_path: Path) -> N
             assert gateway["wanted"] == wanted and gateway["port"] != wanted and f":{gateway['port']}" in said
             assert _ready(f"http://127.0.0.1:{gateway['port']}")
             assert json.loads((tmp_path / "ports.json").read_text())["gateway"]["port"] == gateway["port"]
+            # `stoker firewall` plans for the port actually used (here nothing to open: it is on loopback).
+            planned = run_briefly([sys.executable, "-m", "ops", "firewall", "plan", "--backend", "iptables",
+                                   "--source", "10.0.0.0/24", "--no-record"], env, tmp_path, 60)
+            assert (f"listeners from the running platform: gateway 127.0.0.1:{gateway['port']}" in planned.stdout
+                    and planned.returncode == 0), planned
             process.send_signal(signal.SIGINT)
             assert process.wait(STOP_TIMEOUT_S + 30) == 0
         finally:

@@ -120,11 +120,11 @@ def test_nftables_opens_only_after_apply_and_not_after_remove(pair: Pair, tmp_pa
     if shutil.which("nft") is None:
         pytest.skip("nft (nftables) is not installed")
     hand = f"tcp dport {HAND_PORT} accept"
-    pair.in_server("nft", "add", "table", "inet", "testfw")
-    pair.in_server("nft", "add", "chain", "inet", "testfw", "input",
-                   "{ type filter hook input priority 0; policy drop; }")
-    pair.in_server("nft", "add", "rule", "inet", "testfw", "input", "ct", "state", "established,related", "accept")
-    pair.in_server("nft", "add", "rule", "inet", "testfw", "input", *hand.split())
+    host_ruleset = tmp_path / "host.nft"  # the host's own configuration, as /etc/nftables.conf would hold it
+    host_ruleset.write_text("flush ruleset\ntable inet testfw {\n  chain input {\n"
+                            "    type filter hook input priority 0; policy drop;\n"
+                            f"    ct state established,related accept\n    {hand}\n  }}\n}}\n")
+    pair.in_server("nft", "-f", str(host_ruleset))
     assert pair.reaches(HAND_PORT) and not pair.reaches(GATEWAY_PORT)
     assert pair.firewall("status", "nftables").returncode == 1
 
@@ -150,10 +150,9 @@ def test_nftables_opens_only_after_apply_and_not_after_remove(pair: Pair, tmp_pa
     assert again.returncode == 0 and "nothing to do" in again.stdout
     assert nft_ruleset(pair).count("stoker gateway") == 1
 
-    # A reload that wipes stoker's rule (here: the rule deleted by hand) shows in status, and apply restores it.
-    handle = next(line.rsplit("# handle ", 1)[1] for line in pair.in_server("nft", "-a", "list", "ruleset").stdout
-                  .splitlines() if "stoker gateway" in line)
-    pair.in_server("nft", "delete", "rule", "inet", "testfw", "input", "handle", handle)
+    # A reload of the host's configuration (`systemctl reload nftables`: flush, load) wipes stoker's rule: status
+    # says so, and apply puts it back.
+    pair.in_server("nft", "-f", str(host_ruleset))
     wiped = pair.firewall("status", "nftables")
     assert wiped.returncode == 1 and "MISSING" in wiped.stdout and not pair.reaches(GATEWAY_PORT)
     assert pair.firewall("apply", "nftables").returncode == 0 and pair.reaches(GATEWAY_PORT)
