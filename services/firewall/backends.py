@@ -8,7 +8,8 @@ from typing import Protocol
 
 from services.firewall.desktop import MacFirewall, WindowsDefender
 from services.firewall.domain import Argv, Plan, PlanError, Rule, State
-from services.firewall.linux import Firewalld, Iptables, Nftables, Outputs, Ufw
+from services.firewall.frontends import Firewalld, Ufw
+from services.firewall.linux import Iptables, Nftables, Outputs
 
 BACKENDS = ("firewalld", "ufw", "nftables", "iptables", "windows", "macos")
 LINUX_ORDER = ("firewalld", "ufw", "nftables", "iptables")  # the first one in charge wins

@@ -14,7 +14,7 @@ import re
 from collections.abc import Sequence
 
 from services.firewall.domain import ANY, TAG, Argv, Plan, Rule, State
-from services.firewall.linux import Outputs, _name_from
+from services.firewall.linux import Outputs, name_from
 
 POWERSHELL = ("powershell", "-NoProfile", "-NonInteractive", "-Command")
 
@@ -54,7 +54,7 @@ class WindowsDefender:
             if len(parts) != 5 or not parts[3].isdigit():
                 continue
             rule_name, display, protocol, port, remote = parts
-            name = _name_from(display)
+            name = name_from(display)
             details.append(("rule", rule_name))
             if name and protocol.lower() in ("tcp", "udp"):
                 for source in remote.split(","):
@@ -111,7 +111,7 @@ class MacFirewall:
         pf_out = outputs[2] if self.pf_enabled and len(outputs) > 2 else None
         for line in (pf_out or "").splitlines():
             found = re.search(r"pass in .*proto (tcp|udp) from (\S+) to any port = (\d+).*label \"([^\"]+)\"", line)
-            name = _name_from(found.group(4)) if found else None
+            name = name_from(found.group(4)) if found else None
             if found and name:
                 present.add(Rule(int(found.group(3)), found.group(1), _source_from(found.group(2)), name))
         if pf_out:

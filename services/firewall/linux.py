@@ -1,16 +1,13 @@
-"""Linux backends as pure functions: the commands that read each firewall, how their output reads, the plan.
+"""Linux's netfilter backends as pure functions: the commands that read each, how their output reads, the plan.
 
-firewalld: a `stoker` service (the ports) and a rich rule per source in the default zone, made permanent
-and loaded with a reload. ufw: one rule per port and source, commented `stoker <name>`. nftables: rules
-commented `stoker <name>` at the top of every input base chain (see `Nftables`). iptables: a `stoker`
-chain jumped from INPUT.
+nftables: rules commented `stoker <name>` at the top of every input base chain (see `Nftables`). iptables: a
+`stoker` chain jumped from INPUT. The managers on top of them (firewalld, ufw) are in `frontends.py`.
 """
 
 from __future__ import annotations
 
 import ipaddress
 import json
-import re
 import shlex
 from collections.abc import Sequence
 
@@ -19,7 +16,7 @@ from services.firewall.domain import ANY, TAG, Argv, Plan, Rule, State
 Outputs = Sequence[str | None]  # each check command's stdout, None where it failed
 
 
-def _name_from(comment: str) -> str | None:
+def name_from(comment: str) -> str | None:
     """The listener name of a `stoker <name>` comment; None for anyone else's comment."""
     parts = comment.strip().split()
     if not parts or parts[0] != TAG:
@@ -27,7 +24,7 @@ def _name_from(comment: str) -> str | None:
     return parts[1] if len(parts) > 1 else TAG
 
 
-def _comment(rule: Rule) -> str:
+def comment_of(rule: Rule) -> str:
     return f"{TAG} {rule.name}"
 
 
@@ -58,7 +55,7 @@ class Nftables:
             if chain and chain.get("hook") == "input" and chain.get("family") in ("inet", "ip", "ip6"):
                 details.append(("chain", chain["family"], chain["table"], chain["name"], chain.get("policy", "accept")))
             rule = item.get("rule")
-            name = _name_from(rule.get("comment", "")) if rule else None
+            name = name_from(rule.get("comment", "")) if rule else None
             if rule and name:
                 found = _nft_rule(rule.get("expr", []), name)
                 details.append(("rule", rule["family"], rule["table"], rule["chain"], str(rule["handle"])))
@@ -104,7 +101,7 @@ def _nft_insert(family: str, table: str, chain: str, rule: Rule) -> Argv | None:
             return None  # that family never sees this source's packets
         match = ("ip" if version == 4 else "ip6", "saddr", rule.source)
     return ("nft", "insert", "rule", family, table, chain, *match, rule.protocol, "dport", str(rule.port),
-            "counter", "accept", "comment", f'"{_comment(rule)}"')
+            "counter", "accept", "comment", f'"{comment_of(rule)}"')
 
 
 def _nft_rule(exprs: list, name: str) -> Rule | None:
@@ -177,7 +174,7 @@ class Iptables:
             elif rule.key not in present:
                 source = () if rule.source == ANY else ("-s", rule.source)
                 runtime.append(("iptables", "-A", self.chain, *source, "-p", rule.protocol, "-m", rule.protocol,
-                                "--dport", str(rule.port), "-m", "comment", "--comment", _comment(rule), "-j",
+                                "--dport", str(rule.port), "-m", "comment", "--comment", comment_of(rule), "-j",
                                 "ACCEPT"))
         if not state.detail("jump"):
             runtime.append(("iptables", "-I", "INPUT", "1", "-m", "comment", "--comment", TAG, "-j", self.chain))
@@ -198,126 +195,8 @@ def _ipt_rule(words: list[str]) -> Rule | None:
     def value(flag: str) -> str | None:
         return words[words.index(flag) + 1] if flag in words and words.index(flag) + 1 < len(words) else None
 
-    name, port, protocol = _name_from(value("--comment") or ""), value("--dport"), value("-p")
+    name, port, protocol = name_from(value("--comment") or ""), value("--dport"), value("-p")
     if not name or not port or not port.isdigit() or protocol not in ("tcp", "udp") or value("-j") != "ACCEPT":
         return None
     source = value("-s")
     return Rule(int(port), protocol, str(ipaddress.ip_network(source)) if source else ANY, name)
-
-
-class Ufw:
-    """ufw: `ufw allow from SOURCE to any port P proto tcp comment 'stoker <name>'` (ufw keeps its rules)."""
-
-    name = "ufw"
-    check: tuple[Argv, ...] = (("ufw", "status"),)
-    line = re.compile(r"^(?:\[\s*\d+\]\s+)?(\d+)/(tcp|udp)(?: \(v6\))?\s+ALLOW(?: IN)?\s+(.+?)\s+#\s*(.+)$")
-
-    def parse(self, outputs: Outputs) -> State:
-        """Stoker's rules from `ufw status` (the ones commented `stoker …`)."""
-        if not outputs or outputs[0] is None:
-            return State(readable=False, notes=("cannot read ufw's rules",))
-        present = set()
-        for text in outputs[0].splitlines():
-            match = self.line.match(text.strip())
-            name = _name_from(match.group(4)) if match else None
-            if match and name:
-                where = match.group(3).replace("(v6)", "").strip()
-                source = ANY if where.startswith("Anywhere") else str(ipaddress.ip_network(where, strict=False))
-                present.add(Rule(int(match.group(1)), match.group(2), source, name))
-        return State(present=frozenset(present))
-
-    def plan(self, wanted: Sequence[Rule], state: State) -> Plan:
-        """Allow what is missing, delete what is stale."""
-        present = {r.key for r in state.present}
-        wanted_keys = {r.key for r in wanted}
-        runtime = [self._delete(r) for r in sorted(state.present) if r.key not in wanted_keys]
-        runtime += [("ufw", "allow", *self._spec(r), "comment", _comment(r)) for r in wanted if r.key not in present]
-        return Plan(self.name, tuple(wanted), state, runtime=tuple(runtime), remove=self._removal(state),
-                    check=self.check, notes=("ufw keeps its rules across reboots: no separate permanent step",))
-
-    def _spec(self, rule: Rule) -> Argv:
-        source = "any" if rule.source == ANY else rule.source
-        return ("from", source, "to", "any", "port", str(rule.port), "proto", rule.protocol)
-
-    def _delete(self, rule: Rule) -> Argv:
-        return ("ufw", "delete", "allow", *self._spec(rule))
-
-    def _removal(self, state: State) -> tuple[Argv, ...]:
-        return tuple(self._delete(r) for r in sorted(state.present))
-
-
-class Firewalld:
-    """firewalld: a permanent `stoker` service holding the ports, and a rich rule per source in the zone."""
-
-    name = "firewalld"
-    service = TAG
-
-    def __init__(self, zone: str = "public") -> None:
-        self.zone = zone
-        self.check: tuple[Argv, ...] = (
-            ("firewall-cmd", "--permanent", f"--service={self.service}", "--get-ports"),
-            ("firewall-cmd", f"--zone={zone}", "--list-rich-rules"),
-        )
-
-    def _rich(self, source: str) -> str:
-        family = "ipv6" if source != ANY and ipaddress.ip_network(source).version == 6 else "ipv4"
-        where = "" if source == ANY else f' source address="{source}"'
-        return f'rule family="{family}"{where} service name="{self.service}" accept'
-
-    def parse(self, outputs: Outputs) -> State:
-        """The service's ports and the zone's rich rules that name it (runtime: what a reload left)."""
-        ports_out = outputs[0] if outputs else None
-        rich_out = outputs[1] if len(outputs) > 1 else None
-        if rich_out is None:
-            return State(readable=False, notes=("cannot ask firewalld",))
-        ports = [p.split("/") for p in (ports_out or "").split() if "/" in p]
-        sources = []
-        for line in rich_out.splitlines():
-            if f'service name="{self.service}"' in line and "accept" in line:
-                found = re.search(r'source address="([^"]+)"', line)
-                sources.append(str(ipaddress.ip_network(found.group(1), strict=False)) if found else ANY)
-        present = {Rule(int(port), proto, source, TAG) for port, proto in ports for source in sources
-                   if port.isdigit() and proto in ("tcp", "udp")}
-        details = [("service",)] if ports_out is not None else []
-        details += [("port", f"{p}/{proto}") for p, proto in ports] + [("source", s) for s in sources]
-        return State(present=frozenset(present), details=tuple(details))
-
-    def plan(self, wanted: Sequence[Rule], state: State) -> Plan:
-        """The permanent service, its ports and rich rules as wanted, then a reload to make them current."""
-        fc = "firewall-cmd"
-        permanent: list[Argv] = []
-        if not state.detail("service"):
-            permanent.append((fc, "--permanent", f"--new-service={self.service}"))
-        have_ports = {p for (p,) in state.detail("port")}
-        want_ports = {f"{r.port}/{r.protocol}" for r in wanted}
-        have_sources = {s for (s,) in state.detail("source")}
-        want_sources = {r.source for r in wanted}
-        permanent += [(fc, "--permanent", f"--service={self.service}", f"--remove-port={p}")
-                      for p in sorted(have_ports - want_ports)]
-        permanent += [(fc, "--permanent", f"--service={self.service}", f"--add-port={p}")
-                      for p in sorted(want_ports - have_ports)]
-        permanent += [(fc, "--permanent", f"--zone={self.zone}", f"--remove-rich-rule={self._rich(s)}")
-                      for s in sorted(have_sources - want_sources)]
-        permanent += [(fc, "--permanent", f"--zone={self.zone}", f"--add-rich-rule={self._rich(s)}")
-                      for s in sorted(want_sources - have_sources)]
-        runtime: tuple[Argv, ...] = ((fc, "--reload"),) if permanent or {r.key for r in wanted} != {
-            r.key for r in state.present} else ()
-        # Names are not stored by firewalld: the plan's rules name what is present by port.
-        named = State(present=frozenset(_named(state.present, wanted)), details=state.details,
-                      readable=state.readable, notes=state.notes)
-        return Plan(self.name, tuple(wanted), named, runtime=runtime, permanent=tuple(permanent),
-                    remove=self._removal(state), check=self.check, permanent_first=True,
-                    notes=("firewalld makes services only in its permanent configuration: a reload loads them",))
-
-    def _removal(self, state: State) -> tuple[Argv, ...]:
-        fc = "firewall-cmd"
-        out: list[Argv] = [(fc, "--permanent", f"--zone={self.zone}", f"--remove-rich-rule={self._rich(s)}")
-                           for (s,) in state.detail("source")]
-        if state.detail("service"):
-            out.append((fc, "--permanent", f"--delete-service={self.service}"))
-        return (*out, (fc, "--reload")) if out else ()
-
-
-def _named(present: frozenset[Rule], wanted: Sequence[Rule]) -> set[Rule]:
-    names = {r.key: r.name for r in wanted}
-    return {Rule(r.port, r.protocol, r.source, names.get(r.key, r.name)) for r in present}

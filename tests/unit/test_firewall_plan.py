@@ -20,7 +20,8 @@ from services.firewall.domain import (
     rules_for,
     shell,
 )
-from services.firewall.linux import Firewalld, Iptables, Nftables, Ufw
+from services.firewall.frontends import Firewalld, Ufw
+from services.firewall.linux import Iptables, Nftables
 
 LAN = "192.168.1.0/24"
 GATEWAY = Rule(8000, "tcp", LAN, "gateway")
