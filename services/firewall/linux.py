@@ -42,29 +42,39 @@ class Nftables:
     check: tuple[Argv, ...] = (("nft", "-j", "list", "ruleset"),)
 
     def parse(self, outputs: Outputs) -> State:
-        """Stoker's rules (with their handles) and the input base chains, from `nft -j list ruleset`."""
+        """Stoker's rules (with their handles) and the input base chains, from `nft -j list ruleset`.
+
+        A rule counts as present when every input chain that can see its packets holds it (a drop in the
+        one that lacks it would win); a rule of stoker's that is not wanted counts wherever it is (to go).
+        """
         if not outputs or outputs[0] is None:
             return State(readable=False, notes=("cannot read the nftables ruleset",))
         try:
             items = json.loads(outputs[0]).get("nftables", [])
         except (ValueError, AttributeError):
             return State(readable=False, notes=("`nft -j list ruleset` did not print JSON",))
-        present, details = set(), []
+        details: list[tuple[str, ...]] = []
+        found: dict[tuple[str, str, str], set[Rule]] = {}
         for item in items:
-            chain = item.get("chain")
+            chain, rule = item.get("chain"), item.get("rule")
             if chain and chain.get("hook") == "input" and chain.get("family") in ("inet", "ip", "ip6"):
-                details.append(("chain", chain["family"], chain["table"], chain["name"], chain.get("policy", "accept")))
-            rule = item.get("rule")
+                details.append(("chain", chain["family"], chain["table"], chain["name"]))
+                found.setdefault((chain["family"], chain["table"], chain["name"]), set())
             name = name_from(rule.get("comment", "")) if rule else None
             if rule and name:
-                found = _nft_rule(rule.get("expr", []), name)
-                details.append(("rule", rule["family"], rule["table"], rule["chain"], str(rule["handle"])))
-                if found:
-                    present.add(found)
+                parsed = _nft_rule(rule.get("expr", []), name)
+                where = (rule["family"], rule["table"], rule["chain"])
+                details.append(("rule", *where, str(rule["handle"]), _rule_text(parsed)))
+                if parsed:
+                    found.setdefault(where, set()).add(parsed)
+        chains = [tuple(d[1:]) for d in details if d[0] == "chain"]
+        candidates = set().union(*found.values()) if found else set()
+        present = {r for r in candidates
+                   if all(r.key in {f.key for f in found.get(c, set())} for c in chains if _sees(c[0], r))}
         return State(present=frozenset(present), details=tuple(details))
 
     def plan(self, wanted: Sequence[Rule], state: State) -> Plan:
-        """Insert the missing rules into every input chain; delete stale ones (by handle) when any are."""
+        """Delete stoker's rules that are not wanted (by handle); insert each wanted one where it is missing."""
         chains = state.detail("chain")
         notes = []
         if state.readable and not chains:
@@ -72,34 +82,38 @@ class Nftables:
             return Plan(self.name, tuple(wanted), open_state, remove=self._removal(state), check=self.check,
                         notes=("no nftables chain filters incoming traffic here: nothing blocks the ports",))
         if not state.readable:
-            chains = [("inet", "filter", "input", "?")]
+            chains = [("inet", "filter", "input")]
             notes.append("assumed the usual `inet filter input` chain (the ruleset could not be read)")
-        runtime: list[Argv] = []
-        stale = {r.key for r in state.present} - {r.key for r in wanted}
-        if stale:  # handles identify rules, not openings: take stoker's rules out and put the wanted ones back
-            runtime += self._removal(state)
-        keep = {r.key for r in state.present} - stale
+        wanted_text = {_rule_text(r): r for r in wanted}
+        rules = state.detail("rule")
+        runtime: list[Argv] = [("nft", "delete", "rule", f, t, c, "handle", h)
+                               for f, t, c, h, text in rules if text not in wanted_text]
         for rule in wanted:
-            if rule.key in keep and not stale:
-                continue
-            for family, table, chain, _policy in chains:
-                runtime += [a for a in [_nft_insert(family, table, chain, rule)] if a]
+            holders = {(f, t, c) for f, t, c, _h, text in rules if text == _rule_text(rule)}
+            runtime += [_nft_insert(*chain, rule) for chain in chains
+                        if _sees(chain[0], rule) and tuple(chain) not in holders]
         return Plan(self.name, tuple(wanted), state, runtime=tuple(runtime), remove=self._removal(state),
                     check=self.check, notes=(*notes, "nftables rules are runtime only: a reload or a reboot wipes "
                                              "them; `stoker firewall status` shows it, `apply` puts them back"))
 
     def _removal(self, state: State) -> tuple[Argv, ...]:
         return tuple(("nft", "delete", "rule", family, table, chain, "handle", handle)
-                     for family, table, chain, handle in state.detail("rule"))
+                     for family, table, chain, handle, _text in state.detail("rule"))
 
 
-def _nft_insert(family: str, table: str, chain: str, rule: Rule) -> Argv | None:
-    match = ()
+def _sees(family: str, rule: Rule) -> bool:
+    """Whether a chain of this nftables family sees the packets of the rule's source."""
+    return rule.source == ANY or (family, rule.family) not in (("ip", 6), ("ip6", 4))
+
+
+def _rule_text(rule: Rule | None) -> str:
+    return "" if rule is None else f"{rule.port}/{rule.protocol} {rule.source}"
+
+
+def _nft_insert(family: str, table: str, chain: str, rule: Rule) -> Argv:
+    match: Argv = ()
     if rule.source != ANY:
-        version = rule.family
-        if (family, version) in (("ip", 6), ("ip6", 4)):
-            return None  # that family never sees this source's packets
-        match = ("ip" if version == 4 else "ip6", "saddr", rule.source)
+        match = ("ip" if rule.family == 4 else "ip6", "saddr", rule.source)
     return ("nft", "insert", "rule", family, table, chain, *match, rule.protocol, "dport", str(rule.port),
             "counter", "accept", "comment", f'"{comment_of(rule)}"')
 

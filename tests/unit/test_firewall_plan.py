@@ -193,6 +193,22 @@ def test_nftables_replaces_a_stale_rule_by_handle() -> None:
     assert diff(plan) == [f"+ {moved.describe()}", f"- {GATEWAY.describe()}"]
 
 
+def test_nftables_opens_in_every_input_chain_that_sees_the_source() -> None:
+    # iptables-nft's `ip filter INPUT` beside the host's own `inet filter input`: a drop in either would win.
+    items = json.loads(NFT_STATE)["nftables"] + [
+        {"chain": {"family": "ip", "table": "filter", "name": "INPUT", "handle": 1, "type": "filter",
+                   "hook": "input", "prio": 0, "policy": "accept"}}]
+    backend = Nftables()
+    v6 = Rule(8000, "tcp", "fd00:1::/64", "gateway")
+    plan = backend.plan((GATEWAY, v6), backend.parse([json.dumps({"nftables": items})]))
+    assert plan.missing == (GATEWAY, v6) and not plan.stale  # 8000 from the LAN is only in one of the two
+    assert [shell(c) for c in plan.runtime] == [
+        "nft insert rule ip filter INPUT ip saddr 192.168.1.0/24 tcp dport 8000 counter accept comment "
+        "'\"stoker gateway\"'",
+        "nft insert rule inet filter input ip6 saddr fd00:1::/64 tcp dport 8000 counter accept comment "
+        "'\"stoker gateway\"'"]  # an `ip` table never sees IPv6 packets
+
+
 def test_nftables_without_an_input_chain_has_nothing_to_open() -> None:
     backend = Nftables()
     plan = backend.plan(WANTED, backend.parse([json.dumps({"nftables": [{"metainfo": {}}]})]))
