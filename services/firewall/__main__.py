@@ -173,7 +173,8 @@ def change(plan: Plan, args: argparse.Namespace) -> int:
     if not args.json:
         show(plan, args.action)
     if not commands:
-        say("nothing to do: " + ("the firewall is as planned" if applying else "no rule of stoker's is there"))
+        say("nothing to do: " + ("the firewall is as planned" if applying else "no rule of stoker's is there"),
+            err=args.json)
         return 0
     if not system.is_admin():
         say(f"stoker: changing the firewall needs root (administrator): run the commands above as root, or "
@@ -187,10 +188,10 @@ def change(plan: Plan, args: argparse.Namespace) -> int:
             return EXIT_FAILED
     if applying:
         _record(args, ev.FirewallApplied, plan, plan.wanted, commands, applied_at=utcnow())
-        say(f"applied: {len(plan.wanted)} rule(s) open")
+        say(f"applied: {len(plan.wanted)} rule(s) open", err=args.json)
     else:
         _record(args, ev.FirewallRemoved, plan, sorted(plan.state.present), commands, removed_at=utcnow())
-        say("removed: stoker's rules are gone; nobody else's were touched")
+        say("removed: stoker's rules are gone; nobody else's were touched", err=args.json)
     return 0
 
 
