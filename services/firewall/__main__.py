@@ -16,7 +16,7 @@ import sys
 from collections.abc import Sequence
 
 from contracts import events as ev
-from contracts.base import utcnow
+from contracts.base import is_valid_id, utcnow
 from eventstore.config import CommonSettings, ConfigError, load_settings
 from services.firewall import system
 from services.firewall.backends import BACKENDS, Backend, build, choose
@@ -199,8 +199,9 @@ def _record(args: argparse.Namespace, kind: type[ev.FirewallEvent], plan: Plan, 
             commands: Sequence[tuple[str, ...]], **fields: object) -> None:
     if not args.record:
         return
-    event = kind(host_id=host_id(args.host_id), backend=plan.backend, rules=as_events(rules),
-                 commands=tuple(shell(c)[:2000] for c in commands), **fields)
+    # Within the event's bounds (msgspec checks them when the event is read back, not when it is made).
+    event = kind(host_id=host_id(args.host_id), backend=plan.backend, rules=as_events(rules)[:256],
+                 commands=tuple(shell(c)[:2000] for c in commands)[:512], **fields)
     asyncio.run(record(event))
 
 
@@ -221,6 +222,9 @@ def parser() -> argparse.ArgumentParser:
 def cli_main(argv: Sequence[str] | None = None) -> int:
     """Parse, act, and exit with the action's code; bad input is one line and exit 2."""
     args = parser().parse_args(argv)
+    if args.host_id is not None and not is_valid_id(args.host_id):
+        say(f"stoker: --host-id {args.host_id!r} may hold only letters, digits, '-' and '_'", err=True)
+        return EXIT_USAGE
     try:
         code = act(args)
     except NoFirewall as exc:

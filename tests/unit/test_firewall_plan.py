@@ -296,3 +296,22 @@ def test_macos_without_pf_counts_on_the_application_firewall() -> None:
 def test_plans_do_not_depend_on_state_details_order() -> None:
     a = State(present=frozenset({GATEWAY}), details=(("x", "1"),))
     assert a.detail("x") == [("1",)] and a.detail("y") == []
+
+
+@pytest.mark.parametrize(("text", "listener"), [
+    ("gateway=0.0.0.0:8000", Listener("gateway", "0.0.0.0", 8000)),
+    ("nats=[::]:4222", Listener("nats", "::", 4222)),
+    ("nats-route-0=192.168.1.5:6222", Listener("nats-route-0", "192.168.1.5", 6222)),
+])
+def test_listeners_are_given_as_name_host_port(text: str, listener: Listener) -> None:
+    from services.firewall.__main__ import parse_listener
+
+    assert parse_listener(text) == listener
+
+
+@pytest.mark.parametrize("text", ["gateway", "gateway=8000", "=0.0.0.0:80", "gateway=0.0.0.0:http"])
+def test_a_bad_listener_is_one_clear_error(text: str) -> None:
+    from services.firewall.__main__ import parse_listener
+
+    with pytest.raises(PlanError, match="expected NAME=HOST:PORT"):
+        parse_listener(text)
