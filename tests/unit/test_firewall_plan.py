@@ -6,6 +6,7 @@ import json
 
 import pytest
 
+from services.firewall.__main__ import parse_listener
 from services.firewall.backends import Facts, build, choose
 from services.firewall.desktop import ANCHOR, SOCKETFILTERFW, MacFirewall, WindowsDefender
 from services.firewall.domain import (
@@ -304,14 +305,10 @@ def test_plans_do_not_depend_on_state_details_order() -> None:
     ("nats-route-0=192.168.1.5:6222", Listener("nats-route-0", "192.168.1.5", 6222)),
 ])
 def test_listeners_are_given_as_name_host_port(text: str, listener: Listener) -> None:
-    from services.firewall.__main__ import parse_listener
-
     assert parse_listener(text) == listener
 
 
 @pytest.mark.parametrize("text", ["gateway", "gateway=8000", "=0.0.0.0:80", "gateway=0.0.0.0:http"])
 def test_a_bad_listener_is_one_clear_error(text: str) -> None:
-    from services.firewall.__main__ import parse_listener
-
     with pytest.raises(PlanError, match="expected NAME=HOST:PORT"):
         parse_listener(text)
