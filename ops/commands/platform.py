@@ -128,10 +128,6 @@ def secure_data_dir(data: Path) -> None:
         os.chmod(log_file, 0o600)
 
 
-class ServiceCannotStart(RuntimeError):
-    """Something a service needs is missing; the message says which service and why."""
-
-
 def nats_specs(nodes: list[NatsServer], log_dir: Path) -> list[ProcessSpec]:
     """Each NATS node as a supervised process (through its keeper), stopped after everything else."""
     names = ["nats"] if len(nodes) == 1 else [f"nats-{i}" for i in range(len(nodes))]
@@ -357,8 +353,6 @@ class Up:
         await asyncio.gather(startup, return_exceptions=True)
         if failure.done():
             self._say_failed(failure.result())
-        elif startup in done and isinstance(startup.exception(), ServiceCannotStart):
-            say(f"stoker: {startup.exception()}", err=True)
         elif startup in done:
             say(f"stoker: could not start ({self.phase}): {startup.exception()}", err=True)
         elif self.stop.is_set():
