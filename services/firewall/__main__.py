@@ -120,11 +120,22 @@ async def record(event: ev.FirewallEvent) -> None:
         say(f"note: not recorded in the event log ({exc})", err=True)
         return
     try:
-        await JetStreamLog(nc, Topology(settings.prefix)).append("firewall", event.host_id, [event])
+        log = JetStreamLog(nc, Topology(settings.prefix))
+        if isinstance(event, ev.FirewallPlanned):  # the same plan looked at again is not news
+            history, _version = await log.load("firewall", event.host_id)
+            if history and same_plan(history[-1].event, event):
+                return
+        await log.append("firewall", event.host_id, [event])
     except Exception as exc:
         say(f"note: not recorded in the event log ({exc})", err=True)
     finally:
         await nc.close()
+
+
+def same_plan(last: object, planned: ev.FirewallPlanned) -> bool:
+    """Whether `last` (the host's newest firewall event) already records this plan."""
+    return (isinstance(last, ev.FirewallPlanned) and last.backend == planned.backend and last.rules == planned.rules
+            and last.commands == planned.commands and last.by_hand == planned.by_hand)
 
 
 def host_id(given: str | None) -> str:

@@ -1,4 +1,4 @@
-"""`python -m services.firewall` records what it planned in the event log, as the platform's admin."""
+"""`python -m services.firewall` records what it planned in the event log, as the platform's admin (once)."""
 
 from __future__ import annotations
 
@@ -25,13 +25,14 @@ async def test_a_plan_with_changes_is_recorded_as_firewall_planned(tmp_path: Pat
         env = {k: v for k, v in os.environ.items() if not k.startswith("STOKER_")}
         env.update(PYTHONPATH=str(ROOT), STOKER_DATA_DIR=str(tmp_path), STOKER_PREFIX=TOPOLOGY.prefix)
         # ufw's state cannot be read here (not installed, or not as this user's rules): everything is to add.
-        process = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "services.firewall", "plan", "--backend", "ufw", "--host-id", "h1",
-            "--listen", "gateway=0.0.0.0:8000", "--listen", "nats=127.0.0.1:4222", "--source", "10.9.0.0/24",
-            env=env, cwd=ROOT, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
-        out, err = await asyncio.wait_for(process.communicate(), 60)
-        assert process.returncode == 0, err.decode()
-        assert "not recorded" not in err.decode(), err.decode()
+        for _ in range(2):  # the same plan twice: recorded once
+            process = await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "services.firewall", "plan", "--backend", "ufw", "--host-id", "h1",
+                "--listen", "gateway=0.0.0.0:8000", "--listen", "nats=127.0.0.1:4222", "--source", "10.9.0.0/24",
+                env=env, cwd=ROOT, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+            out, err = await asyncio.wait_for(process.communicate(), 60)
+            assert process.returncode == 0, err.decode()
+            assert "not recorded" not in err.decode(), err.decode()
         events, _version = await log.load("firewall", "h1")
         [planned] = [e.event for e in events]
         assert isinstance(planned, ev.FirewallPlanned) and planned.backend == "ufw" and not planned.by_hand
