@@ -2,7 +2,8 @@
 
 A listener in namespace A stands in for the gateway; a client in B reaches it only after `apply` and not after
 `remove`, a rule the test added by hand stays, and a rule wiped behind stoker's back shows in `status` and
-comes back with `apply`. The backend runs inside A (`ip netns exec`), as `python -m services.firewall`.
+comes back with `apply`. The backend runs inside A (`ip netns exec`), as `python -m services.firewall`; with a
+platform's nats-server in A too, what it did is in the event log.
 """
 
 from __future__ import annotations
@@ -17,6 +18,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+
+from contracts.subjects import Topology
+from eventstore.credentials import CredentialStore
+from eventstore.server import NatsServer, ServerSpec, find_nats_server, write_record
 
 ROOT = Path(__file__).resolve().parents[2]
 GATEWAY_PORT, HAND_PORT = 8000, 2222
@@ -185,3 +190,62 @@ def test_iptables_opens_only_after_apply_and_not_after_remove(pair: Pair) -> Non
     assert not pair.reaches(GATEWAY_PORT) and pair.reaches(HAND_PORT)
     rules = pair.in_server("iptables", "-S").stdout
     assert "stoker" not in rules and f"--dport {HAND_PORT} -j ACCEPT" in rules and "-P INPUT DROP" in rules
+
+
+READ_EVENTS = r"""
+import asyncio, sys
+from contracts.subjects import Topology
+from eventstore.connect import connect
+from eventstore.log import JetStreamLog
+
+async def main():
+    url, admin, prefix, command = sys.argv[1:5]
+    for _ in range(100):  # the server was just started in this namespace
+        try:
+            nc = await connect(url, "test", credentials=admin, reconnect=False)
+            break
+        except Exception:
+            await asyncio.sleep(0.2)
+    log = JetStreamLog(nc, Topology(prefix))
+    if command == "streams":
+        await log.ensure_streams()
+    else:
+        events, _ = await log.load("firewall", "h1")
+        print(" ".join(f"{type(e.event).__name__}:{len(e.event.commands)}" for e in events))
+    await nc.close()
+
+asyncio.run(main())
+"""
+
+
+def test_apply_and_remove_are_recorded_by_the_admin(pair: Pair, tmp_path: Path) -> None:
+    if shutil.which("nft") is None:
+        pytest.skip("nft (nftables) is not installed")
+    topology = Topology("tfwns")
+    credentials = CredentialStore(tmp_path)
+    credentials.ensure_control_plane()
+    credentials.write_authorization(topology)
+    node = NatsServer(ServerSpec(store_dir=tmp_path / "nats" / "jetstream", port=14222, http_port=18222,
+                                 name="fwns", auth_file=credentials.authorization_path))
+    conf = node.write_config()  # the namespace's own loopback: its ports are free whatever the host holds
+    server = subprocess.Popen(["ip", "netns", "exec", pair.server_ns, find_nats_server(), "-c", str(conf)],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        write_record(tmp_path, node, "nats://127.0.0.1:14222", pid=server.pid)
+        admin = str(credentials.role_path("admin"))
+        env = ["env", f"PYTHONPATH={ROOT}", f"STOKER_DATA_DIR={tmp_path}", f"STOKER_PREFIX={topology.prefix}"]
+        read = [*env, sys.executable, "-c", READ_EVENTS, "nats://127.0.0.1:14222", admin, topology.prefix]
+        pair.in_server(*read, "streams")
+        pair.in_server("nft", "add", "table", "inet", "testfw")
+        pair.in_server("nft", "add", "chain", "inet", "testfw", "input",
+                       "{ type filter hook input priority 0; policy drop; }")
+        pair.in_server("nft", "add", "rule", "inet", "testfw", "input", "iif", "lo", "accept")  # NATS is there
+        for action in ("apply", "remove"):
+            done = pair.in_server(*env, sys.executable, "-m", "services.firewall", action, "--backend", "nftables",
+                                  "--host-id", "h1", "--listen", f"gateway=0.0.0.0:{GATEWAY_PORT}", "--source",
+                                  pair.subnet, check=False)
+            assert done.returncode == 0 and "not recorded" not in done.stderr, done.stderr + done.stdout
+        assert pair.in_server(*read, "events").stdout.split() == ["FirewallApplied:1", "FirewallRemoved:1"]
+    finally:
+        server.kill()
+        server.wait(10)
