@@ -403,6 +403,59 @@ class AlertResolved(AlertEvent, kw_only=True):
     resolved_at: datetime
 
 
+# Firewall (services/firewall): what `stoker firewall` planned, applied and removed on one host, appended by
+# the admin CLI (the `firewall` aggregate has no service writer: opening ports needs root, not a NATS role).
+FirewallBackend = Literal["firewalld", "ufw", "nftables", "iptables", "windows", "macos"]
+CommandLine = Annotated[str, msgspec.Meta(max_length=2_000)]
+
+
+class FirewallRule(Message, kw_only=True):
+    """One opening: `port`/`protocol` from `source` (CIDR, or `any`), for what listens there (`name`)."""
+
+    name: Annotated[str, msgspec.Meta(min_length=1, max_length=32, pattern=r"^[a-z][a-z0-9-]*$")]
+    port: Annotated[int, msgspec.Meta(ge=1, le=65535)]
+    protocol: Literal["tcp", "udp"] = "tcp"
+    source: Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
+
+
+class FirewallEvent(Event, kw_only=True):
+    """An event of one host's firewall, as stoker changed it."""
+
+    aggregate: ClassVar[str] = "firewall"
+    host_id: Id
+    backend: FirewallBackend
+    rules: Annotated[tuple[FirewallRule, ...], msgspec.Meta(max_length=256)] = ()
+    commands: Annotated[tuple[CommandLine, ...], msgspec.Meta(max_length=512)] = ()
+
+    @property
+    def aggregate_id(self) -> str:
+        """The host's id."""
+        return self.host_id
+
+
+class FirewallPlanned(FirewallEvent, kw_only=True):
+    """A plan with changes was made: `rules` is what it opens, `commands` what it runs (handed to a person
+    to run as root when `by_hand`)."""
+
+    by_hand: bool = False
+    planned_at: datetime
+
+
+class FirewallApplied(FirewallEvent, kw_only=True):
+    """The firewall opens `rules` now: `commands` ran (the runtime and the permanent change)."""
+
+    applied_at: datetime
+
+
+class FirewallRemoved(FirewallEvent, kw_only=True):
+    """Stoker's rules `rules` were taken away by `commands`; nobody else's were touched."""
+
+    removed_at: datetime
+
+
+AnyFirewallEvent = FirewallPlanned | FirewallApplied | FirewallRemoved
+
+
 AnyJobEvent = (
     JobSubmitted | JobAssigned | JobStarted | JobCheckpointed | JobCompleted | JobFailed
     | JobStopRequested | JobStopped | JobRequeued | JobTimedOut
@@ -412,6 +465,7 @@ AnyTokenEvent = TokenIssued | TokenRevoked
 AnyJoinTokenEvent = JoinTokenIssued | JoinTokenUsed | JoinTokenRevoked
 AnyMapEvent = MapUploaded | MapDeleted
 AnyAlertEvent = AlertRaised | JobStalled | AlertResolved
-AnyEvent = AnyJobEvent | AnyWorkerEvent | AnyTokenEvent | AnyJoinTokenEvent | AnyMapEvent | AnyAlertEvent
+AnyEvent = (AnyJobEvent | AnyWorkerEvent | AnyTokenEvent | AnyJoinTokenEvent | AnyMapEvent | AnyAlertEvent
+            | AnyFirewallEvent)
 
 EVENT_TYPES: dict[str, type[Event]] = {cls.__name__: cls for cls in AnyEvent.__args__}

@@ -133,7 +133,9 @@ def _register_optional() -> None:
     for name in ("ops.commands.jobs", "ops.commands.tokens", "ops.commands.jointoken", "ops.commands.maps",
                  "ops.commands.monitor",
                  # issue 13: stoker as a background service
-                 "ops.commands.service"):
+                 "ops.commands.service",
+                 # issue 14: the firewall
+                 "ops.commands.firewall"):
         try:
             module = importlib.import_module(name)
         except ModuleNotFoundError as exc:

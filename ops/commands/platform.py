@@ -31,6 +31,7 @@ from eventstore.pki import (
     ServerTls,
     decide_tls,
     ensure_server_tls,
+    is_loopback,
     machine_names,
     planned_server_tls,
     short_fingerprint,
@@ -41,15 +42,16 @@ from eventstore.server import (
     NatsServer,
     cluster_nodes,
     embedded_node,
-    port_is_free,
     write_record,
 )
 from eventstore.service import EXIT_NATS_REFUSED, EXIT_NATS_UNREACHABLE
 from gateway.bootstrap import ensure_admin_token
 from gateway.settings import GatewaySettings
 from gateway.settings import load as load_gateway_settings
+from ops import ports
 from ops.cli import Cli, pass_cli
 from ops.lock import AlreadyRunning, DataDirLock
+from ops.portchoice import PortChoice
 from ops.runstate import HEALTH_PATH, gateway_health, health_summary, state_path, write_state
 from ops.supervisor import (
     Launch,
@@ -126,10 +128,6 @@ def secure_data_dir(data: Path) -> None:
         os.chmod(directory, 0o700)
     for log_file in (data / "logs").glob("*.log"):
         os.chmod(log_file, 0o600)
-
-
-class ServiceCannotStart(RuntimeError):
-    """Something a service needs is missing; the message says which service and why."""
 
 
 def nats_specs(nodes: list[NatsServer], log_dir: Path) -> list[ProcessSpec]:
@@ -218,14 +216,21 @@ class Up:
                     if decide_tls(self.nats.listen, self.nats.tls) else None)
         self.credentials = CredentialStore(self.data)
         auth = self.credentials.authorization_path
+        # A configured port another program holds: say which, take another (kept in the data dir: ops.ports).
+        self.port_choices: list[PortChoice] = []
         if cluster > 1:
             self.nodes = cluster_nodes(self.data / "nats-cluster", cluster, host=self.nats.listen, tls=self.tls,
                                        auth_file=auth)
         else:
-            self.nodes = [embedded_node(self.data, port=port, host=self.nats.listen, tls=self.tls, auth_file=auth)]
+            self.port_choices.append(ports.choose(self.data, "nats", port, self.nats.listen))
+            self.nodes = [embedded_node(self.data, port=self.port_choices[-1].port, host=self.nats.listen,
+                                        tls=self.tls, auth_file=auth)]
         self.nats_url = ",".join(n.url for n in self.nodes)
         self.replicas = 3 if cluster > 1 else self.settings.replicas
         self.gateway: GatewaySettings | None = load_gateway_settings().gateway if module_runs("gateway") else None
+        if self.gateway is not None:
+            self.port_choices.append(ports.choose(self.data, "gateway", self.gateway.port, self.gateway.host))
+            self.gateway = msgspec.structs.replace(self.gateway, port=self.port_choices[-1].port)
         self.gateway_url = gateway_address(self.gateway.host, self.gateway.port) if self.gateway else None
         self.phase = "starting"
         self.with_worker = with_worker
@@ -251,16 +256,39 @@ class Up:
                 node.spec.route_secret = secret
         self.specs = process_specs(self.nats_url, self.settings, self.replicas, worker_id, self.credentials,
                                    self.tls)
+        for spec in self.specs:
+            if spec.name == "gateway" and self.gateway is not None:
+                spec.env["STOKER_GATEWAY_PORT"] = str(self.gateway.port)  # the port actually chosen
 
     def holder_info(self) -> dict[str, Any]:
         """What the lock file says about us."""
         return {"pid": os.getpid(), "gateway": self.gateway_url, "nats": self.nats_url, "state": self.state}
 
     def write_state(self) -> None:
-        """The state file `stoker status` reads."""
+        """The state file `stoker status` reads (and `stoker firewall`, and mDNS: the ports actually used)."""
         write_state(self.data, {"pid": os.getpid(), "state": self.state, "nats": self.nats_url,
                                 "gateway": self.gateway_url, "updated_at": time.time(),
+                                "listeners": self.listeners(),
                                 "processes": self.supervisor.snapshot() if self.supervisor else []})
+
+    def listeners(self) -> list[dict[str, Any]]:
+        """What this platform listens on: name, bound host, port (and, where moved, the configured port and who
+        holds it)."""
+        moved = {c.name: c for c in self.port_choices if c.moved}
+        out: list[dict[str, Any]] = []
+        if self.gateway is not None:
+            out.append({"name": "gateway", "host": self.gateway.host, "port": self.gateway.port})
+        for i, node in enumerate(self.nodes):
+            spec = node.spec
+            out.append({"name": "nats" if len(self.nodes) == 1 else f"nats-{i}", "host": spec.host,
+                        "port": spec.port})
+            if spec.cluster_port is not None:  # routes listen beyond loopback only towards peers of other machines
+                out.append({"name": f"nats-route-{i}", "host": spec.host if spec.peers else "127.0.0.1",
+                            "port": spec.cluster_port})
+        for listener in out:
+            if listener["name"] in moved:
+                listener |= {"wanted": moved[listener["name"]].wanted, "holder": moved[listener["name"]].holder}
+        return out
 
     def _on_signal(self, sig: signal.Signals) -> None:
         if self.stop.is_set():
@@ -280,6 +308,8 @@ class Up:
         except AlreadyRunning as exc:
             say(str(exc), err=True)
             return 1
+        with contextlib.suppress(OSError):  # a choice not kept is only chosen again next time
+            ports.record(self.data, self.port_choices)
         protect_output(self.logs / "supervisor.log")
         configure_logging("supervisor", self.settings.log_format, self.settings.log_level)
         try:
@@ -332,8 +362,6 @@ class Up:
         await asyncio.gather(startup, return_exceptions=True)
         if failure.done():
             self._say_failed(failure.result())
-        elif startup in done and isinstance(startup.exception(), ServiceCannotStart):
-            say(f"stoker: {startup.exception()}", err=True)
         elif startup in done:
             say(f"stoker: could not start ({self.phase}): {startup.exception()}", err=True)
         elif self.stop.is_set():
@@ -346,7 +374,6 @@ class Up:
     async def _start(self) -> str:
         """NATS, the streams, the admin token, every service, and the gateway's health: the banner."""
         assert self.supervisor is not None
-        self._check_gateway_port()
         if self.tls is not None:
             self.phase = "making the TLS certificate"
             self.tls = await asyncio.to_thread(ensure_server_tls, self.data, self.tls.names)
@@ -371,13 +398,6 @@ class Up:
             self.phase = "waiting for the gateway's health"
             await self._wait_for_gateway()
         return self._banner(tokens)
-
-    def _check_gateway_port(self) -> None:
-        """Fail before starting anything when the gateway's port is taken (by an old gateway, say)."""
-        if self.gateway is not None and not port_is_free(self.gateway.port, self.gateway.host or "127.0.0.1"):
-            raise ServiceCannotStart(f"gateway failed to start: {self.gateway.host}:{self.gateway.port} is "
-                                     "already in use (address already in use); stop what listens there, or set "
-                                     "STOKER_GATEWAY_PORT / [gateway] port in stoker.toml")
 
     async def _wait_for_gateway(self) -> None:
         assert self.gateway_url is not None
@@ -425,6 +445,12 @@ class Up:
         else:
             lines.append("  gateway:           not part of this installation yet (projections and log only)")
         lines.append(f"  NATS (JetStream):  {self.nats_url}")
+        lines += [f"  port moved:        {c.explain()} (kept in {self.data / ports.PORTS_FILE})"
+                  for c in self.port_choices if c.moved]
+        opened = [f"{item['name']} {item['port']}" for item in self.listeners() if not is_loopback(item["host"])]
+        if opened:
+            lines.append(f"  firewall:          `sudo stoker firewall apply` opens {', '.join(opened)} to the LAN "
+                         "(`stoker firewall plan` shows how)")
         if self.tls is not None:
             ca = short_fingerprint(self.tls.fingerprint)
             lines += [f"  NATS listens on:   {self.nats.listen}, TLS only, CA {ca}",
