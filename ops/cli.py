@@ -131,7 +131,9 @@ def _register_optional() -> None:
     import importlib
 
     for name in ("ops.commands.jobs", "ops.commands.tokens", "ops.commands.jointoken", "ops.commands.maps",
-                 "ops.commands.monitor"):
+                 "ops.commands.monitor",
+                 # issue 13: diagnosis, backup and restore
+                 "ops.commands.doctor", "ops.commands.backup"):
         try:
             module = importlib.import_module(name)
         except ModuleNotFoundError as exc:

