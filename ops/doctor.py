@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import getpass
 import importlib.metadata
 import importlib.util
@@ -78,7 +79,7 @@ def in_daemon_thread(fn: Callable[..., Any], *args: Any) -> asyncio.Future[Any]:
         try:
             value = fn(*args)
         except BaseException as exc:  # handed to the waiting coroutine
-            settle(lambda: future.set_exception(exc))
+            settle(functools.partial(future.set_exception, exc))
         else:
             settle(lambda: future.set_result(value))
 
@@ -295,8 +296,9 @@ async def probe_postgres(ctx: Context) -> dd.Check:
     url = ctx.settings.database_url
     if not url.startswith(("postgres://", "postgresql://")):
         return dd.postgres_check(False, "")
-    import asyncpg
     from urllib.parse import urlsplit
+
+    import asyncpg
 
     parts = urlsplit(url)
     target = f"{parts.hostname}:{parts.port or 5432}{parts.path}"

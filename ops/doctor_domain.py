@@ -176,7 +176,8 @@ def packages_check(requirements: Sequence[str], installed: Mapping[str, str | No
     names = sorted({canonical(Requirement(t).name) for t in requirements if _parses(t)})
     if not problems:
         used = f" (extras in use: {', '.join(sorted(extras))})" if extras else ""
-        return Check(id="packages", severity="ok", evidence=f"{len(names)} declared dependencies fit their ranges{used}")
+        return Check(id="packages", severity="ok",
+                     evidence=f"{len(names)} declared dependencies fit their ranges{used}")
     return Check(id="packages", severity="failure", evidence="; ".join(problems),
                  fix="pip install --upgrade 'stoker' (or, from a checkout: pip install -e .)")
 
@@ -324,7 +325,8 @@ def gpu_check(torch_gpus: Sequence[str] | None, nvml_gpus: Sequence[str] | None,
     evidence = "; ".join(seen)
     if torch_gpus is not None and nvml_gpus is not None and len(torch_gpus) != len(nvml_gpus):
         return Check(id="gpu", severity="failure", evidence=evidence + ": they disagree",
-                     fix="pip install torch matching the driver's CUDA (see nvidia-smi), and check CUDA_VISIBLE_DEVICES")
+                     fix="pip install a torch built for the driver's CUDA (nvidia-smi says which); "
+                         "check CUDA_VISIBLE_DEVICES")
     if nvml_gpus and torch_gpus is None:
         return Check(id="gpu", severity="warning", evidence=evidence + "; without torch jobs train on no GPU",
                      fix="pip install 'stoker[trainer]'")
@@ -430,4 +432,4 @@ def registration_check(worker_id: str, facts: NatsFacts) -> Check:
     if facts.refused or facts.error:
         return nats_check(facts, "control-plane")
     return Check(id="control-plane", severity="ok",
-                 evidence=f"{facts.url} as {facts.identity}, TLS pinned to {facts.tls}: connected (credential admitted)")
+                 evidence=f"{facts.url} as {facts.identity}, TLS pinned to {facts.tls}: connected, credential admitted")
