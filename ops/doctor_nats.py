@@ -72,6 +72,11 @@ async def probe_nats(ctx: Where) -> dd.Check:
     credential = admin_credential(ctx)
     base = dd.NatsFacts(url=url, identity=str(credential) if credential else "no credential", tls=ca or "",
                         running_here=lock_holder(ctx.data) is not None)
+    if not settings.nats_url and read_record(ctx.data) is None and not base.running_here:
+        # Nothing said where NATS is and no embedded server of this data dir runs: the default URL would reach
+        # whatever else listens on this machine's 4222, which says nothing about this platform.
+        return dd.nats_check(_with(base, error=f"no platform runs from {ctx.data} (no embedded nats-server is "
+                                                "recorded there, and no NATS URL is configured)"))
     nc, error, refused = await _connect(url, credential, ca)
     if nc is None:
         return dd.nats_check(_with(base, error=error, refused=refused))
@@ -132,6 +137,8 @@ async def probe_clock(ctx: Where) -> dd.Check:
     if joined is not None:
         url, credential, ca = joined.nats_url, seed_path(ctx.data), str(ca_path(ctx.data))
         stream = Topology(joined.prefix).dispatch_stream
+    elif not settings.nats_url:
+        return dd.clock_check(None, f"no NATS server to compare with: no platform runs from {ctx.data}")
     else:
         url = resolve_nats_url(settings.nats_url, ctx.data)
         credential, ca = admin_credential(ctx), resolve_nats_ca(settings.nats_ca, settings.nats_url, ctx.data)
