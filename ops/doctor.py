@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import psutil
 
 from eventstore.config import CommonSettings
@@ -47,10 +48,10 @@ class Context:
 
 async def run_checks(names: list[str], ctx: Context, timeout: float = 15.0, fix: bool = False) -> list[dd.Check]:
     """Run the named checks in parallel, each within its deadline; with `fix`, apply the safe fixes and look again."""
-    if fix and "data-dir" in names:
-        await asyncio.to_thread(fix_data_dir, ctx.data)
+    done = await asyncio.to_thread(fix_data_dir, ctx.data) if fix and "data-dir" in names else []
     results = await asyncio.gather(*(_bounded(name, ctx, timeout * SLOW.get(name, 1.0)) for name in names))
-    return list(results)
+    return [msgspec.structs.replace(c, fixed="; ".join(done)) if c.id == "data-dir" and done else c
+            for c in results]
 
 
 async def _bounded(name: str, ctx: Context, timeout: float) -> dd.Check:
@@ -207,28 +208,16 @@ def probe_data_dir(ctx: Context) -> dd.Check:
 
 
 def fix_data_dir(path: Path) -> list[str]:
-    """The safe fixes: make the data dir (0700) when missing, take others' access away; what was done."""
-    done = []
+    """The safe fixes: make the data dir (0700) when missing, take others' access to yours away; what was done."""
     if not path.exists():
         path.mkdir(parents=True, mode=0o700)
-        done.append(f"mkdir -m 700 -p {path}")
-    elif path.is_dir() and path.stat().st_uid == getattr(os, "getuid", lambda: path.stat().st_uid)() \
-            and path.stat().st_mode & 0o077:
+        return [f"mkdir -m 700 -p {path}"]
+    info = path.stat()
+    mine = not hasattr(os, "getuid") or info.st_uid == os.getuid()
+    if path.is_dir() and mine and info.st_mode & 0o077:
         path.chmod(0o700)
-        done.append(f"chmod 700 {path}")
-    FIXED[str(path)] = done
-    return done
-
-
-FIXED: dict[str, list[str]] = {}
-
-
-def probe_data_dir_fixed(ctx: Context) -> dd.Check:
-    """The data dir check, saying what `--fix` did to it."""
-    check = probe_data_dir(ctx)
-    done = FIXED.get(str(ctx.data))
-    return dd.Check(id=check.id, severity=check.severity, evidence=check.evidence, fix=check.fix,
-                    fixed="; ".join(done)) if done else check
+        return [f"chmod 700 {path}"]
+    return []
 
 
 def platform_pids(data: Path) -> set[int]:
@@ -367,7 +356,7 @@ def probe_linger(_ctx: Context) -> dd.Check:
 
 PROBES: dict[str, Callable[[Context], Any]] = {
     "python": probe_python, "packages": probe_packages, "nats-server": probe_nats_server, "gpu": probe_gpu,
-    "data-dir": probe_data_dir_fixed, "ports": probe_ports, "nats": doctor_nats.probe_nats,
+    "data-dir": probe_data_dir, "ports": probe_ports, "nats": doctor_nats.probe_nats,
     "clock": doctor_nats.probe_clock, "postgres": probe_postgres, "service": probe_service, "linger": probe_linger,
     "control-plane": doctor_nats.probe_control_plane,
 }

@@ -9,6 +9,7 @@ import os
 import socket
 import subprocess
 import sys
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -79,3 +80,28 @@ def test_check_deps_runs_the_dependency_subset(tmp_path: Path) -> None:
     code, checks = run(["--check-deps", "--json"], tmp_path)
     assert list(checks) == ["python", "packages", "nats-server", "gpu"]
     assert code == 0, checks
+
+
+async def test_a_hanging_or_broken_probe_is_a_failure_that_says_so(monkeypatch: pytest.MonkeyPatch,
+                                                                 tmp_path: Path) -> None:
+    from eventstore.config import CommonSettings
+    from ops import doctor
+
+    released = threading.Event()
+
+    def hang(_ctx: doctor.Context) -> None:
+        released.wait(30)
+
+    def broken(_ctx: doctor.Context) -> None:
+        raise RuntimeError("probe exploded")
+
+    monkeypatch.setitem(doctor.PROBES, "gpu", hang)
+    monkeypatch.setitem(doctor.PROBES, "postgres", broken)
+    try:
+        checks = await doctor.run_checks(["python", "gpu", "postgres"], doctor.Context(CommonSettings(
+            data_dir=str(tmp_path))), timeout=0.2)
+    finally:
+        released.set()
+    assert [(c.id, c.severity) for c in checks] == [("python", "ok"), ("gpu", "failure"), ("postgres", "failure")]
+    assert "did not finish within 0.8 s" in checks[1].evidence
+    assert "RuntimeError: probe exploded" in checks[2].evidence
