@@ -155,7 +155,7 @@ def _identity(data: Path, staging: Staging) -> bool:
     return found
 
 
-async def write_backup(nc: Any, log: JetStreamLog, data: Path, target: Path, source: str) -> bd.Manifest:
+async def write_backup(log: JetStreamLog, data: Path, target: Path, source: str) -> bd.Manifest:
     """Everything of the platform `log` belongs to, and `data`'s identity files, into the archive `target` (0600)."""
     topology = log.topology
     target.parent.mkdir(parents=True, exist_ok=True)

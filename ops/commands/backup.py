@@ -22,8 +22,8 @@ from ops.output import emit_json
 async def backup(cli: Cli, path: Path) -> None:
     """Write the event log, the checkpoints and maps, the snapshots, the settings and this data dir's credentials
     and CA into one archive (a gzipped tar, 0600: keep it as private as the data dir). See docs/backup.md."""
-    async with cli.connection() as (nc, log):
-        manifest = await write_backup(nc, log, cli.settings.data_path, path, cli.nats_url)
+    async with cli.connection() as (_nc, log):
+        manifest = await write_backup(log, cli.settings.data_path, path, cli.nats_url)
     summary = bd.summary(manifest)
     if cli.as_json:
         emit_json({"archive": str(path), **summary})

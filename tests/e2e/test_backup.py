@@ -65,10 +65,10 @@ def test_backup_then_restore_resumes_the_running_job(tmp_path: Path) -> None:
     (target / "something").mkdir(parents=True)
     refused = cli(target, "restore", str(archive))
     assert refused.returncode == 1 and "not empty" in refused.stderr
-    (target / "something").rmdir()
-    restored = cli(target, "--json", "restore", str(archive))
+    restored = cli(target, "--json", "restore", "--force", str(archive))
     assert restored.returncode == 0, restored.stderr
-    assert json.loads(restored.stdout)["events"] == len(events)
+    result = json.loads(restored.stdout)
+    assert result["events"] == len(events) and (Path(result["moved_aside"]) / "something").is_dir()
 
     second = start_platform(target)
     try:

@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from eventstore.server import free_port
+from tests.conftest import POSTGRES_URL
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -105,3 +106,14 @@ async def test_a_hanging_or_broken_probe_is_a_failure_that_says_so(monkeypatch: 
     assert [(c.id, c.severity) for c in checks] == [("python", "ok"), ("gpu", "failure"), ("postgres", "failure")]
     assert "did not finish within 0.8 s" in checks[1].evidence
     assert "RuntimeError: probe exploded" in checks[2].evidence
+
+
+@pytest.mark.postgres
+def test_postgres_when_configured(tmp_path: Path) -> None:
+    code, checks = run(["doctor", "postgres", "--json"], tmp_path, STOKER_DATABASE_URL=POSTGRES_URL)
+    if checks["postgres"]["severity"] == "failure" and "refused" in checks["postgres"]["evidence"].lower():
+        pytest.skip(f"no PostgreSQL on 127.0.0.1:5432: {checks['postgres']['evidence']}")
+    assert code == 0 and "answers (PostgreSQL" in checks["postgres"]["evidence"], checks
+    code, checks = run(["doctor", "postgres", "--json"], tmp_path,
+                       STOKER_DATABASE_URL=f"postgresql://postgres@127.0.0.1:{free_port()}/test")
+    assert code == 2 and checks["postgres"]["severity"] == "failure", checks
