@@ -429,7 +429,13 @@ def postgres_check(configured: bool, target: str, error: str = "", server: str =
 
 def registration_check(worker_id: str, facts: NatsFacts) -> Check:
     """A joined worker: the control plane answers over TLS and accepts the worker's own credential (admitted)."""
-    if facts.refused or facts.error:
-        return nats_check(facts, "control-plane")
+    if facts.refused:
+        return Check(id="control-plane", severity="failure", evidence=f"{facts.url}: refused worker {worker_id}'s "
+                     f"credential (revoked?): {facts.error}", fix="stoker worker --join TOKEN (a new join token from "
+                     "the control plane: stoker join-token create)")
+    if facts.error:
+        return Check(id="control-plane", severity="failure", evidence=f"{facts.url}: {facts.error}",
+                     fix=f"check that the platform runs and that this machine reaches {facts.url} "
+                         "(then: stoker doctor control-plane)")
     return Check(id="control-plane", severity="ok",
                  evidence=f"{facts.url} as {facts.identity}, TLS pinned to {facts.tls}: connected, credential admitted")

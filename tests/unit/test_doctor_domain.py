@@ -129,3 +129,12 @@ def _fields(facts: dd.NatsFacts) -> dict:
     import msgspec
 
     return msgspec.structs.asdict(facts)
+
+
+def test_a_joined_worker_that_is_refused_joins_again() -> None:
+    base = {"url": "tls://cp:4222", "identity": "worker w1", "tls": "ca.pem"}
+    assert dd.registration_check("w1", dd.NatsFacts(**base)).severity == "ok"
+    refused = dd.registration_check("w1", dd.NatsFacts(**base, error="authorization violation", refused=True))
+    assert refused.severity == "failure" and refused.fix.startswith("stoker worker --join")
+    away = dd.registration_check("w1", dd.NatsFacts(**base, error="no answer"))
+    assert away.severity == "failure" and "reaches tls://cp:4222" in away.fix
