@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import os
@@ -16,7 +17,10 @@ from pathlib import Path
 import pytest
 
 from eventstore.server import free_port
+from ops import joined as membership
 from tests.conftest import POSTGRES_URL
+from tests.integration.test_join_tokens import ControlPlane
+from tests.integration.test_join_tokens import plane as plane  # the fixture
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -117,3 +121,17 @@ def test_postgres_when_configured(tmp_path: Path) -> None:
     code, checks = run(["doctor", "postgres", "--json"], tmp_path,
                        STOKER_DATABASE_URL=f"postgresql://postgres@127.0.0.1:{free_port()}/test")
     assert code == 2 and checks["postgres"]["severity"] == "failure", checks
+
+
+async def test_a_joined_worker_checks_the_control_plane(plane: ControlPlane, tmp_path: Path) -> None:
+    machine = tmp_path / "machine-b"
+    await membership.join(machine, await plane.token(), "host-b")
+    code, checks = await asyncio.to_thread(run, ["doctor", "control-plane", "nats", "clock", "--json"], machine)
+    assert checks["control-plane"]["severity"] == "ok" and "worker host-b" in checks["control-plane"]["evidence"]
+    assert checks["nats"]["severity"] == "skipped"
+    assert checks["clock"]["severity"] == "ok" and "JetStream" in checks["clock"]["evidence"], checks["clock"]
+    assert code == 0
+    record = machine / "join" / "joined.json"  # the platform moved away: nothing answers where it was
+    record.write_text(record.read_text().replace(plane.server.url, f"tls://127.0.0.1:{free_port()}"))
+    code, checks = await asyncio.to_thread(run, ["doctor", "control-plane", "--json"], machine)
+    assert code == 2 and checks["control-plane"]["severity"] == "failure", checks
