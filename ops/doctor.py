@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
-import getpass
 import importlib.metadata
 import importlib.util
 import os
@@ -26,11 +25,11 @@ import psutil
 from eventstore.config import CommonSettings
 from eventstore.server import NatsServerError, find_nats_server, read_record
 from ops import doctor_domain as dd
-from ops import doctor_nats
+from ops import doctor_nats, doctor_systemd
+from ops import doctor_rules as rules
 from ops.lock import holder as lock_holder
 
 DISTRIBUTION = "stoker"
-UNIT = "stoker.service"  # the unit `stoker service install` writes (user or system)
 SLOW = {"gpu": 4.0}  # importing torch takes seconds on a loaded machine: a longer deadline
 
 
@@ -177,12 +176,12 @@ def _text(value: Any) -> str:
 # The machine and the platform.
 
 
-def data_dir_facts(path: Path) -> dd.DataDirFacts:
+def data_dir_facts(path: Path) -> rules.DataDirFacts:
     """Look at the data dir without changing it (a probe file is written and removed to test writing)."""
     if not path.exists():
-        return dd.DataDirFacts(path=str(path), exists=False)
+        return rules.DataDirFacts(path=str(path), exists=False)
     if not path.is_dir():
-        return dd.DataDirFacts(path=str(path), exists=True, is_dir=False)
+        return rules.DataDirFacts(path=str(path), exists=True, is_dir=False)
     info = path.stat()
     writable, error = True, ""
     probe = path / f".doctor-{os.getpid()}.probe"
@@ -197,14 +196,14 @@ def data_dir_facts(path: Path) -> dd.DataDirFacts:
         with contextlib.suppress(OSError):
             probe.unlink()
     getuid = getattr(os, "getuid", None)
-    return dd.DataDirFacts(path=str(path), exists=True, mode=info.st_mode & 0o777, owner_uid=info.st_uid,
+    return rules.DataDirFacts(path=str(path), exists=True, mode=info.st_mode & 0o777, owner_uid=info.st_uid,
                            my_uid=getuid() if getuid else None, writable=writable, write_error=error,
                            free_bytes=shutil.disk_usage(path).free)
 
 
 def probe_data_dir(ctx: Context) -> dd.Check:
     """The data dir: exists, writable, ours, 0700, room to grow."""
-    return dd.data_dir_check(data_dir_facts(ctx.data))
+    return rules.data_dir_check(data_dir_facts(ctx.data))
 
 
 def fix_data_dir(path: Path) -> list[str]:
@@ -275,16 +274,16 @@ def probe_ports(ctx: Context) -> dd.Check:
     for name, host, port, movable, setting in wanted:
         pid = listening.get(port, -1)
         free = pid == -1
-        facts.append(dd.PortFacts(name=name, host=host, port=port, free=free, ours=not free and pid in ours,
+        facts.append(rules.PortFacts(name=name, host=host, port=port, free=free, ours=not free and pid in ours,
                                   owner="" if free else describe_pid(pid), movable=movable, setting=setting))
-    return dd.ports_check(facts, running=bool(holder))
+    return rules.ports_check(facts, running=bool(holder))
 
 
 async def probe_postgres(ctx: Context) -> dd.Check:
     """PostgreSQL answers `SELECT version()`, when the read models live there."""
     url = ctx.settings.database_url
     if not url.startswith(("postgres://", "postgresql://")):
-        return dd.postgres_check(False, "")
+        return rules.postgres_check(False, "")
     from urllib.parse import urlsplit
 
     import asyncpg
@@ -294,69 +293,18 @@ async def probe_postgres(ctx: Context) -> dd.Check:
     try:
         conn = await asyncpg.connect(url, timeout=5)
     except (OSError, asyncpg.PostgresError, TimeoutError) as exc:
-        return dd.postgres_check(True, target, f"{exc.__class__.__name__}: {exc}")
+        return rules.postgres_check(True, target, f"{exc.__class__.__name__}: {exc}")
     try:
         version = await conn.fetchval("SELECT current_setting('server_version')")
     finally:
         await conn.close()
-    return dd.postgres_check(True, target, server=f"PostgreSQL {version}")
-
-
-def systemd_absent() -> str:
-    """Why the service checks cannot look here ("" when systemd runs and can be asked)."""
-    if not sys.platform.startswith("linux"):
-        return f"only systemd is probed so far, and this is {sys.platform}"
-    if shutil.which("systemctl") is None:
-        return "no systemctl on this machine"
-    if not Path("/run/systemd/system").is_dir():
-        return "systemd is not running here (PID 1 is not systemd: a container?)"
-    return ""
-
-
-def unit_facts(user: bool) -> dd.ServiceFacts:
-    """`systemctl [--user] show stoker.service`."""
-    manager = "systemd --user" if user else "systemd"
-    argv = ["systemctl", *(["--user"] if user else []), "show", UNIT,
-            "-p", "LoadState,UnitFileState,ActiveState,SubState,NRestarts"]
-    try:
-        done = subprocess.run(argv, capture_output=True, text=True, timeout=5)
-    except (OSError, subprocess.SubprocessError):
-        return dd.ServiceFacts(manager=manager, unit=UNIT, load_state="unknown")
-    values = dict(line.split("=", 1) for line in done.stdout.splitlines() if "=" in line)
-    restarts = values.get("NRestarts", "0")
-    return dd.ServiceFacts(manager=manager, unit=UNIT, load_state=values.get("LoadState", "unknown"),
-                           unit_file_state=values.get("UnitFileState", ""),
-                           active_state=values.get("ActiveState", ""), sub_state=values.get("SubState", ""),
-                           restarts=int(restarts) if restarts.isdigit() else 0)
-
-
-def probe_service(_ctx: Context) -> dd.Check:
-    """stoker's unit, user and system, as systemd sees it."""
-    absent = systemd_absent()
-    if absent:
-        return dd.service_check([], absent)
-    return dd.service_check([unit_facts(user=True), unit_facts(user=False)])
-
-
-def probe_linger(_ctx: Context) -> dd.Check:
-    """`loginctl show-user USER -p Linger`, which matters for a user unit."""
-    absent = systemd_absent() or ("" if shutil.which("loginctl") else "no loginctl on this machine")
-    user = getpass.getuser()
-    if absent:
-        return dd.linger_check(user, None, False, absent)
-    try:
-        done = subprocess.run(["loginctl", "show-user", user, "-p", "Linger", "--value"], capture_output=True,
-                              text=True, timeout=5)
-    except (OSError, subprocess.SubprocessError) as exc:
-        return dd.linger_check(user, None, False, f"loginctl did not answer: {exc}")
-    value = done.stdout.strip()
-    linger = None if done.returncode or value not in ("yes", "no") else value == "yes"
-    return dd.linger_check(user, linger, unit_facts(user=True).load_state == "loaded")
+    return rules.postgres_check(True, target, server=f"PostgreSQL {version}")
 
 
 PROBES: dict[str, Callable[[Context], Any]] = {
     "python": probe_python, "packages": probe_packages, "nats-server": probe_nats_server, "gpu": probe_gpu,
     "data-dir": probe_data_dir, "ports": probe_ports, "nats": doctor_nats.probe_nats,
-    "clock": doctor_nats.probe_clock, "postgres": probe_postgres, "service": probe_service, "linger": probe_linger,
+    "clock": doctor_nats.probe_clock, "postgres": probe_postgres, "service": doctor_systemd.probe_service,
+    "linger": doctor_systemd.probe_linger,
     "control-plane": doctor_nats.probe_control_plane,
 }

@@ -24,6 +24,7 @@ from eventstore.log import JetStreamLog
 from eventstore.ports import StreamMissing
 from eventstore.server import read_record, resolve_nats_ca, resolve_nats_url
 from ops import doctor_domain as dd
+from ops import doctor_rules as rules
 from ops.joined import ca_path, read_joined, seed_path
 from ops.lock import holder as lock_holder
 
@@ -70,29 +71,29 @@ async def probe_nats(ctx: Where) -> dd.Check:
     url = resolve_nats_url(settings.nats_url, ctx.data)
     ca = resolve_nats_ca(settings.nats_ca, settings.nats_url, ctx.data)
     credential = admin_credential(ctx)
-    base = dd.NatsFacts(url=url, identity=str(credential) if credential else "no credential", tls=ca or "",
+    base = rules.NatsFacts(url=url, identity=str(credential) if credential else "no credential", tls=ca or "",
                         running_here=lock_holder(ctx.data) is not None)
     if not settings.nats_url and read_record(ctx.data) is None and not base.running_here:
         # Nothing said where NATS is and no embedded server of this data dir runs: the default URL would reach
         # whatever else listens on this machine's 4222, which says nothing about this platform.
-        return dd.nats_check(_with(base, error=f"no platform runs from {ctx.data} (no embedded nats-server is "
+        return rules.nats_check(_with(base, error=f"no platform runs from {ctx.data} (no embedded nats-server is "
                                                 "recorded there, and no NATS URL is configured)"))
     nc, error, refused = await _connect(url, credential, ca)
     if nc is None:
-        return dd.nats_check(_with(base, error=error, refused=refused))
+        return rules.nats_check(_with(base, error=error, refused=refused))
     try:
         state = await JetStreamLog(nc, Topology(settings.prefix)).stream_state()
         events: int | None = state.messages
     except StreamMissing:
         events = None
     except (nats.errors.Error, TimeoutError) as exc:
-        return dd.nats_check(_with(base, error=f"connected, but the event log does not answer: {exc!r}"))
+        return rules.nats_check(_with(base, error=f"connected, but the event log does not answer: {exc!r}"))
     finally:
         await nc.close()
-    return dd.nats_check(_with(base, events=events))
+    return rules.nats_check(_with(base, events=events))
 
 
-def _with(facts: dd.NatsFacts, **changes: Any) -> dd.NatsFacts:
+def _with(facts: rules.NatsFacts, **changes: Any) -> rules.NatsFacts:
     import msgspec
 
     return msgspec.structs.replace(facts, **changes)
@@ -129,7 +130,7 @@ async def probe_clock(ctx: Where) -> dd.Check:
     if record and record.get("http_port"):
         try:
             here, there = await asyncio.to_thread(_varz_now, int(record["http_port"]))
-            return dd.clock_check(here - there, f"/varz of the embedded server, port {record['http_port']}")
+            return rules.clock_check(here - there, f"/varz of the embedded server, port {record['http_port']}")
         except (OSError, ValueError, KeyError):
             pass
     settings = ctx.settings
@@ -138,21 +139,21 @@ async def probe_clock(ctx: Where) -> dd.Check:
         url, credential, ca = joined.nats_url, seed_path(ctx.data), str(ca_path(ctx.data))
         stream = Topology(joined.prefix).dispatch_stream
     elif not settings.nats_url:
-        return dd.clock_check(None, f"no NATS server to compare with: no platform runs from {ctx.data}")
+        return rules.clock_check(None, f"no NATS server to compare with: no platform runs from {ctx.data}")
     else:
         url = resolve_nats_url(settings.nats_url, ctx.data)
         credential, ca = admin_credential(ctx), resolve_nats_ca(settings.nats_ca, settings.nats_url, ctx.data)
         stream = Topology(settings.prefix).events_stream
     nc, error, _refused = await _connect(url, credential, ca)
     if nc is None:
-        return dd.clock_check(None, f"no NATS server to compare with ({error})")
+        return rules.clock_check(None, f"no NATS server to compare with ({error})")
     try:
         here, there = await _jetstream_now(nc, stream)
     except (nats.errors.Error, TimeoutError, ValueError) as exc:
-        return dd.clock_check(None, f"the server at {url} does not tell this identity its time ({exc})")
+        return rules.clock_check(None, f"the server at {url} does not tell this identity its time ({exc})")
     finally:
         await nc.close()
-    return dd.clock_check(here - there, f"a JetStream answer from {url}")
+    return rules.clock_check(here - there, f"a JetStream answer from {url}")
 
 
 async def probe_control_plane(ctx: Where) -> dd.Check:
@@ -161,10 +162,10 @@ async def probe_control_plane(ctx: Where) -> dd.Check:
     if joined is None:
         return dd.Check(id="control-plane", severity="skipped",
                         evidence="this data dir has not joined a platform (`stoker worker --join TOKEN` does)")
-    facts = dd.NatsFacts(url=joined.nats_url, identity=f"worker {joined.worker_id} ({seed_path(ctx.data)})",
+    facts = rules.NatsFacts(url=joined.nats_url, identity=f"worker {joined.worker_id} ({seed_path(ctx.data)})",
                          tls=str(ca_path(ctx.data)))
     nc, error, refused = await _connect(joined.nats_url, seed_path(ctx.data), str(ca_path(ctx.data)))
     if nc is None:
-        return dd.registration_check(joined.worker_id, _with(facts, error=error, refused=refused))
+        return rules.registration_check(joined.worker_id, _with(facts, error=error, refused=refused))
     await nc.close()
-    return dd.registration_check(joined.worker_id, facts)
+    return rules.registration_check(joined.worker_id, facts)

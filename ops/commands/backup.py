@@ -8,11 +8,11 @@ from pathlib import Path
 import click
 
 from ops import backup_domain as bd
-from ops.backup import restore as restore_into
 from ops.backup import write_backup
 from ops.cli import Cli, pass_cli, run_async
 from ops.lock import AlreadyRunning
 from ops.output import emit_json
+from ops.restore import restore as restore_into
 
 
 @click.command("backup")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from ops import doctor_domain as dd
+from ops import doctor_rules as rules
 
 
 def check(severity: str, name: str = "x") -> dd.Check:
@@ -48,10 +49,10 @@ def test_python_version_against_requires_python() -> None:
     assert dd.python_check("3.10.2", ">=3.11").severity == "failure"
 
 
-def facts(**changes: object) -> dd.DataDirFacts:
+def facts(**changes: object) -> rules.DataDirFacts:
     base = {"path": "/d", "exists": True, "mode": 0o700, "owner_uid": 1000, "my_uid": 1000,
             "free_bytes": 50 * 1024**3}
-    return dd.DataDirFacts(**{**base, **changes})
+    return rules.DataDirFacts(**{**base, **changes})
 
 
 @pytest.mark.parametrize(("changes", "severity", "fix"), [
@@ -64,25 +65,25 @@ def facts(**changes: object) -> dd.DataDirFacts:
     ({"writable": False, "write_error": "No space left on device", "free_bytes": 0}, "failure", "free space"),
 ])
 def test_data_dir(changes: dict, severity: str, fix: str) -> None:
-    result = dd.data_dir_check(facts(**changes))
+    result = rules.data_dir_check(facts(**changes))
     assert result.severity == severity and fix in result.fix, result
 
 
-def port(**changes: object) -> dd.PortFacts:
-    return dd.PortFacts(**{"name": "gateway", "host": "127.0.0.1", "port": 8000, "free": True, **changes})
+def port(**changes: object) -> rules.PortFacts:
+    return rules.PortFacts(**{"name": "gateway", "host": "127.0.0.1", "port": 8000, "free": True, **changes})
 
 
 def test_ports() -> None:
-    assert dd.ports_check([port(), port(name="nats", free=False, ours=True)], running=True).severity == "ok"
-    taken = dd.ports_check([port(free=False, owner="pid 42 (python3)")], running=False)
+    assert rules.ports_check([port(), port(name="nats", free=False, ours=True)], running=True).severity == "ok"
+    taken = rules.ports_check([port(free=False, owner="pid 42 (python3)")], running=False)
     assert taken.severity == "failure" and taken.fix.startswith("kill 42")
-    moved = dd.ports_check([port(name="nats", free=False, owner="pid 7 (nats-server)", movable=True)], running=False)
+    moved = rules.ports_check([port(name="nats", free=False, owner="pid 7 (nats-server)", movable=True)], running=False)
     assert moved.severity == "warning" and moved.fix.startswith("none needed")
 
 
 @pytest.mark.parametrize(("skew", "severity"), [(None, "skipped"), (0.01, "ok"), (-2.0, "warning"), (45.0, "failure")])
 def test_clock(skew: float | None, severity: str) -> None:
-    assert dd.clock_check(skew, "test").severity == severity
+    assert rules.clock_check(skew, "test").severity == severity
 
 
 @pytest.mark.parametrize(("torch", "nvml", "severity"), [
@@ -92,8 +93,8 @@ def test_gpus_seen_by_torch_and_nvml_must_agree(torch: list | None, nvml: list |
     assert dd.gpu_check(torch, nvml).severity == severity
 
 
-def unit(**changes: object) -> dd.ServiceFacts:
-    return dd.ServiceFacts(**{"manager": "systemd --user", "unit": "stoker.service", "load_state": "loaded",
+def unit(**changes: object) -> rules.ServiceFacts:
+    return rules.ServiceFacts(**{"manager": "systemd --user", "unit": "stoker.service", "load_state": "loaded",
                               "unit_file_state": "enabled", "active_state": "active", "sub_state": "running",
                               **changes})
 
@@ -106,26 +107,26 @@ def unit(**changes: object) -> dd.ServiceFacts:
     ({"active_state": "activating", "sub_state": "auto-restart", "restarts": 5}, "failure", "journalctl --user"),
 ])
 def test_service(changes: dict, severity: str, fix: str) -> None:
-    result = dd.service_check([unit(**changes)])
+    result = rules.service_check([unit(**changes)])
     assert result.severity == severity and fix in result.fix, result
 
 
 def test_linger_matters_only_for_a_user_unit() -> None:
-    assert dd.linger_check("ann", False, user_unit=True).fix == "loginctl enable-linger ann"
-    assert dd.linger_check("ann", False, user_unit=False).severity == "skipped"
-    assert dd.linger_check("ann", True, user_unit=True).severity == "ok"
+    assert rules.linger_check("ann", False, user_unit=True).fix == "loginctl enable-linger ann"
+    assert rules.linger_check("ann", False, user_unit=False).severity == "skipped"
+    assert rules.linger_check("ann", True, user_unit=True).severity == "ok"
 
 
 def test_nats() -> None:
-    base = dd.NatsFacts(url="nats://h:1", identity="admin.nk")
-    assert dd.nats_check(dd.NatsFacts(**{**_fields(base), "events": 3})).severity == "ok"
-    assert dd.nats_check(dd.NatsFacts(**{**_fields(base), "error": "no answer"})).fix == "stoker up"
-    refused = dd.nats_check(dd.NatsFacts(**{**_fields(base), "error": "refused", "refused": True}))
+    base = rules.NatsFacts(url="nats://h:1", identity="admin.nk")
+    assert rules.nats_check(rules.NatsFacts(**{**_fields(base), "events": 3})).severity == "ok"
+    assert rules.nats_check(rules.NatsFacts(**{**_fields(base), "error": "no answer"})).fix == "stoker up"
+    refused = rules.nats_check(rules.NatsFacts(**{**_fields(base), "error": "refused", "refused": True}))
     assert refused.severity == "failure" and "--credentials" in refused.fix
-    assert dd.nats_check(base).fix.startswith("stoker up")  # connected, but no event log there
+    assert rules.nats_check(base).fix.startswith("stoker up")  # connected, but no event log there
 
 
-def _fields(facts: dd.NatsFacts) -> dict:
+def _fields(facts: rules.NatsFacts) -> dict:
     import msgspec
 
     return msgspec.structs.asdict(facts)
@@ -133,8 +134,8 @@ def _fields(facts: dd.NatsFacts) -> dict:
 
 def test_a_joined_worker_that_is_refused_joins_again() -> None:
     base = {"url": "tls://cp:4222", "identity": "worker w1", "tls": "ca.pem"}
-    assert dd.registration_check("w1", dd.NatsFacts(**base)).severity == "ok"
-    refused = dd.registration_check("w1", dd.NatsFacts(**base, error="authorization violation", refused=True))
+    assert rules.registration_check("w1", rules.NatsFacts(**base)).severity == "ok"
+    refused = rules.registration_check("w1", rules.NatsFacts(**base, error="authorization violation", refused=True))
     assert refused.severity == "failure" and refused.fix.startswith("stoker worker --join")
-    away = dd.registration_check("w1", dd.NatsFacts(**base, error="no answer"))
+    away = rules.registration_check("w1", rules.NatsFacts(**base, error="no answer"))
     assert away.severity == "failure" and "reaches tls://cp:4222" in away.fix
