@@ -34,9 +34,14 @@ class CommonSettings(msgspec.Struct, frozen=True, kw_only=True):
     trace_file: str = ""  # tracing=file: where spans go as JSON lines; empty: <data_dir>/traces.jsonl
 
     @property
+    def data_location(self) -> Path:
+        """Where the data directory is, without creating it (`stoker doctor` looks before it touches)."""
+        return Path(self.data_dir or platformdirs.user_data_dir("stoker")).expanduser()
+
+    @property
     def data_path(self) -> Path:
         """The data directory, created if missing (0700: it holds the platform's credentials)."""
-        path = Path(self.data_dir or platformdirs.user_data_dir("stoker")).expanduser()
+        path = self.data_location
         try:
             path.mkdir(parents=True, exist_ok=True, mode=0o700)
         except PermissionError:

@@ -135,7 +135,9 @@ def _register_optional() -> None:
                  # issue 13: stoker as a background service
                  "ops.commands.service",
                  # issue 14: the firewall
-                 "ops.commands.firewall"):
+                 "ops.commands.firewall",
+                 # issue 13: diagnosis, backup and restore
+                 "ops.commands.doctor", "ops.commands.backup"):
         try:
             module = importlib.import_module(name)
         except ModuleNotFoundError as exc:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import base64
 from pathlib import Path
 from typing import Any
 
@@ -10,12 +9,13 @@ import click
 import msgspec
 
 from contracts.codec import MalformedEvent
-from eventstore.log import EXPECTED_SUBJECT_SEQ, TYPE, JetStreamLog, StoredEvent
+from eventstore.log import TYPE, JetStreamLog, StoredEvent
 from eventstore.projection import dead_letters
 from eventstore.records import event_record
 from eventstore.stores import open_store
 from eventstore.stores.sqlite import NoReadModel
 from ops.cli import Cli, pass_cli, run_async
+from ops.eventfile import append_all, read_export, write_events
 from ops.output import emit_json, table
 
 SUMMARY_SKIP = {"type", "job_id", "worker_id", "token_id"}
@@ -160,50 +160,11 @@ async def dead_letters_command(cli: Cli, limit: int, as_json: bool) -> None:
 @pass_cli
 @run_async
 async def export(cli: Cli, path: Path) -> None:
-    """Write every stored message (malformed ones too) to a JSON-lines file."""
-    count = 0
+    """Write every stored message (malformed ones too) to a JSON-lines file (`stoker backup` keeps everything)."""
     async with cli.connection() as (_nc, log):
         with path.open("w") as out:
-            async for msg in log.read_raw(1):
-                out.write(msgspec.json.encode(export_record(msg)).decode() + "\n")
-                count += 1
+            count, _first, _last = await write_events(log, out)
     click.echo(f"exported {count} events to {path}", err=True)
-
-
-def export_record(msg: Any) -> dict[str, Any]:
-    """One stored message as an export line; payloads that are not JSON travel as base64."""
-    record: dict[str, Any] = {"seq": msg.metadata.sequence.stream, "subject": msg.subject,
-                              "headers": dict(msg.headers or {})}
-    try:
-        record["data"] = msgspec.json.decode(msg.data)
-    except msgspec.DecodeError:
-        record["data_b64"] = base64.b64encode(msg.data).decode()
-    return record
-
-
-def read_export(path: Path, log: JetStreamLog) -> list[tuple[str, bytes, dict[str, str]]]:
-    """Parse and check a whole export file before anything is written; errors name the line."""
-    messages = []
-    with path.open() as source:
-        for number, line in enumerate(source, 1):
-            if not line.strip():
-                continue
-            try:
-                record = msgspec.json.decode(line)
-                subject, headers = record["subject"], dict(record.get("headers") or {})
-                data = base64.b64decode(record["data_b64"]) if "data_b64" in record \
-                    else msgspec.json.encode(record["data"])
-            except (msgspec.DecodeError, KeyError, TypeError, ValueError) as exc:
-                raise click.ClickException(f"{path}:{number}: not an export line ({exc})") from None
-            parts = str(subject).split(".")
-            if len(parts) != 4 or parts[1] != "events":
-                raise click.ClickException(f"{path}:{number}: {subject!r} is not an event subject")
-            for transient in (EXPECTED_SUBJECT_SEQ, "Nats-Batch-Id", "Nats-Batch-Sequence", "Nats-Batch-Commit"):
-                headers.pop(transient, None)
-            # An export from another prefix lands under this installation's prefix.
-            target = log.topology.events(parts[2], parts[3])
-            messages.append((target, data, {k: str(v) for k, v in headers.items()}))
-    return messages
 
 
 @events_group.command("import")
@@ -219,10 +180,8 @@ async def import_(cli: Cli, path: Path, into_non_empty: bool) -> None:
         if existing and not into_non_empty:
             raise click.ClickException(f"the event stream already holds {existing} events; "
                                        "pass --into-non-empty to append anyway")
-        messages = read_export(path, log)
-        for subject, data, headers in messages:
-            await log.append_raw(subject, data, headers)
-    click.echo(f"imported {len(messages)} events from {path}", err=True)
+        count = await append_all(log, read_export(path, log))
+    click.echo(f"imported {count} events from {path}", err=True)
 
 
 @events_group.command("init")
