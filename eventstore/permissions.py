@@ -38,7 +38,8 @@ MICRO_OF: dict[str, str] = {"joins": "join"}  # roles whose micro service has an
 
 # The one writer of each aggregate's events (the admin may write any: `stoker events import`).
 WRITERS: dict[str, tuple[Role, ...]] = {"job": ("scheduler",), "worker": ("discovery",), "token": ("gateway",),
-                                        "jointoken": ("joins",), "map": ("gateway",), "alert": ("monitor",)}
+                                        "jointoken": ("joins",), "map": ("gateway",), "alert": ("monitor",),
+                                        "network": ("discovery",)}  # network: LAN addresses (issue 14)
 # Which leases (keys of `Topology.lease_bucket`) and snapshots (keys of `Topology.snapshot_bucket`) a role holds.
 LEASES: dict[str, Role] = {"scheduler": "scheduler", "discovery": "discovery", "monitor": "monitor"}
 SNAPSHOTS: dict[str, Role] = {"scheduler": "scheduler"}
