@@ -32,6 +32,7 @@ BRIDGE_PREFIXES = ("docker", "br-", "veth", "virbr", "cni", "podman", "lxc", "lx
 VPN_PREFIXES = ("tun", "tap", "wg", "utun", "ppp", "tailscale", "zt", "ipsec", "nordlynx", "gpd", "vpn")
 CGNAT = ipaddress.ip_network("100.64.0.0/10")
 ULA = ipaddress.ip_network("fc00::/7")
+RFC1918 = tuple(ipaddress.ip_network(n) for n in ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16"))
 
 
 class Interface(msgspec.Struct, frozen=True, kw_only=True):
@@ -90,7 +91,7 @@ def classify(interfaces: Iterable[Interface]) -> tuple[LanAddress, ...]:
 
 def _rank(address: LanAddress) -> tuple:
     ip = ipaddress.ip_address(address.address.split("%")[0])
-    private = ip in ULA if ip.version == 6 else ip.is_private
+    private = ip in ULA if ip.version == 6 else any(ip in net for net in RFC1918)
     name = address.interface.lower()
     kind = 0 if name.startswith(("eth", "en")) else 1 if name.startswith(("wl", "wi")) else 2
     return (ip.version != 4, not private, kind, address.interface, ip.packed)
@@ -125,7 +126,12 @@ def evolve(before: View | None, event: NetworkChanged) -> View:
 
 
 def _is_loopback(host: str) -> bool:
-    return host in ("localhost", "") or (host.replace(".", "").isdigit() and host.startswith("127.")) or host == "::1"
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def reachable_hosts(listen: str, view: View) -> list[str]:
@@ -133,7 +139,7 @@ def reachable_hosts(listen: str, view: View) -> list[str]:
     when it listens on all of them; the listen address itself otherwise; nothing when it listens on loopback."""
     if _is_loopback(listen.strip("[]")):
         return []
-    if listen in ("0.0.0.0", "::", "[::]"):
+    if listen in ("0.0.0.0", "::", "[::]", ""):
         ordered = sorted(view.usable, key=lambda a: (a != view.preferred, ":" in a, a))
         return [a for a in ordered if listen != "0.0.0.0" or ":" not in a]
     return [listen.strip("[]")]
