@@ -1,0 +1,128 @@
+"""A new LAN address, end to end: a fake interface source → discovery's NetworkChanged in a real log → a new
+phone link and QR code over the gateway's WebSocket and from GET /api/v1/network/qr. The QR code is decoded
+back to its URL with zxing-cpp (a real QR reader), not compared with what made it."""
+
+from __future__ import annotations
+
+import json
+import re
+import socket
+from datetime import timedelta
+
+import pytest
+import segno
+from websockets.asyncio.client import connect
+
+from contracts.base import utcnow
+from contracts.network import host_id
+from eventstore.network import last_network_change
+from gateway.phone import PHONE_TOKEN_NAME, qr_svg
+from gateway.tokens import load_registry
+from services.discovery.adapter import DiscoveryService
+from services.discovery.network import Interface
+from services.discovery.settings import DiscoverySettings
+from tests.integration.fake_worker import InProcess, eventually
+from tests.integration.gateway_support import gateway_stack
+from tests.integration.test_gateway_ws import next_of
+
+zxingcpp = pytest.importorskip("zxingcpp", reason="zxing-cpp decodes the QR code (pip install zxing-cpp)")
+
+FAST = DiscoverySettings(lease_ttl_s=0.6, tick_s=0.1, network_check_s=0.05)
+HOST = host_id(socket.gethostname())
+
+
+def read_qr(rows: list[list[bool]], scale: int = 4) -> str:
+    """Read a QR code, given as rows of dark/light modules, with zxing-cpp (drawn `scale` pixels a module)."""
+    pixels = [bytes(0 if dark else 255 for dark in row for _ in range(scale)) for row in rows for _ in range(scale)]
+    [found] = zxingcpp.read_barcodes(memoryview(b"".join(pixels)).cast("B", (len(pixels), len(pixels[0]))))
+    return found.text
+
+
+def svg_modules(svg: str) -> list[list[bool]]:
+    """The modules an SVG from gateway.phone.qr_svg draws: its light square's size, and the dark runs of its
+    line path (`M x y` / `m dx dy` moves, `h n` runs of n modules along row y - 0.5)."""
+    size = int(re.search(r'd="M0 0h(\d+)', svg).group(1))
+    rows = [[False] * size for _ in range(size)]
+    x = y = 0.0
+    for op, a, b in re.findall(r"([Mmh])(-?[\d.]+)(?: (-?[\d.]+))?", re.search(r'class="qrline"[^>]*d="([^"]+)"',
+                                                                              svg).group(1)):
+        if op == "M":
+            x, y = float(a), float(b)
+        elif op == "m":
+            x, y = x + float(a), y + float(b)
+        else:
+            for column in range(int(x), int(x + float(a))):
+                rows[int(y)][column] = True
+            x += float(a)
+    return rows
+
+
+def decode_qr(text: str) -> str:
+    """The QR code the gateway draws for `text` (its SVG), read back with zxing-cpp."""
+    return read_qr(svg_modules(qr_svg(text)))
+
+
+class Interfaces:
+    """An interface source a test changes: eth0 with one address, beside loopback and a docker bridge."""
+
+    def __init__(self, address: str) -> None:
+        self.address = address
+
+    def __call__(self) -> list[Interface]:
+        return [Interface(name="lo", addresses=("127.0.0.1",)), Interface(name="docker0", addresses=("172.17.0.1",)),
+                Interface(name="eth0", addresses=(self.address,))]
+
+
+def test_a_qr_code_reads_back_as_its_url() -> None:
+    url = "http://192.168.77.20:8000/#token=stk_" + "A" * 43
+    assert decode_qr(url) == url
+    assert svg_modules(qr_svg(url)) == [list(row) for row in segno.make(url, error="m").matrix_iter(border=4)]
+
+
+async def test_a_new_address_is_recorded_and_reaches_the_phone_panel_live(nats_server, nc, topology, tmp_path) -> None:
+    source = Interfaces("192.168.77.20")  # recorded, never contacted: nothing is sent to it
+
+    def discovery(ctx, settings):
+        return DiscoveryService(ctx, settings, interfaces=source)
+
+    async with gateway_stack(nats_server.url, nc, topology, tmp_path, services=False, host="0.0.0.0") as stack, \
+            InProcess(nats_server.url, topology, discovery, FAST, "discovery") as service:
+        await eventually(lambda: service.lan is not None and service.lan.checked.is_set(), what="first check")
+        first, _ = await last_network_change(stack.log, HOST)
+        assert first is not None and first.preferred == "192.168.77.20" and first.old == ()
+        assert {(a.interface, a.skipped) for a in first.new} == {("lo", "loopback"), ("eth0", ""),
+                                                                ("docker0", "container or VM bridge")}
+        port = int(stack.url.rsplit(":", 1)[1])
+        async with connect(stack.ws_url + f"?token={stack.tokens['viewer']}") as conn:
+            await conn.send(json.dumps({"type": "subscribe", "topics": ["network"]}))
+            now = await next_of(conn, "network")
+            assert now["preferred"] == "192.168.77.20"
+            assert now["url"].startswith(f"http://192.168.77.20:{port}/#token=stk_")
+            assert read_qr(svg_modules(now["svg"])) == now["url"]  # what the panel shows reads as the link
+
+            source.address = "192.168.77.37"  # the DHCP lease changed
+            moved = await next_of(conn, "network")
+        assert moved["preferred"] == "192.168.77.37" and moved["url"].startswith(f"http://192.168.77.37:{port}/#")
+        assert read_qr(svg_modules(moved["svg"])) == moved["url"]
+        change, _ = await last_network_change(stack.log, HOST)
+        assert (change.old_preferred, change.preferred) == ("192.168.77.20", "192.168.77.37")
+        assert "192.168.77.20" in {a.address for a in change.old}
+
+        async with stack.client("viewer") as client:
+            panel = (await client.get("/api/v1/network/qr")).json()
+        assert panel["url"] == moved["url"]  # one phone token per asking token, kept while it is young
+        phone = panel["url"].split("#token=")[1]
+        record = (await load_registry(stack.log)).authenticate(phone)
+        assert record is not None and record.role == "viewer" and record.name == PHONE_TOKEN_NAME
+        assert record.expires_at is not None and record.expires_at - utcnow() <= timedelta(minutes=60)
+        async with stack.client(token=phone) as client:
+            assert (await client.get("/api/v1/jobs")).status_code == 200
+            assert (await client.post("/api/v1/jobs", json={"kind": "train", "workload": "noop"})).status_code == 403
+
+
+async def test_a_gateway_on_loopback_offers_no_phone_link(nats_server, nc, topology, tmp_path) -> None:
+    async with gateway_stack(nats_server.url, nc, topology, tmp_path, services=False) as stack, \
+            stack.client("viewer") as client:
+        panel = (await client.get("/api/v1/network/qr")).json()
+        assert panel["url"] is None and panel["svg"] is None and "127.0.0.1 only" in panel["reason"]
+        assert (await client.get("/api/v1/network/qr", headers={"Authorization": "Bearer nope"})).status_code == 401
