@@ -3,6 +3,8 @@
 `announce FINGERPRINT ADDRESS`: announce platform P-LAN for NATS on 0.0.0.0:4222 at ADDRESS; print `announced`;
 on SIGTERM withdraw (goodbye packets) and print `withdrawn`. `browse`: print `found <json>` for each platform
 that answers and `removed <name>` when one says goodbye; runs until killed (the test bounds it).
+`join-urls TOKEN_FILE [--discover]`: print where a join with that token would connect (`urls <json>`), the
+notes on the way (`note …`), or `refused …`.
 """
 
 from __future__ import annotations
@@ -11,10 +13,13 @@ import asyncio
 import json
 import signal
 import sys
+from pathlib import Path
 
 import msgspec
 
 from contracts.events import LanAddress
+from ops.joined import platform_urls
+from ops.jointoken import InvalidJoinToken, decode_token
 from ops.lan import Browser
 from services.discovery import network
 from services.discovery.mdns import Announcer
@@ -58,5 +63,22 @@ async def browse() -> None:
             await browser.changed.wait()
 
 
+async def join_urls(text: str, discover: bool) -> None:
+    """Where `stoker worker --join` would connect for this token (ops.joined.platform_urls), one line each."""
+    token = decode_token(text)
+    try:
+        urls = await platform_urls(token, discover, lambda line: say(f"note {line}"), timeout_s=2.0)
+    except InvalidJoinToken as exc:
+        say(f"refused {exc}")
+        return
+    say("urls " + json.dumps(urls))
+
+
 if __name__ == "__main__":
-    asyncio.run(announce(sys.argv[2], sys.argv[3]) if sys.argv[1] == "announce" else browse())
+    mode = sys.argv[1]
+    if mode == "announce":
+        asyncio.run(announce(sys.argv[2], sys.argv[3]))
+    elif mode == "join-urls":
+        asyncio.run(join_urls(Path(sys.argv[2]).read_text(), sys.argv[3:] == ["--discover"]))
+    else:
+        asyncio.run(browse())
