@@ -30,7 +30,7 @@ def phone_lines(change: NetworkChanged | None, gateway: GatewaySettings, token: 
     return f"  on your phone:     {url}  (scan:)\n{qr_text(url)}"
 
 
-async def follow_phone_links(nats_url: str, credentials: str, ca_file: str | None, prefix: str,
+async def follow_phone_links(nats_url: str, credentials: str | None, ca_file: str | None, prefix: str,
                              gateway: GatewaySettings, token: str, write: Callable[[str], None]) -> None:
     """Print the link now and again at each change of this machine's preferred address (run as a task)."""
     nc = await connect(nats_url, "stoker-up-phone", credentials=credentials, ca_file=ca_file)

@@ -4,6 +4,7 @@ back to its URL with zxing-cpp (a real QR reader), not compared with what made i
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 import socket
@@ -15,6 +16,7 @@ from websockets.asyncio.client import connect
 
 from contracts.base import utcnow
 from contracts.network import host_id
+from eventstore.follow import cancel_and_wait
 from eventstore.network import last_network_change
 from gateway.phone import PHONE_TOKEN_NAME, qr_svg
 from gateway.tokens import load_registry
@@ -126,3 +128,47 @@ async def test_a_gateway_on_loopback_offers_no_phone_link(nats_server, nc, topol
         panel = (await client.get("/api/v1/network/qr")).json()
         assert panel["url"] is None and panel["svg"] is None and "127.0.0.1 only" in panel["reason"]
         assert (await client.get("/api/v1/network/qr", headers={"Authorization": "Bearer nope"})).status_code == 401
+
+
+def terminal_modules(lines: list[str]) -> list[list[bool]]:
+    """The dark modules of a QR code drawn for a terminal (ops.jointoken.qr_text: light modules as half blocks)."""
+    halves = {"█": (True, True), "▀": (True, False), "▄": (False, True), " ": (False, False)}
+    rows: list[list[bool]] = []
+    for line in lines:
+        pairs = [halves[c] for c in line]
+        rows += [[not top for top, _ in pairs], [not bottom for _, bottom in pairs]]
+    return rows
+
+
+def terminal_qr(text: str) -> str:
+    """The URL in the first QR code drawn in `text`."""
+    drawn = [line for line in text.splitlines() if line and set(line) <= set("█▀▄ ")]
+    return read_qr(terminal_modules(drawn))
+
+
+async def test_stoker_up_draws_the_phone_link_again_when_the_address_changes(nats_server, nc, topology,
+                                                                             event_log) -> None:
+    from gateway.settings import GatewaySettings
+    from ops.phone import follow_phone_links
+    from services.discovery.lan import NetworkWatch
+
+    source = Interfaces("192.168.77.20")
+    watch = NetworkWatch(event_log, source, host=HOST)
+    await watch.load()
+    await watch.check()
+    said: list[str] = []
+    gateway = GatewaySettings(host="0.0.0.0", port=8123)
+    task = asyncio.create_task(follow_phone_links(nats_server.url, None, None, topology.prefix, gateway, "stk_LOGIN",
+                                                  said.append))
+    try:
+        await eventually(lambda: said, what="the first link")
+        assert said[0].startswith("  on your phone:     http://192.168.77.20:8123/#token=stk_LOGIN")
+        assert terminal_qr(said[0]) == "http://192.168.77.20:8123/#token=stk_LOGIN"
+        source.address = "192.168.77.37"
+        await watch.check()
+        await eventually(lambda: len(said) > 1, what="the new link")
+        assert "changed (192.168.77.20 → 192.168.77.37)" in said[1]
+        assert terminal_qr(said[1]) == "http://192.168.77.37:8123/#token=stk_LOGIN"
+        assert await watch.check() == []  # nothing changed: nothing is recorded (so nothing is drawn)
+    finally:
+        await cancel_and_wait([task])
