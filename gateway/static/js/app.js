@@ -8,6 +8,7 @@ import {startHealth} from './views/health.js';
 import * as jobView from './views/job.js';
 import * as jobsView from './views/jobs.js';
 import {renderLogin} from './views/login.js';
+import * as phoneView from './views/phone.js';
 import * as submitView from './views/submit.js';
 import * as workersView from './views/workers.js';
 
@@ -16,6 +17,7 @@ const ROUTES = [
   [/^\/job\/([A-Za-z0-9_-]{1,64})$/, jobView],
   [/^\/workers$/, workersView],
   [/^\/new$/, submitView],
+  [/^\/phone$/, phoneView],
 ];
 
 const main = document.getElementById('main');
