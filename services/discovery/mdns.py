@@ -36,6 +36,11 @@ class Announcer:
         self._info = None
         self.failed = False
 
+    @property
+    def announced(self) -> bool:
+        """Whether a record is published now."""
+        return self._info is not None
+
     async def announce(self, announcement: Announcement, addresses: list[str], port: int) -> bool:
         """Publish (or update) the record; False, with one warning, when multicast cannot be used."""
         if self.failed:
@@ -47,6 +52,11 @@ class Announcer:
                 from zeroconf.asyncio import AsyncZeroconf
 
                 self._zc = AsyncZeroconf(interfaces=self.interfaces or InterfaceChoice.All)
+            if self._info is not None and set(self._info.parsed_addresses()) != set(addresses):
+                # An update would leave the old A/AAAA records in every cache until their TTL: say goodbye to
+                # the whole record first, so nobody tries an address the machine no longer has.
+                await (await self._zc.async_unregister_service(self._info))
+                self._info = None
             if self._info is None:
                 await (await self._zc.async_register_service(info, allow_name_change=False))
             else:

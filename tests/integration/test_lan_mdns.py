@@ -24,7 +24,7 @@ import pytest_asyncio
 from cryptography.hazmat.primitives import serialization
 
 from contracts.base import utcnow
-from eventstore.pki import ensure_ca
+from eventstore.pki import ensure_ca, tls_dir
 from ops.joining import new_user_seed
 from ops.jointoken import JoinToken, encode_token
 
@@ -38,7 +38,7 @@ def _ip(*args: str) -> subprocess.CompletedProcess:
 
 @pytest.fixture
 def namespaces():
-    """Namespaces A (10.231.N.1) and B (10.231.N.2) joined by a veth pair; removed afterwards."""
+    """Namespaces A (10.231.N.1 and .3) and B (10.231.N.2) joined by a veth pair; removed afterwards."""
     if os.geteuid() != 0 or shutil.which("ip") is None:
         pytest.skip("needs root and iproute2 to make network namespaces")
     tag = f"{os.getpid() % 100000}"
@@ -50,13 +50,14 @@ def namespaces():
         steps = [("netns", "add", b), ("link", "add", f"va{tag}", "type", "veth", "peer", "name", f"vb{tag}"),
                  ("link", "set", f"va{tag}", "netns", a), ("link", "set", f"vb{tag}", "netns", b),
                  ("-n", a, "addr", "add", f"{net}.1/24", "dev", f"va{tag}"),
+                 ("-n", a, "addr", "add", f"{net}.3/24", "dev", f"va{tag}"),
                  ("-n", b, "addr", "add", f"{net}.2/24", "dev", f"vb{tag}"),
                  ("-n", a, "link", "set", f"va{tag}", "up"), ("-n", b, "link", "set", f"vb{tag}", "up")]
         for step in steps:
             done = _ip(*step)
             if done.returncode != 0:
                 pytest.skip(f"cannot set up the veth pair ({' '.join(step)}): {done.stderr.strip()}")
-        yield a, b, f"{net}.1"
+        yield a, b, f"{net}.1", f"{net}.3"
     finally:
         _ip("netns", "del", a)
         _ip("netns", "del", b)
@@ -102,7 +103,8 @@ async def peers() -> AsyncIterator[list[Peer]]:
 
 
 def join_token(folder: Path, urls: tuple[str, ...]) -> tuple[Path, str]:
-    """A signed join token of platform P-LAN under a CA made in `folder`, written to a file; and its fingerprint."""
+    """A signed join token of platform P-LAN under a CA made in `folder` (tls/ca.pem), written to a file; and the
+    CA's fingerprint."""
     ca, key = ensure_ca(folder)
     der = ca.public_bytes(serialization.Encoding.DER)
     expires = int((utcnow() + timedelta(hours=1)).timestamp())
@@ -114,7 +116,7 @@ def join_token(folder: Path, urls: tuple[str, ...]) -> tuple[Path, str]:
 
 
 async def test_announce_browse_join_and_goodbye_across_namespaces(namespaces, peers, tmp_path) -> None:
-    a, b, address = namespaces
+    a, b, address, later = namespaces
     (tmp_path / "ours").mkdir()
     (tmp_path / "other").mkdir()
     ours, fingerprint = join_token(tmp_path / "ours", ())
@@ -122,9 +124,12 @@ async def test_announce_browse_join_and_goodbye_across_namespaces(namespaces, pe
 
     browser = await Peer.start(b, "tests.integration.mdns_peer", "browse")
     peers.append(browser)
-    announcer = await Peer.start(a, "tests.integration.mdns_peer", "announce", fingerprint, address)
+    ca_file = str(tls_dir(tmp_path / "ours") / "ca.pem")
+    announcer = await Peer.start(a, "tests.integration.mdns_peer", "announce", ca_file, address, later)
     peers.append(announcer)
-    if await announcer.line("announced", "blocked") == "blocked":
+    said = await announcer.line("announced", "blocked", "silent")
+    assert said != "silent", "discovery's LAN part announced nothing"
+    if said == "blocked":
         pytest.skip("multicast is blocked even between these namespaces (zeroconf could not start)")
     found = json.loads(await browser.line("found"))
     assert found["addresses"] == [address]
@@ -145,6 +150,12 @@ async def test_announce_browse_join_and_goodbye_across_namespaces(namespaces, pe
     assert json.loads(await join.line("urls")) == [f"tls://{address}:4222"]  # a token without an address
     assert "using the address in the token" in await fallback.line("note")
     assert json.loads(await fallback.line("urls")) == ["tls://10.231.255.9:4222"]
+
+    announcer.proc.send_signal(signal.SIGUSR1)  # a new address: discovery records it and updates the record
+    async with asyncio.timeout(WAIT_S):
+        while (moved := json.loads(await browser.line("found")))["announcement"]["nats_urls"] != [f"tls://{later}:4222"]:
+            pass
+    assert moved["addresses"] == [later]  # the old address was said goodbye to, not left in the caches
 
     announcer.proc.send_signal(signal.SIGTERM)
     assert await announcer.line("withdrawn", "blocked") == "withdrawn"
