@@ -160,3 +160,35 @@ async def test_announce_browse_join_and_goodbye_across_namespaces(namespaces, pe
     announcer.proc.send_signal(signal.SIGTERM)
     assert await announcer.line("withdrawn", "blocked") == "withdrawn"
     assert await browser.line("removed") == "P-LAN._stoker._tcp.local."
+
+
+@pytest.fixture
+def cut_off():
+    """A network namespace with nothing in it but a loopback that is down: no interface allows multicast."""
+    if os.geteuid() != 0 or shutil.which("ip") is None:
+        pytest.skip("needs root and iproute2 to make network namespaces")
+    name = f"stkE{os.getpid() % 100000}"
+    made = _ip("netns", "add", name)
+    if made.returncode != 0:
+        pytest.skip(f"cannot make a network namespace here: {made.stderr.strip()}")
+    try:
+        yield name
+    finally:
+        _ip("netns", "del", name)
+
+
+async def test_where_multicast_is_blocked_each_side_says_so_in_one_line(cut_off, peers, tmp_path) -> None:
+    ours, _fingerprint = join_token(tmp_path, ("tls://10.231.255.9:4222",))
+    announcer = await Peer.start(cut_off, "tests.integration.mdns_peer", "announce",
+                                 str(tls_dir(tmp_path) / "ca.pem"), "192.168.77.20", "192.168.77.37")
+    join = await Peer.start(cut_off, "tests.integration.mdns_peer", "join-urls", str(ours), "--discover")
+    peers += [announcer, join]
+    assert await announcer.line("announced", "blocked", "silent") == "blocked"  # the platform goes on without
+    assert "multicast blocked" in await join.line("note")
+    assert json.loads(await join.line("urls")) == ["tls://10.231.255.9:4222"]  # the token's address
+    listed = await asyncio.to_thread(
+        subprocess.run, ["ip", "netns", "exec", cut_off, sys.executable, "-m", "ops", "--data-dir",
+                         str(tmp_path / "d"), "discover", "--timeout", "1"],
+        cwd=ROOT, capture_output=True, text=True, timeout=60, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert listed.returncode == 1 and len(listed.stderr.strip().splitlines()) == 1
+    assert "multicast blocked" in listed.stderr
