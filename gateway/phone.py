@@ -26,6 +26,7 @@ from gateway.schemas.network import PhoneLinkView
 from gateway.tokens import TokenRegistry, issue_token
 
 PHONE_TOKEN_NAME = "phone (Open on your phone)"
+CEILING_MARGIN = timedelta(seconds=2)
 
 
 def lan_base_url(listen: str, port: int, preferred: str | None, public_url: str = "") -> tuple[str | None, str]:
@@ -84,7 +85,8 @@ class PhoneLink:
             kept = self._tokens.get(asker)
             if kept is not None and kept[1] - now > self.lifetime / 2:
                 return kept
-            lifetime = min(self.lifetime, ceiling - now)
+            # issue_token counts from its own clock, a moment later: a margin keeps the ceiling a ceiling.
+            lifetime = min(self.lifetime, ceiling - now - CEILING_MARGIN)
             if lifetime <= timedelta(seconds=1):
                 raise PermissionError("your own token is about to expire: sign in again first")
             event, secret = await issue_token(self.log, "viewer", PHONE_TOKEN_NAME, lifetime)

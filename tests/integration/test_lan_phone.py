@@ -172,3 +172,62 @@ async def test_stoker_up_draws_the_phone_link_again_when_the_address_changes(nat
         assert await watch.check() == []  # nothing changed: nothing is recorded (so nothing is drawn)
     finally:
         await cancel_and_wait([task])
+
+
+async def test_stoker_qr_prints_a_fresh_link_of_the_role_asked(nats_server, topology, event_log, tmp_path,
+                                                               monkeypatch) -> None:
+    from click.testing import CliRunner
+
+    from ops.cli import main
+
+    monkeypatch.setenv("STOKER_PREFIX", topology.prefix)
+    monkeypatch.setenv("STOKER_DATA_DIR", str(tmp_path))
+    monkeypatch.setenv("STOKER_GATEWAY_PORT", "8124")
+
+    def stoker(*args: str):
+        return asyncio.to_thread(CliRunner().invoke, main, ["--nats", nats_server.url, *args])
+
+    monkeypatch.setenv("STOKER_GATEWAY_HOST", "127.0.0.1")
+    refused = await stoker("qr")
+    assert refused.exit_code == 1 and "127.0.0.1 only" in refused.output
+    monkeypatch.setenv("STOKER_GATEWAY_HOST", "0.0.0.0")
+    assert "no usable LAN address" in (await stoker("qr")).output  # discovery has recorded nothing yet
+    await record_an_address(event_log)
+    assert (await stoker("qr", "--expires", "soon")).exit_code == 2
+
+    made = await stoker("qr", "--role", "operator", "--expires", "15m")
+    assert made.exit_code == 0, made.output
+    url = made.output.splitlines()[0]
+    assert url.startswith("http://192.168.77.20:8124/#token=stk_")
+    assert terminal_qr(made.output) == url
+    record = (await load_registry(event_log)).authenticate(url.split("#token=")[1])
+    assert record.role == "operator" and record.expires_at - record.issued_at == timedelta(minutes=15)
+
+
+async def test_a_phone_token_never_outlives_the_token_that_asked_for_it(nats_server, nc, topology, tmp_path) -> None:
+    from gateway.tokens import issue_token
+
+    async with gateway_stack(nats_server.url, nc, topology, tmp_path, services=False, host="0.0.0.0") as stack:
+        await record_an_address(stack.log)
+        _short, brief = await issue_token(stack.log, "viewer", "brief", timedelta(minutes=5))
+        await eventually(lambda: stack_knows(stack, brief), what="the gateway folds the new token")
+        async with stack.client(token=brief) as client:
+            panel = (await client.get("/api/v1/network/qr")).json()
+        registry = await load_registry(stack.log)
+        phone = registry.authenticate(panel["url"].split("#token=")[1])
+        asker = registry.authenticate(brief)
+        assert phone.expires_at <= asker.expires_at  # not the 60 minutes a phone link may last at most
+
+
+async def record_an_address(event_log) -> None:
+    """What discovery does at its first check: record eth0's 192.168.77.20 for this host."""
+    from services.discovery.lan import NetworkWatch
+
+    watch = NetworkWatch(event_log, Interfaces("192.168.77.20"), host=HOST)
+    await watch.load()
+    await watch.check()
+
+
+async def stack_knows(stack, token: str) -> bool:
+    async with stack.client(token=token) as client:
+        return (await client.get("/api/v1/jobs")).status_code == 200
