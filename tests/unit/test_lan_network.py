@@ -134,3 +134,23 @@ def test_the_txt_record_round_trips_and_refuses_strangers() -> None:
     ("lab-box", "lab-box"), ("lab-box.local", "lab-box"), ("Büro PC", "B-ro-PC"), ("", "host"), ("...", "host")])
 def test_a_host_name_becomes_an_aggregate_id(hostname: str, expected: str) -> None:
     assert host_id(hostname) == expected
+
+
+def test_stoker_up_tells_discovery_alone_where_nats_and_the_gateway_listen(tmp_path) -> None:
+    from eventstore.config import CommonSettings, load_settings
+    from eventstore.credentials import CredentialStore
+    from eventstore.server import cluster_nodes
+    from gateway.settings import GatewaySettings
+    from ops import cli  # noqa: F401 - first: importing ops.commands.platform alone is circular (it was before)
+    from ops.commands.platform import lan_env, process_specs
+
+    nodes = cluster_nodes(tmp_path / "c", 3, host="0.0.0.0")
+    env = lan_env(nodes, True, GatewaySettings(host="0.0.0.0", port=8000), "P1")
+    told = load_settings(DiscoverySettings, "discovery", env=env)
+    ports = tuple(n.spec.port for n in nodes)
+    assert (told.nats_listen, told.nats_ports, told.nats_scheme) == ("0.0.0.0", ports, "tls")
+    assert (told.gateway_listen, told.gateway_port, told.platform_id) == ("0.0.0.0", 8000, "P1")
+    specs = process_specs("tls://127.0.0.1:1", CommonSettings(data_dir=str(tmp_path)), 1, None,
+                          CredentialStore(tmp_path), None, env)
+    for spec in specs:
+        assert ("STOKER_DISCOVERY_PLATFORM_ID" in spec.env) == (spec.name == "discovery"), spec.name
