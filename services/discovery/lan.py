@@ -14,7 +14,7 @@ from collections.abc import Callable
 from contracts.base import utcnow
 from contracts.events import NetworkChanged
 from contracts.network import host_id
-from eventstore.log import AppendError, ConcurrencyError
+from eventstore.log import ConcurrencyError
 from eventstore.network import AGGREGATE, last_network_change
 from eventstore.observability import get_logger
 from eventstore.pki import file_fingerprint
@@ -89,7 +89,7 @@ class LanPresence:
                 if (changed or first) and self.watch.view is not None:
                     await self._announce(self.watch.view)
                 first = False
-            except (AppendError, OSError, ValueError) as exc:
+            except Exception as exc:  # the log or the interfaces failed this once: the next check tries again
                 log.warning("network check failed", host=self.watch.host, error=repr(exc))
             self.checked.set()
             await asyncio.sleep(self.settings.network_check_s)

@@ -61,11 +61,16 @@ class Announcer:
                 await (await self._zc.async_register_service(info, allow_name_change=False))
             else:
                 await (await self._zc.async_update_service(info))
-        except (OSError, RuntimeError, ValueError) as exc:
+        except (OSError, RuntimeError) as exc:  # no interface zeroconf may use (RuntimeError), no socket: for good
             self.failed = True
             log.warning("mDNS unavailable: multicast is blocked here, so machines must join with the address in "
                         "their join token", error=repr(exc))
             await self._close()
+            return False
+        except Exception as exc:  # zeroconf.Error (the name is taken on the LAN, …): tried again at the next change
+            log.warning("mDNS announcement failed", error=repr(exc))
+            await self._close()
+            self._info = None
             return False
         self._info = info
         log.info("announced on mDNS", name=info.name, addresses=addresses, port=port)
