@@ -154,3 +154,18 @@ def test_stoker_up_tells_discovery_alone_where_nats_and_the_gateway_listen(tmp_p
                           CredentialStore(tmp_path), None, env)
     for spec in specs:
         assert ("STOKER_DISCOVERY_PLATFORM_ID" in spec.env) == (spec.name == "discovery"), spec.name
+
+
+@pytest.mark.parametrize(("listen", "preferred", "public_url", "expected"), [
+    ("127.0.0.1", "192.168.1.20", "", None),  # loopback only: no link, whatever the address
+    ("0.0.0.0", None, "", None),  # nothing recorded yet
+    ("0.0.0.0", "192.168.1.20", "", "http://192.168.1.20:8000"),
+    ("::", "fd00::5", "", "http://[fd00::5]:8000"),
+    ("10.0.0.5", "192.168.1.20", "", "http://10.0.0.5:8000"),  # bound to one address: that one
+    ("127.0.0.1", None, "http://lab-box.local:8000/", "http://lab-box.local:8000"),  # the user said how
+])
+def test_where_a_phone_reaches_the_gateway(listen, preferred, public_url, expected) -> None:
+    from gateway.phone import lan_base_url
+
+    url, reason = lan_base_url(listen, 8000, preferred, public_url)
+    assert url == expected and bool(reason) == (expected is None)
