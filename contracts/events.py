@@ -456,6 +456,41 @@ class FirewallRemoved(FirewallEvent, kw_only=True):
 AnyFirewallEvent = FirewallPlanned | FirewallApplied | FirewallRemoved
 
 
+# --- LAN addresses (discovery's `network` aggregate, one per control-plane machine: issue 14) ---
+class LanAddress(Message, kw_only=True):
+    """One address of one interface; `skipped` says why it is not offered to other machines ("" when usable)."""
+
+    interface: Annotated[str, msgspec.Meta(max_length=64)]
+    address: Annotated[str, msgspec.Meta(max_length=64)]
+    family: Literal["ipv4", "ipv6"]
+    skipped: Annotated[str, msgspec.Meta(max_length=64)] = ""
+
+
+class NetworkEvent(Event, kw_only=True):
+    """An event of one machine's network (`host`: its host name as an id, contracts.network.host_id)."""
+
+    aggregate: ClassVar[str] = "network"
+    host: Id
+
+    @property
+    def aggregate_id(self) -> str:
+        """The machine's host id."""
+        return self.host
+
+
+class NetworkChanged(NetworkEvent, kw_only=True):
+    """The machine's usable addresses or its preferred one changed (the first one seen: `old` is empty)."""
+
+    old: Annotated[tuple[LanAddress, ...], msgspec.Meta(max_length=256)] = ()
+    new: Annotated[tuple[LanAddress, ...], msgspec.Meta(max_length=256)] = ()
+    old_preferred: Annotated[str, msgspec.Meta(max_length=64)] | None = None
+    preferred: Annotated[str, msgspec.Meta(max_length=64)] | None = None  # None: no usable address
+    changed_at: datetime
+
+
+AnyNetworkEvent = NetworkChanged
+# --- end of LAN addresses ---
+
 AnyJobEvent = (
     JobSubmitted | JobAssigned | JobStarted | JobCheckpointed | JobCompleted | JobFailed
     | JobStopRequested | JobStopped | JobRequeued | JobTimedOut
@@ -466,6 +501,7 @@ AnyJoinTokenEvent = JoinTokenIssued | JoinTokenUsed | JoinTokenRevoked
 AnyMapEvent = MapUploaded | MapDeleted
 AnyAlertEvent = AlertRaised | JobStalled | AlertResolved
 AnyEvent = (AnyJobEvent | AnyWorkerEvent | AnyTokenEvent | AnyJoinTokenEvent | AnyMapEvent | AnyAlertEvent
-            | AnyFirewallEvent)
+            | AnyFirewallEvent
+            | AnyNetworkEvent)
 
 EVENT_TYPES: dict[str, type[Event]] = {cls.__name__: cls for cls in AnyEvent.__args__}

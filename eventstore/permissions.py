@@ -41,7 +41,8 @@ WRITERS: dict[str, tuple[Role, ...]] = {"job": ("scheduler",), "worker": ("disco
                                         "jointoken": ("joins",), "map": ("gateway",), "alert": ("monitor",),
                                         # `stoker firewall` records its changes as the admin (it runs as root on
                                         # the control plane); no service may.
-                                        "firewall": ()}
+                                        "firewall": (),
+                                        "network": ("discovery",)}  # network: LAN addresses (issue 14)
 # Which leases (keys of `Topology.lease_bucket`) and snapshots (keys of `Topology.snapshot_bucket`) a role holds.
 LEASES: dict[str, Role] = {"scheduler": "scheduler", "discovery": "discovery", "monitor": "monitor"}
 SNAPSHOTS: dict[str, Role] = {"scheduler": "scheduler"}

@@ -35,6 +35,7 @@ from gateway.controllers.common import provide_gateway
 from gateway.controllers.jobs import JobsController
 from gateway.controllers.maps import MapsController
 from gateway.controllers.monitor import AlertsController, HostsController
+from gateway.controllers.network import NetworkController
 from gateway.controllers.system import SystemController, TokensController
 from gateway.controllers.testing import TestingController
 from gateway.controllers.training import TrainingController
@@ -45,6 +46,7 @@ from gateway.hub import Hub
 from gateway.maps import MapFiles
 from gateway.metrics import metrics
 from gateway.openapi import finish_schema
+from gateway.phone import PhoneLink
 from gateway.schemas.common import ErrorBody
 from gateway.settings import Settings
 from gateway.tokens import follow_tokens, load_registry
@@ -79,13 +81,16 @@ async def start_gateway(settings: Settings, store: ReadModelStore | None = None)
     await ensure_tables(store)
     registry = await load_registry(event_log)
     hub = Hub(event_log)
+    hub.phone = phone = PhoneLink(event_log, registry, settings.gateway.host, settings.gateway.port,
+                                  settings.gateway.public_url, settings.gateway.phone_token_minutes)
+    await phone.load()
     registry.listeners.append(lambda record: hub.revoke(record.token_id))
     await hub.start()
     await seed_runs(hub, store)
     limiter = FailureLimiter(settings.gateway.auth_max_failures, settings.gateway.auth_window_s)
     gw = Gateway(settings=settings, nc=nc, log=event_log, store=store, registry=registry,
                  auth=Authenticator(registry, limiter), hub=hub, pages=PageCache(settings.gateway.job_page_cache),
-                 map_files=MapFiles(nc.jetstream(), event_log.topology.map_bucket, common.replicas))
+                 map_files=MapFiles(nc.jetstream(), event_log.topology.map_bucket, common.replicas), phone=phone)
     gw.tasks.append(asyncio.create_task(follow_tokens(event_log, registry), name="tokens"))
     gw.tasks.append(asyncio.create_task(gw.watch_checkpoint(), name="checkpoint"))
     return gw
@@ -143,7 +148,8 @@ def create_app(settings: Settings | None = None, *, store: ReadModelStore | None
 
     api = Router(path="/api/v1", guards=[role_guard], route_handlers=[
         JobsController, TrainingController, TestingController, WorkersController, SystemController, TokensController,
-        HostsController, AlertsController])
+        HostsController, AlertsController,
+        NetworkController])
     # Uploads may be as large as a map may be (plus the multipart framing); every other body stays small.
     maps = Router(path="/api/v1", guards=[role_guard], route_handlers=[MapsController],
                   request_max_body_size=settings.gateway.maps_max_bytes + MULTIPART_SLACK)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 from pathlib import Path
+from typing import NamedTuple
 
 from eventstore.credentials import write_secret
 from eventstore.log import JetStreamLog
@@ -27,8 +28,20 @@ def read_admin_token(data_dir: Path) -> str | None:
         return None
 
 
+class Bootstrap(NamedTuple):
+    """What `stoker up` prints about its tokens, and the login link's viewer token (the phone QR code reuses it)."""
+
+    lines: str
+    login_token: str
+
+
 async def ensure_admin_token(event_log: JetStreamLog, data_dir: Path, base_url: str | None = None) -> str:
     """Make sure a working admin token is on disk; issue a 12 h login link (revoking the last); lines to print."""
+    return (await bootstrap_tokens(event_log, data_dir, base_url)).lines
+
+
+async def bootstrap_tokens(event_log: JetStreamLog, data_dir: Path, base_url: str | None = None) -> Bootstrap:
+    """`ensure_admin_token`, also giving back the login link's token."""
     settings = load().gateway
     registry = await load_registry(event_log)
     path = admin_token_path(data_dir)
@@ -46,4 +59,4 @@ async def ensure_admin_token(event_log: JetStreamLog, data_dir: Path, base_url: 
                                        purpose="login", registry=registry)
     lines.append(f"  dashboard login:   {(base_url or settings.base_url)}/#token={viewer}  "
                  f"(viewer, {settings.login_token_hours:g} h)")
-    return "\n".join(lines)
+    return Bootstrap("\n".join(lines), viewer)

@@ -93,6 +93,7 @@ class Gateway:
     pages: PageCache = field(default_factory=PageCache)
     jobs_seq: int = 0  # the jobs projection's checkpoint as last seen (polled, and bumped by read-your-writes)
     map_files: Any = None  # gateway.maps.MapFiles: the maps bucket
+    phone: Any = None  # gateway.phone.PhoneLink: the "Open on your phone" QR code
 
     async def watch_checkpoint(self, period: float = POLL_S, idle_s: float = IDLE_CHECK_S) -> None:
         """Keep `jobs_seq` current, so cached job pages expire within `period` of the projector moving on.

@@ -8,11 +8,25 @@ from collections import defaultdict
 import msgspec
 
 from eventstore.follow import cancel_and_wait, follow_forever
+from eventstore.observability import get_logger
 from eventstore.ports import EventLog
-from gateway.live import EVENTS, RUNS, STREAMS, TELEMETRY, Outgoing, decode_sample, feeds_runs, render, subject_topics
+from gateway.live import (
+    EVENTS,
+    NETWORK,
+    RUNS,
+    STREAMS,
+    TELEMETRY,
+    Outgoing,
+    control,
+    decode_sample,
+    feeds_runs,
+    render,
+    subject_topics,
+)
 from gateway.runfeed import RunFeed
 
 _encoder = msgspec.json.Encoder()
+log = get_logger(component="gateway")
 
 SLOW_CONSUMER = 4009
 
@@ -88,6 +102,8 @@ class Hub:
         self._by_topic: dict[str, set[Subscriber]] = defaultdict(set)
         self._tasks: list[asyncio.Task[None]] = []
         self.runs = RunFeed()
+        self.phone = None  # gateway.phone.PhoneLink: what the `network` topic sends
+        self._pushes: set[asyncio.Task[None]] = set()
 
     async def start(self) -> None:
         """Start following both streams from their current ends."""
@@ -100,7 +116,7 @@ class Hub:
 
     async def stop(self) -> None:
         """Stop following; close every subscriber as the server goes away."""
-        await cancel_and_wait(self._tasks)
+        await cancel_and_wait([*self._tasks, *self._pushes])
         for subscriber in list(self.subscribers):
             subscriber.close(1001, "the gateway is shutting down")
 
@@ -117,6 +133,7 @@ class Hub:
             return
         self.positions[key] = seq
         self._feed_runs(key, msg)
+        self._feed_network(key, msg)
         # Nobody watching: nothing to decode (telemetry can be high-rate).
         if not any(t in self._by_topic for t in subject_topics(self.log.topology, key, msg.subject)):
             return
@@ -144,6 +161,35 @@ class Hub:
             text = _encoder.encode(message).decode()
             for subscriber in watching or ():
                 subscriber.say(text)
+
+    def _feed_network(self, key: str, msg) -> None:
+        """A NetworkChanged of this machine: the phone link learns it, and `network` subscribers get a new link."""
+        if key != EVENTS or self.phone is None or msg.subject.split(".")[2:3] != ["network"]:
+            return
+        stored = self.log.decode(msg)
+        if stored is None or not self.phone.on_event(stored.event):
+            return
+        for subscriber in self._by_topic.get(NETWORK, ()):
+            self.push_network(subscriber)
+
+    def push_network(self, subscriber: Subscriber) -> None:
+        """Send the subscriber the current phone link (a `{"type": "network", …}` message), in the background."""
+        if self.phone is None:
+            return
+        task = asyncio.create_task(self._send_network(subscriber), name="hub-network")
+        self._pushes.add(task)
+        task.add_done_callback(self._pushes.discard)
+
+    async def _send_network(self, subscriber: Subscriber) -> None:
+        try:
+            view = await self.phone.view(subscriber.token_id)
+        except PermissionError as exc:
+            subscriber.say(control("error", code=403, detail=str(exc)))
+            return
+        except Exception as exc:  # the log is unavailable: the next change or subscribe tries again
+            log.warning("cannot make the phone link", error=repr(exc))
+            return
+        subscriber.say(control("network", **msgspec.to_builtins(view)))
 
     def join(self, subscriber: Subscriber) -> None:
         """Register a socket's subscriber."""

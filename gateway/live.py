@@ -19,7 +19,8 @@ TELEMETRY_KINDS: dict[str, type] = {"progress": JobProgress, "episode": EpisodeR
                                     "heartbeat": WorkerHeartbeat}
 ADMIN_TOPICS = frozenset({"events"})
 RUNS = "runs"  # the earlier API's messages (gateway/runfeed.py), fed by the hub apart from the other topics
-FIXED_TOPICS = frozenset({"jobs", "workers", "progress", "events", RUNS})
+NETWORK = "network"  # this machine's "Open on your phone" link, sent again when its address changes (gateway/phone.py)
+FIXED_TOPICS = frozenset({"jobs", "workers", "progress", "events", RUNS, NETWORK})
 _encoder = msgspec.json.Encoder()
 
 
@@ -33,7 +34,7 @@ class Outgoing(NamedTuple):
 
 
 def valid_topic(topic: str) -> bool:
-    """`jobs`, `workers`, `progress`, `events`, `runs` or `job:<id>`."""
+    """`jobs`, `workers`, `progress`, `events`, `runs`, `network` or `job:<id>`."""
     if topic in FIXED_TOPICS:
         return True
     kind, _, key = topic.partition(":")
@@ -55,7 +56,7 @@ def topic_subjects(topology: Topology, topic: str) -> dict[str, list[str]]:
         return {EVENTS: [], TELEMETRY: [topology.telemetry("progress")]}
     if topic == "events":
         return {EVENTS: [topology.all_events], TELEMETRY: []}
-    if topic == RUNS:  # live only: a resume replays nothing of it
+    if topic in (RUNS, NETWORK):  # live only: a resume replays nothing of it
         return {EVENTS: [], TELEMETRY: []}
     job_id = topic.partition(":")[2]
     return {EVENTS: [topology.events("job", job_id)],

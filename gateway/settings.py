@@ -33,6 +33,8 @@ class GatewaySettings(msgspec.Struct, frozen=True, kw_only=True):
     job_page_cache: Annotated[int, msgspec.Meta(ge=0)] = 256  # job list pages kept until the projector moves on
     maps_max_bytes: Annotated[int, msgspec.Meta(ge=1, le=2**40)] = 256 * 1024 * 1024  # the largest map upload
     metrics_public: bool = False  # GET /metrics without a token (a Prometheus on a trusted network)
+    # "Open on your phone" (issue 14): how long the viewer token in the dashboard's QR code lasts at most
+    phone_token_minutes: PositiveFloat = 60.0
 
     @property
     def base_url(self) -> str:

@@ -14,7 +14,7 @@ from litestar.exceptions import HTTPException, WebSocketDisconnect
 from contracts.base import utcnow
 from gateway.auth import PUBLIC, bearer, client_address
 from gateway.hub import Subscriber
-from gateway.live import RUNS, STREAMS, control, topic_role, valid_topic
+from gateway.live import NETWORK, RUNS, STREAMS, control, topic_role, valid_topic
 from gateway.replay import replay, truncated_streams
 from gateway.tokens import TokenRecord, role_allows
 
@@ -120,7 +120,7 @@ class Session:
         bad = [t for t in message.topics if not valid_topic(t)]
         if bad:
             self.sub.say(control("error", code=400, detail=f"unknown topics: {', '.join(bad[:5])}; "
-                                 "use job:<id>, jobs, workers, progress, runs or events"))
+                                 "use job:<id>, jobs, workers, progress, runs, network or events"))
             return
         if self.runs_by_default:  # the client speaks the topic protocol: it gets what it asks for
             self.runs_by_default = False
@@ -152,6 +152,8 @@ class Session:
             sub.release_held()
         sub.say(control("subscribed", topics=sorted(sub.topics), replayed=replayed, truncated=gone,
                         positions={s: max(hub.positions[s], sub.sent[s]) for s in STREAMS}))
+        if NETWORK in topics:
+            hub.push_network(sub)  # the current link now; a new one whenever the address changes
 
     async def _write(self) -> None:
         queue, send = self.sub.queue, self.socket.send

@@ -137,7 +137,8 @@ def _register_optional() -> None:
                  # issue 14: the firewall
                  "ops.commands.firewall",
                  # issue 13: diagnosis, backup and restore
-                 "ops.commands.doctor", "ops.commands.backup"):
+                 "ops.commands.doctor", "ops.commands.backup",
+                 "ops.commands.lan"):  # discover, qr (issue 14)
         try:
             module = importlib.import_module(name)
         except ModuleNotFoundError as exc:

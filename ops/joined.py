@@ -11,6 +11,7 @@ import contextlib
 import hashlib
 import re
 import socket
+from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 
@@ -24,10 +25,12 @@ from eventstore.micro import call
 from eventstore.pki import short_fingerprint, write_private
 from ops.joining import new_user_seed, public_key
 from ops.jointoken import InvalidJoinToken, JoinToken, ca_pem, check_expiry, decode_token
+from ops.lan import MulticastBlocked, browse
 
 JOIN_DIR = "join"
 CA_FILE, SEED_FILE, RECORD_FILE = "ca.pem", "worker.nkey", "joined.json"
 CLAIM_TIMEOUT_S = 10.0
+DISCOVER_TIMEOUT_S = 5.0  # how long a join listens for the platform's mDNS answer
 
 
 class Joined(msgspec.Struct, frozen=True, kw_only=True):
@@ -101,10 +104,35 @@ def _own_seed(data_dir: Path) -> str:
     return seed
 
 
-async def join(data_dir: Path, text: str, worker_id: str | None = None, now: datetime | None = None) -> Joined:
+async def platform_urls(token: JoinToken, discover: bool, note: Callable[[str], None],
+                        timeout_s: float = DISCOVER_TIMEOUT_S) -> list[str]:
+    """Where to reach the token's platform: what mDNS finds for its id and CA fingerprint (when the token carries
+    no address, or when asked), else the token's addresses; InvalidJoinToken when there is neither."""
+    if token.urls and not discover:
+        return list(token.urls)
+    why = ""
+    try:
+        found = await browse(timeout_s, platform_id=token.platform_id, fingerprint=token.fingerprint)
+    except MulticastBlocked as exc:
+        found, why = [], str(exc)
+    if found:
+        note(f"found platform {token.platform_id} on the LAN by mDNS at {', '.join(found[0].announcement.nats_urls)}")
+        return list(found[0].announcement.nats_urls)
+    why = why or f"platform {token.platform_id} (CA {short_fingerprint(token.fingerprint)}) did not answer on mDNS " \
+                 f"within {timeout_s:g} s"
+    if not token.urls:
+        raise InvalidJoinToken(f"{why}, and this join token carries no address: run `stoker discover` to check, or "
+                               "make one with `stoker join-token create --url tls://HOST:PORT`")
+    note(f"{why}: using the address in the token ({', '.join(token.urls)})")
+    return list(token.urls)
+
+
+async def join(data_dir: Path, text: str, worker_id: str | None = None, now: datetime | None = None, *,
+               discover: bool = False, note: Callable[[str], None] = lambda _line: None) -> Joined:
     """Check the token, pin its CA, claim it over TLS with its credential, and keep what is needed to work."""
     token = decode_token(text)
     check_expiry(token, now or utcnow())
+    urls = await platform_urls(token, discover, note)
     earlier = read_joined(data_dir)
     check_same_platform(earlier, token)
     folder = join_dir(data_dir)
@@ -113,14 +141,14 @@ async def join(data_dir: Path, text: str, worker_id: str | None = None, now: dat
     chosen = worker_id or (earlier.worker_id if earlier else default_worker_id(socket.gethostname(), data_dir))
     claim = ClaimJoinToken(token_id=token.token_id, worker_id=chosen, worker_key=public_key(seed),
                            hostname=socket.gethostname()[:255])
-    nc = await connect(",".join(token.urls), "stoker-join", reconnect=False, ca_file=str(folder / CA_FILE),
+    nc = await connect(",".join(urls), "stoker-join", reconnect=False, ca_file=str(folder / CA_FILE),
                        seed=token.seed)
     try:
         reply = await call(nc, Topology(token.prefix), claim, JoinClaimed, timeout=CLAIM_TIMEOUT_S)
     finally:
         await nc.close()
     joined = Joined(platform_id=token.platform_id, prefix=token.prefix, fingerprint=token.fingerprint,
-                    urls=list(token.urls), worker_id=reply.worker_id, labels=list(reply.labels),
+                    urls=urls, worker_id=reply.worker_id, labels=list(reply.labels),
                     token_id=token.token_id, joined_at=utcnow())
     write_private(folder / RECORD_FILE, msgspec.json.encode(joined))
     return joined

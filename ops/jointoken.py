@@ -44,7 +44,7 @@ class JoinToken(msgspec.Struct, frozen=True, array_like=True, forbid_unknown_fie
     platform_id: Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9_-]{1,64}$")]
     prefix: Annotated[str, msgspec.Meta(pattern=r"^[a-z][a-z0-9_]{0,31}$")]  # the platform's subject prefix
     token_id: Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9_-]{1,64}$")]
-    urls: Annotated[tuple[Url, ...], msgspec.Meta(min_length=1, max_length=16)]
+    urls: Annotated[tuple[Url, ...], msgspec.Meta(max_length=16)]  # none: found by mDNS (ops/lan.py)
     ca_der: Annotated[bytes, msgspec.Meta(max_length=4096)]
     ca_sha256: Annotated[bytes, msgspec.Meta(min_length=32, max_length=32)]
     expires_at: Annotated[int, msgspec.Meta(ge=0, le=2**40)]  # Unix seconds

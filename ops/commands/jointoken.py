@@ -56,14 +56,19 @@ def join_token_group() -> None:
 @click.option("--name", default="", help="What the token is for.")
 @click.option("--url", "urls", multiple=True, help="NATS URL the machine should use (default: this one's addresses).")
 @click.option("--qr/--no-qr", default=None, help="Show a QR code (default: when stderr is a terminal).")
+@click.option("--no-url", is_flag=True, help="Carry no address: the machine finds the platform by mDNS on the LAN "
+              "(where the address changes; `stoker discover` shows what it would find).")
 @pass_cli
 @run_async
 async def create(cli: Cli, labels: tuple[str, ...], expires: str, reusable: bool, name: str, urls: tuple[str, ...],
-                 qr: bool | None) -> None:
+                 qr: bool | None, no_url: bool) -> None:
     """Make a join token; it is printed this once (and as a QR code)."""
     lifetime, wanted = parse_duration(expires), check_labels(labels)
+    if no_url and urls:
+        raise click.UsageError("--no-url and --url do not go together")
     record, names = _served(cli)
-    chosen = advertised_urls(record["url"], record.get("listen") or "127.0.0.1", interface_addresses(), urls)
+    chosen = [] if no_url else advertised_urls(record["url"], record.get("listen") or "127.0.0.1",
+                                                interface_addresses(), urls)
     missing = uncovered_hosts(chosen, names)
     if missing:
         raise click.ClickException(f"the server certificate does not cover {', '.join(missing)}: a machine would "
@@ -82,7 +87,7 @@ async def create(cli: Cli, labels: tuple[str, ...], expires: str, reusable: bool
         click.echo(qr_text(text), err=True, nl=False)
     use = "any number of machines" if reusable else "one machine"
     click.echo(f"join token {event.token_id} for {use}, expires {event.expires_at:%Y-%m-%d %H:%M} UTC; "
-               f"CA {short_fingerprint(fingerprint)}; NATS {', '.join(chosen)}", err=True)
+               f"CA {short_fingerprint(fingerprint)}; NATS {', '.join(chosen) or 'found by mDNS'}", err=True)
     click.echo("on the new machine: stoker worker --join TOKEN   (the token is a secret: share it privately)",
                err=True)
 

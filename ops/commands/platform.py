@@ -45,12 +45,14 @@ from eventstore.server import (
     write_record,
 )
 from eventstore.service import EXIT_NATS_REFUSED, EXIT_NATS_UNREACHABLE
-from gateway.bootstrap import ensure_admin_token
+from gateway.bootstrap import bootstrap_tokens
 from gateway.settings import GatewaySettings
 from gateway.settings import load as load_gateway_settings
 from ops import ports
 from ops.cli import Cli, pass_cli
+from ops.joining import platform_id
 from ops.lock import AlreadyRunning, DataDirLock
+from ops.phone import follow_phone_links
 from ops.portchoice import PortChoice
 from ops.runstate import HEALTH_PATH, gateway_health, health_summary, state_path, write_state
 from ops.supervisor import (
@@ -95,14 +97,17 @@ class Identity(msgspec.Struct, frozen=True):
 
 
 def process_specs(nats_url: str, settings: CommonSettings, replicas: int, worker_id: str | None,
-                  credentials: CredentialStore, tls: ServerTls | None = None) -> list[ProcessSpec]:
+                  credentials: CredentialStore, tls: ServerTls | None = None,
+                  lan: dict[str, str] | None = None) -> list[ProcessSpec]:
     """What `stoker up` supervises: each available service, and a local worker (`worker_id`), each with the
-    credential of its role (and the join desk, where other machines can reach NATS: with TLS)."""
+    credential of its role (and the join desk, where other machines can reach NATS: with TLS). `lan` is what
+    discovery is told about where NATS and the gateway listen (`lan_env`), for its mDNS record."""
     env = {"STOKER_NATS_URL": nats_url, "STOKER_DATA_DIR": str(settings.data_path),
            "STOKER_REPLICAS": str(replicas), "STOKER_LOG_FORMAT": "json"}
     if tls is not None:
         env["STOKER_NATS_CA"] = str(tls.ca_file)
-    specs = [python_module(name, module, {**env, CREDENTIALS_ENV: str(credentials.role_path(name))}, rank)
+    specs = [python_module(name, module, {**env, CREDENTIALS_ENV: str(credentials.role_path(name)),
+                                          **((lan or {}) if name == "discovery" else {})}, rank)
              for name, module, rank in SERVICES if module_runs(module)]
     if tls is not None:
         desk_env = {**env, CREDENTIALS_ENV: str(credentials.role_path("joins"))}
@@ -112,6 +117,16 @@ def process_specs(nats_url: str, settings: CommonSettings, replicas: int, worker
                       "STOKER_TRAINER_WORKER_ID": worker_id}
         specs.append(python_module("worker", WORKER_MODULE, worker_env, stop_rank=1, grace=60.0))
     return specs
+
+
+def lan_env(nodes: list[NatsServer], tls: bool, gateway: GatewaySettings | None, platform: str) -> dict[str, str]:
+    """Discovery's STOKER_DISCOVERY_* variables: where NATS and the gateway listen, the platform's id (issue 14)."""
+    env = {"STOKER_DISCOVERY_NATS_LISTEN": nodes[0].spec.host,
+           "STOKER_DISCOVERY_NATS_PORTS": msgspec.json.encode([n.spec.port for n in nodes]).decode(),
+           "STOKER_DISCOVERY_NATS_SCHEME": "tls" if tls else "nats", "STOKER_DISCOVERY_PLATFORM_ID": platform}
+    if gateway is not None:
+        env |= {"STOKER_DISCOVERY_GATEWAY_LISTEN": gateway.host, "STOKER_DISCOVERY_GATEWAY_PORT": str(gateway.port)}
+    return env
 
 
 def local_worker(settings: CommonSettings) -> str:
@@ -241,6 +256,7 @@ class Up:
         self.stop = asyncio.Event()
         self.signal_name = ""
         self.notifier = Notifier(None)  # the service manager's, once run() takes it from the environment
+        self.login_token = ""
 
     def _prepare_credentials(self) -> None:
         """A credential per role and for the local worker (made once, reused), the `authorization` block every
@@ -254,8 +270,9 @@ class Up:
             secret = self.credentials.route_secret()
             for node in self.nodes:
                 node.spec.route_secret = secret
+        lan = lan_env(self.nodes, self.tls is not None, self.gateway, platform_id(self.data))
         self.specs = process_specs(self.nats_url, self.settings, self.replicas, worker_id, self.credentials,
-                                   self.tls)
+                                   self.tls, lan)
         for spec in self.specs:
             if spec.name == "gateway" and self.gateway is not None:
                 spec.env["STOKER_GATEWAY_PORT"] = str(self.gateway.port)  # the port actually chosen
@@ -355,8 +372,9 @@ class Up:
             self.notifier.ready(f"up: the gateway's health answers at {self.gateway_url}" if self.gateway_url
                                 else "up")
             watchdog = self.notifier.start_watchdog()
+            phone = self._follow_phone_links()
             await self.stop.wait()
-            await cancel_and_wait([watchdog] if watchdog else [])
+            await cancel_and_wait([task for task in (watchdog, phone) if task is not None])
             return 0
         startup.cancel()
         await asyncio.gather(startup, return_exceptions=True)
@@ -389,7 +407,7 @@ class Up:
         try:
             event_log = JetStreamLog(nc, Topology(self.settings.prefix))
             await event_log.ensure_streams(self.replicas)
-            tokens = await ensure_admin_token(event_log, self.data)
+            tokens, self.login_token = await bootstrap_tokens(event_log, self.data)
         finally:
             await nc.close()
         self.phase = "starting the services"
@@ -398,6 +416,15 @@ class Up:
             self.phase = "waiting for the gateway's health"
             await self._wait_for_gateway()
         return self._banner(tokens)
+
+    def _follow_phone_links(self) -> asyncio.Task | None:
+        """Where the gateway listens beyond loopback: the phone link and QR code now, and at each address change."""
+        if self.gateway is None or is_loopback(self.gateway.host) or not self.login_token:
+            return None
+        ca = str(self.tls.ca_file) if self.tls else None
+        return asyncio.create_task(follow_phone_links(
+            self.nats_url, str(self.credentials.role_path("admin")), ca, self.settings.prefix, self.gateway,
+            self.login_token, say), name="phone-link")
 
     async def _wait_for_gateway(self) -> None:
         assert self.gateway_url is not None

@@ -66,9 +66,11 @@ def worker_process(cli: Cli, nats_url: str | None, worker_id: str | None, labels
 @click.option("--pool", "pool", type=click.Path(file_okay=False, path_type=Path), metavar="DIR",
               help="Work as the first worker credential (<id>.nk) in DIR no other worker holds (compose: "
               "`--scale worker=N`); the id is the file's name.")
+@click.option("--discover", is_flag=True, help="With --join: find the platform by mDNS on the LAN first (its "
+              "address may have changed since the token was made), falling back to the token's address.")
 @pass_cli
 def worker(cli: Cli, nats_url: str | None, worker_id: str | None, labels: tuple[str, ...],
-           slots: int | None, join_token: str | None, pool: Path | None) -> None:
+           slots: int | None, join_token: str | None, pool: Path | None, discover: bool) -> None:
     """Join this machine to a stoker platform as a worker and run jobs until Ctrl-C."""
     if pool is not None:
         if join_token or worker_id or cli.settings.nats_credentials:
@@ -86,7 +88,7 @@ def worker(cli: Cli, nats_url: str | None, worker_id: str | None, labels: tuple[
             raise click.UsageError("--join and --nats do not go together: the token says where the platform is")
         if worker_id and not is_valid_id(worker_id):
             raise click.BadParameter(f"{worker_id!r} may hold only letters, digits, '-' and '_'", param_hint="--id")
-        joined = _join(cli, join_token, worker_id)
+        joined = _join(cli, join_token, worker_id, discover)
         click.echo(f"joined platform {joined.platform_id} as worker {joined.worker_id} "
                    f"(CA {short_fingerprint(joined.fingerprint)}, NATS {joined.nats_url})", err=True)
         worker_id = None  # the joined id travels with the rest of what was joined
@@ -130,8 +132,9 @@ def start_monitor(worker_env: dict[str, str]) -> subprocess.Popen | None:
 
 
 @run_async
-async def _join(cli: Cli, token: str, worker_id: str | None) -> membership.Joined:
-    return await membership.join(cli.settings.data_path, token, worker_id)
+async def _join(cli: Cli, token: str, worker_id: str | None, discover: bool = False) -> membership.Joined:
+    return await membership.join(cli.settings.data_path, token, worker_id, discover=discover,
+                                 note=lambda line: click.echo(line, err=True))
 
 
 def heartbeat_age(beat: WorkerHeartbeat | None, now: datetime) -> str:

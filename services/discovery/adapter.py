@@ -16,6 +16,7 @@ from nats.micro.service import Service
 from contracts.codec import decode_message
 from contracts.commands import DeregisterWorker, RegisterWorker
 from contracts.telemetry import WorkerHeartbeat
+from eventstore.follow import cancel_and_wait
 from eventstore.lease import Lease, holder_name, lead_whenever_held
 from eventstore.micro import start_service
 from eventstore.observability import get_logger
@@ -23,6 +24,7 @@ from eventstore.service import ServiceContext
 from eventstore.streams import open_kv
 from services.discovery.domain import Timing
 from services.discovery.handlers import Discovery
+from services.discovery.lan import InterfaceSource, LanPresence
 from services.discovery.settings import DiscoverySettings
 
 log = get_logger(component="discovery")
@@ -33,8 +35,11 @@ LEASE_KEY = "discovery"
 class DiscoveryService:
     """One discovery process: waits for the lease, then keeps the registry until it loses it or stops."""
 
-    def __init__(self, ctx: ServiceContext, settings: DiscoverySettings) -> None:
+    def __init__(self, ctx: ServiceContext, settings: DiscoverySettings,
+                 interfaces: InterfaceSource | None = None) -> None:
         self.ctx, self.settings = ctx, settings
+        self.interfaces = interfaces  # where the LAN addresses come from (None: psutil)
+        self.lan: LanPresence | None = None
         self.holder = holder_name()
         self.discovery: Discovery | None = None
         self.serving = asyncio.Event()  # acting, with endpoints registered
@@ -50,7 +55,9 @@ class DiscoveryService:
         keeper = asyncio.create_task(lease.keep(lost), name="discovery-lease")
         timing = Timing(lost_after_s=self.settings.lost_after_s, forget_after_s=self.settings.forget_after_s)
         self.discovery = discovery = Discovery(self.ctx.log, timing)
-        heartbeats = service = timer = None
+        heartbeats = service = timer = watcher = None
+        self.lan = lan = (LanPresence(self.ctx.log, self.settings, self.interfaces, self.ctx.settings.nats_ca)
+                          if self.settings.network_check_s > 0 else None)
         try:
             await discovery.load()
             log.info("leading", holder=self.holder, workers=len(discovery.state.workers))
@@ -58,15 +65,17 @@ class DiscoveryService:
                                                      cb=self._on_heartbeat)
             service = await self._serve(discovery)
             timer = asyncio.create_task(self._tick(), name="discovery-tick")
+            if lan is not None:
+                watcher = asyncio.create_task(lan.run(), name="discovery-lan")
             waits = [asyncio.create_task(e.wait()) for e in (self.ctx.stop, lost)]
             await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
             for task in waits:
                 task.cancel()
         finally:
             self.serving.clear()
-            for task in (timer, keeper):
-                if task is not None:
-                    task.cancel()
+            await cancel_and_wait([t for t in (timer, keeper, watcher) if t is not None])
+            if lan is not None:
+                await lan.stop()  # goodbye packets before the next discovery announces
             if service is not None:
                 await service.stop()
             if heartbeats is not None:

@@ -21,7 +21,8 @@ from services.scheduler.settings import SchedulerSettings
 from tests.integration.fake_worker import FakeWorker, InProcess, eventually
 
 SCHEDULER = SchedulerSettings(lease_ttl_s=1.0, tick_s=0.1, retry_backoff_s=0.1, snapshot_every=10_000)
-DISCOVERY = DiscoverySettings(heartbeat_s=0.2, lost_after_s=1.0, tick_s=0.1, lease_ttl_s=1.0)
+DISCOVERY = DiscoverySettings(heartbeat_s=0.2, lost_after_s=1.0, tick_s=0.1, lease_ttl_s=1.0,
+                              network_check_s=0)  # the LAN watch has tests of its own (test_lan_phone)
 
 
 def leading(service: SchedulerService) -> bool:

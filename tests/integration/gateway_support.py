@@ -36,7 +36,8 @@ from tests.integration.fake_worker import FakeWorker
 ROLES = ("viewer", "operator", "admin")
 WORKER = "w1"  # the worker `run_job` runs jobs on
 # Workers registered over the API never send a heartbeat: nobody is declared lost while a test runs.
-DISCOVERY = DiscoverySettings(lost_after_s=3600.0, forget_after_s=3600.0, tick_s=0.5, lease_ttl_s=1.0)
+DISCOVERY = DiscoverySettings(lost_after_s=3600.0, forget_after_s=3600.0, tick_s=0.5, lease_ttl_s=1.0,
+                              network_check_s=0)  # the LAN watch has tests of its own (test_lan_phone)
 
 
 @dataclass

@@ -17,7 +17,8 @@ from services.discovery.adapter import DiscoveryService
 from services.discovery.settings import DiscoverySettings
 from tests.integration.fake_worker import FakeWorker, InProcess, eventually
 
-FAST = DiscoverySettings(heartbeat_s=0.1, lost_after_s=1.0, forget_after_s=1.0, tick_s=0.05, lease_ttl_s=0.6)
+FAST = DiscoverySettings(heartbeat_s=0.1, lost_after_s=1.0, forget_after_s=1.0, tick_s=0.05, lease_ttl_s=0.6,
+                         network_check_s=0)  # the LAN watch has tests of its own (test_lan_phone)
 
 
 async def worker_events(event_log, worker_id: str) -> list[str]:

@@ -41,7 +41,8 @@ from tests.integration.fake_worker import eventually
 
 W = "tests.integration.test_trainer_workloads"
 # Job processes load this host's two cores: a heartbeat may come late without the worker being lost.
-PATIENT = DiscoverySettings(heartbeat_s=0.5, lost_after_s=30.0, tick_s=0.2, lease_ttl_s=1.0)
+PATIENT = DiscoverySettings(heartbeat_s=0.5, lost_after_s=30.0, tick_s=0.2, lease_ttl_s=1.0,
+                            network_check_s=0)  # the LAN watch has tests of its own (test_lan_phone)
 
 
 @pytest_asyncio.fixture

@@ -55,7 +55,8 @@ def test_every_aggregate_has_exactly_the_writers_the_design_names() -> None:
         writers = {r for r in ROLES if may_publish(r, T.events(aggregate, "01J"))}
         assert writers == {"admin", *WRITERS[aggregate]}, aggregate
     assert WRITERS == {"job": ("scheduler",), "worker": ("discovery",), "token": ("gateway",),
-                       "jointoken": ("joins",), "map": ("gateway",), "alert": ("monitor",), "firewall": ()}
+                       "jointoken": ("joins",), "map": ("gateway",), "alert": ("monitor",), "firewall": (),
+                       "network": ("discovery",)}
 
 
 def test_a_join_tokens_credential_may_only_claim() -> None:

@@ -10,6 +10,7 @@ import * as hostsView from './views/hosts.js';
 import * as jobView from './views/job.js';
 import * as jobsView from './views/jobs.js';
 import {renderLogin} from './views/login.js';
+import * as phoneView from './views/phone.js';
 import * as submitView from './views/submit.js';
 import * as workersView from './views/workers.js';
 
@@ -20,6 +21,7 @@ const ROUTES = [
   [/^\/hosts$/, hostsView],
   [/^\/alerts$/, alertsView],
   [/^\/new$/, submitView],
+  [/^\/phone$/, phoneView],
 ];
 
 const main = document.getElementById('main');
