@@ -20,7 +20,7 @@ import msgspec
 from contracts.base import utcnow
 from contracts.commands import ClaimJoinToken, JoinClaimed
 from contracts.subjects import Topology
-from eventstore.connect import connect
+from eventstore.connect import NatsRefused, connect
 from eventstore.micro import call
 from eventstore.pki import short_fingerprint, write_private
 from ops.joining import new_user_seed, public_key
@@ -127,6 +127,12 @@ async def platform_urls(token: JoinToken, discover: bool, note: Callable[[str], 
     return list(token.urls)
 
 
+def refused_token_message(token_id: str, urls: list[str]) -> str:
+    """One line for a join token whose credential the platform no longer accepts."""
+    return (f"join token {token_id} is no longer accepted by the platform at {', '.join(urls)}: it was already "
+            "used, revoked or has expired; make a new one on the control plane with `stoker join-token create`")
+
+
 async def join(data_dir: Path, text: str, worker_id: str | None = None, now: datetime | None = None, *,
                discover: bool = False, note: Callable[[str], None] = lambda _line: None) -> Joined:
     """Check the token, pin its CA, claim it over TLS with its credential, and keep what is needed to work."""
@@ -141,8 +147,13 @@ async def join(data_dir: Path, text: str, worker_id: str | None = None, now: dat
     chosen = worker_id or (earlier.worker_id if earlier else default_worker_id(socket.gethostname(), data_dir))
     claim = ClaimJoinToken(token_id=token.token_id, worker_id=chosen, worker_key=public_key(seed),
                            hostname=socket.gethostname()[:255])
-    nc = await connect(",".join(urls), "stoker-join", reconnect=False, ca_file=str(folder / CA_FILE),
-                       seed=token.seed)
+    try:
+        nc = await connect(",".join(urls), "stoker-join", reconnect=False, ca_file=str(folder / CA_FILE),
+                           seed=token.seed)
+    except NatsRefused:
+        # The join desk drops a token's credential soon after the token stops being claimable, so the server
+        # itself refuses it: say what that means for the person holding the token, not for a NATS user.
+        raise InvalidJoinToken(refused_token_message(token.token_id, urls)) from None
     try:
         reply = await call(nc, Topology(token.prefix), claim, JoinClaimed, timeout=CLAIM_TIMEOUT_S)
     finally:
