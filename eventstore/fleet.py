@@ -23,6 +23,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from cryptography import x509
+from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 
 from contracts.base import is_valid_id
@@ -131,8 +132,10 @@ def read_bundle(text: bytes) -> dict:
         workers = dict(bundle["workers"])
     except (KeyError, TypeError, ValueError, CredentialError) as exc:
         raise BundleError(f"the node bundle is damaged ({exc.__class__.__name__}: {exc}); export it again") from None
-    if cert.issuer != ca.subject:
-        raise BundleError("the node bundle's certificate is not signed by its CA; export it again")
+    try:
+        cert.verify_directly_issued_by(ca)
+    except (InvalidSignature, ValueError, TypeError):
+        raise BundleError("the node bundle's certificate is not signed by its CA; export it again") from None
     if not all(is_valid_id(w) and valid_public_key(k) for w, k in workers.items()):
         raise BundleError("the node bundle names a worker badly; export it again")
     return bundle

@@ -8,7 +8,9 @@ import click
 
 from contracts.subjects import Topology
 from eventstore.credentials import CredentialError, CredentialStore, write_compose_credentials, write_secret
+from eventstore.fleet import BundleError, export_node, import_node, read_bundle
 from eventstore.permissions import permission_table
+from eventstore.pki import TlsSetupError
 from eventstore.server import NatsServerError, read_record, reload_nats
 from ops.cli import Cli, pass_cli, run_async
 from ops.output import emit_json
@@ -100,6 +102,52 @@ def compose_credentials(cli: Cli, directory: Path, workers: int, nodes: tuple[st
     except (CredentialError, OSError, ValueError) as exc:
         raise click.ClickException(str(exc)) from None
     click.echo(f"credentials for {len(nodes)} NATS nodes, the control plane and {workers} workers in {store.root}")
+
+
+# A cluster across machines (eventstore/fleet.py): what the first machine gives each other node.
+
+
+@security_group.command("export-node")
+@click.argument("name")
+@click.option("--address", "addresses", multiple=True, help="An address or other name the node is reached at "
+              "(repeatable): its certificate covers NAME, these and loopback.")
+@click.option("--worker-id", default=None, help="The id of that machine's own worker (default: NAME's first label).")
+@click.option("--out", "out", type=click.Path(dir_okay=False, path_type=Path), required=True,
+              help="Where to write the bundle (0600); copy it to the node's machine privately, then delete it.")
+@pass_cli
+def export_node_command(cli: Cli, name: str, addresses: tuple[str, ...], worker_id: str | None, out: Path) -> None:
+    """Write a node bundle for machine NAME of this platform's cluster: the CA certificate, a server certificate
+    for NAME, the platform's credentials and one for its worker. There: `stoker security import-node FILE`,
+    then `stoker up --listen 0.0.0.0 --peer …`. Export again after admitting or revoking workers."""
+    if out.exists():
+        raise click.ClickException(f"{out} exists; choose another --out (a bundle is never overwritten)")
+    store = CredentialStore(cli.settings.data_path)
+    try:
+        bundle = export_node(cli.settings.data_path, Topology(cli.settings.prefix), name, list(addresses), worker_id)
+        write_secret(out, bundle.decode())
+    except (BundleError, CredentialError, TlsSetupError, OSError) as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(f"node {name}: bundle written to {out} (a secret: it holds the platform's credentials); "
+               f"{apply(cli, store)}")
+
+
+@security_group.command("import-node")
+@click.argument("bundle", type=click.Path(dir_okay=False, exists=True, path_type=Path))
+@pass_cli
+def import_node_command(cli: Cli, bundle: Path) -> None:
+    """Make this data dir a node of the platform a bundle (`stoker security export-node`) is for; run again
+    with a newer bundle to take the platform's users as they are now (a running node reloads)."""
+    try:
+        text = bundle.read_bytes()
+        prefix = read_bundle(text)["prefix"]
+        if prefix != cli.settings.prefix:
+            raise BundleError(f"the bundle is for subject prefix {prefix!r}, this installation uses "
+                              f"{cli.settings.prefix!r}: set STOKER_PREFIX={prefix} (or [common] prefix) here")
+        name, worker_id = import_node(cli.settings.data_path, text)
+    except (BundleError, CredentialError, OSError) as exc:
+        raise click.ClickException(str(exc)) from None
+    store = CredentialStore(cli.settings.data_path)
+    click.echo(f"this data dir is node {name} (its worker: {worker_id}); {apply(cli, store)}")
 
 
 @run_async
