@@ -6,9 +6,13 @@ from pathlib import Path
 
 import click
 
+from contracts.commands import DeregisterWorker, WorkerAccepted
+from contracts.errors import DomainError, NotFound
 from contracts.subjects import Topology
+from eventstore.connect import NatsUnavailable
 from eventstore.credentials import CredentialError, CredentialStore, write_compose_credentials, write_secret
 from eventstore.fleet import BundleError, export_node, import_node, read_bundle
+from eventstore.micro import call
 from eventstore.permissions import permission_table
 from eventstore.pki import TlsSetupError
 from eventstore.server import NatsServerError, read_record, reload_nats
@@ -71,7 +75,14 @@ def admit_worker(cli: Cli, worker_id: str, out: Path) -> None:
 @click.argument("worker_id")
 @pass_cli
 def revoke_worker(cli: Cli, worker_id: str) -> None:
-    """Remove WORKER_ID's credential: its connections are closed and it cannot connect again (no restart)."""
+    """Remove WORKER_ID's credential: its connections are closed and it cannot connect again (no restart);
+    its jobs go back to the queue at once. The same as `stoker workers revoke`."""
+    revoke_and_requeue(cli, worker_id)
+
+
+def revoke_and_requeue(cli: Cli, worker_id: str) -> None:
+    """Revoke a worker's credential (a reload: no restart), then have discovery record it gone
+    (`DeregisterWorker`, reason `revoked`: `WorkerDeregistered`, on which the scheduler requeues its jobs)."""
     store = CredentialStore(cli.settings.data_path)
     try:
         found = store.revoke_worker(worker_id)
@@ -79,7 +90,25 @@ def revoke_worker(cli: Cli, worker_id: str) -> None:
         raise click.ClickException(str(exc)) from None
     if not found:
         raise click.ClickException(f"no worker {worker_id!r} has a credential here (see `stoker security users`)")
-    click.echo(f"worker {worker_id}: credential revoked; {apply(cli, store)}")
+    click.echo(f"worker {worker_id}: credential revoked; {apply(cli, store)}; {requeue_jobs_of(cli, worker_id)}")
+
+
+@run_async
+async def requeue_jobs_of(cli: Cli, worker_id: str) -> str:
+    """Tell discovery a revoked worker is gone, so the scheduler requeues its jobs now; what happened, in words.
+
+    Discovery appends the event (it is the one writer of `worker.*`); the CLI, as the admin, only asks."""
+    if read_record(cli.settings.data_path) is None and not cli.settings.nats_url:
+        return "its jobs go back to the queue when discovery finds it silent"
+    later = "its jobs go back to the queue when discovery finds it silent"
+    try:
+        async with cli.connection() as (nc, _log):
+            await call(nc, cli.topology, DeregisterWorker(worker_id=worker_id, reason="revoked"), WorkerAccepted)
+    except NotFound:
+        return "discovery never knew it, so it ran no jobs"
+    except (DomainError, NatsUnavailable) as exc:
+        return f"discovery was not told ({exc}): {later}"
+    return "discovery recorded it gone, and its jobs went back to the queue"
 
 
 @security_group.command("compose-credentials")
