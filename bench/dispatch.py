@@ -10,7 +10,8 @@ as separate processes, as `stoker up` runs them), then:
 records in the job process (JobProgress.at); "submit" is time.time() just before the SubmitJob request.
 Prints one JSON line. Run from the repository root: `python bench/dispatch.py [--jobs N] [--auth]`; with
 `--auth` the server has the platform's users and permissions (docs/security.md) and every process connects
-with its role's credential, as under `stoker up`.
+with its role's credential, as under `stoker up`; with `--tls` NATS speaks only TLS under a CA made for the
+run (eventstore.pki) and every process pins it, as `stoker up --listen 0.0.0.0` does.
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ from eventstore.connect import connect  # noqa: E402
 from eventstore.credentials import CredentialStore  # noqa: E402
 from eventstore.log import JetStreamLog  # noqa: E402
 from eventstore.micro import call  # noqa: E402
+from eventstore.pki import LOOPBACK_NAMES, ensure_server_tls  # noqa: E402
 from eventstore.server import NatsServer, ServerSpec, free_port  # noqa: E402
 
 PREFIX = "bench"
@@ -90,11 +92,12 @@ class Watch:
                 pass
 
 
-def start_processes(url: str, data: Path, credentials: CredentialStore | None) -> list[subprocess.Popen]:
-    """Scheduler, discovery and two workers, each its own process (with its credential, when given)."""
+def start_processes(url: str, data: Path, credentials: CredentialStore | None,
+                    ca: Path | None = None) -> list[subprocess.Popen]:
+    """Scheduler, discovery and two workers, each its own process (with its credential and the CA, when given)."""
     env = {**os.environ, "STOKER_NATS_URL": url, "STOKER_PREFIX": PREFIX, "STOKER_DATA_DIR": str(data),
            "STOKER_LOG_LEVEL": os.environ.get("BENCH_LOG_LEVEL", "warning"), "STOKER_LOG_FORMAT": "json",
-           "PYTHONPATH": str(ROOT)}
+           "PYTHONPATH": str(ROOT), **({"STOKER_NATS_CA": str(ca)} if ca else {})}
     logs = (data / "logs")
     logs.mkdir(parents=True, exist_ok=True)
     specs = [("scheduler", "services.scheduler", {}), ("discovery", "services.discovery", {})]
@@ -175,9 +178,9 @@ async def load_run(nc, topology: Topology, watch: Watch, count: int, concurrency
 
 
 async def measure(server: NatsServer, procs: list[subprocess.Popen], jobs: int, idle: int,
-                  concurrency: int, admin: Path | None) -> dict:
+                  concurrency: int, admin: Path | None, ca: Path | None = None) -> dict:
     """Both phases against a running platform; the figures."""
-    nc = await connect(server.url, "bench", credentials=admin)
+    nc = await connect(server.url, "bench", credentials=admin, ca_file=str(ca) if ca else None)
     topology = Topology(PREFIX)
     log = JetStreamLog(nc, topology)
     watch = Watch()
@@ -202,7 +205,7 @@ async def measure(server: NatsServer, procs: list[subprocess.Popen], jobs: int, 
             "idle_submit_to_start_ms_p95": round(percentile(idle_ms, 95), 2),
             "start": "first ctx.report() of the noop workload, time.time() in the job process",
             "load_cpu_ms_per_job": {k: round((after[k] - before[k]) * 1000 / jobs, 2) for k in named},
-            "auth": admin is not None, "cpus": os.cpu_count()}
+            "auth": admin is not None, "tls": ca is not None, "cpus": os.cpu_count()}
 
 
 def bench_credentials(base: Path) -> CredentialStore:
@@ -215,21 +218,24 @@ def bench_credentials(base: Path) -> CredentialStore:
     return credentials
 
 
-async def main(jobs: int, idle: int, concurrency: int, auth: bool) -> dict:
+async def main(jobs: int, idle: int, concurrency: int, auth: bool, tls: bool = False) -> dict:
     """Start NATS and the platform, measure, stop everything."""
     base = Path(os.environ.get("BENCH_DIR") or tempfile.mkdtemp(prefix="stoker-bench-"))
     credentials = bench_credentials(base) if auth else None
     admin = credentials.role_path("admin") if credentials else None
+    server_tls = ensure_server_tls(base, LOOPBACK_NAMES) if tls else None
+    ca = server_tls.ca_file if server_tls else None
     server = NatsServer(ServerSpec(store_dir=base / "nats" / "jetstream", port=free_port(), http_port=free_port(),
-                                   auth_file=credentials.authorization_path if credentials else None))
+                                   auth_file=credentials.authorization_path if credentials else None,
+                                   tls=server_tls))
     await server.start()
     procs: list[subprocess.Popen] = []
     try:
-        setup = await connect(server.url, "bench-setup", credentials=admin)
+        setup = await connect(server.url, "bench-setup", credentials=admin, ca_file=str(ca) if ca else None)
         await JetStreamLog(setup, Topology(PREFIX)).ensure_streams()
         await setup.close()
-        procs = start_processes(server.url, base, credentials)
-        return await measure(server, procs, jobs, idle, concurrency, admin)
+        procs = start_processes(server.url, base, credentials, ca)
+        return await measure(server, procs, jobs, idle, concurrency, admin, ca)
     finally:
         for proc in procs:
             proc.terminate()
@@ -247,5 +253,6 @@ if __name__ == "__main__":
     parser.add_argument("--idle", type=int, default=50)
     parser.add_argument("--concurrency", type=int, default=200, help="submits in flight at once")
     parser.add_argument("--auth", action="store_true", help="with the platform's users and permissions")
+    parser.add_argument("--tls", action="store_true", help="NATS only over TLS, the CA pinned by every process")
     args = parser.parse_args()
-    print(json.dumps(asyncio.run(main(args.jobs, args.idle, args.concurrency, args.auth))))
+    print(json.dumps(asyncio.run(main(args.jobs, args.idle, args.concurrency, args.auth, args.tls))))

@@ -1,6 +1,9 @@
 """Event store benchmark: append vs raw JetStream publish, projection rebuild vs raw ordered read.
 
-Run: `make bench` or `python bench/eventstore.py [--events 100000] [--concurrency 32]`.
+Run: `make bench` or `python bench/eventstore.py [--events 100000] [--concurrency 32] [--auth] [--tls]`.
+`--auth`: the server has the platform's users (eventstore/credentials.py) and the bench connects as the
+admin, which creates the streams (its allow list is `>`, so this measures the authenticated connection, not
+long permission lists); `--tls`: NATS speaks only TLS under a CA made for the run, pinned by the bench.
 Prints one JSON line per figure; each ratio compares stoker with plain nats-py measured in the same
 run, on the same server and the same payloads. Targets: append ratio >= 0.8, rebuild ratio >= 0.5.
 """
@@ -23,7 +26,9 @@ from contracts.base import utcnow, uuid7
 from contracts.codec import encode
 from contracts.subjects import Topology
 from eventstore.connect import connect
+from eventstore.credentials import CredentialStore
 from eventstore.log import JetStreamLog, event_headers
+from eventstore.pki import LOOPBACK_NAMES, ensure_server_tls
 from eventstore.projection import ProjectionRunner
 from eventstore.readmodels import all_projections
 from eventstore.server import NatsServer, ServerSpec, free_port
@@ -135,13 +140,22 @@ async def postgres_store():
     return await PostgresStore.open(POSTGRES_URL, schema=f"bench{secrets.token_hex(3)}")
 
 
-async def main(events: int, concurrency: int) -> None:
+async def main(events: int, concurrency: int, auth: bool = False, tls: bool = False) -> None:
     with tempfile.TemporaryDirectory() as tmp:
-        spec = ServerSpec(store_dir=Path(tmp) / "js", port=free_port(), http_port=free_port(), name="bench")
+        credentials, admin = None, None
+        if auth:
+            credentials = CredentialStore(Path(tmp))
+            admin = credentials.ensure_control_plane()["admin"]
+            credentials.write_authorization(Topology("bench"))
+        server_tls = ensure_server_tls(Path(tmp), LOOPBACK_NAMES) if tls else None
+        spec = ServerSpec(store_dir=Path(tmp) / "js", port=free_port(), http_port=free_port(), name="bench",
+                          tls=server_tls, auth_file=credentials.authorization_path if credentials else None)
         server = await NatsServer(spec).start()
-        nc = await connect(server.url, "bench")
+        nc = await connect(server.url, "bench", credentials=admin,
+                           ca_file=str(server_tls.ca_file) if server_tls else None)
         try:
             result, log = await bench_append(nc, workload(events), concurrency)
+            result |= {"auth": auth, "tls": tls}
             print(json.dumps(result), flush=True)
             sqlite = await SqliteStore.open(Path(tmp) / "bench.sqlite3")
             print(json.dumps(await bench_rebuild(log, sqlite, "sqlite")), flush=True)
@@ -160,5 +174,7 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--events", type=int, default=100_000)
     parser.add_argument("--concurrency", type=int, default=32)
+    parser.add_argument("--auth", action="store_true", help="the platform's users; the bench connects as admin")
+    parser.add_argument("--tls", action="store_true", help="NATS only over TLS, the CA pinned")
     args = parser.parse_args()
-    asyncio.run(main(args.events, args.concurrency))
+    asyncio.run(main(args.events, args.concurrency, args.auth, args.tls))

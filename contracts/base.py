@@ -88,3 +88,11 @@ class Command(Message, tag_field="type", tag=True):
     # A worker's own command: sent on `<subject>.<worker_id>` (Topology.command), which only that worker's
     # NATS user may publish to, and refused by the service when the subject and `worker_id` differ.
     from_worker: ClassVar[bool] = False
+    # A command sent by a credential for one thing it holds: the field whose value ends the subject, as
+    # `worker_id` does for a worker's own (`speaker_field`). A join token's claim ends in its `token_id`.
+    speaker: ClassVar[str] = ""
+
+    @classmethod
+    def speaker_field(cls) -> str:
+        """The field whose value ends this command's subject ('' when the subject has no such end)."""
+        return cls.speaker or ("worker_id" if cls.from_worker else "")

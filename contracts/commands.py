@@ -124,6 +124,7 @@ class ClaimJoinToken(Command, kw_only=True):
 
     service: ClassVar[str] = "join"
     verb: ClassVar[str] = "claim"
+    speaker: ClassVar[str] = "token_id"  # sent on `…join.claim.<token_id>`, all its credential may publish to
     token_id: Id
     worker_id: Id
     worker_key: Annotated[str, msgspec.Meta(pattern=r"^U[A-Z2-7]{55}$")]

@@ -13,13 +13,25 @@ import socket
 import time
 from collections.abc import Awaitable, Callable
 
-from nats.js.errors import BadRequestError, KeyDeletedError, KeyNotFoundError, KeyWrongLastSequenceError
+import nats.errors
+from nats.js.errors import (
+    BadRequestError,
+    KeyDeletedError,
+    KeyNotFoundError,
+    KeyWrongLastSequenceError,
+    NoStreamResponseError,
+    ServiceUnavailableError,
+)
 from nats.js.kv import KeyValue
 
 from contracts.base import uuid7
 from eventstore.observability import get_logger
 
 log = get_logger(component="lease")
+# No answer about the key for now: NATS is away, or the bucket's stream is electing a leader (a node of the
+# cluster was lost or cut off). Not a reason to give up: the next try may be answered.
+NO_ANSWER = (nats.errors.TimeoutError, nats.errors.NoRespondersError, nats.errors.ConnectionClosedError,
+             NoStreamResponseError, ServiceUnavailableError)
 
 
 def holder_name() -> str:
@@ -89,13 +101,23 @@ class Lease:
             await self.kv.delete(self.key, last=self.revision)
         except (KeyWrongLastSequenceError, BadRequestError, KeyNotFoundError):
             pass
+        except NO_ANSWER as exc:  # not released: a standby takes over once the key has been quiet for ttl
+            log.warning("lease not released (no answer); it expires on its own", key=self.key, error=repr(exc))
         self.revision = None
 
     async def wait_acquired(self, stop: asyncio.Event | None = None) -> bool:
         """Block until this process holds the lease (True) or `stop` is set (False)."""
+        unanswered = 0
         while stop is None or not stop.is_set():
-            if await self.try_acquire():
-                return True
+            try:
+                if await self.try_acquire():
+                    return True
+                unanswered = 0
+            except NO_ANSWER as exc:
+                if unanswered == 0:
+                    log.warning("lease not answered; trying again", key=self.key, error=repr(exc))
+                unanswered += 1
+                self._seen = None  # a revision's quiet time counts only from an answer
             await asyncio.sleep(self.ttl / 6)
         return False
 

@@ -43,24 +43,27 @@ def error_reply(code: int, error: str, message: str) -> tuple[bytes, dict[str, s
 
 def command_subject(topology: Topology, command: Command) -> str:
     """Where a command is sent: its service's endpoint, and for a worker's own command its worker id after it."""
-    worker_id = getattr(command, "worker_id", None) if command.from_worker else None
-    return topology.command(command.service, command.verb, worker_id)
+    field = command.speaker_field()
+    return topology.command(command.service, command.verb, getattr(command, field) if field else None)
 
 
 def from_worker(command_type: Any) -> bool:
-    """Whether an endpoint's command type (a Command class, or a union of them) is sent by workers for themselves."""
+    """Whether an endpoint's command type (a Command class, or a union of them) is sent by a credential for one
+    thing it holds (a worker for itself, a join token's claim): its subject ends in that thing's id."""
     members = get_args(command_type) if get_origin(command_type) is Union or isinstance(command_type, UnionType) \
         else (command_type,)
-    return any(getattr(member, "from_worker", False) for member in members)
+    return any(getattr(member, "speaker_field", lambda: "")() for member in members)
 
 
 def speaker_mismatch(subject: str, command: Any) -> str | None:
     """Why a worker's command may not be carried out: it came on another worker's subject (else None)."""
-    if not getattr(command, "from_worker", False):
+    field = getattr(command, "speaker_field", lambda: "")()
+    if not field:
         return None
-    said = subject.rsplit(".", 1)[-1]
-    if said != command.worker_id:
-        return f"worker {said!r} may speak only for itself, not for {command.worker_id!r}"
+    said, meant = subject.rsplit(".", 1)[-1], getattr(command, field)
+    if said != meant:
+        who = "worker" if field == "worker_id" else field.removesuffix("_id").replace("_", " ")
+        return f"{who} {said!r} may speak only for itself, not for {meant!r}"
     return None
 
 

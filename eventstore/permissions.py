@@ -160,8 +160,9 @@ def _denials(topology: Topology, role: Role) -> tuple[tuple[str, ...], tuple[str
 
 
 def permissions(role: Role, topology: Topology, worker_id: str | None = None, *,
-                public_key: str | None = None) -> Permissions:
-    """The permissions of one identity: `role`, and for a worker its `worker_id`.
+                public_key: str | None = None, token_id: str | None = None) -> Permissions:
+    """The permissions of one identity: `role`, for a worker its `worker_id`, for a join token's credential
+    the token's `token_id` (its claim subject ends in it; the table shows `<token>`).
 
     `public_key` names the user's own inbox (`_INBOX.<public key>.>`); without it, the rules are shown with
     `_INBOX.<key>` (the table).
@@ -179,7 +180,10 @@ def permissions(role: Role, topology: Topology, worker_id: str | None = None, *,
         assert worker_id is not None
         return _worker(topology, worker_id, inbox)
     if role == "join":
-        return Permissions(publish_allow=(topology.command("join", "claim"),), publish_deny=MANAGEMENT,
+        if token_id is not None and not is_valid_id(token_id):
+            raise ValueError(f"token id {token_id!r} may hold only letters, digits, '-' and '_'")
+        return Permissions(publish_allow=(topology.command("join", "claim", token_id or "<token>"),),
+                           publish_deny=MANAGEMENT,
                            subscribe_allow=(inbox,), subscribe_deny=(topology.all_events, topology.dispatch(">")))
     publish = _ROLE_PUBLISH[role](topology)
     subscribe = (inbox, *(_micro(topology, MICRO_OF.get(role, role)) if role in MICRO_OF or role in SERVICES
@@ -294,7 +298,8 @@ def permission_table(topology: Topology) -> str:
                      f"{management}{_cell(denied)} | {_cell(perms.subscribe_deny)} |")
     management_list = ", ".join(f"`{p}`" for p in MANAGEMENT)
     lines += ["", f"(¹) JetStream management, denied to every identity but admin: {management_list}.",
-              f"`<key>` is the user's own public nkey; a worker's rows are shown for worker id `{TABLE_WORKER_ID}`."]
+              f"`<key>` is the user's own public nkey; a worker's rows are shown for worker id `{TABLE_WORKER_ID}`, "
+              "a join token's for token `<token>`."]
     return "\n".join(lines) + "\n"
 
 

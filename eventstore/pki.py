@@ -122,7 +122,8 @@ def write_private(path: Path, data: bytes) -> None:
     os.replace(tmp, path)
 
 
-def _pem_key(key: ec.EllipticCurvePrivateKey) -> bytes:
+def pem_key(key: ec.EllipticCurvePrivateKey) -> bytes:
+    """A private key as unencrypted PKCS#8 PEM (written only through `write_private`)."""
     return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
                              serialization.NoEncryption())
 
@@ -166,7 +167,7 @@ def ensure_ca(data_dir: Path, now: datetime | None = None) -> tuple[x509.Certifi
                                          crl_sign=True, encipher_only=False, decipher_only=False), critical=True)
             .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
             .sign(key, hashes.SHA256()))
-    write_private(key_path, _pem_key(key))  # the key first: a cert without its key is never left behind
+    write_private(key_path, pem_key(key))  # the key first: a cert without its key is never left behind
     cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
     return cert, key
 
@@ -243,7 +244,7 @@ def ensure_server_tls(data_dir: Path, names: Iterable[str], now: datetime | None
         current = x509.load_pem_x509_certificate(cert_path.read_bytes())
     if current is None or not key_path.exists() or needs_renewal(current, ca, names, now):
         cert, key = issue_server_cert(ca, ca_key, names, now)
-        write_private(key_path, _pem_key(key))
+        write_private(key_path, pem_key(key))
         cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
     return ServerTls(cert_path, key_path, folder / CA_CERT, fingerprint(ca.public_bytes(serialization.Encoding.DER)),
                      names)

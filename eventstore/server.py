@@ -30,6 +30,7 @@ log = get_logger(component="nats-server")
 RECORD_FILE = "nats.json"
 LOCK_FD_ENV = "STOKER_LOCK_FD"  # set by `stoker up`'s supervisor (ops.supervisor)
 EXIT_NATS_KILLED = 2  # the keeper had to SIGKILL its nats-server (it did not stop on SIGTERM)
+ROUTE_PING_S, ROUTE_PING_MAX = 2, 3  # a route to another machine is dead after ~6 s without an answer
 KEEPER_STOP_S = 10.0  # a healthy nats-server stops in well under a second
 
 
@@ -150,6 +151,8 @@ class ServerSpec:
             # INFO saying TLS is required after a moment, so it can say what is wrong.
             lines += ["tls {", *self._tls_lines(), '  handshake_first: "300ms"', "}"]
         if self.cluster_port is not None:
+            if self.peers and not self.route_secret:
+                raise ValueError("a node of a cluster across machines needs the platform's route password")
             login = f"route:{self.route_secret}@" if self.route_secret else ""
             targets = [f"127.0.0.1:{p}" for p in self.routes] + [_host_port(*parse_peer(p)) for p in self.peers]
             routes = ", ".join(f'"nats-route://{login}{target}"' for target in targets)
@@ -162,6 +165,10 @@ class ServerSpec:
                   if self.route_secret else []),
                 f"  routes: [{routes}]",
             ]
+            if self.peers:
+                # A pulled cable sends nothing back: without pings a dead route looks alive for minutes, and
+                # requests to a queue group with members behind it (JetStream direct gets) time out meanwhile.
+                lines += [f'  ping_interval: "{ROUTE_PING_S}s"', f"  ping_max: {ROUTE_PING_MAX}"]
             if self.tls is not None:  # routes verify each other's certificate (the server's, under the CA)
                 lines += ["  tls {", *(f"  {line}" for line in self._tls_lines()),
                           f'    ca_file: "{self.tls.ca_file.as_posix()}"', "  }"]
@@ -419,6 +426,25 @@ def cluster_nodes(base_dir: Path, size: int = 3, name: str = "stoker", host: str
                                   cluster_name=name, host=host, tls=tls, auth_file=auth_file,
                                   route_secret=route_secret))
             for i in range(size)]
+
+
+def peer_node(data_dir: Path, peers: tuple[str, ...] | list[str], *, name: str, host: str = "0.0.0.0",
+              port: int = 4222, cluster_port: int = 6222, http_port: int = 8222, tls: ServerTls | None = None,
+              auth_file: Path | None = None, route_secret: str | None = None) -> NatsServer:
+    """This machine's node of a cluster across machines (`stoker up --peer`): routes to every `peers` node
+    (`host:port`, `parse_peer`), with the route password (`route_secret`, or set on the spec before its
+    config is written), TLS on clients and routes (required: routes cross the network) and the platform's
+    users. Not started."""
+    if not peers:
+        raise ValueError("a node of a cluster across machines needs at least one --peer host:port")
+    if tls is None:
+        raise ValueError("a cluster across machines needs TLS: its routes carry every message and credential")
+    for peer in peers:
+        parse_peer(peer)
+    spec = ServerSpec(store_dir=data_dir / "nats" / "jetstream", port=port, http_port=http_port, host=host,
+                      name=f"stoker-{name}", cluster_port=cluster_port, tls=tls, auth_file=auth_file,
+                      route_secret=route_secret, peers=tuple(peers))
+    return NatsServer(spec)
 
 
 async def start_cluster(base_dir: Path, size: int = 3, name: str = "stoker") -> list[NatsServer]:

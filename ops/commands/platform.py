@@ -23,6 +23,7 @@ from contracts.subjects import Topology
 from eventstore.config import CommonSettings, ConfigError, NatsSettings, load_settings
 from eventstore.connect import connect
 from eventstore.credentials import CredentialError, CredentialStore, local_worker_id
+from eventstore.fleet import is_node, node_name, node_tls
 from eventstore.follow import cancel_and_wait
 from eventstore.lifeline import open_lifeline
 from eventstore.log import JetStreamLog
@@ -42,6 +43,9 @@ from eventstore.server import (
     NatsServer,
     cluster_nodes,
     embedded_node,
+    free_port,
+    peer_node,
+    port_is_free,
     write_record,
 )
 from eventstore.service import EXIT_NATS_REFUSED, EXIT_NATS_UNREACHABLE
@@ -98,10 +102,11 @@ class Identity(msgspec.Struct, frozen=True):
 
 def process_specs(nats_url: str, settings: CommonSettings, replicas: int, worker_id: str | None,
                   credentials: CredentialStore, tls: ServerTls | None = None,
-                  lan: dict[str, str] | None = None) -> list[ProcessSpec]:
+                  lan: dict[str, str] | None = None, join_desk: bool = True) -> list[ProcessSpec]:
     """What `stoker up` supervises: each available service, and a local worker (`worker_id`), each with the
-    credential of its role (and the join desk, where other machines can reach NATS: with TLS). `lan` is what
-    discovery is told about where NATS and the gateway listen (`lan_env`), for its mDNS record."""
+    credential of its role (and the join desk, where other machines can reach NATS: with TLS, and only on the
+    machine that holds the CA key: `join_desk`). `lan` is what discovery is told about where NATS and the
+    gateway listen (`lan_env`), for its mDNS record."""
     env = {"STOKER_NATS_URL": nats_url, "STOKER_DATA_DIR": str(settings.data_path),
            "STOKER_REPLICAS": str(replicas), "STOKER_LOG_FORMAT": "json"}
     if tls is not None:
@@ -109,7 +114,7 @@ def process_specs(nats_url: str, settings: CommonSettings, replicas: int, worker
     specs = [python_module(name, module, {**env, CREDENTIALS_ENV: str(credentials.role_path(name)),
                                           **((lan or {}) if name == "discovery" else {})}, rank)
              for name, module, rank in SERVICES if module_runs(module)]
-    if tls is not None:
+    if tls is not None and join_desk:
         desk_env = {**env, CREDENTIALS_ENV: str(credentials.role_path("joins"))}
         specs.append(python_module("joins", JOIN_DESK_MODULE, desk_env, stop_rank=2))
     if worker_id is not None and module_runs(WORKER_MODULE):
@@ -220,20 +225,34 @@ class Up:
     """One run of `stoker up`: the lock, NATS, the supervised processes, and how they are started and stopped."""
 
     def __init__(self, cli: Cli, port: int, cluster: int, with_worker: bool, start_timeout: float,
-                 nats: NatsSettings | None = None) -> None:
+                 nats: NatsSettings | None = None, peers: tuple[str, ...] = (), cluster_port: int = 6222) -> None:
         self.settings = cli.settings
         self.data = self.settings.data_path
         self.logs = self.data / "logs"
         self.start_timeout = start_timeout
         self.nats = nats or NatsSettings()
-        # The certificate is made (or renewed) once the data dir is ours; here only where it will be.
-        self.tls = (planned_server_tls(self.data, machine_names(self.nats.listen, self.nats.names))
-                    if decide_tls(self.nats.listen, self.nats.tls) else None)
+        # An imported node (eventstore.fleet) has the certificate the first machine issued it; elsewhere it is
+        # made (or renewed) once the data dir is ours; here only where it will be.
+        self.imported = is_node(self.data)
+        if self.imported:
+            self.tls: ServerTls | None = node_tls(self.data)
+        else:
+            mode = "on" if peers and self.nats.tls == "auto" else self.nats.tls  # routes cross the network
+            self.tls = (planned_server_tls(self.data, machine_names(self.nats.listen, self.nats.names))
+                        if decide_tls(self.nats.listen, mode) else None)
         self.credentials = CredentialStore(self.data)
         auth = self.credentials.authorization_path
         # A configured port another program holds: say which, take another (kept in the data dir: ops.ports).
         self.port_choices: list[PortChoice] = []
-        if cluster > 1:
+        if peers:
+            if cluster > 1:
+                raise ValueError("--peer runs this machine's node of a cluster across machines; --cluster 3 a "
+                                 "local one: choose one")
+            own = node_name(self.data) if self.imported else _host_label(socket.gethostname())
+            http_port = 8222 if port_is_free(8222) else free_port()
+            self.nodes = [peer_node(self.data, peers, name=own, host=self.nats.listen, port=port,
+                                    cluster_port=cluster_port, http_port=http_port, tls=self.tls, auth_file=auth)]
+        elif cluster > 1:
             self.nodes = cluster_nodes(self.data / "nats-cluster", cluster, host=self.nats.listen, tls=self.tls,
                                        auth_file=auth)
         else:
@@ -241,7 +260,7 @@ class Up:
             self.nodes = [embedded_node(self.data, port=self.port_choices[-1].port, host=self.nats.listen,
                                         tls=self.tls, auth_file=auth)]
         self.nats_url = ",".join(n.url for n in self.nodes)
-        self.replicas = 3 if cluster > 1 else self.settings.replicas
+        self.replicas = 3 if cluster > 1 or peers else self.settings.replicas
         self.gateway: GatewaySettings | None = load_gateway_settings().gateway if module_runs("gateway") else None
         if self.gateway is not None:
             self.port_choices.append(ports.choose(self.data, "gateway", self.gateway.port, self.gateway.host))
@@ -266,13 +285,13 @@ class Up:
         if worker_id is not None:
             self.credentials.ensure_worker(worker_id)
         self.credentials.write_authorization(Topology(self.settings.prefix))
-        if len(self.nodes) > 1:
+        if any(node.spec.cluster_port is not None for node in self.nodes):
             secret = self.credentials.route_secret()
             for node in self.nodes:
                 node.spec.route_secret = secret
         lan = lan_env(self.nodes, self.tls is not None, self.gateway, platform_id(self.data))
         self.specs = process_specs(self.nats_url, self.settings, self.replicas, worker_id, self.credentials,
-                                   self.tls, lan)
+                                   self.tls, lan, join_desk=not self.imported)
         for spec in self.specs:
             if spec.name == "gateway" and self.gateway is not None:
                 spec.env["STOKER_GATEWAY_PORT"] = str(self.gateway.port)  # the port actually chosen
@@ -392,7 +411,7 @@ class Up:
     async def _start(self) -> str:
         """NATS, the streams, the admin token, every service, and the gateway's health: the banner."""
         assert self.supervisor is not None
-        if self.tls is not None:
+        if self.tls is not None and not self.imported:
             self.phase = "making the TLS certificate"
             self.tls = await asyncio.to_thread(ensure_server_tls, self.data, self.tls.names)
         self.phase = "starting NATS"
@@ -545,6 +564,11 @@ class Up:
         return all(results)
 
 
+def _host_label(hostname: str) -> str:
+    """This machine's node name: its host name's first label, as a server name takes it."""
+    return re.sub(r"[^A-Za-z0-9-]+", "-", hostname.split(".")[0]).strip("-")[:48] or "node"
+
+
 def _exit_code(child: Supervised) -> Callable[[], int | None]:
     return lambda: child.process.returncode if child.process is not None else None
 
@@ -570,12 +594,17 @@ def explain(child: Supervised) -> str:
 @click.option("--cluster", type=click.Choice(["1", "3"]), default="1", help="Run a local 3-node NATS cluster.")
 @click.option("--listen", help="Address NATS listens on (default 127.0.0.1; 0.0.0.0: the LAN, with TLS).")
 @click.option("--tls", is_flag=True, help="TLS under stoker's CA even on loopback (always on beyond it).")
+@click.option("--peer", "peers", multiple=True, metavar="HOST:PORT",
+              help="Another machine's NATS node (its cluster port), e.g. host2:6222 (repeatable): this machine runs "
+              "its node of a cluster across machines, with TLS and R3 streams (docs/security.md).")
+@click.option("--cluster-port", type=click.IntRange(1, 65535), default=6222, show_default=True,
+              help="With --peer: the port this node's routes listen on.")
 @click.option("--no-worker", is_flag=True, help="Do not start a local worker.")
 @click.option("--start-timeout", type=click.FloatRange(min=1), default=60.0, show_default=True,
               envvar="STOKER_START_TIMEOUT_S", help="Seconds to wait for the gateway's health before giving up.")
 @pass_cli
-def up(cli: Cli, port: int, cluster: str, listen: str | None, tls: bool, no_worker: bool,
-       start_timeout: float) -> None:
+def up(cli: Cli, port: int, cluster: str, listen: str | None, tls: bool, peers: tuple[str, ...], cluster_port: int,
+       no_worker: bool, start_timeout: float) -> None:
     """Start embedded NATS, every service and a local worker; Ctrl-C stops them all cleanly.
 
     Exits 0 after a clean stop; 1 when the data dir is in use, when something failed to start, or when a
@@ -583,7 +612,7 @@ def up(cli: Cli, port: int, cluster: str, listen: str | None, tls: bool, no_work
     """
     try:
         nats = load_settings(NatsSettings, "nats", overrides={"listen": listen, "tls": "on" if tls else None})
-        platform = Up(cli, port, int(cluster), not no_worker, start_timeout, nats)
+        platform = Up(cli, port, int(cluster), not no_worker, start_timeout, nats, peers, cluster_port)
     except (ConfigError, ValueError) as exc:
         raise click.ClickException(str(exc)) from None
     sys.exit(asyncio.run(platform.run()))

@@ -6,9 +6,15 @@ from pathlib import Path
 
 import click
 
+from contracts.commands import DeregisterWorker, WorkerAccepted
+from contracts.errors import DomainError, NotFound
 from contracts.subjects import Topology
+from eventstore.connect import NatsUnavailable
 from eventstore.credentials import CredentialError, CredentialStore, write_compose_credentials, write_secret
+from eventstore.fleet import BundleError, export_node, import_node, read_bundle
+from eventstore.micro import call
 from eventstore.permissions import permission_table
+from eventstore.pki import TlsSetupError
 from eventstore.server import NatsServerError, read_record, reload_nats
 from ops.cli import Cli, pass_cli, run_async
 from ops.output import emit_json
@@ -69,7 +75,14 @@ def admit_worker(cli: Cli, worker_id: str, out: Path) -> None:
 @click.argument("worker_id")
 @pass_cli
 def revoke_worker(cli: Cli, worker_id: str) -> None:
-    """Remove WORKER_ID's credential: its connections are closed and it cannot connect again (no restart)."""
+    """Remove WORKER_ID's credential: its connections are closed and it cannot connect again (no restart);
+    its jobs go back to the queue at once. The same as `stoker workers revoke`."""
+    revoke_and_requeue(cli, worker_id)
+
+
+def revoke_and_requeue(cli: Cli, worker_id: str) -> None:
+    """Revoke a worker's credential (a reload: no restart), then have discovery record it gone
+    (`DeregisterWorker`, reason `revoked`: `WorkerDeregistered`, on which the scheduler requeues its jobs)."""
     store = CredentialStore(cli.settings.data_path)
     try:
         found = store.revoke_worker(worker_id)
@@ -77,7 +90,25 @@ def revoke_worker(cli: Cli, worker_id: str) -> None:
         raise click.ClickException(str(exc)) from None
     if not found:
         raise click.ClickException(f"no worker {worker_id!r} has a credential here (see `stoker security users`)")
-    click.echo(f"worker {worker_id}: credential revoked; {apply(cli, store)}")
+    click.echo(f"worker {worker_id}: credential revoked; {apply(cli, store)}; {requeue_jobs_of(cli, worker_id)}")
+
+
+@run_async
+async def requeue_jobs_of(cli: Cli, worker_id: str) -> str:
+    """Tell discovery a revoked worker is gone, so the scheduler requeues its jobs now; what happened, in words.
+
+    Discovery appends the event (it is the one writer of `worker.*`); the CLI, as the admin, only asks."""
+    if read_record(cli.settings.data_path) is None and not cli.settings.nats_url:
+        return "its jobs go back to the queue when discovery finds it silent"
+    later = "its jobs go back to the queue when discovery finds it silent"
+    try:
+        async with cli.connection() as (nc, _log):
+            await call(nc, cli.topology, DeregisterWorker(worker_id=worker_id, reason="revoked"), WorkerAccepted)
+    except NotFound:
+        return "discovery never knew it, so it ran no jobs"
+    except (DomainError, NatsUnavailable) as exc:
+        return f"discovery was not told ({exc}): {later}"
+    return "discovery recorded it gone, and its jobs went back to the queue"
 
 
 @security_group.command("compose-credentials")
@@ -100,6 +131,52 @@ def compose_credentials(cli: Cli, directory: Path, workers: int, nodes: tuple[st
     except (CredentialError, OSError, ValueError) as exc:
         raise click.ClickException(str(exc)) from None
     click.echo(f"credentials for {len(nodes)} NATS nodes, the control plane and {workers} workers in {store.root}")
+
+
+# A cluster across machines (eventstore/fleet.py): what the first machine gives each other node.
+
+
+@security_group.command("export-node")
+@click.argument("name")
+@click.option("--address", "addresses", multiple=True, help="An address or other name the node is reached at "
+              "(repeatable): its certificate covers NAME, these and loopback.")
+@click.option("--worker-id", default=None, help="The id of that machine's own worker (default: NAME's first label).")
+@click.option("--out", "out", type=click.Path(dir_okay=False, path_type=Path), required=True,
+              help="Where to write the bundle (0600); copy it to the node's machine privately, then delete it.")
+@pass_cli
+def export_node_command(cli: Cli, name: str, addresses: tuple[str, ...], worker_id: str | None, out: Path) -> None:
+    """Write a node bundle for machine NAME of this platform's cluster: the CA certificate, a server certificate
+    for NAME, the platform's credentials and one for its worker. There: `stoker security import-node FILE`,
+    then `stoker up --listen 0.0.0.0 --peer …`. Export again after admitting or revoking workers."""
+    if out.exists():
+        raise click.ClickException(f"{out} exists; choose another --out (a bundle is never overwritten)")
+    store = CredentialStore(cli.settings.data_path)
+    try:
+        bundle = export_node(cli.settings.data_path, Topology(cli.settings.prefix), name, list(addresses), worker_id)
+        write_secret(out, bundle.decode())
+    except (BundleError, CredentialError, TlsSetupError, OSError) as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(f"node {name}: bundle written to {out} (a secret: it holds the platform's credentials); "
+               f"{apply(cli, store)}")
+
+
+@security_group.command("import-node")
+@click.argument("bundle", type=click.Path(dir_okay=False, exists=True, path_type=Path))
+@pass_cli
+def import_node_command(cli: Cli, bundle: Path) -> None:
+    """Make this data dir a node of the platform a bundle (`stoker security export-node`) is for; run again
+    with a newer bundle to take the platform's users as they are now (a running node reloads)."""
+    try:
+        text = bundle.read_bytes()
+        prefix = read_bundle(text)["prefix"]
+        if prefix != cli.settings.prefix:
+            raise BundleError(f"the bundle is for subject prefix {prefix!r}, this installation uses "
+                              f"{cli.settings.prefix!r}: set STOKER_PREFIX={prefix} (or [common] prefix) here")
+        name, worker_id = import_node(cli.settings.data_path, text)
+    except (BundleError, CredentialError, OSError) as exc:
+        raise click.ClickException(str(exc)) from None
+    store = CredentialStore(cli.settings.data_path)
+    click.echo(f"this data dir is node {name} (its worker: {worker_id}); {apply(cli, store)}")
 
 
 @run_async

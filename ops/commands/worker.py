@@ -22,6 +22,7 @@ from ops import joined as membership
 from ops.cli import Cli, pass_cli, run_async
 from ops.commands.jobs import as_json, read_model
 from ops.commands.platform import MONITOR_MODULE, WORKER_MODULE, module_runs
+from ops.commands.security import revoke_and_requeue
 from ops.output import emit_json, table
 
 WORKER_COLUMNS = ("id", "status", "hostname", "slots", "free", "running", "gpus", "labels", "heartbeat", "cpu",
@@ -154,12 +155,26 @@ def worker_row(record: dict[str, Any], beat: WorkerHeartbeat | None, now: dateti
             "addresses": record["addresses"], "version": record.get("version")}
 
 
-@click.command("workers")
+@click.group("workers", invoke_without_command=True)
 @click.option("--json", "json_flag", is_flag=True, help="Machine-readable output.")
+@click.pass_context
+def workers(ctx: click.Context, json_flag: bool) -> None:
+    """Known workers: status, capacity, what they run, and their last heartbeat (`revoke ID` cuts one off)."""
+    if ctx.invoked_subcommand is None:
+        list_known_workers(ctx.find_object(Cli), json_flag)
+
+
+@workers.command("revoke")
+@click.argument("worker_id")
 @pass_cli
+def revoke(cli: Cli, worker_id: str) -> None:
+    """Remove WORKER_ID's NATS credential (a reload, no restart) and requeue its jobs now."""
+    revoke_and_requeue(cli, worker_id)
+
+
 @run_async
-async def workers(cli: Cli, json_flag: bool) -> None:
-    """Known workers: status, capacity, what they run, and their last heartbeat."""
+async def list_known_workers(cli: Cli, json_flag: bool) -> None:
+    """The table (or JSON) of `stoker workers`."""
     async with read_model(cli, "workers") as store:
         records = [] if store is None else await list_workers(store)
     async with cli.connection() as (nc, _log):

@@ -9,6 +9,7 @@ import urllib.request
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import nats
 import pytest
 import pytest_asyncio
 from nats.js.api import StreamConfig
@@ -18,11 +19,12 @@ from contracts.codec import encode
 from contracts.commands import ReportAccepted
 from contracts.dispatch import CheckpointRef
 from contracts.subjects import Topology
-from eventstore.connect import NatsRefused, connect
+from eventstore.connect import NatsRefused, connect, credential_options
 from eventstore.credentials import public_key, read_seed
 from eventstore.log import JetStreamLog
 from eventstore.permissions import inbox_prefix, kv_key
 from eventstore.server import NatsServer, ServerSpec, free_port, reload_nats
+from ops.joining import new_user_seed
 from services.trainer.blobstore import CheckpointStore
 from services.trainer.consumer import DispatchConsumer
 from tests.secured import Probe, SecuredServer, start_secured
@@ -492,3 +494,28 @@ async def test_a_stored_message_delivered_to_an_endpoint_is_not_a_command(secure
         assert [c.workload for c in handled] == ["noop"]
     finally:
         await service.stop()
+
+
+async def test_a_join_credential_claims_its_own_token_only(secured) -> None:
+    seed = new_user_seed()
+    secured.credentials.admit_join("01JTOKENA", public_key(seed))
+    secured.credentials.write_authorization(TOPOLOGY)
+    await reload_nats(secured.data_dir)
+    errors: list[str] = []
+
+    async def on_error(exc: Exception) -> None:
+        errors.append(str(exc).lower())
+
+    nc = await nats.connect(secured.server.url, error_cb=on_error, allow_reconnect=False,
+                            **credential_options(None, seed=seed))
+    probe = Probe(nc, errors)
+    try:
+        assert not await probe.publish_refused(T.command("join", "claim", "01JTOKENA"))
+        for subject in (T.command("join", "claim", "01JTOKENB"), T.command("join", "claim"),
+                        T.command("scheduler", "submit"), T.events("jointoken", "01JTOKENA")):
+            assert await probe.publish_refused(subject), subject
+    finally:
+        await probe.close()
+        secured.credentials.remove_keys({public_key(seed)})
+        secured.credentials.write_authorization(TOPOLOGY)
+        await reload_nats(secured.data_dir)

@@ -60,8 +60,10 @@ def test_every_aggregate_has_exactly_the_writers_the_design_names() -> None:
 
 
 def test_a_join_tokens_credential_may_only_claim() -> None:
-    join = permissions("join", T, public_key="UKEY")
-    assert allows(join, T.command("join", "claim"))
+    join = permissions("join", T, public_key="UKEY", token_id="01JTOKEN")
+    assert allows(join, T.command("join", "claim", "01JTOKEN"))
+    # Its own token only: a copied join credential cannot even ask about another token.
+    assert not allows(join, T.command("join", "claim", "01JOTHER")) and not allows(join, T.command("join", "claim"))
     for subject in (T.events("jointoken", "01J"), T.command("scheduler", "submit"), T.dispatch("w1"),
                     T.telemetry("heartbeat", "w1"), f"$JS.API.STREAM.INFO.{T.events_stream}", "$SRV.PING"):
         assert not allows(join, subject), subject
