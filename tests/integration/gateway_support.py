@@ -68,7 +68,7 @@ class Stack:
 
     async def projected(self) -> None:
         """Wait until the projector has applied everything in the log now."""
-        assert await self.runner.wait_for(await self.log.last_seq(), timeout=10)
+        assert await self.runner.wait_for(await self.log.last_seq(), timeout=60), "the projector did not catch up"
 
     async def worker(self) -> FakeWorker:
         """Worker `w1` (protocol-level, 16 slots), registered with the real discovery; started on first use."""
