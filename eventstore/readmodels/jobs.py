@@ -70,7 +70,8 @@ class JobsProjection:
     """jobs(id, status, attempt, worker, …) and job_checkpoints(job_id, iteration, name, sha256, …)."""
 
     name = "jobs"
-    version = 3  # 2: trace_id; 3: map_id, map_sha256, map_filename, action_combinations
+    version = 4  # 2: trace_id; 3: map_id, map_sha256, map_filename, action_combinations; 4: checkpoint_ref,
+    # params_version
     tables = ("jobs", "job_checkpoints")
 
     def ddl(self, dialect: str) -> list[str]:
@@ -86,7 +87,8 @@ class JobsProjection:
             " resumed_from BIGINT, last_checkpoint TEXT, last_checkpoint_iteration BIGINT,"
             " checkpoints INTEGER NOT NULL, requeues INTEGER NOT NULL, error TEXT, traceback TEXT,"
             " result TEXT, updated_seq BIGINT NOT NULL, trace_id TEXT, map_id BIGINT,"
-            " map_sha256 TEXT, map_filename TEXT, action_combinations TEXT)",
+            " map_sha256 TEXT, map_filename TEXT, action_combinations TEXT, checkpoint_ref TEXT,"
+            " params_version INTEGER NOT NULL DEFAULT 0)",
             "CREATE INDEX IF NOT EXISTS {jobs}_status ON {jobs} (status, submitted_at)",
             "CREATE INDEX IF NOT EXISTS {jobs}_worker ON {jobs} (worker_id)",
             "CREATE INDEX IF NOT EXISTS {jobs}_submitted ON {jobs} (submitted_at, id)",  # newest-first pages

@@ -7,8 +7,8 @@ from typing import Annotated, Any
 
 import msgspec
 
-from contracts.base import GpuCount, Priority, Retries
-from contracts.jobspec import JobKind, JobSpec, Label
+from contracts.base import GpuCount, Priority, Retries, SmallNonNegative
+from contracts.jobspec import PARAMS_VERSION, JobKind, JobSpec, Label
 from contracts.status import JobStatus
 from gateway.schemas.common import Body, Episodes, Id, Iterations, Params, Reply, Seq, Workload
 
@@ -30,6 +30,8 @@ class SubmitJobBody(Body, JobSpec, kw_only=True, forbid_unknown_fields=True):
     timeout_s: Annotated[float, msgspec.Meta(gt=0, le=366 * 86400)] | None = None
     max_retries: Retries = 0
     idempotency_key: Annotated[str, msgspec.Meta(min_length=1, max_length=200)] | None = None
+    params_version: SmallNonNegative = PARAMS_VERSION
+    strict_params: bool = True  # false: params the workload does not declare (or ill-typed) pass unchecked
 
 
 class JobView(Reply, JobSpec, kw_only=True):

@@ -74,6 +74,7 @@ class WorkerView(msgspec.Struct, kw_only=True):
     labels: tuple[str, ...] = ()
     workloads: tuple[str, ...] | None = None  # registered names it runs; None: it did not say
     target_modules: tuple[str, ...] | None = None  # packages it runs module:function targets from; None: any
+    workload_params: dict[str, dict[str, Any]] | None = None  # name -> its params' JSON schema (where declared)
 
 
 class JobBoard(msgspec.Struct, kw_only=True):
@@ -226,7 +227,8 @@ def _worker_registered(state: JobBoard, e: ev.WorkerRegistered) -> None:
     c = e.capabilities
     state.workers[e.worker_id] = WorkerView(health="healthy", draining=e.draining, slots=c.slots,
                                             gpus=tuple(g.index for g in c.gpus), labels=c.labels,
-                                            workloads=c.workloads, target_modules=c.target_modules)
+                                            workloads=c.workloads, target_modules=c.target_modules,
+                                            workload_params=c.workload_params)
 
 
 def _worker_health(health: str):

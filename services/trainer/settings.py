@@ -30,3 +30,6 @@ class TrainerSettings(msgspec.Struct, frozen=True, kw_only=True):
     max_zygotes: Annotated[int, msgspec.Meta(ge=1, le=16)] = 3
     preload: tuple[str, ...] = ()  # modules every job child has imported already (e.g. "torch")
     dispatch_batch: Annotated[int, msgspec.Meta(ge=1, le=1024)] = 64
+    # Offer the parameter schemas the registered workloads declare (read once at start in a throwaway
+    # interpreter, which imports each workload's module: torch for 2048). Off: submissions go unchecked.
+    describe_workloads: bool = True
