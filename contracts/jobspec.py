@@ -30,8 +30,6 @@ Sha256 = Annotated[str, msgspec.Meta(pattern=r"^[0-9a-f]{64}$")]
 AssetFilename = Annotated[str, msgspec.Meta(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.+-]*$")]
 Label = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9_.:-]{1,64}$")]
 # -- chosen checkpoints and parameter naming (workloads that declare their parameters) --
-# A stored checkpoint's object name: `<job_id>/<attempt>-<iteration>` (services/trainer/checkpoints.py).
-CheckpointName = Annotated[str, msgspec.Meta(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9_-]{1,64}/\d{1,6}-\d{1,19}$")]
 # Which names the job's `params` use: 0 for jobs submitted before workloads declared their parameters
 # (2048 then read `lr`, and `batch_size` as its parallel boards); 1 for the names the workload declares.
 PARAMS_VERSION = 1

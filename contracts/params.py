@@ -55,11 +55,11 @@ def _bounds(value: Any, node: Mapping[str, Any]) -> str | None:
                 return f"must be {word} {node[key]}, got {value!r}"
     if isinstance(value, str | list | tuple):
         what = "characters" if isinstance(value, str) else "items"
-        if "minLength" in node and len(value) < node["minLength"] or "minItems" in node and len(value) < node[
-                "minItems"]:
+        if ("minLength" in node and len(value) < node["minLength"]) or ("minItems" in node and len(value) < node[
+                "minItems"]):
             return f"too short ({len(value)} {what})"
-        if "maxLength" in node and len(value) > node["maxLength"] or "maxItems" in node and len(value) > node[
-                "maxItems"]:
+        if ("maxLength" in node and len(value) > node["maxLength"]) or ("maxItems" in node and len(value) > node[
+                "maxItems"]):
             return f"too long ({len(value)} {what})"
     return None
 
@@ -127,3 +127,21 @@ def _json_type(value: Any) -> str:
     if value is None:
         return "null"
     return {str: "string", dict: "object", list: "array", tuple: "array"}.get(type(value), type(value).__name__)
+
+
+def param_rows(schema: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """The declared parameters flat, in declaration order: name, type, default, description and bounds."""
+    rows = []
+    for name, node in properties(schema).items():
+        node = resolve(node, schema)
+        options = [resolve(o, schema) for o in node.get("anyOf", ())] or [node]
+        types = [o["type"] for o in options if isinstance(o.get("type"), str)]
+        first = next((o for o in options if o.get("type") != "null"), node)
+        row: dict[str, Any] = {"name": name, "type": " | ".join(types) or ("enum" if "enum" in first else "any"),
+                               "default": node.get("default"), "description": node.get("description", ""),
+                               "nullable": "null" in types}
+        for key in ("minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum", "enum"):
+            if key in first:
+                row[key] = first[key]
+        rows.append(row)
+    return rows

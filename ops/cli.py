@@ -131,7 +131,8 @@ def _register_optional() -> None:
     import importlib
 
     for name in ("ops.commands.jobs", "ops.commands.tokens", "ops.commands.jointoken", "ops.commands.maps",
-                 "ops.commands.monitor"):
+                 "ops.commands.monitor",
+                 "ops.commands.workloads"):  # workloads and their declared parameters
         try:
             module = importlib.import_module(name)
         except ModuleNotFoundError as exc:

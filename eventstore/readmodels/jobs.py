@@ -223,6 +223,12 @@ async def job_checkpoints(store: ReadModelStore, job_id: str) -> list[dict[str, 
     return await store.fetchall("SELECT * FROM {job_checkpoints} WHERE job_id = ? ORDER BY seq", job_id)
 
 
+async def find_checkpoint(store: ReadModelStore, name: str) -> dict[str, Any] | None:
+    """The checkpoint row stored under object name `name` (`<job_id>/<attempt>-<iteration>`), or None."""
+    return await store.fetchone("SELECT * FROM {job_checkpoints} WHERE job_id = ? AND name = ?",
+                                name.split("/", 1)[0], name)
+
+
 async def jobs_on_workers(store: ReadModelStore) -> dict[str, list[str]]:
     """The jobs each worker holds (assigned, running or stopping), by worker id."""
     marks = ", ".join("?" for _ in ON_WORKER_STATUSES)

@@ -34,6 +34,16 @@ class SubmitJobBody(Body, JobSpec, kw_only=True, forbid_unknown_fields=True):
     strict_params: bool = True  # false: params the workload does not declare (or ill-typed) pass unchecked
 
 
+class RowProgress(Reply, kw_only=True):
+    """Where a running job stands: its newest progress report (so a list needs no status call per row)."""
+
+    iteration: int
+    total: int | None
+    progress_percent: float | None
+    loss: float | None
+    at: datetime
+
+
 class JobView(Reply, JobSpec, kw_only=True):
     """One job as the read model (or, while the projector catches up, the log) knows it."""
 
@@ -56,6 +66,7 @@ class JobView(Reply, JobSpec, kw_only=True):
     result: dict[str, Any] | None
     updated_seq: int
     trace_id: str | None = None  # the submission's trace: look it up in your OpenTelemetry backend
+    progress: RowProgress | None = None  # a running (or stopping) job's newest progress report
 
 
 class JobPage(Reply, kw_only=True):

@@ -20,9 +20,9 @@ import msgspec
 from contracts import events as ev
 from contracts.base import Event
 from contracts.commands import DeregisterWorker, RegisterWorker
-from contracts.params import MAX_SCHEMA_BYTES, schema_size
 from contracts.errors import InvalidCommand, NotFound
 from contracts.events import MAX_SLOTS
+from contracts.params import MAX_SCHEMA_BYTES, schema_size
 
 Status = Literal["healthy", "lost", "left"]
 

@@ -24,13 +24,13 @@ from eventstore.micro import call
 from eventstore.observability import consumer_span, get_logger
 from services.trainer.blobstore import CheckpointStore
 from services.trainer.consumer import DispatchConsumer
+from services.trainer.describe import describe_workloads
 from services.trainer.outbox import AttemptLog, deliver
 from services.trainer.outcome import SHUTDOWN
 from services.trainer.pool import WarmPool
 from services.trainer.runner import Deps, JobRunner
 from services.trainer.settings import TrainerSettings
 from services.trainer.telemetry import TelemetryPublisher
-from services.trainer.describe import describe_workloads
 from services.trainer.workloads_registry import Registry, registered
 
 log = get_logger(component="agent")
