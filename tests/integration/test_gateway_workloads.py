@@ -15,6 +15,7 @@ from contracts.errors import InvalidParams
 from eventstore.micro import call
 from services.trainer.workloads.basic import NoopParams
 from services.trainer.workloads.game2048.params import EvalParams, TrainParams
+from tests.integration.fake_worker import eventually
 from tests.integration.gateway_support import assert_error, gateway_stack, publish_progress
 from tests.integration.test_gateway_runs import assert_shape
 
@@ -135,9 +136,12 @@ async def test_job_rows_carry_the_newest_progress_of_running_jobs(stack) -> None
         assert assignment.job_id == running
         assert (await worker.report_started(assignment)).accepted
         await publish_progress(stack.nc, stack.topology, running, range(1, 5), total=10)
-        await stack.projected()
-        rows = {r["id"]: r for r in (await client.get("/api/v1/jobs")).json()["items"]}
-        progress = rows[running]["progress"]
+
+        async def running_row() -> dict | None:  # the list's cache follows the projector's checkpoint a poll later
+            rows = {r["id"]: r for r in (await client.get("/api/v1/jobs")).json()["items"]}
+            return rows[running] if rows[running]["status"] == "running" else None
+
+        progress = (await eventually(running_row, what="the row shows the job running"))["progress"]
         assert_shape(progress, {"iteration": int, "total": int, "progress_percent": float, "loss": float, "at": str})
         assert (progress["iteration"], progress["total"], progress["progress_percent"]) == (4, 10, 40.0)
         # The same on the one job's view; and a page served from the cache still gets the newest.
