@@ -10,12 +10,14 @@ import * as jobsView from './views/jobs.js';
 import {renderLogin} from './views/login.js';
 import * as submitView from './views/submit.js';
 import * as workersView from './views/workers.js';
+import * as workloadsView from './views/workloads.js';
 
 const ROUTES = [
   [/^\/jobs$/, jobsView],
   [/^\/job\/([A-Za-z0-9_-]{1,64})$/, jobView],
   [/^\/workers$/, workersView],
   [/^\/new$/, submitView],
+  [/^\/workloads$/, workloadsView],
 ];
 
 const main = document.getElementById('main');
