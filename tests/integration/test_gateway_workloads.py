@@ -118,7 +118,7 @@ async def test_workloads_that_declare_nothing_or_no_schema_offered_are_not_check
 
 async def test_a_cli_submission_over_nats_is_checked_by_the_same_rule(stack) -> None:
     # `stoker submit` sends SubmitJob to the scheduler as this does: the scheduler is the one place params are checked.
-    with pytest.raises(InvalidParams, match="unknown parameter 'lrate'.*known parameters: .*learning_rate"):
+    with pytest.raises(InvalidParams, match=r"unknown parameter 'lrate'.*known parameters: .*learning_rate"):
         await call(stack.nc, stack.topology, SubmitJob(workload="2048", max_iterations=5, params={"lrate": 1}),
                    JobAccepted)
     accepted = await call(stack.nc, stack.topology, SubmitJob(workload="2048", max_iterations=5, params={"lrate": 1},

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import time
 
 import pytest
@@ -69,7 +70,7 @@ def test_play_numbers_games_in_the_order_they_began_not_as_they_ended() -> None:
         began[game["episode"]] = now - game["duration_s"]
     assert sorted(ended) == list(range(1, 9))  # every number once
     starts = [began[n] for n in range(1, 9)]
-    assert all(a <= b + 1e-3 for a, b in zip(starts, starts[1:], strict=False))  # numbered as begun
+    assert all(a <= b + 1e-3 for a, b in itertools.pairwise(starts))  # numbered as begun
 
 
 def test_a_game_past_episode_time_ends_as_it_stands() -> None:

@@ -149,5 +149,5 @@ def test_a_named_checkpoint_is_found_in_the_jobs_log() -> None:
     events = [stored(1, 10), stored(2, 20)]
     ref = stored_checkpoint(events, "j/1-10")
     assert (ref.name, ref.iteration, ref.sha256, ref.size) == ("j/1-10", 10, "a" * 64, 3)
-    with pytest.raises(ValueError, match="no stored checkpoint 'j/1-30'.*j/1-10, j/1-20"):
+    with pytest.raises(ValueError, match=r"no stored checkpoint 'j/1-30'.*j/1-10, j/1-20"):
         stored_checkpoint(events, "j/1-30")

@@ -76,7 +76,7 @@ def test_the_workload_mark_declares_the_schema_and_the_bare_mark_still_works() -
         return {}
 
     assert params_schema(declared) == SCHEMA and params_schema(bare) is None
-    with pytest.raises(TypeError, match="msgspec.Struct"):
+    with pytest.raises(TypeError, match=r"msgspec\.Struct"):
         workload(params=dict)(bare)
 
 
