@@ -11,6 +11,7 @@ A keyword it does not know constrains nothing here (the workload's own decoding 
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -46,11 +47,13 @@ def _type_ok(value: Any, kind: str) -> bool:
     return isinstance(value, _TYPES.get(kind, (object,)))
 
 
+_NUMERIC_BOUNDS = (("minimum", operator.ge, ">="), ("maximum", operator.le, "<="),
+                   ("exclusiveMinimum", operator.gt, ">"), ("exclusiveMaximum", operator.lt, "<"))
+
+
 def _bounds(value: Any, node: Mapping[str, Any]) -> str | None:
-    checks = (("minimum", lambda v, b: v >= b, ">="), ("maximum", lambda v, b: v <= b, "<="),
-              ("exclusiveMinimum", lambda v, b: v > b, ">"), ("exclusiveMaximum", lambda v, b: v < b, "<"))
     if isinstance(value, int | float) and not isinstance(value, bool):
-        for key, ok, word in checks:
+        for key, ok, word in _NUMERIC_BOUNDS:
             if key in node and not ok(value, node[key]):
                 return f"must be {word} {node[key]}, got {value!r}"
     if isinstance(value, str | list | tuple):

@@ -41,9 +41,5 @@ def run_name(state: JobBoard, workload: str, kind: str) -> str:
 def offered_schemas(state: JobBoard, workload: str, kind: str) -> list[dict[str, Any]]:
     """The distinct parameter schemas registered workers offer for the workload a job of `workload` runs."""
     name = run_name(state, workload, kind)
-    out: list[dict[str, Any]] = []
-    for worker in state.workers.values():
-        schema = (worker.workload_params or {}).get(name)
-        if schema is not None and schema not in out:
-            out.append(schema)
-    return out
+    digests = {d: None for w in state.workers.values() if (d := (w.workload_params or {}).get(name)) is not None}
+    return [state.param_schemas[d] for d in digests if d in state.param_schemas]

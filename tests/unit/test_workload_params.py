@@ -102,3 +102,20 @@ def test_2048_reads_new_names_and_old_jobs_keep_their_old_meaning() -> None:
     assert (agent.lr, run.batch_size, agent.minibatch) == (0.02, 16, 64)
     assert train.configs(train.job_params(RecordingContext(params={"batch_size": 16}, params_version=0)))[0] \
         .minibatch == TrainParams().batch_size  # its old batch_size never becomes the minibatch
+
+
+def test_events_from_before_declared_parameters_decode_with_the_defaults() -> None:
+    import json
+    from pathlib import Path
+
+    from contracts.codec import decode_event
+
+    golden = Path(__file__).parent / "golden"
+    submitted = json.loads((golden / "JobSubmitted.v2.json").read_text())
+    for key in ("checkpoint_ref", "params_version"):
+        submitted.pop(key)
+    event = decode_event("JobSubmitted", 2, json.dumps(submitted).encode())
+    assert event.checkpoint_ref is None and event.params_version == 0  # an old job: old parameter names
+    registered = json.loads((golden / "WorkerRegistered.v1.json").read_text())
+    registered["capabilities"].pop("workload_params")
+    assert decode_event("WorkerRegistered", 1, json.dumps(registered).encode()).capabilities.workload_params is None
