@@ -6,6 +6,9 @@ Structs), as a real worker does once it has described them; the real scheduler c
 
 from __future__ import annotations
 
+import asyncio
+import json
+
 import msgspec
 import pytest
 import pytest_asyncio
@@ -15,8 +18,9 @@ from contracts.errors import InvalidParams
 from eventstore.micro import call
 from services.trainer.workloads.basic import NoopParams
 from services.trainer.workloads.game2048.params import EvalParams, TrainParams
+from tests.integration.control_plane import assignment_of
 from tests.integration.fake_worker import eventually
-from tests.integration.gateway_support import assert_error, gateway_stack, publish_progress
+from tests.integration.gateway_support import assert_error, gateway_stack, publish_progress, run_job
 from tests.integration.test_gateway_runs import assert_shape
 
 SCHEMAS = {"2048": msgspec.json.schema(TrainParams), "2048-eval": msgspec.json.schema(EvalParams),
@@ -149,3 +153,39 @@ async def test_job_rows_carry_the_newest_progress_of_running_jobs(stack) -> None
         assert (await client.get(f"/api/v1/jobs/{running}")).json()["progress"]["iteration"] == 6
         assert {r["id"]: r for r in (await client.get("/api/v1/jobs")).json()["items"]}[running][
             "progress"]["iteration"] == 6
+
+
+async def cli(stack, url: str, tmp_path, *args: str):
+    """`stoker …` against the stack's NATS and read models (the CLI runs its own event loop: in a thread)."""
+    from click.testing import CliRunner
+
+    from ops.cli import main
+
+    base = ["--data-dir", str(tmp_path), "--nats", url]
+    env = {"STOKER_PREFIX": stack.topology.prefix}
+    return await asyncio.to_thread(CliRunner().invoke, main, [*base, *args], env=env)
+
+
+async def test_the_cli_lists_workloads_refuses_bad_params_and_evaluates_a_named_checkpoint(stack, nats_server,
+                                                                                          tmp_path) -> None:
+    listed = await cli(stack, nats_server.url, tmp_path, "workloads", "2048")
+    assert listed.exit_code == 0, listed.output
+    assert "learning_rate" in listed.output and "Adam step size" in listed.output and "noop" not in listed.output
+    refused = await cli(stack, nats_server.url, tmp_path, "submit", "train", "2048", "--iterations", "5",
+                        "--param", "lr=0.1")
+    assert refused.exit_code == 1 and "unknown parameter 'lr'" in refused.output and "learning_rate" in refused.output
+    loose = await cli(stack, nats_server.url, tmp_path, "submit", "train", "2048", "--iterations", "5",
+                      "--param", "lr=0.1", "--no-strict-params")
+    assert loose.exit_code == 0, loose.output
+
+    trained = await run_job(stack)  # checkpointed at iteration 5 by the protocol-level worker
+    name = f"{trained}/1-5"
+    evaluated = await cli(stack, nats_server.url, tmp_path, "--json", "submit", "eval", "2048", "--checkpoint", name,
+                          "--episodes", "2")
+    assert evaluated.exit_code == 0, evaluated.output
+    job_id = json.loads(evaluated.output)["job_id"]
+    assignment = await assignment_of(stack._worker, job_id)
+    assert [c.name for c in assignment.checkpoints] == [name] and assignment.checkpoint_of == trained
+    missing = await cli(stack, nats_server.url, tmp_path, "submit", "eval", "2048", "--checkpoint",
+                        f"{trained}/1-6", "--episodes", "2")
+    assert missing.exit_code == 1 and "no stored checkpoint" in missing.output and name in missing.output
