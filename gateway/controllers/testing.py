@@ -84,7 +84,8 @@ class TestingController(Controller):
         job = await gw.job(test_id, "eval")
         progress = await last_sample(gw.nc, gw.topology, "progress", job.id, JobProgress)
         episode = await last_sample(gw.nc, gw.topology, "episode", job.id, EpisodeReport)
-        done = max(progress.iteration if progress else 0, episode.episode if episode else 0)
+        # Episodes are numbered as they began and end in any order: the count done is the progress report's.
+        done = progress.iteration if progress else (episode.episode if episode else 0)
         return TestingStatus(test_id=job.id, status=run_status(job.status), map_id=job.map_id,
                              map_name=await gw.map_name(job.map_id), checkpoint=checkpoint_label(job),
                              progress=testing_progress(job, done, utcnow()),
