@@ -6,10 +6,10 @@ from typing import Annotated, Any, ClassVar, Literal
 
 import msgspec
 
-from contracts.base import Command, GpuCount, Id, Message, NonNegative, Priority, Retries, StatusCode
+from contracts.base import Command, GpuCount, Id, Message, NonNegative, Priority, Retries, SmallNonNegative, StatusCode
 from contracts.dispatch import Assignment
 from contracts.events import Attempt, JobKind, Text, WorkerCapabilities
-from contracts.jobspec import JobSpec
+from contracts.jobspec import PARAMS_VERSION, JobSpec
 
 
 class SubmitJob(Command, JobSpec, kw_only=True):
@@ -27,6 +27,9 @@ class SubmitJob(Command, JobSpec, kw_only=True):
     max_retries: Retries = 0
     stall_after_s: Annotated[float, msgspec.Meta(gt=0, le=30 * 86400)] | None = None
     idempotency_key: Annotated[str, msgspec.Meta(min_length=1, max_length=200)] | None = None
+    # -- declared parameters --
+    params_version: SmallNonNegative = PARAMS_VERSION  # a submission now names params as workloads declare them
+    strict_params: bool = True  # False: params the workload does not declare (or ill-typed) pass unchecked
 
 
 class StopJob(Command, kw_only=True):

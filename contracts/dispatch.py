@@ -4,18 +4,11 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from contracts.base import Id, Message, NonNegative, SmallNonNegative
+from contracts.base import Id, Message, SmallNonNegative
 from contracts.events import Attempt
-from contracts.jobspec import JobSpec
+from contracts.jobspec import CheckpointRef, JobSpec
 
-
-class CheckpointRef(Message, kw_only=True):
-    """A stored checkpoint: object name, digest, size and the iteration it was taken at."""
-
-    name: str
-    sha256: str
-    size: NonNegative
-    iteration: NonNegative
+__all__ = ["Assignment", "CheckpointRef", "DispatchMessage", "StopAttempt"]
 
 
 class Assignment(JobSpec, tag_field="type", tag=True, kw_only=True):

@@ -27,6 +27,12 @@ class UnknownWorkload(InvalidCommand):
     error = "unknown_workload"
 
 
+class InvalidParams(InvalidCommand):
+    """A job's params do not fit the parameters its workload declares; the message names them and the known ones."""
+
+    error = "invalid_params"
+
+
 class NotFound(DomainError):
     """The command names something that does not exist."""
 
@@ -65,7 +71,7 @@ class CommandFailed(DomainError):
 
 def error_for(code: int, error: str, message: str) -> DomainError:
     """Rebuild the typed error a service replied with."""
-    for cls in (UnknownWorkload, InvalidCommand, NotFound, Forbidden, Conflict, Unavailable):
+    for cls in (UnknownWorkload, InvalidParams, InvalidCommand, NotFound, Forbidden, Conflict, Unavailable):
         if cls.code == code and cls.error == error:
             return cls(message)
     return CommandFailed(code, error, message)

@@ -20,6 +20,7 @@ from contracts.base import (
 from contracts.jobspec import (  # JobKind, Label: also imported from here
     ActionCombinations,
     AssetFilename,
+    CheckpointRef,
     JobKind,
     JobSpec,
     Label,
@@ -29,6 +30,7 @@ from contracts.jobspec import (  # JobKind, Label: also imported from here
     spec_fields,
     spec_of,
 )
+from contracts.params import ParamsSchema
 
 Attempt = SmallPositive  # stored in INTEGER columns
 Text = Annotated[str, msgspec.Meta(max_length=16_384)]
@@ -78,6 +80,8 @@ class JobSubmitted(JobEvent, kw_only=True):
     action_combinations: ActionCombinations | None = None
     stall_after_s: StallSeconds | None = None
     on_stall: OnStall = "alert"
+    checkpoint_ref: CheckpointRef | None = None
+    params_version: SmallNonNegative = 0
     submitted_at: datetime
     # The W3C trace context the submission was decided in: the job's dispatch, worker and job process
     # continue this trace. Empty when nobody traced it.
@@ -203,6 +207,10 @@ class WorkerCapabilities(Message, kw_only=True):
     workloads: Annotated[tuple[WorkloadName, ...], msgspec.Meta(max_length=1000)] | None = None
     # Packages it runs `module:function` workloads from; None: any module it can import; empty: none.
     target_modules: Annotated[tuple[ModuleName, ...], msgspec.Meta(max_length=1000)] | None = None
+    # -- declared parameters (contracts/params.py) --
+    # Registered workload name -> the JSON schema of its parameters, for those that declare them; None: not
+    # described (yet: a worker registers first and describes its workloads a moment later).
+    workload_params: Annotated[dict[WorkloadName, ParamsSchema], msgspec.Meta(max_length=1000)] | None = None
 
 
 class WorkerEvent(Event, kw_only=True):

@@ -21,7 +21,7 @@ from typing import Annotated, Any, Literal
 
 import msgspec
 
-from contracts.base import Id, Message, Positive, SmallInt, SmallNonNegative
+from contracts.base import Id, Message, NonNegative, Positive, SmallInt, SmallNonNegative
 
 JobKind = Literal["train", "eval"]
 # The action set a workload plays with, in the workload's own notation (the earlier API's `action_combinations`).
@@ -31,6 +31,19 @@ AssetFilename = Annotated[str, msgspec.Meta(min_length=1, max_length=200, patter
 Label = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9_.:-]{1,64}$")]
 StallSeconds = Annotated[float, msgspec.Meta(gt=0)]
 OnStall = Literal["alert", "restart"]
+# -- chosen checkpoints and parameter naming (workloads that declare their parameters) --
+# Which names the job's `params` use: 0 for jobs submitted before workloads declared their parameters
+# (2048 then read `lr`, and `batch_size` as its parallel boards); 1 for the names the workload declares.
+PARAMS_VERSION = 1
+
+
+class CheckpointRef(Message, kw_only=True):
+    """A stored checkpoint: object name, digest, size and the iteration it was taken at."""
+
+    name: str
+    sha256: str
+    size: NonNegative
+    iteration: NonNegative
 
 
 class JobSpec(Message, kw_only=True):
@@ -58,6 +71,9 @@ class JobSpec(Message, kw_only=True):
     # still stalled one more `stall_after_s` later.
     stall_after_s: StallSeconds | None = None
     on_stall: OnStall = "alert"
+    # An evaluation of one chosen checkpoint of `checkpoint_of`'s job (by name): the worker gets only this one.
+    checkpoint_ref: CheckpointRef | None = None
+    params_version: SmallNonNegative = 0  # see PARAMS_VERSION; a submission says PARAMS_VERSION
 
     @property
     def spec(self) -> JobSpec:

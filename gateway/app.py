@@ -40,6 +40,7 @@ from gateway.controllers.system import SystemController, TokensController
 from gateway.controllers.testing import TestingController
 from gateway.controllers.training import TrainingController
 from gateway.controllers.workers import WorkersController
+from gateway.controllers.workloads import WorkloadsController
 from gateway.core import Gateway, PageCache
 from gateway.dashboard import dashboard_router
 from gateway.hub import Hub
@@ -149,7 +150,7 @@ def create_app(settings: Settings | None = None, *, store: ReadModelStore | None
     api = Router(path="/api/v1", guards=[role_guard], route_handlers=[
         JobsController, TrainingController, TestingController, WorkersController, SystemController, TokensController,
         HostsController, AlertsController,
-        NetworkController])
+        NetworkController, WorkloadsController])
     # Uploads may be as large as a map may be (plus the multipart framing); every other body stays small.
     maps = Router(path="/api/v1", guards=[role_guard], route_handlers=[MapsController],
                   request_max_body_size=settings.gateway.maps_max_bytes + MULTIPART_SLACK)

@@ -11,15 +11,17 @@ from typing import Any, TypeVar
 import msgspec
 from nats.aio.client import Client
 
+from contracts import events as ev
 from contracts.base import Command, is_valid_id
 from contracts.commands import JobAccepted, JobsStopping, StopJob, SubmitJob
 from contracts.errors import DomainError, NotFound, Unavailable
+from contracts.jobspec import CheckpointRef
 from contracts.subjects import Topology
 from eventstore.log import JetStreamLog
 from eventstore.micro import NoAnswer, NoResponders, call
 from eventstore.observability import get_logger
 from eventstore.readmodels import projection_seq
-from eventstore.readmodels.jobs import fold_job, get_job
+from eventstore.readmodels.jobs import find_checkpoint, fold_job, get_job
 from eventstore.readmodels.maps import get_map
 from eventstore.stores.base import ReadModelStore
 from gateway.auth import Authenticator
@@ -172,6 +174,19 @@ class Gateway:
             raise NotFound(f"no {what} {job_id}")
         return job_view(row)
 
+    async def checkpoint(self, name: str) -> CheckpointRef:
+        """A stored checkpoint by its object name, from the read model or (while it catches up) the log; 404."""
+        row = await find_checkpoint(self.store, name)
+        if row is not None:
+            return CheckpointRef(name=row["name"], sha256=row["sha256"], size=row["size"], iteration=row["iteration"])
+        job_id = name.split("/", 1)[0]
+        events, _version = await self.log.load("job", job_id) if is_valid_id(job_id) else ([], 0)
+        for stored in events:
+            e = stored.event
+            if isinstance(e, ev.JobCheckpointed) and e.name == name:
+                return CheckpointRef(name=e.name, sha256=e.sha256, size=e.size, iteration=e.iteration)
+        raise NotFound(f"no stored checkpoint {name!r} (GET /api/v1/jobs/{job_id}/checkpoints lists that job's)")
+
     async def map_name(self, map_id: int | None) -> str | None:
         """A map's name (None: no map, or one the read model does not know)."""
         row = await get_map(self.store, map_id) if map_id is not None else None
@@ -188,6 +203,9 @@ class Gateway:
             command = msgspec.structs.replace(command, map_sha256=row["sha256"], map_filename=row["filename"])
         elif command.map_sha256 is not None or command.map_filename is not None:
             command = msgspec.structs.replace(command, map_sha256=None, map_filename=None)  # only with a map_id
+        if command.checkpoint_ref is not None:  # a chosen checkpoint: pinned to what is stored under its name
+            pinned = await self.checkpoint(command.checkpoint_ref.name)
+            command = msgspec.structs.replace(command, checkpoint_ref=pinned)
         accepted = await self.call(command, JobAccepted)
         seq = accepted.seq or await self.log.version("job", accepted.job_id)
         await self.wait_projected(seq)

@@ -7,10 +7,10 @@ from typing import Any
 
 import msgspec
 
-from contracts.telemetry import WorkerHeartbeat
+from contracts.telemetry import JobProgress, WorkerHeartbeat
 from eventstore.readmodels.jobs import job_record
 from eventstore.records import StoredEvent, event_record
-from gateway.schemas.jobs import CheckpointView, JobView, TimelineEntry
+from gateway.schemas.jobs import CheckpointView, JobView, RowProgress, TimelineEntry
 from gateway.schemas.system import EventRecord
 from gateway.schemas.workers import WorkerView
 
@@ -18,6 +18,14 @@ from gateway.schemas.workers import WorkerView
 def job_view(row: dict[str, Any]) -> JobView:
     """A jobs row as the API shows it."""
     return msgspec.convert(job_record(row), JobView)
+
+
+def row_progress(sample: JobProgress, total: int | None) -> RowProgress:
+    """A job's newest progress report as its list row shows it."""
+    total = total or sample.total
+    percent = round(min(100.0, 100.0 * sample.iteration / total), 3) if total else None
+    return RowProgress(iteration=sample.iteration, total=total, progress_percent=percent, loss=sample.loss,
+                       at=sample.at)
 
 
 def checkpoint_view(row: dict[str, Any]) -> CheckpointView:

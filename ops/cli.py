@@ -138,7 +138,8 @@ def _register_optional() -> None:
                  "ops.commands.firewall",
                  # issue 13: diagnosis, backup and restore
                  "ops.commands.doctor", "ops.commands.backup",
-                 "ops.commands.lan"):  # discover, qr (issue 14)
+                 "ops.commands.lan",  # discover, qr (issue 14)
+                 "ops.commands.workloads"):  # workloads and their declared parameters
         try:
             module = importlib.import_module(name)
         except ModuleNotFoundError as exc:

@@ -25,6 +25,7 @@ class RecordingContext:
     workload: str = "test"
     kind: str = "train"
     params: dict[str, Any] = field(default_factory=dict)
+    params_version: int = 1
     max_iterations: int | None = None
     episodes: int | None = None
     device: str = "cpu"
@@ -64,7 +65,7 @@ class RecordingContext:
     def next_attempt(self, **changes: Any) -> RecordingContext:
         """A context for the job's next attempt: same job and checkpoints, fresh reports, no stop."""
         return RecordingContext(
-            workload=self.workload, kind=self.kind, params=dict(self.params),
+            workload=self.workload, kind=self.kind, params=dict(self.params), params_version=self.params_version,
             max_iterations=self.max_iterations, episodes=self.episodes, device=self.device,
             job_id=self.job_id, attempt=self.attempt + 1, checkpoints=list(self.checkpoints), **changes,
         )

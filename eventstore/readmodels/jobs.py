@@ -70,7 +70,8 @@ class JobsProjection:
     """jobs(id, status, attempt, worker, …) and job_checkpoints(job_id, iteration, name, sha256, …)."""
 
     name = "jobs"
-    version = 4  # 2: trace_id; 3: map_id, map_sha256, map_filename, action_combinations; 4: stall_after_s, on_stall
+    version = 5  # 2: trace_id; 3: map_id, map_sha256, map_filename, action_combinations; 4: stall_after_s,
+    # on_stall; 5: checkpoint_ref, params_version
     tables = ("jobs", "job_checkpoints")
 
     def ddl(self, dialect: str) -> list[str]:
@@ -87,7 +88,8 @@ class JobsProjection:
             " checkpoints INTEGER NOT NULL, requeues INTEGER NOT NULL, error TEXT, traceback TEXT,"
             " result TEXT, updated_seq BIGINT NOT NULL, trace_id TEXT, map_id BIGINT,"
             " map_sha256 TEXT, map_filename TEXT, action_combinations TEXT,"
-            f" stall_after_s {real}, on_stall TEXT NOT NULL DEFAULT 'alert')",
+            f" stall_after_s {real}, on_stall TEXT NOT NULL DEFAULT 'alert', checkpoint_ref TEXT,"
+            " params_version INTEGER NOT NULL DEFAULT 0)",
             "CREATE INDEX IF NOT EXISTS {jobs}_status ON {jobs} (status, submitted_at)",
             "CREATE INDEX IF NOT EXISTS {jobs}_worker ON {jobs} (worker_id)",
             "CREATE INDEX IF NOT EXISTS {jobs}_submitted ON {jobs} (submitted_at, id)",  # newest-first pages
@@ -220,6 +222,12 @@ async def get_job(store: ReadModelStore, job_id: str) -> dict[str, Any] | None:
 async def job_checkpoints(store: ReadModelStore, job_id: str) -> list[dict[str, Any]]:
     """A job's checkpoint rows, oldest first."""
     return await store.fetchall("SELECT * FROM {job_checkpoints} WHERE job_id = ? ORDER BY seq", job_id)
+
+
+async def find_checkpoint(store: ReadModelStore, name: str) -> dict[str, Any] | None:
+    """The checkpoint row stored under object name `name` (`<job_id>/<attempt>-<iteration>`), or None."""
+    return await store.fetchone("SELECT * FROM {job_checkpoints} WHERE job_id = ? AND name = ?",
+                                name.split("/", 1)[0], name)
 
 
 async def jobs_on_workers(store: ReadModelStore) -> dict[str, list[str]]:

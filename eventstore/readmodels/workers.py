@@ -29,8 +29,8 @@ class WorkersProjection:
     """workers(id, status healthy|lost|left, hostname, capabilities, …)."""
 
     name = "workers"
-    version = 1
-    tables = ("workers",)
+    version = 2  # 2: worker_workloads (what each worker offers, with its parameter schemas)
+    tables = ("workers", "worker_workloads")
 
     def ddl(self, dialect: str) -> list[str]:
         """The workers table."""
@@ -39,6 +39,9 @@ class WorkersProjection:
             " hostname TEXT NOT NULL, addresses TEXT NOT NULL, cpu_cores INTEGER NOT NULL, ram_mb BIGINT NOT NULL,"
             " gpus TEXT NOT NULL, labels TEXT NOT NULL, slots INTEGER NOT NULL, version TEXT NOT NULL,"
             " registered_at TEXT NOT NULL, last_change_at TEXT NOT NULL, lost_at TEXT, updated_seq BIGINT NOT NULL)",
+            # One row per registered workload a worker offers; params_schema: its JSON schema, NULL if undeclared.
+            "CREATE TABLE IF NOT EXISTS {worker_workloads} (worker_id TEXT NOT NULL, name TEXT NOT NULL,"
+            " params_schema TEXT, PRIMARY KEY (worker_id, name))",
         ]
 
     async def apply(self, stored: StoredEvent, tx: Transaction) -> None:
@@ -59,6 +62,17 @@ async def _registered(e: ev.WorkerRegistered, seq: int, tx: Transaction) -> None
         " last_change_at = excluded.last_change_at, lost_at = NULL, updated_seq = excluded.updated_seq",
         e.worker_id, c.hostname, as_json(list(c.addresses)), c.cpu_cores, c.ram_mb, as_json(gpus),
         as_json(list(c.labels)), c.slots, c.version, at, at, seq, key=e.worker_id)
+    await _offers(e, tx)
+
+
+async def _offers(e: ev.WorkerRegistered, tx: Transaction) -> None:
+    """The workloads the worker offers now replace those it offered before."""
+    await tx.execute("DELETE FROM {worker_workloads} WHERE worker_id = ?", e.worker_id, key=e.worker_id)
+    schemas = e.capabilities.workload_params or {}
+    for name in dict.fromkeys(e.capabilities.workloads or ()):
+        schema = schemas.get(name)
+        await tx.execute("INSERT INTO {worker_workloads} (worker_id, name, params_schema) VALUES (?, ?, ?)",
+                         e.worker_id, name, as_json(schema) if schema is not None else None, key=e.worker_id)
 
 
 async def _lost(e: ev.WorkerLost, seq: int, tx: Transaction) -> None:
@@ -78,6 +92,7 @@ async def _deregistered(e: ev.WorkerDeregistered, seq: int, tx: Transaction) -> 
 
 async def _forgotten(e: ev.WorkerForgotten, seq: int, tx: Transaction) -> None:
     await tx.execute("DELETE FROM {workers} WHERE id = ?", e.worker_id, key=e.worker_id)
+    await tx.execute("DELETE FROM {worker_workloads} WHERE worker_id = ?", e.worker_id, key=e.worker_id)
 
 
 _HANDLERS: Handlers = {
@@ -111,3 +126,20 @@ async def count_workers_by_status(store: ReadModelStore) -> dict[str, int]:
     """How many workers are healthy, lost and left."""
     rows = await store.fetchall("SELECT status, COUNT(*) AS n FROM {workers} GROUP BY status")
     return {r["status"]: int(r["n"]) for r in rows}
+
+
+async def offered_workloads(store: ReadModelStore) -> list[dict[str, Any]]:
+    """Every workload registered workers offer (until they leave): name, the workers offering it (healthy
+    first), how many are healthy, and its parameter schema (a healthy worker's first; None if undeclared)."""
+    rows = await store.fetchall(
+        "SELECT o.name, o.worker_id, o.params_schema, w.status FROM {worker_workloads} o JOIN {workers} w"
+        " ON w.id = o.worker_id WHERE w.status != 'left' ORDER BY o.name, w.status = 'healthy' DESC, o.worker_id")
+    out: dict[str, dict[str, Any]] = {}
+    for row in rows:
+        entry = out.setdefault(row["name"], {"name": row["name"], "workers": [], "healthy_workers": 0,
+                                             "params_schema": None})
+        entry["workers"].append(row["worker_id"])
+        entry["healthy_workers"] += row["status"] == "healthy"
+        if entry["params_schema"] is None and row["params_schema"]:
+            entry["params_schema"] = msgspec.json.decode(row["params_schema"])
+    return list(out.values())

@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+from typing import Any
+
+import msgspec
+from litestar import Request
 from litestar.datastructures import State
 from litestar.di import NamedDependency
 from litestar.openapi import ResponseSpec
 
+from contracts.errors import InvalidCommand
 from gateway.core import Gateway
 from gateway.schemas.common import ErrorBody
 
@@ -29,3 +34,18 @@ def errors(*codes: int) -> dict[int, ResponseSpec]:
 def provide_gateway(state: State) -> Gateway:
     """The dependency every handler takes as `gw`."""
     return state.gateway
+
+
+async def require_json_bools(request: Request[Any, Any, Any], *names: str) -> None:
+    """400 unless each of these body fields, where given, is a JSON true or false.
+
+    Litestar converts a decoded body to its Struct leniently (0, 1, "true", "0" all become booleans); a
+    switch such as `strict_params` should mean only what it says.
+    """
+    try:
+        raw = msgspec.json.decode(await request.body())
+    except msgspec.DecodeError:
+        return  # the body's own decoding reports that
+    for name in names:
+        if isinstance(raw, dict) and name in raw and not isinstance(raw[name], bool):
+            raise InvalidCommand(f"{name} must be true or false, got {raw[name]!r}")

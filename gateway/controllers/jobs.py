@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Annotated
 
 import msgspec
-from litestar import Controller, Response, get, post
+from litestar import Controller, Request, Response, get, post
 from litestar.openapi import ResponseSpec
 from litestar.params import FromPath, FromQuery, JSONBody, Parameter
 
@@ -13,9 +14,9 @@ from contracts.base import MAX_SAFE_INT
 from contracts.commands import SubmitJob
 from contracts.telemetry import JobProgress
 from eventstore.readmodels.jobs import job_checkpoints, list_jobs
-from eventstore.telemetry import sample_history
+from eventstore.telemetry import last_sample, sample_history
 from gateway.auth import OPERATOR, VIEWER
-from gateway.controllers.common import GW, SERVICE, errors
+from gateway.controllers.common import GW, SERVICE, errors, require_json_bools
 from gateway.schemas.jobs import (
     JobCheckpoints,
     JobKind,
@@ -28,10 +29,28 @@ from gateway.schemas.jobs import (
     StopResult,
     SubmitJobBody,
 )
-from gateway.views import checkpoint_view, job_view, timeline_entry
+from gateway.views import checkpoint_view, job_view, row_progress, timeline_entry
 
 Limit = Annotated[int, Parameter(ge=1, le=500, description="page size")]
 Since = Annotated[int, Parameter(ge=0, le=MAX_SAFE_INT, description="only what came after this sequence")]
+
+
+PROGRESSING = ("running", "stopping")
+
+
+async def with_progress(gw: GW, items: list[JobView]) -> list[JobView]:
+    """The jobs, the running ones with their newest progress report (one direct get each, concurrently)."""
+    running = [i for i, job in enumerate(items) if job.status in PROGRESSING]
+    if not running:
+        return items
+    samples = await asyncio.gather(*(last_sample(gw.nc, gw.topology, "progress", items[i].id, JobProgress)
+                                     for i in running))
+    out = list(items)
+    for i, sample in zip(running, samples, strict=True):
+        if sample is not None:
+            total = out[i].max_iterations if out[i].kind == "train" else out[i].episodes
+            out[i] = msgspec.structs.replace(out[i], progress=row_progress(sample, total))
+    return out
 
 
 class JobsController(Controller):
@@ -43,8 +62,9 @@ class JobsController(Controller):
     @post("/", opt=OPERATOR, status_code=201, responses={
         200: ResponseSpec(JobView, description="an existing job with the same idempotency_key",
                           generate_examples=False), **errors(400, 404, *SERVICE)})
-    async def submit(self, gw: GW, data: JSONBody[SubmitJobBody]) -> Response[JobView]:
+    async def submit(self, gw: GW, request: Request, data: JSONBody[SubmitJobBody]) -> Response[JobView]:
         """Queue a training or evaluation run."""
+        await require_json_bools(request, "strict_params")
         command = SubmitJob(**msgspec.structs.asdict(data))
         view, created = await gw.submit(command)
         return Response(view, status_code=201 if created else 200)
@@ -65,12 +85,13 @@ class JobsController(Controller):
                                                 cursor=cursor, limit=limit)
             page = JobPage(items=[job_view(r) for r in rows], next_cursor=next_cursor)
             gw.pages.put(key, seq, page)
-        return page
+        # Progress is telemetry, newer than any cached page: the running rows get theirs now.
+        return msgspec.structs.replace(page, items=await with_progress(gw, page.items))
 
     @get("/{job_id:str}", opt=VIEWER, responses=errors(404))
     async def get_job(self, gw: GW, job_id: FromPath[str]) -> JobView:
-        """One job."""
-        return await gw.job(job_id)
+        """One job (a running one with its newest progress)."""
+        return (await with_progress(gw, [await gw.job(job_id)]))[0]
 
     @post("/{job_id:str}/stop", opt=OPERATOR, status_code=202, responses=errors(404, 409, *SERVICE))
     async def stop(self, gw: GW, job_id: FromPath[str]) -> StopResult:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from litestar import Controller, get, post
+from litestar import Controller, Request, get, post
 from litestar.params import FromPath, JSONBody, Parameter
 
 from contracts.base import utcnow
@@ -13,7 +13,7 @@ from contracts.errors import NotFound
 from contracts.telemetry import EpisodeReport, JobProgress
 from eventstore.telemetry import last_sample, sample_history
 from gateway.auth import OPERATOR, VIEWER
-from gateway.controllers.common import GW, SERVICE, errors
+from gateway.controllers.common import GW, SERVICE, errors, require_json_bools
 from gateway.runs import (
     aggregate_episodes,
     by_episode,
@@ -23,6 +23,7 @@ from gateway.runs import (
     run_status,
     testing_progress,
 )
+from gateway.schemas.jobs import JobView
 from gateway.schemas.runs import (
     EpisodeLog,
     TestingResults,
@@ -33,6 +34,11 @@ from gateway.schemas.runs import (
     TestingStopped,
 )
 from gateway.views import elapsed_between
+
+
+def checkpoint_label(job: JobView) -> str | None:
+    """What an evaluation evaluates, as its start named it: a chosen checkpoint's name, else the training id."""
+    return job.checkpoint_ref.name if job.checkpoint_ref is not None else job.checkpoint_of
 
 
 async def episodes_of(gw: GW, job_id: FromPath[str]) -> list[EpisodeReport]:
@@ -48,14 +54,19 @@ class TestingController(Controller):
     tags = ["testing"]
 
     @post("/start", opt=OPERATOR, status_code=202, responses=errors(400, 404, *SERVICE))
-    async def start(self, gw: GW, data: JSONBody[TestingStart]) -> TestingStarted:
-        """Queue an evaluation of the newest checkpoint of training run `checkpoint` (400 while it has none)."""
-        await gw.job(data.checkpoint, "train")
+    async def start(self, gw: GW, request: Request, data: JSONBody[TestingStart]) -> TestingStarted:
+        """Queue an evaluation of training run `checkpoint`'s newest checkpoint (400 while it has none), or of
+        the stored checkpoint so named (404 when there is none)."""
+        await require_json_bools(request, "strict_params")
+        source, _, _ = data.checkpoint.partition("/")
+        chosen = await gw.checkpoint(data.checkpoint) if "/" in data.checkpoint else None
+        await gw.job(source, "train")
         # The base name (`2048`): the worker runs `2048-eval` where it has it (contracts.workloads).
         job, _created = await gw.submit(SubmitJob(kind="eval", workload=data.workload,
                                                   params=data.params, episodes=data.episodes,
-                                                  checkpoint_of=data.checkpoint, map_id=data.map_id,
-                                                  action_combinations=data.action_combinations))
+                                                  checkpoint_of=source, checkpoint_ref=chosen, map_id=data.map_id,
+                                                  action_combinations=data.action_combinations,
+                                                  strict_params=data.strict_params))
         return TestingStarted(test_id=job.id, status="started", map_id=job.map_id, checkpoint=data.checkpoint,
                               episodes=data.episodes, started_at=job.submitted_at, task_id=job.id,
                               state=run_status(job.status), workload=job.workload)
@@ -73,9 +84,10 @@ class TestingController(Controller):
         job = await gw.job(test_id, "eval")
         progress = await last_sample(gw.nc, gw.topology, "progress", job.id, JobProgress)
         episode = await last_sample(gw.nc, gw.topology, "episode", job.id, EpisodeReport)
-        done = max(progress.iteration if progress else 0, episode.episode if episode else 0)
+        # Episodes are numbered as they began and end in any order: the count done is the progress report's.
+        done = progress.iteration if progress else (episode.episode if episode else 0)
         return TestingStatus(test_id=job.id, status=run_status(job.status), map_id=job.map_id,
-                             map_name=await gw.map_name(job.map_id), checkpoint=job.checkpoint_of,
+                             map_name=await gw.map_name(job.map_id), checkpoint=checkpoint_label(job),
                              progress=testing_progress(job, done, utcnow()),
                              latest_episode=episode_row(episode) if episode else None,
                              started_at=job.started_at or job.submitted_at, error=job.error)
@@ -87,7 +99,7 @@ class TestingController(Controller):
         reports = await episodes_of(gw, job.id)
         duration = elapsed_between(job.started_at, job.finished_at, utcnow()) if job.started_at else None
         return TestingResults(test_id=job.id, map_id=job.map_id, map_name=await gw.map_name(job.map_id),
-                              checkpoint=job.checkpoint_of, started_at=job.started_at, completed_at=job.finished_at,
+                              checkpoint=checkpoint_label(job), started_at=job.started_at, completed_at=job.finished_at,
                               duration_seconds=duration, episodes=[episode_with_events(r) for r in reports],
                               aggregate_metrics=aggregate_episodes(reports, job.result),
                               status=run_status(job.status), result=job.result)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from litestar import Controller, get, post
+from litestar import Controller, Request, get, post
 from litestar.params import FromPath, JSONBody
 
 from contracts.base import utcnow
@@ -10,7 +10,7 @@ from contracts.commands import SubmitJob
 from contracts.telemetry import JobProgress
 from eventstore.telemetry import last_sample, sample_history
 from gateway.auth import OPERATOR, VIEWER
-from gateway.controllers.common import GW, SERVICE, errors
+from gateway.controllers.common import GW, SERVICE, errors, require_json_bools
 from gateway.runs import latest_metrics, run_status, training_logs, training_progress
 from gateway.schemas.runs import (
     TrainingLogs,
@@ -29,12 +29,14 @@ class TrainingController(Controller):
     tags = ["training"]
 
     @post("/start", opt=OPERATOR, status_code=202, responses=errors(400, 404, *SERVICE))
-    async def start(self, gw: GW, data: JSONBody[TrainingStart]) -> TrainingStarted:
+    async def start(self, gw: GW, request: Request, data: JSONBody[TrainingStart]) -> TrainingStarted:
         """Queue a training run."""
+        await require_json_bools(request, "strict_params")
         job, _created = await gw.submit(SubmitJob(kind="train", workload=data.workload, params=data.params,
                                                   max_iterations=data.max_iterations, map_id=data.map_id,
                                                   action_combinations=data.action_combinations,
-                                                  idempotency_key=data.idempotency_key))
+                                                  idempotency_key=data.idempotency_key,
+                                                  strict_params=data.strict_params))
         return TrainingStarted(training_id=job.id, status="started", map_id=job.map_id,
                                max_iterations=job.max_iterations, started_at=job.submitted_at, task_id=job.id,
                                state=run_status(job.status), workload=job.workload, params=job.params,

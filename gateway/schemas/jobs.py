@@ -7,8 +7,8 @@ from typing import Annotated, Any
 
 import msgspec
 
-from contracts.base import GpuCount, Priority, Retries
-from contracts.jobspec import JobKind, JobSpec, Label
+from contracts.base import GpuCount, Priority, Retries, SmallNonNegative
+from contracts.jobspec import PARAMS_VERSION, JobKind, JobSpec, Label
 from contracts.status import JobStatus
 from gateway.schemas.common import Body, Episodes, Id, Iterations, Params, Reply, Seq, Workload
 
@@ -31,6 +31,18 @@ class SubmitJobBody(Body, JobSpec, kw_only=True, forbid_unknown_fields=True):
     max_retries: Retries = 0
     stall_after_s: Annotated[float, msgspec.Meta(gt=0, le=30 * 86400)] | None = None
     idempotency_key: Annotated[str, msgspec.Meta(min_length=1, max_length=200)] | None = None
+    params_version: SmallNonNegative = PARAMS_VERSION
+    strict_params: bool = True  # false: params the workload does not declare (or ill-typed) pass unchecked
+
+
+class RowProgress(Reply, kw_only=True):
+    """Where a running job stands: its newest progress report (so a list needs no status call per row)."""
+
+    iteration: int
+    total: int | None
+    progress_percent: float | None
+    loss: float | None
+    at: datetime
 
 
 class JobView(Reply, JobSpec, kw_only=True):
@@ -55,6 +67,7 @@ class JobView(Reply, JobSpec, kw_only=True):
     result: dict[str, Any] | None
     updated_seq: int
     trace_id: str | None = None  # the submission's trace: look it up in your OpenTelemetry backend
+    progress: RowProgress | None = None  # a running (or stopping) job's newest progress report
 
 
 class JobPage(Reply, kw_only=True):

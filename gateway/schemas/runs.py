@@ -22,6 +22,13 @@ Seconds = Annotated[float, msgspec.Meta(ge=0)]
 EpisodeRow = dict[str, Any]
 
 
+# A training id (its newest good checkpoint), or a stored checkpoint's name (`<training_id>/<attempt>-<iteration>`,
+# as GET /api/v1/jobs/{id}/checkpoints lists them).
+CheckpointChoice = Annotated[str, msgspec.Meta(max_length=200, pattern=r"^[A-Za-z0-9_-]{1,64}(/\d{1,6}-\d{1,19})?$",
+                                               description="a training id, or the name of a stored checkpoint")]
+StrictParams = Annotated[bool, msgspec.Meta(description="false: params the workload does not declare pass unchecked")]
+
+
 class TrainingStart(Body, kw_only=True):
     """Start a training run of `workload` for `max_iterations`."""
 
@@ -31,6 +38,7 @@ class TrainingStart(Body, kw_only=True):
     params: Params = {}
     workload: Workload = "2048"
     idempotency_key: Annotated[str, msgspec.Meta(min_length=1, max_length=200)] | None = None
+    strict_params: StrictParams = True
 
 
 class TrainingStarted(Reply, kw_only=True):
@@ -123,14 +131,15 @@ class TrainingLogs(Reply, kw_only=True):
 
 
 class TestingStart(Body, kw_only=True):
-    """Evaluate the newest checkpoint of training run `checkpoint` over `episodes` games."""
+    """Evaluate a checkpoint (training run `checkpoint`'s newest, or the one so named) over `episodes` games."""
 
     map_id: MapId | None = None
-    checkpoint: Id
+    checkpoint: CheckpointChoice
     episodes: Episodes
     action_combinations: ActionCombinations | None = None
     params: Params = {}
     workload: Workload = "2048"
+    strict_params: StrictParams = True
 
 
 class TestingStarted(Reply, kw_only=True):

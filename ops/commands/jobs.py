@@ -15,7 +15,8 @@ import msgspec
 from contracts.base import is_valid_id
 from contracts.codec import decode_message
 from contracts.commands import JobAccepted, JobsStopping, StopJob, SubmitJob
-from contracts.events import JobSubmitted
+from contracts.events import JobCheckpointed, JobSubmitted
+from contracts.jobspec import CheckpointRef
 from contracts.status import final_status
 from contracts.telemetry import JobProgress
 from eventstore.log import StoredEvent
@@ -97,6 +98,8 @@ def _common_options(fn):
         click.option("--on-stall", type=click.Choice(["alert", "restart"]), default="alert", show_default=True,
                      help="When stalled: only alert, or also restart from the last checkpoint a period later."),
         click.option("--json", "json_flag", is_flag=True, help="Machine-readable output."),
+        click.option("--no-strict-params", "loose", is_flag=True,
+                     help="Pass params the workload does not declare (or ill-typed) unchecked."),
     ]):
         fn = option(fn)
     return fn
@@ -118,24 +121,41 @@ async def submit_train(cli: Cli, workload: str, iterations: int | None, params: 
 
 @submit_group.command("eval")
 @click.argument("workload")
-@click.option("--checkpoint", "checkpoint_of", required=True, help="The training job whose checkpoint to use.")
+@click.option("--checkpoint", "checkpoint", required=True, metavar="JOB|NAME",
+              help="A training job (its newest good checkpoint) or a stored checkpoint's name (JOB/ATTEMPT-ITERATION,"
+                   " as GET /api/v1/jobs/JOB/checkpoints lists them).")
 @click.option("--episodes", type=click.IntRange(min=1), required=True, help="Episodes to play.")
 @_common_options
 @pass_cli
 @run_async
-async def submit_eval(cli: Cli, workload: str, checkpoint_of: str, episodes: int, params: tuple[str, ...],
+async def submit_eval(cli: Cli, workload: str, checkpoint: str, episodes: int, params: tuple[str, ...],
                       json_flag: bool, **options: Any) -> None:
-    """Evaluate the newest checkpoint of a training job (the worker runs `2048-eval` for `2048`)."""
-    command = SubmitJob(kind="eval", workload=workload, params=parse_params(params),
-                        episodes=episodes, checkpoint_of=check_job_id(checkpoint_of), **_submit_fields(options))
+    """Evaluate a training job's newest checkpoint, or the one named (the worker runs `2048-eval` for `2048`)."""
+    source, _, _ = checkpoint.partition("/")
+    chosen = None
+    if "/" in checkpoint:
+        async with cli.connection() as (_nc, log):
+            chosen = stored_checkpoint((await log.load("job", check_job_id(source)))[0], checkpoint)
+    command = SubmitJob(kind="eval", workload=workload, params=parse_params(params), episodes=episodes,
+                        checkpoint_of=check_job_id(source), checkpoint_ref=chosen, **_submit_fields(options))
     await _submit(cli, command, as_json(cli, json_flag))
+
+
+def stored_checkpoint(events: list[StoredEvent], name: str) -> CheckpointRef:
+    """The checkpoint a job's log says is stored under `name`; ValueError naming the job's others."""
+    stored = [e.event for e in events if isinstance(e.event, JobCheckpointed)]
+    for e in stored:
+        if e.name == name:
+            return CheckpointRef(name=e.name, sha256=e.sha256, size=e.size, iteration=e.iteration)
+    names = ", ".join(e.name for e in stored[-5:]) or "none"
+    raise ValueError(f"no stored checkpoint {name!r} (that job's newest: {names})")
 
 
 def _submit_fields(options: dict[str, Any]) -> dict[str, Any]:
     return {"gpus": options["gpus"], "priority": options["priority"], "labels": tuple(options["labels"]),
             "idempotency_key": options["idempotency_key"], "timeout_s": options["timeout_s"],
             "max_retries": options["retries"], "stall_after_s": options["stall_after_s"],
-            "on_stall": options["on_stall"]}
+            "on_stall": options["on_stall"], "strict_params": not options["loose"]}
 
 
 @asynccontextmanager
@@ -198,16 +218,42 @@ def submission_trace(events: list[StoredEvent]) -> str:
 
 
 def progress_line(sample: JobProgress, first: tuple[float, datetime] | None) -> str:
-    """`[####....]  40.0%  1200/3000  loss 0.31  score 812  ETA 3m12s`."""
+    """`[####....]  40.0%  1200/3000  loss 0.31  score 812  85.2 it/s  ETA 3m12s`."""
     parts = [progress_bar(sample.iteration, sample.total), f"{sample.iteration}/{sample.total or '?'}"]
     if sample.loss is not None:
         parts.append(f"loss {sample.loss:.4g}")
     if "score" in sample.metrics:
         parts.append(f"score {sample.metrics['score']:.4g}")
+    speed = iteration_rate(sample, first)
+    if speed is not None:
+        parts.append(f"{speed:.3g} it/s")
     eta = estimate_eta(sample, first)
     if eta is not None:
         parts.append(f"ETA {int(eta // 60)}m{int(eta % 60):02d}s")
     return "  ".join(parts)
+
+
+def iteration_rate(sample: JobProgress, first: tuple[float, datetime] | None) -> float | None:
+    """Iterations per second over the attempt so far; None before two samples set it apart."""
+    if first is None:
+        return None
+    elapsed = (sample.at - first[1]).total_seconds()
+    done = sample.iteration - first[0]
+    return done / elapsed if done > 0 and elapsed > 0 else None
+
+
+def outcome_lines(event: Any) -> list[str]:
+    """A final event's whole result (each entry in full, JSON) or error: nothing cut short."""
+    lines = []
+    result = getattr(event, "result", None)
+    if isinstance(result, dict) and result:
+        lines.append("result:")
+        width = max(len(str(k)) for k in result)
+        lines += [f"  {k:<{width}}  {msgspec.json.encode(v).decode()}" for k, v in result.items()]
+    error = getattr(event, "error", None)
+    if error:
+        lines += ["error:", *(f"  {line}" for line in str(error).splitlines())]
+    return lines
 
 
 def estimate_eta(sample: JobProgress, first: tuple[float, datetime] | None) -> float | None:
@@ -273,12 +319,13 @@ class ProgressPrinter:
         self.first: tuple[float, datetime] | None = None
         self.attempt = 0
         self.latest: datetime | None = None
+        self.last: JobProgress | None = None
 
     def show(self, sample: JobProgress, live: bool = True) -> None:
         """Print one sample (older than one already shown: skipped)."""
         if self.latest is not None and sample.at <= self.latest:
             return
-        self.latest = sample.at
+        self.latest, self.last = sample.at, sample
         if sample.attempt != self.attempt:
             self.attempt, self.first = sample.attempt, (sample.iteration, sample.at)
         if self.json_out:
@@ -293,8 +340,15 @@ class ProgressPrinter:
         """Say where the job stands: its final (or latest) event."""
         if self.json_out:
             emit_json(event_record(last))
-        else:
-            click.echo(("\n" if self.tty else "") + event_line(last))
+            return
+        click.echo(("\n" if self.tty else "") + event_line(last))
+        if self.last is not None and (speed := iteration_rate(self.last, self.first)) is not None:
+            first = self.first or (0, self.last.at)
+            seconds = (self.last.at - first[1]).total_seconds()
+            click.echo(f"attempt {self.attempt}: {self.last.iteration - first[0]:g} iterations in {seconds:.1f} s"
+                       f" ({speed:.3g} it/s)")
+        for line in outcome_lines(last.event):
+            click.echo(line)
 
 
 @click.command("stop")

@@ -22,6 +22,7 @@ from contracts.base import Event
 from contracts.commands import DeregisterWorker, RegisterWorker
 from contracts.errors import InvalidCommand, NotFound
 from contracts.events import MAX_SLOTS
+from contracts.params import MAX_SCHEMA_BYTES, schema_size
 
 Status = Literal["healthy", "lost", "left"]
 
@@ -75,6 +76,9 @@ def validate_capabilities(capabilities: ev.WorkerCapabilities) -> None:
         raise InvalidCommand(f"capabilities.gpus: GPU indices must be distinct, got {indices}")
     if capabilities.slots > MAX_SLOTS:
         raise InvalidCommand(f"capabilities.slots: at most {MAX_SLOTS}, got {capabilities.slots}")
+    for name, schema in (capabilities.workload_params or {}).items():
+        if schema_size(schema) > MAX_SCHEMA_BYTES:
+            raise InvalidCommand(f"capabilities.workload_params[{name!r}]: over {MAX_SCHEMA_BYTES} bytes")
 
 
 def decide_heartbeat(state: Registry, worker_id: str, now: datetime) -> list[Event]:

@@ -8,6 +8,7 @@ they are on the log. `decide` and `place` never mutate it.
 
 from __future__ import annotations
 
+import hashlib
 from bisect import bisect_left, insort
 from datetime import datetime, timedelta
 from typing import Any
@@ -74,6 +75,7 @@ class WorkerView(msgspec.Struct, kw_only=True):
     labels: tuple[str, ...] = ()
     workloads: tuple[str, ...] | None = None  # registered names it runs; None: it did not say
     target_modules: tuple[str, ...] | None = None  # packages it runs module:function targets from; None: any
+    workload_params: dict[str, str] | None = None  # name -> the digest of its params' schema (in param_schemas)
 
 
 class JobBoard(msgspec.Struct, kw_only=True):
@@ -87,6 +89,9 @@ class JobBoard(msgspec.Struct, kw_only=True):
     idempotency: dict[str, str] = {}
     next_order: int = 0
     last_worker: str = ""  # the worker that got the last assignment (round robin)
+    # Declared parameter schemas by the SHA-256 of their canonical JSON: a fleet offers a few distinct ones,
+    # so a submission is checked once per distinct schema, not once per worker.
+    param_schemas: dict[str, dict[str, Any]] = {}
 
 
 def initial_state() -> JobBoard:
@@ -226,7 +231,20 @@ def _worker_registered(state: JobBoard, e: ev.WorkerRegistered) -> None:
     c = e.capabilities
     state.workers[e.worker_id] = WorkerView(health="healthy", draining=e.draining, slots=c.slots,
                                             gpus=tuple(g.index for g in c.gpus), labels=c.labels,
-                                            workloads=c.workloads, target_modules=c.target_modules)
+                                            workloads=c.workloads, target_modules=c.target_modules,
+                                            workload_params=_schema_digests(state, c.workload_params))
+
+
+def _schema_digests(state: JobBoard, schemas: dict[str, dict[str, Any]] | None) -> dict[str, str] | None:
+    """Each workload's schema kept once in `state.param_schemas`, by digest."""
+    if schemas is None:
+        return None
+    out = {}
+    for name, schema in schemas.items():
+        digest = hashlib.sha256(msgspec.json.encode(schema, order="sorted")).hexdigest()
+        out[name] = digest
+        state.param_schemas.setdefault(digest, schema)
+    return out
 
 
 def _worker_health(health: str):

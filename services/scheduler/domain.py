@@ -24,7 +24,7 @@ from contracts.commands import (
     StopJob,
     SubmitJob,
 )
-from contracts.dispatch import Assignment, DispatchMessage, StopAttempt
+from contracts.dispatch import Assignment, CheckpointRef, DispatchMessage, StopAttempt
 from contracts.errors import Conflict, InvalidCommand, NotFound, UnknownWorkload
 from contracts.jobspec import spec_fields
 from contracts.workloads import EVAL_SUFFIX, is_target, offers, refused_target
@@ -38,6 +38,7 @@ from services.scheduler.board import (
     initial_state,
     new_job,
 )
+from services.scheduler.params import check_params
 from services.scheduler.placement import Placement, place
 
 __all__ = ["JobBoard", "RetryPolicy", "StaleAttempt", "apply_in_place", "confirmation", "decide", "initial_state",
@@ -94,6 +95,10 @@ def _submit(cmd: SubmitJob, state: JobBoard, now: datetime, job_id: str, tracepa
     if cmd.checkpoint_of:
         _check_source(state, cmd.checkpoint_of)
     check_workload(state, cmd.workload, cmd.kind)
+    if cmd.strict_params:
+        check_params(state, cmd.workload, cmd.kind, cmd.params)
+    if cmd.checkpoint_ref is not None:
+        _check_chosen(state, cmd.checkpoint_of or "", cmd.checkpoint_ref)
     submitted = ev.JobSubmitted.from_spec(job_id, cmd.spec, idempotency_key=cmd.idempotency_key, submitted_at=now,
                                           traceparent=traceparent)
     job = new_job(submitted, state.next_order)
@@ -108,6 +113,16 @@ def _check_source(state: JobBoard, source_id: str) -> None:
     if not source.checkpoints:
         status = source.status
         raise InvalidCommand(f"checkpoint_of {source_id}: that job ({status}) has no checkpoint yet")
+
+
+def _check_chosen(state: JobBoard, source_id: str, ref: CheckpointRef) -> None:
+    """A chosen checkpoint is one of the source job's (by its name); where the board still keeps it, the same."""
+    if not ref.name.startswith(source_id + "/"):
+        raise InvalidCommand(f"checkpoint {ref.name!r} is not one of job {source_id}'s checkpoints")
+    source = state.jobs.get(source_id) or state.finished.get(source_id)
+    kept = {c.name: c for c in source.checkpoints} if source is not None else {}
+    if ref.name in kept and kept[ref.name].sha256 != ref.sha256:
+        raise InvalidCommand(f"checkpoint {ref.name!r}: its digest is not the stored checkpoint's")
 
 
 def check_workload(state: JobBoard, workload: str, kind: str) -> None:
@@ -348,7 +363,9 @@ def dispatch_for(state: JobBoard, event: Event) -> DispatchMessage | None:
 def assignment_for(state: JobBoard, job: Job) -> Assignment:
     """The message that hands a job's current attempt to its worker, with the checkpoints to resume from."""
     checkpoints = list(job.checkpoints)
-    if of := job.spec.checkpoint_of:
+    if job.spec.checkpoint_ref is not None:  # an evaluation of one chosen checkpoint: that one only
+        checkpoints.append(job.spec.checkpoint_ref)
+    elif of := job.spec.checkpoint_of:
         source: Job | Finished | None = state.jobs.get(of) or state.finished.get(of)
         if source is not None:
             checkpoints.extend(source.checkpoints)

@@ -25,13 +25,14 @@ from eventstore.micro import call
 from eventstore.observability import consumer_span, get_logger
 from services.trainer.blobstore import CheckpointStore
 from services.trainer.consumer import DispatchConsumer
+from services.trainer.describe import describe_workloads
 from services.trainer.outbox import AttemptLog, deliver
 from services.trainer.outcome import SHUTDOWN
 from services.trainer.pool import WarmPool
 from services.trainer.runner import Deps, JobRunner
 from services.trainer.settings import TrainerSettings
 from services.trainer.telemetry import TelemetryPublisher
-from services.trainer.workloads_registry import Registry
+from services.trainer.workloads_registry import Registry, registered
 
 log = get_logger(component="agent")
 SEEN_LIMIT = 100_000
@@ -72,10 +73,14 @@ class Agent:
             stop_consuming = asyncio.Event()
             background = [asyncio.create_task(consumer.run(stop_consuming)),
                           asyncio.create_task(self._heartbeats(stop))]
+            describing = asyncio.create_task(self.describe(stop)) if self.settings.describe_workloads else None
             self.log.info("worker ready", slots=self.capabilities.slots, labels=list(self.capabilities.labels))
             self.on_ready()
             await stop.wait()
             stop_consuming.set()
+            if describing is not None:
+                describing.cancel()
+                await asyncio.gather(describing, return_exceptions=True)
             # Take nothing more: what is still on its way stays unacknowledged for the next run (or is
             # requeued by the scheduler when this worker deregisters).
             background[0].cancel()
@@ -107,6 +112,18 @@ class Agent:
                 await asyncio.wait_for(stop.wait(), delay)
             delay = min(delay * 2, 5.0)
         return False
+
+    async def describe(self, stop: asyncio.Event) -> None:
+        """Offer the parameter schemas of this worker's registered workloads (registering again with them)."""
+        targets = registered()
+        schemas = await asyncio.to_thread(describe_workloads, {n: targets[n] for n in self.capabilities.workloads or ()
+                                                               if n in targets})
+        if not schemas or stop.is_set() or self.leaving.is_set():
+            return
+        self.capabilities = msgspec.structs.replace(self.capabilities, workload_params=schemas)
+        command = RegisterWorker(worker_id=self.worker_id, capabilities=self.capabilities, draining=False)
+        await self._tell_discovery(command, "workload description")
+        self.log.info("workloads described", workloads=sorted(schemas))
 
     async def announce_draining(self) -> None:
         """Tell discovery this worker takes no new jobs, before its running ones are stopped.

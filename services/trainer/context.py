@@ -134,6 +134,7 @@ class ChildContext:
     def __init__(self, start: wire.Start, channel: Channel) -> None:
         self.job_id, self.attempt, self.kind = start.job_id, start.attempt, start.kind
         self.workload, self.params = start.workload, dict(start.params)
+        self.params_version = start.params_version
         self.max_iterations, self.episodes = start.max_iterations, start.episodes
         self.device = "cuda" if start.gpu_indices else "cpu"
         self.asset_path = Path(start.asset_path) if start.asset_path else None

@@ -4,16 +4,60 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Protocol, TypeVar
+from typing import Any, Protocol, TypeVar, overload
+
+import msgspec
 
 WORKLOAD_MARK = "__stoker_workload__"
+PARAMS_MARK = "__stoker_params__"  # the msgspec Struct a workload declares its parameters with
 F = TypeVar("F", bound=Callable[..., Any])
+P = TypeVar("P", bound=msgspec.Struct)
 
 
-def workload(fn: F) -> F:
-    """Mark a function as a stoker workload, so that a job may name it as `module:function`."""
-    setattr(fn, WORKLOAD_MARK, True)
-    return fn
+@overload
+def workload(fn: F, /) -> F: ...
+@overload
+def workload(*, params: type[msgspec.Struct] | None = None) -> Callable[[F], F]: ...
+
+
+def workload(fn: F | None = None, /, *, params: type[msgspec.Struct] | None = None) -> F | Callable[[F], F]:
+    """Mark a function as a stoker workload, so that a job may name it as `module:function`.
+
+    `@workload(params=MyParams)` also declares its parameters: a msgspec Struct whose fields have defaults
+    and one-line descriptions (`Annotated[float, msgspec.Meta(gt=0, description="…")] = 0.001`). Its worker
+    offers the JSON schema of it, `GET /api/v1/workloads` lists it, and a submission whose params it does not
+    declare (or whose types do not fit) is refused unless the submission says `strict_params: false`.
+    Read them in the workload with `params_of(ctx, MyParams)`.
+    """
+    def mark(target: F) -> F:
+        if params is not None and not (isinstance(params, type) and issubclass(params, msgspec.Struct)):
+            raise TypeError(f"@workload(params=...) takes a msgspec.Struct class, got {params!r}")
+        setattr(target, WORKLOAD_MARK, True)
+        if params is not None:
+            setattr(target, PARAMS_MARK, params)
+        return target
+    return mark(fn) if fn is not None else mark
+
+
+def params_schema(target: Callable[..., Any]) -> dict[str, Any] | None:
+    """The JSON schema of the parameters a workload function declares, or None when it declares none."""
+    declared = getattr(target, PARAMS_MARK, None)
+    return msgspec.json.schema(declared) if declared is not None else None
+
+
+def params_of(ctx: JobContext, cls: type[P], renamed: dict[str, str] | None = None) -> P:
+    """The job's params as the workload's declared Struct: defaults filled in, numbers given as text accepted
+    (params submitted with `strict_params: false` are not checked: undeclared keys are dropped here).
+
+    `renamed` maps an old parameter name to its new one, for params of jobs submitted before the rename.
+    """
+    raw = dict(ctx.params or {})
+    for old, new in (renamed or {}).items():
+        if old in raw:
+            value = raw.pop(old)
+            raw.setdefault(new, value)
+    declared = set(cls.__struct_fields__)
+    return msgspec.convert({k: v for k, v in raw.items() if k in declared}, cls, strict=False)
 
 
 class CheckpointError(RuntimeError):
@@ -36,6 +80,7 @@ class JobContext(Protocol):
     kind: str  # "train" or "eval"
     workload: str
     params: dict[str, Any]
+    params_version: int  # 0: a job submitted before workloads declared their parameters (their old names)
     max_iterations: int | None  # training runs
     episodes: int | None  # evaluation runs
     device: str  # "cpu" or "cuda" (CUDA_VISIBLE_DEVICES already narrowed to the job's GPUs)

@@ -34,3 +34,6 @@ class TrainerSettings(msgspec.Struct, frozen=True, kw_only=True):
     # them waits with backoff and raises an alert after gpu_alert_after_s, instead of working on the CPU.
     expected_gpus_file: str = ""
     gpu_alert_after_s: Annotated[float, msgspec.Meta(ge=0)] = 60.0
+    # Offer the parameter schemas the registered workloads declare (read once at start in a throwaway
+    # interpreter, which imports each workload's module: torch for 2048). Off: submissions go unchecked.
+    describe_workloads: bool = True

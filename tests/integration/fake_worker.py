@@ -64,11 +64,13 @@ class FakeWorker:
 
     def __init__(self, url: str, topology: Topology, worker_id: str, *, slots: int = 1, gpus: int = 0,
                  labels: tuple[str, ...] = ("training", "evaluation"), heartbeat_s: float = 0.2,
-                 auto_complete: bool = False, workloads: tuple[str, ...] | None = None) -> None:
+                 auto_complete: bool = False, workloads: tuple[str, ...] | None = None,
+                 workload_params: dict[str, dict] | None = None) -> None:
         self.url, self.topology, self.worker_id = url, topology, worker_id
         self.capabilities = WorkerCapabilities(
             hostname=f"fake-{worker_id}", cpu_cores=2, ram_mb=1024, slots=slots, labels=labels,
-            gpus=tuple(Gpu(index=i, name="fake", memory_mb=1024) for i in range(gpus)), workloads=workloads)
+            gpus=tuple(Gpu(index=i, name="fake", memory_mb=1024) for i in range(gpus)), workloads=workloads,
+            workload_params=workload_params)
         self.heartbeat_s, self.auto_complete = heartbeat_s, auto_complete
         self.nc: Client | None = None
         self.messages: asyncio.Queue[DispatchMessage] = asyncio.Queue()

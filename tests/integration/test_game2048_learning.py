@@ -12,7 +12,7 @@ from services.trainer.workloads.game2048.agent import AfterstateAgent, AgentConf
 from services.trainer.workloads.game2048.evaluate import play
 from tests.workload_context import RecordingContext
 
-TINY = {"batch_size": 8, "minibatch": "16", "hidden": 16, "warmup": 32, "checkpoint_every": 10, "seed": 4}
+TINY = {"boards": 8, "batch_size": "16", "hidden": 16, "warmup": 32, "checkpoint_every": 10, "seed": 4}
 
 
 def test_training_reports_every_iteration_and_checkpoints_on_schedule() -> None:

@@ -33,7 +33,7 @@ ROUTES = [
     ("GET", "/api/v1/maps/{map}", "viewer"), ("GET", "/api/v1/maps/{map}/file", "viewer"),
     ("DELETE", "/api/v1/maps/{map}", "operator"),
     ("GET", "/api/v1/hosts", "viewer"), ("GET", "/api/v1/alerts", "viewer"),
-    ("GET", "/api/v1/network/qr", "viewer"),
+    ("GET", "/api/v1/network/qr", "viewer"), ("GET", "/api/v1/workloads", "viewer"),
 ]
 BODIES = {"/api/v1/jobs": {"workload": "noop"}, "/api/v1/training/start": {"max_iterations": 3},
           "/api/v1/testing/start": {"checkpoint": "{job}", "episodes": 1},

@@ -73,7 +73,7 @@ async def test_a_frontend_with_its_token_in_the_url_hears_a_real_2048_run(stack,
             assert json.loads(await conn.recv())["type"] == "welcome"  # and the frontend sends nothing
             async with stack.client("operator") as client:
                 started = await client.post("/api/v1/training/start", json={
-                    "max_iterations": 40, "params": {"batch_size": 8, "checkpoint_every": 20}})
+                    "max_iterations": 40, "params": {"boards": 8, "checkpoint_every": 20}})
                 assert started.status_code == 202, started.text
             training_id = started.json()["training_id"]
             messages = await run_messages(conn, "training_completed", timeout=240)

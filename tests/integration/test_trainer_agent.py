@@ -72,7 +72,9 @@ async def registered(peer: FakeScheduler | Plane, worker_id: str) -> None:
 async def running_agent(server: NatsServer, topology: Topology, peer: FakeScheduler | Plane, state: Path,
                         worker_id: str = "w1", **settings) -> AsyncIterator[Agent]:
     """An agent on its own connection, registered with `peer`; stopped (gracefully) afterwards."""
-    options = {"worker_id": worker_id, "detect_gpus": False, "heartbeat_s": 0.5, "stop_grace_s": 5.0} | settings
+    # describe_workloads off: describing imports every workload module (torch) in a child, seconds per agent.
+    options = {"worker_id": worker_id, "detect_gpus": False, "heartbeat_s": 0.5, "stop_grace_s": 5.0,
+               "describe_workloads": False} | settings
     trainer_settings = TrainerSettings(**options)
     agent_nc = await connect(server.url, f"agent-{worker_id}")
     agent = Agent(agent_nc, topology, trainer_settings, worker_id, detect(trainer_settings, gpus=[]), state)
@@ -409,7 +411,7 @@ async def test_2048_trains_checkpoints_and_is_evaluated(nats_server, nc, topolog
     # Cold job processes: warming a torch zygote would only compete with the jobs for this host's cores.
     async with running_agent(nats_server, topology, plane, tmp_path / "state", warm=False):
         train = await submit(nc, topology, "2048", max_iterations=20,
-                             params={"batch_size": 16, "checkpoint_every": 10, "warmup": 64, "minibatch": 32})
+                             params={"boards": 16, "checkpoint_every": 10, "warmup": 64, "batch_size": 32})
         finished = await ended(event_log, train, timeout=120)
         assert isinstance(finished, ev.JobCompleted), getattr(finished, "traceback", finished)
         assert [c.iteration for c in await events_of(event_log, train, ev.JobCheckpointed)] == [10, 20]

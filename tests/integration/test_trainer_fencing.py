@@ -52,7 +52,8 @@ async def plane(nats_server, topology, event_log) -> AsyncIterator[Plane]:
 @asynccontextmanager
 async def real_agent(plane: Plane, state: Path, worker_id: str) -> AsyncIterator[Agent]:
     """A worker agent on its own connection, registered with the real discovery; stopped gracefully after."""
-    settings = TrainerSettings(worker_id=worker_id, detect_gpus=False, heartbeat_s=0.3, stop_grace_s=5.0)
+    settings = TrainerSettings(worker_id=worker_id, detect_gpus=False, heartbeat_s=0.3, stop_grace_s=5.0,
+                               describe_workloads=False)
     agent_nc = await connect(plane.url, f"agent-{worker_id}")
     agent = Agent(agent_nc, plane.topology, settings, worker_id, detect(settings, gpus=[]), state)
     stop = asyncio.Event()

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import itertools
+import time
+
 import pytest
 import torch
 
@@ -56,6 +59,26 @@ def test_play_yields_exactly_the_games_asked_for_with_consistent_logs() -> None:
         assert log[-1]["score"] == game["score"] == sum(m["reward"] for m in log)
         assert {m["action"] for m in log} <= {"left", "right", "up", "down"}
         assert game["max_tile"] >= 4 and game["duration_s"] >= 0
+
+
+def test_play_numbers_games_in_the_order_they_began_not_as_they_ended() -> None:
+    g = torch.Generator().manual_seed(0)
+    ended, began = [], {}
+    for game in play(lambda o: random_actions(o.valid, g), 8, parallel=3, seed=5):
+        now = time.perf_counter()
+        ended.append(game["episode"])
+        began[game["episode"]] = now - game["duration_s"]
+    assert sorted(ended) == list(range(1, 9))  # every number once
+    starts = [began[n] for n in range(1, 9)]
+    assert all(a <= b + 1e-3 for a, b in itertools.pairwise(starts))  # numbered as begun
+
+
+def test_a_game_past_episode_time_ends_as_it_stands() -> None:
+    g = torch.Generator().manual_seed(0)
+    games = list(play(lambda o: random_actions(o.valid, g), 3, parallel=3, episode_time=1e-9, keep_log=False))
+    assert [gm["timed_out"] for gm in games] == [1.0, 1.0, 1.0]
+    assert all(gm["moves"] <= 1 and gm["log"] == [] for gm in games)
+    assert aggregate([{**gm} for gm in games])["timed_out"] == 1.0
 
 
 def test_play_stops_when_asked() -> None:

@@ -19,7 +19,7 @@ from contracts import events as ev
 from contracts.codec import decode_event, decode_message, encode
 from contracts.commands import SchedulerCommand, SubmitJob
 from contracts.dispatch import Assignment, DispatchMessage
-from contracts.jobspec import SPEC_FIELDS, JobSpec, spec_fields
+from contracts.jobspec import SPEC_FIELDS, CheckpointRef, JobSpec, spec_fields
 from eventstore.readmodels.jobs import fold_job
 from eventstore.records import StoredEvent
 from gateway.schemas.jobs import JobView, SubmitJobBody
@@ -35,7 +35,9 @@ SAMPLE = JobSpec(kind="eval", workload="sample", params={"lr": 0.5, "layers": [2
                  checkpoint_of="source", priority=4, gpus=1, labels=("gpu", "fast"), timeout_s=90.0, max_retries=2,
                  map_id=3, map_sha256="ab" * 32,
                  map_filename="level.wad", action_combinations="left+fire", stall_after_s=120.0,
-                 on_stall="restart")
+                 on_stall="restart",
+                 checkpoint_ref=CheckpointRef(name="source/1-5", sha256="cd" * 32, size=9, iteration=5),
+                 params_version=3)
 SUBMISSION_ONLY = {"job_id", "idempotency_key", "submitted_at", "traceparent"}  # JobSubmitted's own fields
 CARRIERS = (SubmitJob, SubmitJobBody, Assignment, wire.Start, JobView)
 INPUTS = (SubmitJob, SubmitJobBody)  # what users send: policy bounds, within the spec's
@@ -107,8 +109,9 @@ def test_every_carrier_is_a_job_spec_with_compatible_fields(carrier: type) -> No
 
 
 @pytest.mark.parametrize("command", INPUTS, ids=lambda c: c.__name__)
-def test_a_submission_adds_only_its_idempotency_key(command: type) -> None:
-    assert set(command.__struct_fields__) == {*SPEC_FIELDS, "idempotency_key"}
+def test_a_submission_adds_only_its_idempotency_key_and_strict_params(command: type) -> None:
+    # strict_params says how to check the params when the job is submitted; it is no part of the job.
+    assert set(command.__struct_fields__) == {*SPEC_FIELDS, "idempotency_key", "strict_params"}
 
 
 def test_within_tells_narrow_from_wide() -> None:
@@ -148,7 +151,7 @@ async def test_a_spec_reaches_the_event_board_assignment_frame_read_model_and_vi
     assignment = domain.dispatch_for(state, events[1])
     assert isinstance(assignment, Assignment)
     delivered = decode_message(DispatchMessage, encode(assignment))
-    assert delivered.spec == SAMPLE and [c.name for c in delivered.checkpoints] == ["c5"]
+    assert delivered.spec == SAMPLE and [c.name for c in delivered.checkpoints] == ["source/1-5"]  # the chosen one
 
     frame = wire.Start(**spec_fields(delivered), job_id="j", attempt=1, worker_id="w1", target="m:f",
                        spool_dir="/tmp/x")

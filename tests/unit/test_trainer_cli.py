@@ -116,3 +116,38 @@ def test_usage_errors_are_one_line_and_exit_1(args, tmp_path):
     result = CliRunner().invoke(main, ["--data-dir", str(tmp_path), "--nats", "nats://127.0.0.1:1", *args])
     assert result.exit_code == 1
     assert result.output.startswith("stoker: ") and result.output.count("\n") == 1
+
+
+def test_the_rate_and_the_whole_result_of_a_finished_job() -> None:
+    from contracts import events as ev
+    from ops.commands.jobs import iteration_rate, outcome_lines
+
+    first = (0, sample(0, 0).at)
+    assert iteration_rate(sample(50, 10), first) == pytest.approx(5.0)
+    assert iteration_rate(sample(0, 0), first) is None and iteration_rate(sample(5, 1), None) is None
+    assert "5 it/s" in progress_line(sample(50, 10), first)
+    long_value = {"scores": list(range(200))}
+    done = ev.JobCompleted(job_id="j", attempt=1, result={"score": 812.5, "detail": long_value},
+                           completed_at=sample(0, 0).at)
+    lines = outcome_lines(done)
+    assert lines[0] == "result:" and "…" not in "".join(lines)
+    assert any(line.split() == ["score", "812.5"] for line in lines)
+    assert any(msgspec.json.encode(long_value).decode() in line for line in lines)  # in full
+
+
+def test_a_named_checkpoint_is_found_in_the_jobs_log() -> None:
+    from contracts import events as ev
+    from eventstore.log import StoredEvent
+    from ops.commands.jobs import stored_checkpoint
+
+    def stored(seq: int, iteration: int) -> StoredEvent:
+        event = ev.JobCheckpointed(job_id="j", attempt=1, iteration=iteration, name=f"j/1-{iteration}",
+                                   sha256="a" * 64, size=3, checkpointed_at=sample(0, 0).at)
+        return StoredEvent(seq=seq, subject="x.job.j", aggregate="job", aggregate_id="j", event=event,
+                           event_id=str(seq), schema=1, time=None, headers={})
+
+    events = [stored(1, 10), stored(2, 20)]
+    ref = stored_checkpoint(events, "j/1-10")
+    assert (ref.name, ref.iteration, ref.sha256, ref.size) == ("j/1-10", 10, "a" * 64, 3)
+    with pytest.raises(ValueError, match=r"no stored checkpoint 'j/1-30'.*j/1-10, j/1-20"):
+        stored_checkpoint(events, "j/1-30")

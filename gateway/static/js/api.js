@@ -22,11 +22,12 @@ export async function api(path, {method = 'GET', body, signal, accept = [], toke
   const headers = {Accept: 'application/json'};
   const secret = token ?? currentToken();
   if (secret) headers.Authorization = `Bearer ${secret}`;
-  if (body !== undefined) headers['Content-Type'] = 'application/json';
+  const form = body instanceof FormData; // a file upload: the browser writes the multipart header itself
+  if (body !== undefined && !form) headers['Content-Type'] = 'application/json';
   let response;
   try {
     response = await fetch(`/api/v1${path}`, {
-      method, headers, signal, cache: 'no-store', body: body === undefined ? undefined : JSON.stringify(body),
+      method, headers, signal, cache: 'no-store', body: body === undefined || form ? body : JSON.stringify(body),
     });
   } catch (error) {
     if (error.name === 'AbortError') throw error;

@@ -13,6 +13,7 @@ import {renderLogin} from './views/login.js';
 import * as phoneView from './views/phone.js';
 import * as submitView from './views/submit.js';
 import * as workersView from './views/workers.js';
+import * as workloadsView from './views/workloads.js';
 
 const ROUTES = [
   [/^\/jobs$/, jobsView],
@@ -22,6 +23,7 @@ const ROUTES = [
   [/^\/alerts$/, alertsView],
   [/^\/new$/, submitView],
   [/^\/phone$/, phoneView],
+  [/^\/workloads$/, workloadsView],
 ];
 
 const main = document.getElementById('main');

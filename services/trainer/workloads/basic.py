@@ -8,14 +8,37 @@ from __future__ import annotations
 
 import math
 import time
-from typing import Any
+from typing import Annotated, Any
+
+import msgspec
 
 from services.trainer.sdk import JobContext, workload
 
 SLICE_S = 0.05  # longest single sleep, so a stop request is noticed within this
+Every = Annotated[int, msgspec.Meta(ge=0, description="iterations between checkpoints (0: none but the last)")]
 
 
-@workload
+class NoopParams(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """Counting through max_iterations."""
+
+    checkpoint_every: Every = 0
+
+
+class SleepParams(NoopParams, kw_only=True, forbid_unknown_fields=True):
+    """Sleeping in steps."""
+
+    seconds: Annotated[float, msgspec.Meta(ge=0, description="how long to sleep (without max_iterations)")] = 1.0
+    step_s: Annotated[float, msgspec.Meta(gt=0, description="seconds per step: per iteration (0.1 if not given),"
+                                           " else per slice of `seconds` (0.05)")] | None = None
+
+
+class FailParams(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """Failing on purpose."""
+
+    message: Annotated[str, msgspec.Meta(max_length=4096, description="the error raised")] = "failing on purpose"
+
+
+@workload(params=NoopParams)
 def noop(ctx: JobContext) -> dict[str, Any]:
     """Do nothing: one report and done, or count through `max_iterations` with checkpoints."""
     if ctx.max_iterations is None:
@@ -24,7 +47,7 @@ def noop(ctx: JobContext) -> dict[str, Any]:
     return _count(ctx, "noop", ctx.max_iterations, 0.0)
 
 
-@workload
+@workload(params=SleepParams)
 def sleep(ctx: JobContext) -> dict[str, Any]:
     """Sleep `seconds` in small steps, or `max_iterations` steps of `step_s` seconds, checkpointing."""
     params = ctx.params or {}
@@ -35,7 +58,7 @@ def sleep(ctx: JobContext) -> dict[str, Any]:
     return _count(ctx, "sleep", steps, seconds / steps)
 
 
-@workload
+@workload(params=FailParams)
 def fail(ctx: JobContext) -> dict[str, Any]:
     """Raise at once; for testing failures and retries."""
     raise RuntimeError((ctx.params or {}).get("message", "failing on purpose"))

@@ -16,7 +16,6 @@ const FILTERS = [
 ];
 const KINDS = [['', 'All kinds'], ['train', 'Training'], ['eval', 'Evaluation']];
 const PAGE = 50;
-const STATUS_LOOKUPS = 20; // running jobs whose current progress is asked for when the page opens
 
 const link = (status, kind) => `#/jobs?status=${status}${kind ? `&kind=${kind}` : ''}`;
 
@@ -26,7 +25,6 @@ export function mount(root, {params, ctx}) {
   const jobs = new Map();
   const progress = new Map(); // job id → latest progress sample
   const rows = new Map(); // job id → <tr>
-  const asked = new Set();
   let cursor = null;
   let loaded = false;
 
@@ -103,28 +101,22 @@ export function mount(root, {params, ctx}) {
       loaded = true;
       more.hidden = !cursor;
       redraw();
-      lookUpProgress();
+      lookUpProgress(page.items);
     } catch (error) {
       if (error.status === 401) return;
       status.replaceChildren(failure(error, () => load(reset)));
     }
   }
 
-  // The list endpoint has no progress figures; ask for the current one of each running job, once.
-  async function lookUpProgress() {
-    const wanted = [...jobs.values()].filter((j) => isActive(j) && !progress.has(j.id) && !asked.has(j.id));
-    for (const job of wanted.slice(0, STATUS_LOOKUPS)) {
-      asked.add(job.id);
-      const path = job.kind === 'eval' ? `/testing/${job.id}/status` : `/training/${job.id}/status`;
-      api(path).then((reply) => {
-        const p = reply.progress;
-        const done = p.current_iteration ?? p.current_episode ?? 0;
-        const total = p.max_iterations ?? p.total_episodes ?? null;
-        if (!progress.has(job.id) && done) progress.set(job.id, {seq: 0, iteration: done, total});
-        dirty.add(job.id);
-        flush();
-      }).catch(() => {});
+  // A running job's row carries its newest progress report (GET /api/v1/jobs): no status call per row.
+  function lookUpProgress(items) {
+    for (const job of items) {
+      const p = job.progress;
+      if (!p || progress.has(job.id)) continue;
+      progress.set(job.id, {seq: 0, iteration: p.iteration, total: p.total});
+      dirty.add(job.id);
     }
+    flush();
   }
 
   function onMessage({detail: message}) {

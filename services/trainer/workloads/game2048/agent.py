@@ -8,7 +8,7 @@ acting with invalid moves masked, a replay buffer, a periodically synced target 
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import torch
@@ -36,16 +36,6 @@ class AgentConfig:
     eps_end: float = 0.01
     eps_decay: int = 2000
     seed: int = 0
-
-    @classmethod
-    def from_params(cls, params: dict[str, Any]) -> AgentConfig:
-        """Build from job params (strings or numbers); unknown keys are ignored."""
-        kwargs = {}
-        for f in fields(cls):
-            if f.name in params:
-                default = getattr(cls, f.name)
-                kwargs[f.name] = type(default)(float(params[f.name]))
-        return cls(**kwargs)
 
 
 def encode(boards: torch.Tensor) -> torch.Tensor:

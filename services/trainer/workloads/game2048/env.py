@@ -162,6 +162,12 @@ class Batch2048Env:
         episodes = self._restart(done) if bool(done.any()) else []
         return Step(self.boards, reward, done, after, episodes)
 
+    def end(self, boards: list[int]) -> list[dict[str, Any]]:
+        """End these boards' games as they stand (their stats, as a finished game's) and start new ones."""
+        done = torch.zeros(self.batch_size, dtype=torch.bool, device=self.device)
+        done[boards] = True
+        return self._restart(done) if boards else []
+
     def _restart(self, done: torch.Tensor) -> list[dict[str, Any]]:
         """Record the finished games' stats and replace them with new games."""
         idx = done.nonzero().squeeze(1)

@@ -4,29 +4,40 @@ from __future__ import annotations
 
 import math
 from collections import deque
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from typing import Any
 
-from services.trainer.sdk import JobContext, workload
+from services.trainer.sdk import JobContext, params_of, workload
 from services.trainer.workloads.game2048.agent import AfterstateAgent, AgentConfig
 from services.trainer.workloads.game2048.env import Batch2048Env
+from services.trainer.workloads.game2048.params import LEGACY_NAMES, TrainParams
 
 RECENT = 100  # episodes averaged into the reported score
 
 
 @dataclass
 class RunConfig:
-    """Loop settings read from job params; the agent's own hyperparameters are in `AgentConfig`."""
+    """Loop settings as checkpoints store them (`batch_size` here is the parallel boards: the `boards` param)."""
 
     batch_size: int = 128  # parallel boards, each stepped once per iteration
     checkpoint_every: int = 500
     report_every: int = 1  # the SDK rate-limits anyway; raise it only to save the call itself
     seed: int = 0
 
-    @classmethod
-    def from_params(cls, params: dict[str, Any]) -> RunConfig:
-        """Build from job params (strings or numbers); unknown keys are ignored."""
-        return cls(**{f.name: int(float(params[f.name])) for f in fields(cls) if f.name in params})
+
+def job_params(ctx: JobContext) -> TrainParams:
+    """The job's declared params; a job submitted before the rename reads its old names (params.LEGACY_NAMES)."""
+    return params_of(ctx, TrainParams, renamed=LEGACY_NAMES if ctx.params_version == 0 else None)
+
+
+def configs(p: TrainParams) -> tuple[AgentConfig, RunConfig]:
+    """The agent's and the loop's settings from the declared params (their checkpointed names differ)."""
+    agent = AgentConfig(hidden=p.hidden, lr=p.learning_rate, gamma=p.gamma, reward_scale=p.reward_scale,
+                        minibatch=p.batch_size, replay_capacity=p.replay_capacity, warmup=p.warmup,
+                        target_every=p.target_every, eps_start=p.eps_start, eps_end=p.eps_end,
+                        eps_decay=p.eps_decay, seed=p.seed)
+    return agent, RunConfig(batch_size=p.boards, checkpoint_every=p.checkpoint_every,
+                            report_every=p.report_every, seed=p.seed)
 
 
 class EpisodeStats:
@@ -109,21 +120,21 @@ class Trainer:
         return float(self.agent.update())
 
 
-@workload
+@workload(params=TrainParams)
 def run(ctx: JobContext) -> dict[str, Any]:
     """Train until `ctx.max_iterations` updates (one iteration = one gradient update) or a stop request.
 
     A resumed job takes its model, game and seed settings from the checkpoint and continues from the
     checkpoint's iteration; `checkpoint_every` and `report_every` always come from the current params.
     """
-    params = dict(ctx.params or {})
+    agent_config, run_config = configs(job_params(ctx))
     ckpt = ctx.load_checkpoint()
     if ckpt is not None:
         trainer = Trainer.from_checkpoint(ckpt, ctx.device)
     else:
-        trainer = Trainer(AgentConfig.from_params(params), RunConfig.from_params(params), ctx.device)
+        trainer = Trainer(agent_config, run_config, ctx.device)
     start = trainer.agent.iteration
-    stopped = _loop(ctx, trainer, RunConfig.from_params(params))
+    stopped = _loop(ctx, trainer, run_config)
     return {"iteration": trainer.agent.iteration, "resumed_from": start if ckpt is not None else None,
             "stopped": stopped, **trainer.stats.summary()}
 
