@@ -158,7 +158,7 @@ class Client(_Base):
             for update in self._updates(state):
                 advance_bar(bar, update)
                 yield update
-            for update in state.catch_up(self._run(calls.logs(job_id, state.cursors["telemetry"]))):
+            for update in state.catch_up(*self._run(calls.reported_after(job_id, state.cursors["telemetry"]))):
                 advance_bar(bar, update)
                 yield update
             yield self._run(calls.settle(job_id, SETTLE_S, raise_failure=False))
@@ -269,7 +269,7 @@ class AsyncClient(_Base):
             async for update in self._updates(state):
                 advance_bar(bar, update)
                 yield update
-            for update in state.catch_up(await self._run(calls.logs(job_id, state.cursors["telemetry"]))):
+            for update in state.catch_up(*await self._run(calls.reported_after(job_id, state.cursors["telemetry"]))):
                 advance_bar(bar, update)
                 yield update
             yield await self._run(calls.settle(job_id, SETTLE_S, raise_failure=False))
