@@ -1,10 +1,12 @@
-"""ProjectionRunner.wait_for: a wait is woken by the runner moving on, even one that starts in the same turn."""
+"""ProjectionRunner.wait_for is woken by the runner moving on, even in the same turn; read model times sort as time."""
 
 from __future__ import annotations
 
 import asyncio
+from datetime import UTC, datetime, timedelta, timezone
 
 from eventstore.projection import ProjectionRunner
+from eventstore.readmodels.jobs import iso
 
 
 async def test_a_wait_that_begins_as_the_runner_moves_on_is_woken() -> None:
@@ -37,3 +39,13 @@ async def test_every_wait_at_or_below_the_position_is_woken() -> None:
     assert not waits[2].done()
     runner.advanced(4)
     assert await asyncio.wait_for(waits[2], 10.0) is True
+
+
+def test_read_model_timestamps_sort_as_time_does() -> None:
+    # Jobs are paged by (submitted_at, id) as text: a whole second must not sort after its fractions.
+    whole = datetime(2026, 1, 1, 5, 0, 0, tzinfo=UTC)
+    moments = [whole - timedelta(microseconds=1), whole, whole + timedelta(microseconds=500_000),
+               datetime(2026, 1, 1, 7, 0, 1, tzinfo=timezone(timedelta(hours=2)))]  # 05:00:01 UTC
+    texts = [iso(m) for m in moments]
+    assert texts == sorted(texts) and texts[1] == "2026-01-01T05:00:00.000000Z"
+    assert [datetime.fromisoformat(t) for t in texts] == moments and iso(None) is None
