@@ -3,6 +3,11 @@ whatever listens on this machine's default port (it would be sent this data dir'
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 from click.testing import CliRunner
 
@@ -13,6 +18,7 @@ from ops import cli as cli_module
 from ops.cli import Cli, main
 from ops.commands.worker import worker_process
 
+ROOT = Path(__file__).resolve().parents[2]
 LINE = "no stoker platform runs from {}: start it with `stoker up`, or give --nats URL"
 
 
@@ -69,3 +75,14 @@ def test_the_operator_credential_is_the_configured_one_else_the_admin_seed(tmp_p
     write_secret(admin, "seed")
     assert operator_credential(None, tmp_path) == admin
     assert operator_credential(given, tmp_path) == given
+
+
+@pytest.mark.parametrize(("module", "name"), [("services.scheduler", "stoker-scheduler"),
+                                            ("gateway", "stoker-gateway")])
+def test_a_service_started_with_nowhere_to_connect_says_one_line(unconfigured, module, name):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("STOKER_")}
+    env |= {"STOKER_DATA_DIR": str(unconfigured), "PYTHONPATH": str(ROOT)}
+    done = subprocess.run([sys.executable, "-m", module], env=env, capture_output=True, text=True, timeout=120,
+                          cwd=unconfigured)
+    assert done.returncode == 1
+    assert done.stderr.strip().splitlines() == [f"{name}: {LINE.format(unconfigured)}"], done.stderr
