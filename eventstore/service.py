@@ -159,9 +159,9 @@ def nats_security(settings: CommonSettings) -> dict[str, Any]:
             "credentials": settings.credentials_path}
 
 
-def run_service(name: str, main: ServiceMain, settings: CommonSettings | None = None) -> None:
-    """Entry point of `python -m services.<name>` and `stoker run <name>`."""
+def run_service(name: str, main: ServiceMain, settings: CommonSettings | None = None, **options: Any) -> None:
+    """Entry point of `python -m services.<name>` and `stoker run <name>` (`options`: those of `serve`)."""
     try:
-        asyncio.run(serve(name, main, settings))
+        asyncio.run(serve(name, main, settings, **options))
     except NoPlatform as exc:  # nowhere to connect: one line, not a traceback
         sys.exit(f"stoker-{name}: {exc}")

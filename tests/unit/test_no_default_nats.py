@@ -78,7 +78,7 @@ def test_the_operator_credential_is_the_configured_one_else_the_admin_seed(tmp_p
 
 
 @pytest.mark.parametrize(("module", "name"), [("services.scheduler", "stoker-scheduler"),
-                                            ("gateway", "stoker-gateway")])
+                                            ("services.trainer", "stoker-trainer"), ("gateway", "stoker-gateway")])
 def test_a_service_started_with_nowhere_to_connect_says_one_line(unconfigured, module, name):
     env = {k: v for k, v in os.environ.items() if not k.startswith("STOKER_")}
     env |= {"STOKER_DATA_DIR": str(unconfigured), "PYTHONPATH": str(ROOT)}
