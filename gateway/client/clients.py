@@ -18,7 +18,7 @@ from gateway.client.calls import Call, Op, Pause
 from gateway.client.config import resolve
 from gateway.client.errors import Timeout, Unavailable, error_for
 from gateway.client.follow import Follow, Reconnect, Update, advance_bar, progress_bar, refused
-from gateway.schemas.jobs import JobView, ProgressSample, SubmitJobBody
+from gateway.schemas.jobs import EpisodeSample, JobView, ProgressSample, SubmitJobBody
 from gateway.schemas.runs import TestingResults, TrainingLogs
 
 T = TypeVar("T")
@@ -137,6 +137,10 @@ class Client(_Base):
         """The job's iteration history: every progress report, oldest first."""
         return self._run(calls.logs(job_id))
 
+    def episodes(self, job_id: str) -> list[EpisodeSample]:
+        """An evaluation's episode reports, oldest first, each with its move log."""
+        return self._run(calls.episodes(job_id))
+
     def results(self, job_id: str) -> TestingResults | TrainingLogs:
         """An evaluation's episodes and statistics, or a training run's losses and statistics."""
         return self._run(calls.results(job_id))
@@ -250,6 +254,10 @@ class AsyncClient(_Base):
     async def logs(self, job_id: str) -> list[ProgressSample]:
         """The job's iteration history: every progress report, oldest first."""
         return await self._run(calls.logs(job_id))
+
+    async def episodes(self, job_id: str) -> list[EpisodeSample]:
+        """An evaluation's episode reports, oldest first, each with its move log."""
+        return await self._run(calls.episodes(job_id))
 
     async def results(self, job_id: str) -> TestingResults | TrainingLogs:
         """An evaluation's episodes and statistics, or a training run's losses and statistics."""
