@@ -260,6 +260,19 @@ class CredentialStore:
             os.chmod(path, 0o700)
 
 
+def operator_credential(configured: Path | None, data_dir: Path) -> Path | None:
+    """The credential an operator's command (the CLI, the doctor, the firewall service) signs in with: the one
+    configured (--credentials / STOKER_NATS_CREDENTIALS), else this data dir's admin seed when `stoker up` made
+    one. A seed this user may not read is still returned: reading it says so in one line."""
+    if configured is not None:
+        return configured
+    admin = CredentialStore(data_dir).role_path("admin")
+    try:
+        return admin if admin.exists() else None
+    except PermissionError:
+        return admin
+
+
 def _checked(worker_id: str) -> str:
     if not is_valid_id(worker_id):
         raise CredentialError(f"worker id {worker_id!r} may hold only letters, digits, '-' and '_'")

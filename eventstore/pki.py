@@ -24,6 +24,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from contracts.addresses import is_loopback
+
 TLS_DIR = "tls"
 CA_CERT, CA_KEY = "ca.pem", "ca-key.pem"
 SERVER_CERT, SERVER_KEY = "server.pem", "server-key.pem"
@@ -56,16 +58,6 @@ def fingerprint(cert_der: bytes) -> str:
 def short_fingerprint(value: str) -> str:
     """The first 16 hex digits in pairs (`ab:cd:…`), enough for a person to compare."""
     return ":".join(value[i:i + 2] for i in range(0, 16, 2))
-
-
-def is_loopback(host: str) -> bool:
-    """Whether a listen address or host name only reaches this machine."""
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
 
 
 def is_wildcard(host: str) -> bool:

@@ -180,7 +180,7 @@ class ProjectionRunner:
         self.batch_size = batch_size
         self.max_delay = max_delay
         self.position = 0  # the last sequence applied by this runner
-        self.applied = asyncio.Event()
+        self._moved = asyncio.Event()  # set (then replaced) each time `position` moves on
 
     async def prepare(self) -> None:
         """Create missing tables; a projection whose version changed is dropped and rebuilt from 0."""
@@ -254,9 +254,18 @@ class ProjectionRunner:
             log.warning("a batch could not be applied; applying its events one by one",
                         first=messages[0].metadata.sequence.stream, last=last, error=_error_text(exc))
             await self._apply_singly(messages)
-        self.position = last
-        self.applied.set()
-        self.applied.clear()
+        self.advanced(last)
+
+    def advanced(self, seq: int) -> None:
+        """`seq` is applied: wake every `wait_for`.
+
+        Each wait holds the event that was current when it looked at `position`, and that event stays set:
+        a wait that began just before (its waiting task not started yet) still wakes. An event set and at
+        once cleared wakes only the waits already parked on it, and lost such a wait until its timeout.
+        """
+        self.position = seq
+        moved, self._moved = self._moved, asyncio.Event()
+        moved.set()
 
     async def _apply_together(self, messages: Sequence[Msg]) -> None:
         first, last = messages[0].metadata.sequence.stream, messages[-1].metadata.sequence.stream
@@ -300,8 +309,9 @@ class ProjectionRunner:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 return False
+            moved = self._moved  # taken with `position` read above, before anything else may run
             try:
-                await asyncio.wait_for(self.applied.wait(), remaining)
+                await asyncio.wait_for(moved.wait(), remaining)
             except TimeoutError:
                 return False
         return True

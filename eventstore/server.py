@@ -375,12 +375,26 @@ def _http_json(url: str) -> dict | None:
         return None
 
 
+class NoPlatform(ConnectionError):
+    """Nothing says where this data dir's NATS is: no URL is configured and no embedded server is recorded."""
+
+    def __init__(self, data_dir: Path) -> None:
+        super().__init__(f"no stoker platform runs from {data_dir}: start it with `stoker up`, or give --nats URL")
+        self.data_dir = data_dir
+
+
 def resolve_nats_url(configured: str, data_dir: Path) -> str:
-    """The URL a client should use: the configured one, else the embedded server's, else the default."""
+    """The URL a client should use: the configured one, else the embedded server's this data dir recorded.
+
+    There is no default: another NATS on this machine's 4222 is not this platform, and a client would send it
+    this data dir's credential. NoPlatform (a ConnectionError) says so in one line.
+    """
     if configured:
         return configured
     record = read_record(data_dir)
-    return record["url"] if record else "nats://127.0.0.1:4222"
+    if record is None:
+        raise NoPlatform(data_dir)
+    return record["url"]
 
 
 def resolve_nats_ca(configured_ca: str, configured_url: str, data_dir: Path) -> str | None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import signal
+import sys
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,7 +20,7 @@ from eventstore.connect import NatsRefused, NatsUnavailable, connect
 from eventstore.log import JetStreamLog
 from eventstore.observability import configure_logging, configure_tracing, get_logger
 from eventstore.ports import StreamMissing
-from eventstore.server import resolve_nats_ca, resolve_nats_url
+from eventstore.server import NoPlatform, resolve_nats_ca, resolve_nats_url
 
 EXIT_NATS_UNREACHABLE = 3  # stopped, but NATS was gone at the end: its last messages may not have arrived
 EXIT_NATS_REFUSED = 4  # NATS closed the connection for good: the credential was refused (revoked)
@@ -158,6 +159,9 @@ def nats_security(settings: CommonSettings) -> dict[str, Any]:
             "credentials": settings.credentials_path}
 
 
-def run_service(name: str, main: ServiceMain, settings: CommonSettings | None = None) -> None:
-    """Entry point of `python -m services.<name>` and `stoker run <name>`."""
-    asyncio.run(serve(name, main, settings))
+def run_service(name: str, main: ServiceMain, settings: CommonSettings | None = None, **options: Any) -> None:
+    """Entry point of `python -m services.<name>` and `stoker run <name>` (`options`: those of `serve`)."""
+    try:
+        asyncio.run(serve(name, main, settings, **options))
+    except NoPlatform as exc:  # nowhere to connect: one line, not a traceback
+        sys.exit(f"stoker-{name}: {exc}")

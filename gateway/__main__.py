@@ -25,10 +25,15 @@ def main(settings: Settings) -> None:
     import uvicorn
 
     from eventstore import lifeline
+    from eventstore.server import NoPlatform, resolve_nats_url
     from gateway.app import create_app
 
     lifeline.watch()  # under `stoker up`: stop (as on SIGTERM) if the supervisor dies
     common = settings.common
+    try:  # nowhere to connect: one line, as the services say it, not a failed startup's traceback
+        resolve_nats_url(common.nats_url, common.data_path)
+    except NoPlatform as exc:
+        sys.exit(f"stoker-gateway: {exc}")
     configure_logging("gateway", common.log_format, common.log_level)
     configure_tracing("gateway", common.tracing, common.otlp_endpoint, path=common.trace_path)
     uvicorn.Server(server_config(create_app(settings), settings)).run()

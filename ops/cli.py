@@ -17,7 +17,7 @@ from contracts.errors import DomainError
 from contracts.subjects import Topology
 from eventstore.config import CommonSettings, ConfigError, load_settings
 from eventstore.connect import NatsUnavailable, connect
-from eventstore.credentials import CredentialStore
+from eventstore.credentials import operator_credential
 from eventstore.log import JetStreamLog
 from eventstore.observability import configure_logging
 from eventstore.ports import StreamMissing
@@ -47,15 +47,8 @@ class Cli:
 
     @property
     def credentials(self) -> Path | None:
-        """The credential the CLI connects with: --credentials / STOKER_NATS_CREDENTIALS, else the platform's
-        admin credential when this data dir has one (`stoker up` made it)."""
-        if self.settings.credentials_path is not None:
-            return self.settings.credentials_path
-        admin = CredentialStore(self.settings.data_path).role_path("admin")
-        try:
-            return admin if admin.exists() else None
-        except PermissionError:
-            return admin  # someone else's platform: reading it says so in one line
+        """The credential the CLI connects with (eventstore.credentials.operator_credential)."""
+        return operator_credential(self.settings.credentials_path, self.settings.data_path)
 
     @asynccontextmanager
     async def connection(self, require_log: bool = True) -> AsyncIterator[tuple[Any, JetStreamLog]]:

@@ -4,7 +4,6 @@ on a joined worker, the control plane with the worker's own credential."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import re
 import time
@@ -19,10 +18,10 @@ from nats.aio.client import Client
 from contracts.subjects import Topology
 from eventstore.config import CommonSettings
 from eventstore.connect import NatsRefused, NatsUnavailable, connect
-from eventstore.credentials import CredentialStore
+from eventstore.credentials import operator_credential
 from eventstore.log import JetStreamLog
 from eventstore.ports import StreamMissing
-from eventstore.server import read_record, resolve_nats_ca, resolve_nats_url
+from eventstore.server import NoPlatform, read_record, resolve_nats_ca, resolve_nats_url
 from ops import doctor_domain as dd
 from ops import doctor_rules as rules
 from ops.joined import ca_path, read_joined, seed_path
@@ -38,17 +37,6 @@ class Where(Protocol):
 
     @property
     def data(self) -> Path: ...
-
-
-def admin_credential(ctx: Where) -> Path | None:
-    """The credential the CLI connects with (as `ops.cli.Cli.credentials`, without creating the data dir)."""
-    if ctx.settings.credentials_path is not None:
-        return ctx.settings.credentials_path
-    admin = CredentialStore(ctx.data).role_path("admin")
-    with contextlib.suppress(OSError):
-        if admin.exists():
-            return admin
-    return None
 
 
 async def _connect(url: str, credential: Path | None, ca: str | None) -> tuple[Client | None, str, bool]:
@@ -68,16 +56,21 @@ async def probe_nats(ctx: Where) -> dd.Check:
         return dd.Check(id="nats", severity="skipped",
                         evidence="this data dir is a worker joined to a platform: see the control-plane check")
     settings = ctx.settings
-    url = resolve_nats_url(settings.nats_url, ctx.data)
-    ca = resolve_nats_ca(settings.nats_ca, settings.nats_url, ctx.data)
-    credential = admin_credential(ctx)
-    base = rules.NatsFacts(url=url, identity=str(credential) if credential else "no credential", tls=ca or "",
-                        running_here=lock_holder(ctx.data) is not None)
-    if not settings.nats_url and read_record(ctx.data) is None and not base.running_here:
-        # Nothing said where NATS is and no embedded server of this data dir runs: the default URL would reach
-        # whatever else listens on this machine's 4222, which says nothing about this platform.
+    credential = operator_credential(settings.credentials_path, ctx.data)
+    running_here = lock_holder(ctx.data) is not None
+    try:
+        url = resolve_nats_url(settings.nats_url, ctx.data)
+    except NoPlatform:
+        # Nothing said where NATS is and no embedded server of this data dir is recorded (even where `stoker up`
+        # holds the lock: it has not started its server yet). Whatever else listens on this machine's 4222 says
+        # nothing about this platform, and must not be sent this data dir's credential.
+        base = rules.NatsFacts(url="no NATS URL", identity=str(credential) if credential else "no credential",
+                               running_here=running_here)
         return rules.nats_check(_with(base, error=f"no platform runs from {ctx.data} (no embedded nats-server is "
                                                 "recorded there, and no NATS URL is configured)"))
+    ca = resolve_nats_ca(settings.nats_ca, settings.nats_url, ctx.data)
+    base = rules.NatsFacts(url=url, identity=str(credential) if credential else "no credential", tls=ca or "",
+                           running_here=running_here)
     nc, error, refused = await _connect(url, credential, ca)
     if nc is None:
         return rules.nats_check(_with(base, error=error, refused=refused))
@@ -142,7 +135,8 @@ async def probe_clock(ctx: Where) -> dd.Check:
         return rules.clock_check(None, f"no NATS server to compare with: no platform runs from {ctx.data}")
     else:
         url = resolve_nats_url(settings.nats_url, ctx.data)
-        credential, ca = admin_credential(ctx), resolve_nats_ca(settings.nats_ca, settings.nats_url, ctx.data)
+        credential = operator_credential(settings.credentials_path, ctx.data)
+        ca = resolve_nats_ca(settings.nats_ca, settings.nats_url, ctx.data)
         stream = Topology(settings.prefix).events_stream
     nc, error, _refused = await _connect(url, credential, ca)
     if nc is None:

@@ -6,7 +6,7 @@ import base64
 import binascii
 import sqlite3
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import msgspec
@@ -23,8 +23,14 @@ from eventstore.stores.base import IdentityTables, ReadModelStore, Transaction
 
 
 def iso(moment: datetime | None) -> str | None:
-    """A timestamp as sortable ISO-8601 text (how read models store time)."""
-    return moment.isoformat().replace("+00:00", "Z") if moment else None
+    """A timestamp as sortable ISO-8601 text (how read models store time): UTC, always with microseconds, so
+    that text order is time order (`…:05Z` sorted after `…:05.5Z`, and a job submitted on a whole second was
+    paged out of place)."""
+    if moment is None:
+        return None
+    if moment.tzinfo is not None:
+        moment = moment.astimezone(UTC)
+    return moment.isoformat(timespec="microseconds").replace("+00:00", "Z")
 
 
 def as_json(value: Any) -> str:

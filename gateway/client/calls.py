@@ -19,6 +19,8 @@ from contracts.status import is_final
 from gateway.client.errors import JobFailed, StokerError, Timeout, error_for
 from gateway.schemas.common import ErrorBody
 from gateway.schemas.jobs import (
+    EpisodeHistory,
+    EpisodeSample,
     JobPage,
     JobTimeline,
     JobView,
@@ -35,6 +37,7 @@ TRACEBACK_LINES = 20  # how much of a failed job's traceback `wait` raises with
 POLL_FIRST_S, POLL_MAX_S = 0.05, 1.0  # `wait` asks again this often, backing off
 PAGE = 500  # jobs per page while listing
 SAMPLES_PAGE = 10_000  # progress samples per page while reading a job's history
+EPISODES_PAGE = 1_000  # episode reports (each with its move log) per page
 
 
 @dataclass(frozen=True)
@@ -129,16 +132,33 @@ def stop(job_id: str) -> Op[list[str]]:
     return (yield Call("POST", job_path(job_id, "stop"), StopResult)).job_ids
 
 
+def _history(job_id: str, what: str, reply: type[ProgressHistory | EpisodeHistory], since: int,
+             page: int) -> Op[list[Any]]:
+    """Every item of a telemetry history route (`progress`, `episodes`) after sequence `since` (every page)."""
+    found: list[Any] = []
+    while True:
+        history = yield Call("GET", job_path(job_id, what), reply, params=[("since", since), ("limit", page)])
+        items = history.samples if isinstance(history, ProgressHistory) else history.episodes
+        found += items
+        if len(items) < page:
+            return found
+        since = history.next_since
+
+
 def logs(job_id: str, since: int = 0) -> Op[list[ProgressSample]]:
     """Every progress report of the job after telemetry sequence `since`, oldest first (every page)."""
-    samples: list[ProgressSample] = []
-    while True:
-        history: ProgressHistory = yield Call("GET", job_path(job_id, "progress"), ProgressHistory,
-                                              params=[("since", since), ("limit", SAMPLES_PAGE)])
-        samples += history.samples
-        if len(history.samples) < SAMPLES_PAGE:
-            return samples
-        since = history.next_since
+    return (yield from _history(job_id, "progress", ProgressHistory, since, SAMPLES_PAGE))
+
+
+def episodes(job_id: str, since: int = 0) -> Op[list[EpisodeSample]]:
+    """Every episode report of an evaluation after telemetry sequence `since`, oldest first (every page)."""
+    return (yield from _history(job_id, "episodes", EpisodeHistory, since, EPISODES_PAGE))
+
+
+def reported_after(job_id: str, since: int) -> Op[tuple[list[ProgressSample], list[EpisodeSample]]]:
+    """The progress and episode reports after telemetry sequence `since` (what a follow reads once the job is
+    over: the socket may not have brought the last of them)."""
+    return (yield from logs(job_id, since)), (yield from episodes(job_id, since))
 
 
 def results(job_id: str) -> Op[TestingResults | TrainingLogs]:

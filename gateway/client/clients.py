@@ -18,7 +18,7 @@ from gateway.client.calls import Call, Op, Pause
 from gateway.client.config import resolve
 from gateway.client.errors import Timeout, Unavailable, error_for
 from gateway.client.follow import Follow, Reconnect, Update, advance_bar, progress_bar, refused
-from gateway.schemas.jobs import JobView, ProgressSample, SubmitJobBody
+from gateway.schemas.jobs import EpisodeSample, JobView, ProgressSample, SubmitJobBody
 from gateway.schemas.runs import TestingResults, TrainingLogs
 
 T = TypeVar("T")
@@ -137,6 +137,10 @@ class Client(_Base):
         """The job's iteration history: every progress report, oldest first."""
         return self._run(calls.logs(job_id))
 
+    def episodes(self, job_id: str) -> list[EpisodeSample]:
+        """An evaluation's episode reports, oldest first, each with its move log."""
+        return self._run(calls.episodes(job_id))
+
     def results(self, job_id: str) -> TestingResults | TrainingLogs:
         """An evaluation's episodes and statistics, or a training run's losses and statistics."""
         return self._run(calls.results(job_id))
@@ -158,7 +162,7 @@ class Client(_Base):
             for update in self._updates(state):
                 advance_bar(bar, update)
                 yield update
-            for update in state.catch_up(self._run(calls.logs(job_id, state.cursors["telemetry"]))):
+            for update in state.catch_up(*self._run(calls.reported_after(job_id, state.cursors["telemetry"]))):
                 advance_bar(bar, update)
                 yield update
             yield self._run(calls.settle(job_id, SETTLE_S, raise_failure=False))
@@ -251,6 +255,10 @@ class AsyncClient(_Base):
         """The job's iteration history: every progress report, oldest first."""
         return await self._run(calls.logs(job_id))
 
+    async def episodes(self, job_id: str) -> list[EpisodeSample]:
+        """An evaluation's episode reports, oldest first, each with its move log."""
+        return await self._run(calls.episodes(job_id))
+
     async def results(self, job_id: str) -> TestingResults | TrainingLogs:
         """An evaluation's episodes and statistics, or a training run's losses and statistics."""
         return await self._run(calls.results(job_id))
@@ -269,7 +277,7 @@ class AsyncClient(_Base):
             async for update in self._updates(state):
                 advance_bar(bar, update)
                 yield update
-            for update in state.catch_up(await self._run(calls.logs(job_id, state.cursors["telemetry"]))):
+            for update in state.catch_up(*await self._run(calls.reported_after(job_id, state.cursors["telemetry"]))):
                 advance_bar(bar, update)
                 yield update
             yield await self._run(calls.settle(job_id, SETTLE_S, raise_failure=False))

@@ -8,6 +8,7 @@ them, and notices the event that ends the job. Both clients drive it, each with 
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from typing import Any, Literal
 
 import msgspec
@@ -16,7 +17,7 @@ from contracts.events import AnyJobEvent
 from contracts.status import final_status
 from contracts.telemetry import EpisodeReport, JobProgress
 from gateway.client.errors import Forbidden, InvalidRequest, Unavailable
-from gateway.schemas.jobs import ProgressSample
+from gateway.schemas.jobs import EpisodeSample, ProgressSample
 
 Stream = Literal["events", "telemetry"]
 Update = JobProgress | EpisodeReport
@@ -121,11 +122,16 @@ class Follow:
             return []
         return [frame.data]
 
-    def catch_up(self, samples: list[ProgressSample]) -> list[Update]:
-        """The job's progress reports after the telemetry cursor, read over REST once the job is over."""
-        return [JobProgress(job_id=self.job_id, attempt=s.attempt, worker_id=s.worker_id, iteration=s.iteration,
-                            total=s.total, loss=s.loss, metrics=s.metrics, at=s.at)
-                for s in samples if self._advance("telemetry", s.seq)]
+    def catch_up(self, samples: list[ProgressSample], episodes: Sequence[EpisodeSample] = ()) -> list[Update]:
+        """The job's progress and episode reports after the telemetry cursor, read over REST once the job is
+        over, in telemetry order (both share the one cursor: neither list may move it past the other's)."""
+        updates: list[tuple[int, Update]] = [
+            (s.seq, JobProgress(job_id=self.job_id, attempt=s.attempt, worker_id=s.worker_id, iteration=s.iteration,
+                                total=s.total, loss=s.loss, metrics=s.metrics, at=s.at)) for s in samples]
+        updates += [(e.seq, EpisodeReport(job_id=self.job_id, attempt=e.attempt, episode=e.episode, score=e.score,
+                                          figures=e.figures, log=e.log, at=e.at)) for e in episodes]
+        updates.sort(key=lambda pair: pair[0])
+        return [update for seq, update in updates if self._advance("telemetry", seq)]
 
     def _advance(self, stream: str, seq: int) -> bool:
         """Move a cursor on; False for a message at or before it (already seen)."""

@@ -1,4 +1,4 @@
-"""/api/v1/jobs: submit, list, inspect and stop jobs; their timeline, progress and checkpoints."""
+"""/api/v1/jobs: submit, list, inspect and stop jobs; their timeline, progress, episodes and checkpoints."""
 
 from __future__ import annotations
 
@@ -12,12 +12,14 @@ from litestar.params import FromPath, FromQuery, JSONBody, Parameter
 
 from contracts.base import MAX_SAFE_INT
 from contracts.commands import SubmitJob
-from contracts.telemetry import JobProgress
+from contracts.telemetry import EpisodeReport, JobProgress
 from eventstore.readmodels.jobs import job_checkpoints, list_jobs
 from eventstore.telemetry import last_sample, sample_history
 from gateway.auth import OPERATOR, VIEWER
 from gateway.controllers.common import GW, SERVICE, errors, require_json_bools
 from gateway.schemas.jobs import (
+    EpisodeHistory,
+    EpisodeSample,
     JobCheckpoints,
     JobKind,
     JobPage,
@@ -115,6 +117,18 @@ class JobsController(Controller):
         items = [ProgressSample(seq=seq, attempt=s.attempt, worker_id=s.worker_id, iteration=s.iteration,
                                 total=s.total, loss=s.loss, metrics=dict(s.metrics), at=s.at) for seq, s in samples]
         return ProgressHistory(job_id=job_id, samples=items, next_since=items[-1].seq if items else since)
+
+    @get("/{job_id:str}/episodes", opt=VIEWER, responses=errors(400, 404))
+    async def episodes(self, gw: GW, job_id: FromPath[str], since: Since = 0,
+                       limit: Annotated[int, Parameter(ge=1, le=10_000)] = 1_000) -> EpisodeHistory:
+        """An evaluation's episode reports from telemetry (kept for a week), oldest first, with their move logs;
+        `since` takes the sequence numbers of /progress and of the live socket (one telemetry stream)."""
+        await gw.job(job_id)
+        reports = await sample_history(gw.nc, gw.topology, "episode", job_id, EpisodeReport, from_seq=since + 1,
+                                       limit=limit)
+        items = [EpisodeSample(seq=seq, attempt=r.attempt, episode=r.episode, score=r.score, figures=dict(r.figures),
+                               log=list(r.log), at=r.at) for seq, r in reports]
+        return EpisodeHistory(job_id=job_id, episodes=items, next_since=items[-1].seq if items else since)
 
     @get("/{job_id:str}/checkpoints", opt=VIEWER, responses=errors(404))
     async def checkpoints(self, gw: GW, job_id: FromPath[str]) -> JobCheckpoints:

@@ -114,6 +114,26 @@ class ProgressHistory(Reply, kw_only=True):
     next_since: Seq
 
 
+class EpisodeSample(Reply, kw_only=True):
+    """One episode report of an evaluation attempt (`seq` is its telemetry sequence)."""
+
+    seq: int
+    attempt: int
+    episode: int
+    score: float
+    figures: dict[str, float]
+    log: list[dict[str, Any]]
+    at: datetime
+
+
+class EpisodeHistory(Reply, kw_only=True):
+    """Episode reports oldest first; ask again with `since=next_since` for newer ones."""
+
+    job_id: str
+    episodes: list[EpisodeSample]
+    next_since: Seq
+
+
 class CheckpointView(Reply, kw_only=True):
     """A stored checkpoint of a job (in the object store under `name`)."""
 

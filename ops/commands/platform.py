@@ -41,6 +41,7 @@ from eventstore.sdnotify import Notifier
 from eventstore.server import (
     EXIT_NATS_KILLED,
     NatsServer,
+    NoPlatform,
     cluster_nodes,
     embedded_node,
     free_port,
@@ -633,7 +634,10 @@ def run(cli: Cli, service: str) -> None:
 
 
 def _run_module(cli: Cli, module: str, role: str | None = None) -> None:
-    os.environ.setdefault("STOKER_NATS_URL", cli.nats_url)
+    try:
+        os.environ.setdefault("STOKER_NATS_URL", cli.nats_url)
+    except NoPlatform as exc:
+        raise click.ClickException(str(exc)) from None
     os.environ.setdefault("STOKER_DATA_DIR", str(cli.settings.data_path))
     if cli.settings.nats_credentials:
         os.environ.setdefault(CREDENTIALS_ENV, cli.settings.nats_credentials)

@@ -18,6 +18,7 @@ from eventstore import lifeline, sdnotify
 from eventstore.credentials import CredentialError, claim_pool_credential
 from eventstore.pki import short_fingerprint
 from eventstore.readmodels.workers import last_heartbeats, list_workers
+from eventstore.server import NoPlatform
 from ops import joined as membership
 from ops.cli import Cli, pass_cli, run_async
 from ops.commands.jobs import as_json, read_model
@@ -37,17 +38,18 @@ def worker_process(cli: Cli, nats_url: str | None, worker_id: str | None, labels
     travel as `STOKER_TRAINER_*` variables, which win over stoker.toml as options should. A data dir that
     joined a platform (`--join`) connects there, over TLS pinned to its CA, as the worker it joined as.
     """
-    env = {**os.environ, "STOKER_NATS_URL": nats_url or cli.nats_url,
-           "STOKER_DATA_DIR": str(cli.settings.data_path)}
     data = cli.settings.data_path
     joined = None if nats_url or cli.settings.nats_url else membership.read_joined(data)
+    env = {**os.environ, "STOKER_DATA_DIR": str(data)}
     if joined is not None:
         env |= {"STOKER_NATS_URL": joined.nats_url, "STOKER_NATS_CA": str(membership.ca_path(data)),
                 "STOKER_NATS_CREDENTIALS": str(membership.seed_path(data)), "STOKER_PREFIX": joined.prefix,
                 "STOKER_TRAINER_WORKER_ID": joined.worker_id}
         labels = labels or tuple(joined.labels)
-    elif cli.settings.nats_credentials:  # a worker credential (its id must be the one it was issued for)
-        env["STOKER_NATS_CREDENTIALS"] = cli.settings.nats_credentials
+    else:  # the URL given, else this data dir's running platform (NoPlatform: one line)
+        env["STOKER_NATS_URL"] = nats_url or cli.nats_url
+        if cli.settings.nats_credentials:  # a worker credential (its id must be the one it was issued for)
+            env["STOKER_NATS_CREDENTIALS"] = cli.settings.nats_credentials
     if worker_id:
         env["STOKER_TRAINER_WORKER_ID"] = worker_id
     if labels:
@@ -93,7 +95,11 @@ def worker(cli: Cli, nats_url: str | None, worker_id: str | None, labels: tuple[
         click.echo(f"joined platform {joined.platform_id} as worker {joined.worker_id} "
                    f"(CA {short_fingerprint(joined.fingerprint)}, NATS {joined.nats_url})", err=True)
         worker_id = None  # the joined id travels with the rest of what was joined
-    argv, env = worker_process(cli, nats_url, worker_id, labels, slots)
+    try:
+        argv, env = worker_process(cli, nats_url, worker_id, labels, slots)
+    except NoPlatform as exc:
+        raise click.ClickException(f"{exc} (a worker of another machine's platform: `stoker worker --join "
+                                   "TOKEN`)") from None
     start_monitor(env)
     sys.stdout.flush()
     sys.stderr.flush()

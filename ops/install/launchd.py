@@ -17,9 +17,7 @@ from ops.install.plan import (
     Request,
     ServiceSpec,
     gpu_record,
-    service_argv,
-    service_env,
-    service_name,
+    service_spec,
 )
 
 THROTTLE_S = 5  # launchd waits at least this long between two starts
@@ -55,12 +53,8 @@ def domain(host: Host) -> str:
 
 def plan(request: Request, host: Host) -> Plan:
     """Write the plist and the GPU record; bootstrap it into the user's domain."""
-    name = service_name(request.role, "macos")
-    what = "control plane" if request.role == "control-plane" else "worker"
-    spec = ServiceSpec(name=name, description=f"stoker {what}", argv=service_argv(host.python, request),
-                       env=service_env(request, "macos"), data_dir=request.data_dir,
-                       log_dir=f"{request.data_dir}/logs", system=False,
-                       stop_timeout_s=300 if request.role == "control-plane" else 150)
+    spec = service_spec(request, host, "macos", log_dir=f"{request.data_dir}/logs", system=False)
+    name = spec.name
     path = f"{host.home}/Library/LaunchAgents/{name}.plist"
     return Plan(target="macos", name=name, role=request.role, system=False, data_dir=request.data_dir,
                 argv=spec.argv,

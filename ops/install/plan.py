@@ -8,7 +8,7 @@ by ops.install.host) into a `Plan`; the generators for each service manager live
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 import msgspec
 
@@ -133,6 +133,17 @@ def service_argv(python: str, request: Request) -> tuple[str, ...]:
     if request.role == "control-plane":
         return (*head, "up")
     return (*head, "worker", "--nats", request.nats_url) if request.nats_url else (*head, "worker")
+
+
+def service_spec(request: Request, host: Host, target: Target, *, log_dir: str, system: bool,
+                 what: str = "", **more: Any) -> ServiceSpec:
+    """The spec every target's generator starts from: name, description, command, environment, data and log
+    dirs; the control plane gets longer to stop (it checkpoints its local worker's jobs too)."""
+    what = what or ("control plane" if request.role == "control-plane" else "worker")
+    return ServiceSpec(name=service_name(request.role, target), description=f"stoker {what}",
+                       argv=service_argv(host.python, request), env=service_env(request, target),
+                       data_dir=request.data_dir, log_dir=log_dir, system=system,
+                       stop_timeout_s=300 if request.role == "control-plane" else 150, **more)
 
 
 def record_path(data_dir: str, name: str, target: Target) -> str:

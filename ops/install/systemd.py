@@ -21,9 +21,7 @@ from ops.install.plan import (
     Request,
     ServiceSpec,
     gpu_record,
-    service_argv,
-    service_env,
-    service_name,
+    service_spec,
 )
 
 RESTART_SEC = 5
@@ -80,18 +78,14 @@ def unit_dir(host: Host, system: bool) -> str:
 
 def spec_for(request: Request, host: Host) -> ServiceSpec:
     """The service spec of this request on a Linux host."""
-    name = service_name(request.role, "linux")
     what = ("control plane (NATS, services, gateway, local worker)" if request.role == "control-plane"
             else "worker")
-    return ServiceSpec(
-        name=name, description=f"stoker {what}", argv=service_argv(host.python, request),
-        env=service_env(request, "linux"), data_dir=request.data_dir,
-        log_dir=posixpath.join(request.data_dir, "logs"), system=request.system,
+    return service_spec(
+        request, host, "linux", what=what, log_dir=posixpath.join(request.data_dir, "logs"), system=request.system,
         user=SERVICE_USER if request.system else host.user,
         groups=tuple(g for g in GPU_GROUPS if g in host.groups) if request.system else (),
         gpu_host=bool(host.gpus) or host.gpu_driver,
-        start_timeout_s=120 if request.role == "control-plane" else None,
-        stop_timeout_s=300 if request.role == "control-plane" else 150)
+        start_timeout_s=120 if request.role == "control-plane" else None)
 
 
 def plan(request: Request, host: Host) -> Plan:

@@ -21,9 +21,7 @@ from ops.install.plan import (
     ServiceSpec,
     gpu_record,
     record_path,
-    service_argv,
-    service_env,
-    service_name,
+    service_spec,
 )
 
 RESTART_DELAYS_MS = (5_000, 10_000, 30_000)
@@ -118,12 +116,8 @@ def bin_path(host: Host, launcher_path: str) -> str:
 
 def plan(request: Request, host: Host) -> Plan:
     """Write the launcher and the GPU record; create the service with recovery actions; start it."""
-    name = service_name(request.role, "windows")
-    what = "control plane" if request.role == "control-plane" else "worker"
-    spec = ServiceSpec(name=name, description=f"stoker {what}", argv=service_argv(host.python, request),
-                       env=service_env(request, "windows"), data_dir=request.data_dir,
-                       log_dir=request.data_dir.rstrip("\\") + "\\logs", system=True,
-                       stop_timeout_s=300 if request.role == "control-plane" else 150)
+    spec = service_spec(request, host, "windows", log_dir=request.data_dir.rstrip("\\") + "\\logs", system=True)
+    name = spec.name
     path = record_path(request.data_dir, LAUNCHER_FILE, "windows")
     actions = "/".join(f"restart/{ms}" for ms in RESTART_DELAYS_MS)
     commands = (

@@ -101,7 +101,7 @@ async def record(event: ev.FirewallEvent) -> None:
     # Imported here: planning and changing the firewall need no NATS client (and start a second faster without).
     from contracts.subjects import Topology
     from eventstore.connect import connect
-    from eventstore.credentials import CredentialStore
+    from eventstore.credentials import operator_credential
     from eventstore.log import JetStreamLog
     from eventstore.server import read_record, resolve_nats_url
     from eventstore.service import nats_security
@@ -111,8 +111,7 @@ async def record(event: ev.FirewallEvent) -> None:
         say("note: not recorded in the event log (stoker is not running from this data dir)", err=True)
         return
     security = nats_security(settings)
-    admin = CredentialStore(settings.data_path).role_path("admin")
-    credentials = security["credentials"] or (admin if admin.exists() else None)
+    credentials = operator_credential(settings.credentials_path, settings.data_path)
     try:
         nc = await connect(resolve_nats_url(settings.nats_url, settings.data_path), "stoker-firewall",
                            reconnect=False, ca_file=security["ca_file"], credentials=credentials)

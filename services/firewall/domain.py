@@ -13,6 +13,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
+from contracts.addresses import is_loopback
+
 Protocol = Literal["tcp", "udp"]
 Argv = tuple[str, ...]
 ANY = "any"  # a rule's source when it is open to every address (only when asked: `--source any`)
@@ -57,19 +59,6 @@ class Listener:
     host: str
     port: int
     protocol: Protocol = "tcp"
-
-
-def is_loopback(host: str) -> bool:
-    """Whether a bind address reaches only this machine (`localhost`, 127.0.0.0/8, ::1).
-
-    As `eventstore.pki.is_loopback`, which this pure module may not import (pki opens sockets and files).
-    """
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
 
 
 def normalize_source(text: str) -> str:

@@ -156,15 +156,20 @@ def unoffered(workload: str, kind: str, workers: Iterable[WorkerView]) -> str:
 
 def _stop(cmd: StopJob, state: JobBoard, now: datetime) -> list[Event]:
     if cmd.job_id is not None:
-        job = state.jobs.get(cmd.job_id)
-        if job is None:
-            done = state.finished.get(cmd.job_id)
-            if done is None:
-                raise NotFound(f"no job {cmd.job_id}")
-            raise Conflict(f"job {cmd.job_id} has already finished ({done.status})")
-        return _stop_one(job, cmd.reason, now)
+        return _stop_one(_unfinished(state, cmd.job_id), cmd.reason, now)
     chosen = sorted((j for j in state.jobs.values() if cmd.kind in (None, j.spec.kind)), key=lambda j: j.order)
     return [e for job in chosen for e in _stop_one(job, cmd.reason, now)]
+
+
+def _unfinished(state: JobBoard, job_id: str) -> Job:
+    """A job that has not finished; NotFound when there is none, Conflict when it has finished."""
+    job = state.jobs.get(job_id)
+    if job is None:
+        done = state.finished.get(job_id)
+        if done is None:
+            raise NotFound(f"no job {job_id}")
+        raise Conflict(f"job {job_id} has already finished ({done.status})")
+    return job
 
 
 def _stop_one(job: Job, reason: str, now: datetime) -> list[Event]:
@@ -178,12 +183,7 @@ def _stop_one(job: Job, reason: str, now: datetime) -> list[Event]:
 
 def _restart_stalled(cmd: RestartStalledJob, state: JobBoard, now: datetime) -> list[Event]:
     """A stalled attempt goes back to the queue (attempt + 1, resuming from the last checkpoint), if still current."""
-    job = state.jobs.get(cmd.job_id)
-    if job is None:
-        done = state.finished.get(cmd.job_id)
-        if done is None:
-            raise NotFound(f"no job {cmd.job_id}")
-        raise Conflict(f"job {cmd.job_id} has already finished ({done.status})")
+    job = _unfinished(state, cmd.job_id)
     if job.status != "running" or job.attempt != cmd.attempt or job.worker_id != cmd.worker_id:
         where = f" on {job.worker_id}" if job.worker_id else ""
         raise Conflict(f"attempt {cmd.attempt} of job {cmd.job_id} on {cmd.worker_id} is not running: the job is "

@@ -12,7 +12,7 @@ from contracts.subjects import Topology
 from eventstore.config import CommonSettings, load_settings
 from eventstore.follow import cancel_and_wait
 from eventstore.sdnotify import Notifier
-from eventstore.service import ServiceContext, serve
+from eventstore.service import ServiceContext, run_service
 from services.trainer.agent import Agent
 from services.trainer.capabilities import detect, worker_id
 from services.trainer.gpus import wait_for_expected_gpus
@@ -50,8 +50,8 @@ async def _say_stopping(stop: asyncio.Event, notifier: Notifier) -> None:
 def cli_main(overrides: dict[str, Any] | None = None, common: CommonSettings | None = None) -> None:
     """Run the agent until SIGTERM; the service runtime waits out the job stop grace period."""
     settings = load_settings(TrainerSettings, "trainer", overrides)
-    asyncio.run(serve("trainer", functools.partial(main, overrides=overrides), common,
-                      grace=settings.stop_grace_s + 30, requires=worker_streams))
+    run_service("trainer", functools.partial(main, overrides=overrides), common,
+                grace=settings.stop_grace_s + 30, requires=worker_streams)
 
 
 def worker_streams(topology: Topology) -> list[str]:

@@ -140,3 +140,19 @@ def test_sync_and_async_give_the_same_results(platform: Platform) -> None:
     assert [u.iteration for u in followed[:-1] if isinstance(u, JobProgress)] == [s.iteration for s in sync[2]]
     assert not any(isinstance(u, EpisodeReport) for u in followed) and followed[-1] == trained
     assert sync[6] == run.id
+
+
+def test_following_a_2048_evaluation_brings_every_episode_once(platform: Platform) -> None:
+    # The episodes reach telemetry, the end reaches the event log: whichever came last, follow has each once.
+    with client(platform) as stoker:
+        trained = stoker.wait(stoker.submit_training("2048", max_iterations=20, params={
+            "checkpoint_every": 20, "batch_size": 16}).id, timeout=240)
+        assert trained.status == "completed", trained
+        evaluation = stoker.submit_evaluation(trained.id, episodes=3)
+        updates = list(stoker.follow(evaluation.id))
+        reported = stoker.episodes(evaluation.id)
+    final = updates.pop()
+    assert isinstance(final, JobView) and final.status == "completed", final
+    followed = [u for u in updates if isinstance(u, EpisodeReport)]
+    assert [u.episode for u in followed] == [e.episode for e in reported] and len(reported) == 3
+    assert [u.score for u in followed] == [e.score for e in reported] and all(e.log for e in reported)

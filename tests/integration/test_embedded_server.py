@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import socket
 
+import pytest
+
 from eventstore.connect import connect
-from eventstore.server import find_nats_server, read_record, resolve_nats_url, start_embedded
+from eventstore.server import NoPlatform, find_nats_server, read_record, resolve_nats_url, start_embedded
 
 
 async def test_taken_port_is_replaced_and_recorded(tmp_path) -> None:
@@ -25,8 +27,9 @@ async def test_taken_port_is_replaced_and_recorded(tmp_path) -> None:
         await nc.close()
     finally:
         server.stop()
-    assert read_record(tmp_path) is None  # the recorded process is gone: fall back to the default
-    assert resolve_nats_url("", tmp_path) == "nats://127.0.0.1:4222"
+    assert read_record(tmp_path) is None  # the recorded process is gone: no platform, and no default either
+    with pytest.raises(NoPlatform):
+        resolve_nats_url("", tmp_path)
 
 
 def test_binary_from_the_wheel_or_the_environment(tmp_path) -> None:

@@ -27,7 +27,16 @@ from gateway.client.errors import (
     error_for,
 )
 from gateway.client.follow import Follow, Reconnect, advance_bar, progress_bar, refused
-from gateway.schemas.jobs import JobPage, JobTimeline, JobView, ProgressHistory, ProgressSample, StopResult
+from gateway.schemas.jobs import (
+    EpisodeHistory,
+    EpisodeSample,
+    JobPage,
+    JobTimeline,
+    JobView,
+    ProgressHistory,
+    ProgressSample,
+    StopResult,
+)
 from ops.runstate import STATE_FILE
 
 JOB = "01JAAAAAAAAAAAAAAAAAAAAAAA"
@@ -244,6 +253,38 @@ def test_catching_up_over_rest_keeps_to_the_cursor() -> None:
                for seq in (5, 6)]
     caught = state.catch_up(samples)
     assert [(u.job_id, u.iteration) for u in caught] == [(JOB, 6)] and state.cursors["telemetry"] == 6
+
+
+def episode_sample(seq: int, episode: int) -> EpisodeSample:
+    return msgspec.convert({"seq": seq, "attempt": 1, "episode": episode, "score": 2.0 * episode, "figures": {},
+                            "log": [{"move": 1}], "at": utcnow().isoformat()}, EpisodeSample, strict=False)
+
+
+def test_catching_up_merges_progress_and_episodes_in_telemetry_order() -> None:
+    # Both kinds share the telemetry cursor: taking the progress first would pass over the episodes between.
+    state = Follow(JOB)
+    state.greet(welcome())
+    state.take(progress(5, 1))
+    samples = [msgspec.convert({"seq": seq, "attempt": 1, "worker_id": "w1", "iteration": seq, "total": None,
+                                "loss": None, "metrics": {}, "at": utcnow().isoformat()}, ProgressSample, strict=False)
+               for seq in (6, 9)]
+    caught = state.catch_up(samples, [episode_sample(4, 1), episode_sample(7, 2), episode_sample(8, 3)])
+    assert [(type(u).__name__, u.job_id) for u in caught] == [("JobProgress", JOB), ("EpisodeReport", JOB),
+                                                              ("EpisodeReport", JOB), ("JobProgress", JOB)]
+    assert [u.episode for u in caught if isinstance(u, EpisodeReport)] == [2, 3] and caught[1].log == [{"move": 1}]
+    assert state.cursors["telemetry"] == 9
+
+
+def test_what_a_follow_reads_after_the_end_is_progress_then_episodes_after_the_cursor(monkeypatch) -> None:
+    monkeypatch.setattr(calls, "EPISODES_PAGE", 1)
+    pages = [ProgressHistory(job_id=JOB, samples=[], next_since=3),
+             EpisodeHistory(job_id=JOB, episodes=[episode_sample(4, 1)], next_since=4),
+             EpisodeHistory(job_id=JOB, episodes=[], next_since=4)]
+    asked, (samples, episodes) = drive(calls.reported_after(JOB, 3), pages)
+    assert [(a.path.rsplit("/", 1)[1], a.params[0]) for a in asked] == [("progress", ("since", 3)),
+                                                                          ("episodes", ("since", 3)),
+                                                                          ("episodes", ("since", 4))]
+    assert samples == [] and [e.episode for e in episodes] == [1]
 
 
 def test_a_revoked_token_ends_the_follow_and_other_closes_reconnect() -> None:

@@ -65,8 +65,7 @@ def test_stoker_worker_runs_the_trainer_as_a_module_with_its_options(tmp_path):
     assert env["STOKER_NATS_URL"] == "nats://127.0.0.1:4999" and env["STOKER_DATA_DIR"] == str(tmp_path)
     settings = load_settings(TrainerSettings, "trainer", env=env)
     assert (settings.worker_id, settings.labels, settings.slots) == ("box-1", ("gpu", "eval"), 3)
-    _argv, plain = worker_process(cli, None, None, (), None)
-    assert plain["STOKER_NATS_URL"] == cli.nats_url
+    _argv, plain = worker_process(cli, "nats://127.0.0.1:4999", None, (), None)
     assert load_settings(TrainerSettings, "trainer", env=plain) == load_settings(TrainerSettings, "trainer",
                                                                                  env=dict(os.environ))
 
