@@ -18,7 +18,7 @@ ROUTES = [
     ("GET", "/api/v1/jobs", "viewer"), ("POST", "/api/v1/jobs", "operator"),
     ("GET", "/api/v1/jobs/{job}", "viewer"), ("POST", "/api/v1/jobs/{job}/stop", "operator"),
     ("GET", "/api/v1/jobs/{job}/events", "viewer"), ("GET", "/api/v1/jobs/{job}/progress", "viewer"),
-    ("GET", "/api/v1/jobs/{job}/checkpoints", "viewer"),
+    ("GET", "/api/v1/jobs/{job}/checkpoints", "viewer"), ("GET", "/api/v1/jobs/{job}/episodes", "viewer"),
     ("POST", "/api/v1/training/start", "operator"), ("POST", "/api/v1/training/stop", "operator"),
     ("GET", "/api/v1/training/{job}/status", "viewer"), ("GET", "/api/v1/training/{job}/logs", "viewer"),
     ("POST", "/api/v1/testing/start", "operator"), ("POST", "/api/v1/testing/stop", "operator"),
