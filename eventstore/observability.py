@@ -7,6 +7,7 @@ even by a process that records no spans, so one trace survives a service with tr
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
@@ -137,8 +138,13 @@ def _otlp_exporter(endpoint: str) -> SpanExporter:
     return OTLPSpanExporter(endpoint=endpoint)
 
 
+@functools.cache
 def tracer() -> trace.Tracer:
-    """stoker's tracer (a no-op until tracing is configured)."""
+    """stoker's tracer (a no-op until tracing is configured).
+
+    Made once: OpenTelemetry's proxy tracer starts using the provider as soon as one is installed, and a
+    process installs one at most once; making a tracer per span cost the workers 4 % of their CPU.
+    """
     return trace.get_tracer(TRACER_NAME)
 
 
