@@ -19,7 +19,8 @@ BATCH = 128  # boards stepped per update by the 2048 workload's default
 WARMUP = 100  # iterations left out of every rate: replay warm-up and first allocations
 
 
-async def _run_job(url: str, iterations: int, timeout: float = 900) -> list[tuple[int, float]]:
+async def _run_job(url: str, iterations: int, credentials: Path | None = None,
+                   timeout: float = 900) -> list[tuple[int, float]]:
     """Submit one 2048 training job, wait for its end, return (iteration, time) from its progress samples."""
     from contracts.commands import JobAccepted, SubmitJob
     from contracts.events import JobCompleted, JobFailed, JobStopped
@@ -30,7 +31,7 @@ async def _run_job(url: str, iterations: int, timeout: float = 900) -> list[tupl
     from eventstore.micro import call
     from eventstore.telemetry import sample_history
 
-    nc = await connect(url, "bench-training")
+    nc = await connect(url, "bench-training", credentials=credentials)
     try:
         topology = Topology()
         log = JetStreamLog(nc, topology)
@@ -186,7 +187,7 @@ def compare(device: str, iterations: int, rounds: int, standalone_rate: Callable
                 rate, bare_cpu = bare_run(standalone_rate, device, iterations)
                 bare.append(rate)
                 with CpuWatch(process.pid) as watch:
-                    samples = asyncio.run(_run_job(url, iterations))
+                    samples = asyncio.run(_run_job(url, iterations, Path(tmp) / "credentials" / "admin.nk"))
                 managed.append(steady_rate(samples, WARMUP))
                 emit({"measure": "round", "device": device, "standalone_updates_per_s": round(bare[-1], 2),
                       "stoker_updates_per_s": round(managed[-1], 2), "ratio": round(managed[-1] / bare[-1], 3),
