@@ -248,7 +248,17 @@ async def measure(nats_url: str, base: Path, args: argparse.Namespace) -> None:
     try:
         jobs = await jobs_part(port, bare_port, token, args.seconds, args.concurrency, args.jobs)
         print(json.dumps(jobs), flush=True)
-        print(json.dumps(await fanout_part(nc, port, token, args.clients, args.messages, args.rate)), flush=True)
+        rounds = []
+        for _ in range(args.rounds):  # a shared machine's noise shows as spread between rounds
+            rounds.append(await fanout_part(nc, port, token, args.clients, args.messages, args.rate))
+            print(json.dumps(rounds[-1]), flush=True)
+        if args.rounds > 1:
+            p99s = sorted(r["p99_ms"] for r in rounds)
+            print(json.dumps({"bench": "gateway.ws_fanout_rounds", "clients": args.clients, "rounds": args.rounds,
+                              "p50_ms": [r["p50_ms"] for r in rounds], "p99_ms": [r["p99_ms"] for r in rounds],
+                              "median_p99_ms": p99s[len(p99s) // 2],
+                              "rounds_under_target": sum(1 for v in p99s if v < 50), "target_p99_ms": 50}),
+                  flush=True)
     finally:
         server.terminate()
         server.wait(20)
@@ -285,6 +295,7 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=500, help="WebSocket clients on one job")
     parser.add_argument("--messages", type=int, default=100, help="progress samples published")
     parser.add_argument("--rate", type=float, default=10.0, help="progress samples per second")
+    parser.add_argument("--rounds", type=int, default=3, help="fan-out rounds, each with fresh clients")
     asyncio.run(run(parser.parse_args()))
 
 

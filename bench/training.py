@@ -167,6 +167,6 @@ def emit(line: dict[str, Any]) -> None:
 
 
 if __name__ == "__main__":
-    if str(ROOT) not in sys.path:
-        sys.path.insert(0, str(ROOT))
+    # First, always: run as a script, bench/ is sys.path[0] and bench/eventstore.py would shadow the package.
+    sys.path.insert(0, str(ROOT))
     main()

@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -18,7 +19,8 @@ BATCH = 128  # boards stepped per update by the 2048 workload's default
 WARMUP = 100  # iterations left out of every rate: replay warm-up and first allocations
 
 
-async def _run_job(url: str, iterations: int, timeout: float = 900) -> list[tuple[int, float]]:
+async def _run_job(url: str, iterations: int, credentials: Path | None = None,
+                   timeout: float = 900) -> list[tuple[int, float]]:
     """Submit one 2048 training job, wait for its end, return (iteration, time) from its progress samples."""
     from contracts.commands import JobAccepted, SubmitJob
     from contracts.events import JobCompleted, JobFailed, JobStopped
@@ -29,7 +31,7 @@ async def _run_job(url: str, iterations: int, timeout: float = 900) -> list[tupl
     from eventstore.micro import call
     from eventstore.telemetry import sample_history
 
-    nc = await connect(url, "bench-training")
+    nc = await connect(url, "bench-training", credentials=credentials)
     try:
         topology = Topology()
         log = JetStreamLog(nc, topology)
@@ -76,6 +78,101 @@ def _start_platform(data_dir: Path) -> tuple[subprocess.Popen[bytes], str]:
     raise RuntimeError(f"stoker up did not start; see {data_dir / 'up.log'}")
 
 
+class CpuWatch:
+    """Samples the platform's process tree while a job runs: the job process's threads and CPU, and the rest's.
+
+    The job process is the zygote's child that used the most CPU in the window; "others" is every other
+    process under `stoker up` (nats-server, the services, the agent, spare children).
+    """
+
+    def __init__(self, root_pid: int, interval: float = 0.25) -> None:
+        self.root_pid, self.interval = root_pid, interval
+        self.first: dict[int, tuple[str, float]] = {}
+        self.last: dict[int, tuple[str, float]] = {}
+        self.threads: dict[int, int] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+
+    def __enter__(self) -> CpuWatch:
+        self._sample()
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        self._sample()
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.interval):
+            self._sample()
+
+    def _sample(self) -> None:
+        import psutil
+
+        try:
+            procs = psutil.Process(self.root_pid).children(recursive=True)
+        except psutil.Error:
+            return
+        for proc in procs:
+            try:
+                with proc.oneshot():
+                    parent = proc.ppid()
+                    times = proc.cpu_times()
+                    role = "job" if _is_zygote(parent) else " ".join(proc.cmdline()[1:3])
+                    self.threads[proc.pid] = max(self.threads.get(proc.pid, 0), proc.num_threads())
+            except psutil.Error:
+                continue
+            entry = (role, times.user + times.system)
+            self.first.setdefault(proc.pid, entry)
+            self.last[proc.pid] = entry
+
+    def figures(self) -> dict[str, Any]:
+        """The job process's CPU seconds and peak threads, and the other processes' CPU seconds by name."""
+        used = {pid: (role, self.last[pid][1] - self.first[pid][1]) for pid, (role, _t) in self.last.items()}
+        jobs = [(cpu, pid) for pid, (role, cpu) in used.items() if role == "job"]
+        job_cpu, job_pid = max(jobs) if jobs else (0.0, 0)
+        others: dict[str, float] = {}
+        for pid, (role, cpu) in used.items():
+            if pid != job_pid:
+                others[role] = others.get(role, 0.0) + cpu
+        return {"job_cpu_s": round(job_cpu, 3), "job_threads": self.threads.get(job_pid, 0),
+                "others_cpu_s": round(sum(others.values()), 3),
+                "others_cpu_s_by_process": {k: round(v, 3) for k, v in sorted(others.items()) if v >= 0.01}}
+
+
+def _is_zygote(pid: int) -> bool:
+    import psutil
+
+    try:
+        return "services.trainer.zygote" in psutil.Process(pid).cmdline()
+    except psutil.Error:
+        return False
+
+
+def bare_run(standalone_rate: Callable[[str, int, int], float], device: str,
+             iterations: int) -> tuple[float, dict[str, Any]]:
+    """The bare rate, with this process's CPU seconds and peak threads over the run."""
+    import psutil
+
+    me = psutil.Process()
+    peak = [me.num_threads()]
+    done = threading.Event()
+
+    def watch() -> None:
+        while not done.wait(0.25):
+            peak[0] = max(peak[0], me.num_threads() - 1)  # less this watcher
+
+    watcher = threading.Thread(target=watch, daemon=True)
+    watcher.start()
+    before = time.process_time()
+    rate = standalone_rate(device, iterations, WARMUP)
+    cpu = time.process_time() - before
+    done.set()
+    watcher.join()
+    return rate, {"bare_cpu_s": round(cpu, 3), "bare_threads": peak[0]}
+
+
 def compare(device: str, iterations: int, rounds: int, standalone_rate: Callable[[str, int, int], float],
             emit: Callable[[dict[str, Any]], None]) -> dict[str, Any]:
     """Alternate standalone and under-stoker runs; return rates, env steps and the overhead ratio."""
@@ -87,10 +184,14 @@ def compare(device: str, iterations: int, rounds: int, standalone_rate: Callable
         process, url = _start_platform(Path(tmp))
         try:
             for _ in range(rounds):
-                bare.append(standalone_rate(device, iterations, WARMUP))
-                managed.append(steady_rate(asyncio.run(_run_job(url, iterations)), WARMUP))
+                rate, bare_cpu = bare_run(standalone_rate, device, iterations)
+                bare.append(rate)
+                with CpuWatch(process.pid) as watch:
+                    samples = asyncio.run(_run_job(url, iterations, Path(tmp) / "credentials" / "admin.nk"))
+                managed.append(steady_rate(samples, WARMUP))
                 emit({"measure": "round", "device": device, "standalone_updates_per_s": round(bare[-1], 2),
-                      "stoker_updates_per_s": round(managed[-1], 2)})
+                      "stoker_updates_per_s": round(managed[-1], 2), "ratio": round(managed[-1] / bare[-1], 3),
+                      **bare_cpu, **watch.figures()})
         finally:
             process.send_signal(signal.SIGTERM)
             process.wait(60)

@@ -154,8 +154,8 @@ class RestartStalledJob(Command, kw_only=True):
 class StalledJobRestarted(Message, kw_only=True):
     """Reply to `RestartStalledJob`: the attempt that will run next (from the last checkpoint)."""
 
-    job_id: str
-    attempt: int
+    job_id: Id
+    attempt: Attempt
 
 
 # -- end of the monitor's command ----------------------------------------------------------------------

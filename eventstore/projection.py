@@ -10,8 +10,9 @@ from typing import Protocol
 from nats.aio.msg import Msg
 
 from contracts.codec import MalformedEvent
+from eventstore.follow import cancel_and_wait
 from eventstore.log import TYPE, JetStreamLog, StoredEvent
-from eventstore.observability import consumer_span, get_logger
+from eventstore.observability import consumer_span, get_logger, tracing_on
 from eventstore.stores.base import ReadModelStore, Transaction
 
 log = get_logger(component="projections")
@@ -224,18 +225,40 @@ class ProjectionRunner:
         return self.position
 
     async def _consume(self, messages, *, follow: bool) -> None:
+        """Read batches and apply them, the next batch read while the one before is being written.
+
+        At most one batch is in flight, and a batch is applied only after the one before it is: order and
+        checkpoints are as if applied one after another. Following live, a batch waits at most `max_delay`
+        for more messages (the read models' lag); catching up, batches fill to `batch_size` or the end.
+        """
         batch: list[Msg] = []
         deadline = 0.0
-        async for msg in messages:
-            if not batch:
-                deadline = time.monotonic() + self.max_delay
-            batch.append(msg)
-            idle = msg.metadata.num_pending == 0
-            if len(batch) >= self.batch_size or idle or time.monotonic() >= deadline:
+        writing: asyncio.Task | None = None
+        try:
+            async for msg in messages:
+                if not batch:
+                    deadline = time.monotonic() + self.max_delay
+                batch.append(msg)
+                idle = msg.metadata.num_pending == 0
+                if len(batch) >= self.batch_size or idle or (follow and time.monotonic() >= deadline):
+                    if writing is not None:
+                        await writing
+                    writing = asyncio.create_task(self.apply_batch(batch))
+                    batch = []
+                    if idle:  # nothing more to read now: let the write land before waiting for news
+                        await writing
+                        writing = None
+                elif writing is not None and writing.done():
+                    await writing  # raises what the write raised (a Resync, a store error) without delay
+                    writing = None
+            if writing is not None:
+                await writing
+                writing = None
+            if batch:
                 await self.apply_batch(batch)
-                batch = []
-        if batch:
-            await self.apply_batch(batch)
+        finally:
+            if writing is not None and not writing.done():
+                await cancel_and_wait([writing])
 
     async def apply_batch(self, messages: Sequence[Msg]) -> None:
         """Apply raw messages in one transaction; events at or below a checkpoint are not applied again.
@@ -297,6 +320,10 @@ class ProjectionRunner:
         if isinstance(decoded, MalformedEvent):
             for projection in behind:  # counted where the projection's checkpoint passes it
                 await write_dead_letter(tx, projection.name, msg, "malformed", str(decoded))
+            return
+        if not tracing_on():  # projections send nothing on, so without spans there is no context to carry
+            for projection in behind:
+                await projection.apply(decoded, tx)
             return
         with consumer_span(f"stoker.project {decoded.type}", decoded.headers, **{"stoker.seq": decoded.seq}):
             for projection in behind:

@@ -153,3 +153,24 @@ async def test_runner_killed_mid_batch_applies_nothing_twice(event_log, nats_ser
         assert {r["times"] for r in rows} == {1}
     finally:
         await store.close()
+
+
+async def test_catch_up_fills_batches_and_applies_each_event_once(event_log, store) -> None:
+    # max_delay=0: following live, every message would be a batch of its own; catching up ignores it.
+    for _ in range(12):
+        await submit_and_run(event_log, new_id())  # 5 events a job, 60 in all
+    runner = ProjectionRunner(event_log, store, [CountingProjection()], batch_size=25, max_delay=0)
+    batches: list[tuple[int, int]] = []
+    apply_batch = runner.apply_batch
+
+    async def noted(messages) -> None:
+        batches.append((messages[0].metadata.sequence.stream, messages[-1].metadata.sequence.stream))
+        await apply_batch(messages)
+
+    runner.apply_batch = noted
+    last = await event_log.last_seq()
+    assert await runner.catch_up() == last
+    assert batches == [(1, 25), (26, 50), (51, 60)]  # full batches, in order, the next read while one is written
+    rows = await store.fetchall("SELECT seq, times FROM {applied} ORDER BY seq")
+    assert [(r["seq"], r["times"]) for r in rows] == [(s, 1) for s in range(1, last + 1)]
+    assert (await runner.checkpoints())["counting"] == last
