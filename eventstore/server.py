@@ -320,6 +320,10 @@ def read_record(data_dir: Path) -> dict | None:
     try:
         record = json.loads(path.read_text())
         os.kill(int(record["pid"]), 0)
+    except PermissionError as exc:
+        if exc.filename is None:  # kill(pid, 0) said EPERM: the process lives, as another user
+            return record
+        raise RecordUnreadable(path) from None
     except (OSError, ValueError, KeyError, TypeError):
         return None
     return record
@@ -381,6 +385,15 @@ class NoPlatform(ConnectionError):
     def __init__(self, data_dir: Path) -> None:
         super().__init__(f"no stoker platform runs from {data_dir}: start it with `stoker up`, or give --nats URL")
         self.data_dir = data_dir
+
+
+class RecordUnreadable(NoPlatform):
+    """The data dir records a server, but this user may not read the record (another user's platform)."""
+
+    def __init__(self, path: Path) -> None:
+        ConnectionError.__init__(self, f"cannot read {path}: permission denied (this data dir belongs to another "
+                                       "user; run stoker as that user)")
+        self.data_dir = path.parent
 
 
 def resolve_nats_url(configured: str, data_dir: Path) -> str:
