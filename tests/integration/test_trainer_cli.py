@@ -76,7 +76,11 @@ async def test_submit_then_look_at_the_job(platform, event_log):
     lines = [line for line in timeline.output.splitlines() if not line.startswith("trace ")]
     assert [line.split()[2] for line in lines] == ["JobSubmitted", "JobAssigned", "JobStarted", "JobCompleted"]
     logs = await stoker(platform, "logs", job_id)
-    assert logs.exit_code == 0 and "1/?" in logs.output and "JobCompleted" in logs.output.splitlines()[-1]
+    assert logs.exit_code == 0 and "1/?" in logs.output
+    # The final event, then the whole result (never cut with "…").
+    tail = logs.output.splitlines()
+    ended = next(i for i, line in enumerate(tail) if "JobCompleted" in line)
+    assert tail[ended + 1:] == ["result:", "  ok         true", "  iteration  1"], logs.output
 
     async def listed():
         result = await stoker(platform, "jobs", "--json", "--status", "completed")
