@@ -47,6 +47,16 @@ async def follow_forever(event_log: EventLog, position: Callable[[], int], apply
         await asyncio.sleep(delay)
 
 
+async def wait_for_any(*events: asyncio.Event) -> None:
+    """Return once any of `events` is set (stop asked, lease lost, a failure), leaving no waiter behind."""
+    waits = [asyncio.create_task(e.wait()) for e in events]
+    try:
+        await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in waits:
+            task.cancel()
+
+
 async def cancel_and_wait(tasks: list[asyncio.Task], timeout: float = 10.0, retry_s: float = 0.5) -> list[asyncio.Task]:
     """Cancel `tasks` and wait for them to end, cancelling again while they run; returns those still running.
 

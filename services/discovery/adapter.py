@@ -16,7 +16,7 @@ from nats.micro.service import Service
 from contracts.codec import decode_message
 from contracts.commands import DeregisterWorker, RegisterWorker
 from contracts.telemetry import WorkerHeartbeat
-from eventstore.follow import cancel_and_wait
+from eventstore.follow import cancel_and_wait, wait_for_any
 from eventstore.lease import Lease, holder_name, lead_whenever_held
 from eventstore.micro import start_service
 from eventstore.observability import get_logger
@@ -67,10 +67,7 @@ class DiscoveryService:
             timer = asyncio.create_task(self._tick(), name="discovery-tick")
             if lan is not None:
                 watcher = asyncio.create_task(lan.run(), name="discovery-lan")
-            waits = [asyncio.create_task(e.wait()) for e in (self.ctx.stop, lost)]
-            await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
-            for task in waits:
-                task.cancel()
+            await wait_for_any(self.ctx.stop, lost)
         finally:
             self.serving.clear()
             await cancel_and_wait([t for t in (timer, keeper, watcher) if t is not None])

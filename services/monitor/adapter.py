@@ -19,7 +19,7 @@ from contracts.base import utcnow
 from contracts.codec import decode_message
 from contracts.commands import RestartStalledJob, StalledJobRestarted
 from contracts.telemetry import HostSample, JobProgress, WorkerHeartbeat
-from eventstore.follow import cancel_and_wait
+from eventstore.follow import cancel_and_wait, wait_for_any
 from eventstore.lease import Lease, holder_name, lead_whenever_held
 from eventstore.micro import call
 from eventstore.observability import get_logger
@@ -99,10 +99,7 @@ class MonitorService:
                 subs.append(await self.ctx.nc.subscribe(subject, cb=cb))
             timer = asyncio.create_task(self._tick(alerter), name="monitor-tick")
             self.serving.set()
-            waits = [asyncio.create_task(e.wait()) for e in (self.ctx.stop, lost)]
-            await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
-            for task in waits:
-                task.cancel()
+            await wait_for_any(self.ctx.stop, lost)
         finally:
             self.serving.clear()
             await cancel_and_wait([t for t in (timer, keeper) if t is not None])

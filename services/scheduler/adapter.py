@@ -16,6 +16,7 @@ from nats.micro.service import Service
 
 from contracts.commands import ConfirmAssignment, JobReport, RestartStalledJob, StopJob, SubmitJob
 from eventstore.dispatch import JetStreamDispatch
+from eventstore.follow import wait_for_any
 from eventstore.lease import Lease, holder_name
 from eventstore.micro import endpoint_subject, handle_request
 from eventstore.observability import get_logger
@@ -89,10 +90,8 @@ class SchedulerService:
         service = await self._serve()
         self.serving.set()
         timer = asyncio.create_task(self._tick(), name="scheduler-tick")
-        waits = [asyncio.create_task(e.wait()) for e in (self.ctx.stop, lost, self.scheduler.failed)]
-        await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
-        for task in (*waits, timer):
-            task.cancel()
+        await wait_for_any(self.ctx.stop, lost, self.scheduler.failed)
+        timer.cancel()
         self.serving.clear()
         await service.stop()
 
