@@ -20,6 +20,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from contracts.jobspec import PARAMS_VERSION
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -31,6 +33,7 @@ class BareContext:
     job_id = "bench"
     attempt = 1
     episodes = None
+    params_version = PARAMS_VERSION  # parameters named as workloads declare them now
 
     def __init__(self, max_iterations: int, device: str, params: dict[str, Any]) -> None:
         self.max_iterations = max_iterations

@@ -21,6 +21,7 @@ from eventstore.log import JetStreamLog
 from eventstore.observability import configure_logging, configure_tracing, get_logger
 from eventstore.ports import StreamMissing
 from eventstore.server import NoPlatform, resolve_nats_ca, resolve_nats_url
+from eventstore.stores import StoreUnavailable
 
 EXIT_NATS_UNREACHABLE = 3  # stopped, but NATS was gone at the end: its last messages may not have arrived
 EXIT_NATS_REFUSED = 4  # NATS closed the connection for good: the credential was refused (revoked)
@@ -163,5 +164,5 @@ def run_service(name: str, main: ServiceMain, settings: CommonSettings | None = 
     """Entry point of `python -m services.<name>` and `stoker run <name>` (`options`: those of `serve`)."""
     try:
         asyncio.run(serve(name, main, settings, **options))
-    except NoPlatform as exc:  # nowhere to connect: one line, not a traceback
+    except (NoPlatform, StoreUnavailable) as exc:  # nowhere to connect: one line, not a traceback
         sys.exit(f"stoker-{name}: {exc}")

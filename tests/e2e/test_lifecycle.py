@@ -15,6 +15,7 @@ import threading
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import psutil
 import pytest
 
@@ -135,6 +136,8 @@ def test_ctrl_c_through_a_closed_pipe_stops_every_process(tmp_path: Path) -> Non
     members: list[psutil.Process] = []
     try:
         read_until(process.stdout, "stoker is up", START_TIMEOUT_S)
+        # The banner comes once health answers (it used to come seconds before anything listened).
+        assert httpx.get(f"http://127.0.0.1:{port}/api/v1/health", timeout=10).status_code == 200
         wait_until(lambda: _ready(f"http://127.0.0.1:{port}"), START_TIMEOUT_S, "health")
         members = family(process.pid)
         assert any("services.trainer" in " ".join(_cmdline(p)) for p in members)
@@ -177,6 +180,18 @@ def test_a_killed_supervisor_takes_everything_with_it_and_the_job_is_requeued(tm
         assert wait_status(second, job, {"running", "completed"}, timeout=120)
     finally:
         stop_platform(second)
+
+
+def test_a_service_that_cannot_start_is_named_with_why_and_up_exits_non_zero(tmp_path: Path) -> None:
+    argv, env = up_command(tmp_path, free_port())
+    env["STOKER_DATABASE_URL"] = "postgresql://stoker:hunter2@127.0.0.1:1/nothing"  # a read-model DB nobody runs
+    result = run_briefly(argv, env, tmp_path, START_TIMEOUT_S + STOP_TIMEOUT_S)
+    assert result.returncode == 1, result
+    assert "stoker is up" not in result.stdout
+    assert "projector failed to start (exit 1)" in result.stderr, result.stderr
+    assert "cannot use the read-model database postgresql://stoker:***@127.0.0.1:1/nothing" in result.stderr
+    assert "hunter2" not in result.stderr
+    assert_all_gone([], tmp_path, 1)
 
 
 @pytest.fixture(scope="module")

@@ -10,6 +10,7 @@ import pytest
 from eventstore.config import CommonSettings, ConfigError, load_settings
 from eventstore.lifeline import earlier_pids
 from eventstore.server import ServerSpec
+from eventstore.stores import shown_url
 from ops.lock import AlreadyRunning, DataDirLock, already_running_message, holder
 from ops.runstate import EXIT_NOT_HEALTHY, EXIT_NOT_RUNNING, EXIT_UP, exit_code, health_summary, render, summarize
 from ops.supervisor import ProcessSpec, describe_exit, lifeline_waits, next_backoff
@@ -132,3 +133,12 @@ def test_health_in_a_few_words() -> None:
             "streams": [{"name": "E", "ok": False}],
             "store": {"ok": False}}
     assert health_summary(body) == "down: NATS not connected, stream E not ok, read-model store not ok"
+
+
+@pytest.mark.parametrize(("url", "shown"), [
+    ("postgresql://stoker:hunter2@db.lan:5432/stoker", "postgresql://stoker:***@db.lan:5432/stoker"),
+    ("postgresql://stoker@db.lan/stoker", "postgresql://stoker@db.lan/stoker"),
+    ("postgresql:///stoker", "postgresql:///stoker"),
+])
+def test_a_database_url_is_shown_without_its_password(url: str, shown: str) -> None:
+    assert shown_url(url) == shown
