@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 from collections import OrderedDict
 from collections.abc import Callable
 from pathlib import Path
@@ -32,6 +33,7 @@ from services.trainer.pool import WarmPool
 from services.trainer.runner import Deps, JobRunner
 from services.trainer.settings import TrainerSettings
 from services.trainer.telemetry import TelemetryPublisher
+from services.trainer.threads import thread_environment, usable_cores
 from services.trainer.workloads_registry import Registry, registered
 
 log = get_logger(component="agent")
@@ -62,6 +64,8 @@ class Agent:
 
     async def run(self, stop: asyncio.Event) -> None:
         """Serve until `stop` is set, then shut down gracefully."""
+        # Before the first job process exists: its OpenMP pool is sized when torch loads (threads.py).
+        os.environ.update(thread_environment(os.environ, usable_cores(), self.capabilities.slots))
         await self.deps.pool.start()
         try:
             self._recover()

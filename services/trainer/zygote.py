@@ -18,18 +18,6 @@ import socket
 import sys
 from collections import deque
 
-# OpenMP (torch's intra-op pool) reads these once, when its library loads: in the zygote, or in a child
-# that imports torch itself. By default libgomp's idle threads spin at every barrier; on a machine where
-# the agent, nats-server and other jobs also run, a spinning thread holds a core they need and a
-# preempted one stalls its peers (on 2 busy cores, 4-5x the CPU seconds for the same 2048 updates).
-# Passive threads sleep instead. A value set in the worker's environment wins.
-OPENMP_DEFAULTS = {"OMP_WAIT_POLICY": "PASSIVE"}
-
-
-def thread_environment(env: dict[str, str]) -> dict[str, str]:
-    """The OpenMP settings to add to `env` for job processes: the defaults it does not set itself."""
-    return {k: v for k, v in OPENMP_DEFAULTS.items() if k not in env}
-
 
 def _preload(module: str) -> dict:
     try:
@@ -115,7 +103,6 @@ def main(argv: list[str]) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the agent's to handle
     signal.signal(signal.SIGTERM, signal.SIG_IGN)  # it ends when the agent closes its socket
     commands, events = socket.socket(fileno=int(argv[0])), socket.socket(fileno=int(argv[1]))
-    os.environ.update(thread_environment(dict(os.environ)))  # before any import can load OpenMP
     importlib.import_module("services.trainer.child")
     preloaded = [_preload(module) for module in argv[2:]]
     import ctypes  # noqa: F401  (children use it to tie their life to ours; import it once, here)
