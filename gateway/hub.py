@@ -144,9 +144,8 @@ class Hub:
                 if len(self._waiting) < HOLD_MAX:
                     self._waiting.append(msg)
                 return
-            unknown = self._unknown_job(msg.subject)
-            if unknown is not None:
-                self._hold(unknown, [msg])
+            if self._must_ask(msg.subject):
+                self._hold([msg])
                 return
             if not self.assignments.believes(self.log.topology, msg.subject):
                 return
@@ -165,40 +164,41 @@ class Hub:
             for subscriber in self._by_topic.get(topic, ()):
                 subscriber.offer(message)
 
-    def _unknown_job(self, subject: str) -> str | None:
-        """The job of a watched sample whose workers the hub does not know (assigned before it started)."""
+    def _must_ask(self, subject: str) -> bool:
+        """Whether a watched job sample comes from a worker the hub does not know on the job, and has not asked
+        the job's events about (assigned before the hub started, or its JobAssigned not heard yet)."""
         topology = self.log.topology
-        job = topology.parse_job_telemetry(subject)
-        if job is None or self.assignments.knows(job[1]):
-            return None
-        watched = RUNS in self._by_topic or any(t in self._by_topic
-                                                for t in subject_topics(topology, TELEMETRY, subject))
-        return job[1] if watched else None
+        if self.assignments.must_ask(topology, subject) is None:
+            return False
+        return RUNS in self._by_topic or any(t in self._by_topic for t in subject_topics(topology, TELEMETRY, subject))
 
-    def _hold(self, job_id: str, waiting: list) -> None:
-        """Hold telemetry (this and what follows, in order) while the job's assignments are read from its events."""
+    def _hold(self, waiting: list) -> None:
+        """Hold telemetry (the first message's and what follows, in order) while its job's events are read."""
         self._waiting = waiting
-        task = asyncio.create_task(self._learn(job_id), name="hub-learn")
+        task = asyncio.create_task(self._learn(waiting[0].subject), name="hub-learn")
         self._pushes.add(task)
         task.add_done_callback(self._pushes.discard)
 
-    async def _learn(self, job_id: str) -> None:
-        failed = None
+    async def _learn(self, subject: str) -> None:
+        topology = self.log.topology
+        job = topology.parse_job_telemetry(subject)
+        assert job is not None and job[2] is not None
         try:
-            events, _version = await self.log.load("job", job_id)
-            self.assignments.note(job_id, assigned_workers(events))
-        except Exception as exc:  # the log is unavailable: its samples now are not shown, a later one retries
-            log.warning("cannot read a job's assignments", job_id=job_id, error=repr(exc))
-            failed = job_id
-        self._release(failed)
+            events, _version = await self.log.load("job", job[1])
+            self.assignments.note(job[1], assigned_workers(events))
+        except Exception as exc:  # the log is unavailable: not shown now; the next sample asks again
+            log.warning("cannot read a job's assignments", job_id=job[1], error=repr(exc))
+            self._release(failed=subject)
+            return
+        self.assignments.asked(job[1], job[2])
+        self._release()
 
-    def _release(self, failed: str | None) -> None:
-        """Deliver the held telemetry in order, holding again at the next job still unknown."""
+    def _release(self, failed: str | None = None) -> None:
+        """Deliver the held telemetry in order, holding again at the next sample that must be asked about."""
         waiting, self._waiting = self._waiting or [], None
         for i, msg in enumerate(waiting):
-            unknown = self._unknown_job(msg.subject)
-            if unknown is not None and unknown != failed:
-                self._hold(unknown, waiting[i:])
+            if msg.subject != failed and self._must_ask(msg.subject):
+                self._hold(waiting[i:])
                 return
             if self.assignments.believes(self.log.topology, msg.subject):
                 self._deliver(TELEMETRY, msg)

@@ -120,29 +120,46 @@ class Assignments:
     """The workers each job was assigned to, as far as the hub knows: the feed shows a job's sample only
     from one of them (a worker may publish for any job id, but only on subjects naming itself).
 
-    Kept for the `size` most recently assigned jobs; a job it does not know is learned from its events.
+    Kept for the `size` most recently noted jobs. A sample from a worker not known to be on its job is
+    looked up in the job's events once per job and worker (`must_ask`): the hub may have started after the
+    assignment, or heard the sample before the JobAssigned (its two streams are followed apart).
     """
 
     def __init__(self, size: int = 100_000) -> None:
         self.size = size
-        self._jobs: OrderedDict[str, set[str]] = OrderedDict()
+        self._jobs: OrderedDict[str, tuple[set[str], set[str]]] = OrderedDict()  # job: (its workers, asked)
 
     def knows(self, job_id: str) -> bool:
         """Whether the job's workers are known (possibly none)."""
         return job_id in self._jobs
 
-    def note(self, job_id: str, workers: Iterable[str]) -> None:
-        """The job was assigned to these workers (more add to those known)."""
-        known = self._jobs.setdefault(job_id, set())
-        known.update(workers)
+    def _entry(self, job_id: str) -> tuple[set[str], set[str]]:
+        entry = self._jobs.setdefault(job_id, (set(), set()))
         self._jobs.move_to_end(job_id)
         while len(self._jobs) > self.size:
             self._jobs.popitem(last=False)
+        return entry
+
+    def note(self, job_id: str, workers: Iterable[str]) -> None:
+        """The job was assigned to these workers (more add to those known)."""
+        self._entry(job_id)[0].update(workers)
+
+    def asked(self, job_id: str, worker_id: str) -> None:
+        """The job's events were read after a sample from this worker: it is on the job or never was."""
+        self._entry(job_id)[1].add(worker_id)
+
+    def must_ask(self, topology: Topology, subject: str) -> str | None:
+        """The job whose events to read before judging this sample (a worker not yet known, not yet asked)."""
+        job = topology.parse_job_telemetry(subject)
+        if job is None or job[2] is None:
+            return None
+        workers, asked = self._jobs.get(job[1], ((), ()))
+        return job[1] if job[2] not in workers and job[2] not in asked else None
 
     def believes(self, topology: Topology, subject: str) -> bool:
         """Whether a telemetry message may be shown: not a job's sample, or one from a worker the job is on."""
         job = topology.parse_job_telemetry(subject)
-        return job is None or trusted_sample(job[2], self._jobs.get(job[1], ()))
+        return job is None or trusted_sample(job[2], self._jobs.get(job[1], ((),))[0])
 
 
 def render_event(event_log: EventLog, msg: RawMessage) -> Outgoing | None:

@@ -1,6 +1,7 @@
 """A worker speaks only for the jobs it runs: progress and episodes another admitted worker publishes for them
 (on its own subject, `….progress.<job>.<rogue>`, the only one NATS lets it use) are stored but never shown:
-not by REST, `stoker logs` (with and without --follow), the WebSocket feed, or a resume of it. The monitor's
+not by REST, `stoker logs` (with and without --follow), the WebSocket feed (even for a job the hub did not see
+assigned), or a resume of it. The monitor's
 side is tests/integration/test_monitor_service.py::test_progress_from_a_worker_the_job_is_not_on_does_not_count;
 the server refusing `….progress.<job>.<someone else>` is tests/integration/test_nats_permissions.py."""
 
@@ -16,9 +17,11 @@ from typing import Any
 import pytest_asyncio
 from websockets.asyncio.client import connect
 
-from contracts.base import utcnow
+from contracts import events as ev
+from contracts.base import new_id, utcnow
 from contracts.codec import encode
 from contracts.telemetry import EpisodeReport, JobProgress
+from gateway.hub import Hub, Subscriber
 from gateway.live import TELEMETRY
 from tests.integration.gateway_support import gateway_stack, publish_episodes, publish_progress, run_job
 
@@ -138,3 +141,26 @@ async def test_stoker_logs_follow_shows_only_the_jobs_worker(stack, tmp_path) ->
     assert process.returncode == 0, err
     lines = [first, *map(json.loads, out.decode().splitlines())]
     assert [line.get("iteration") for line in lines[:-1]] == [1, 2] and lines[-1]["type"] == "JobCompleted"
+
+
+async def test_the_hub_reads_the_assignments_of_a_job_it_did_not_see_assigned(event_log, nc, topology) -> None:
+    # A job assigned before the hub listened: its samples are held, in order, while its events are read.
+    job = new_id()
+    await event_log.append("job", job, [
+        ev.JobSubmitted(job_id=job, kind="train", workload="noop", max_iterations=10, submitted_at=utcnow()),
+        ev.JobAssigned(job_id=job, attempt=1, worker_id="w1", assigned_at=utcnow())], 0)
+    for worker, iteration in (("w1", 1), ("rogue", FORGED_ITERATION), ("w1", 2)):
+        sample = JobProgress(job_id=job, attempt=1, worker_id="w1", iteration=iteration, at=utcnow())
+        await nc.jetstream().publish(topology.job_telemetry("progress", job, worker), encode(sample))
+    hub = Hub(event_log)
+    watcher = Subscriber(queue_size=100)
+    hub.subscribe(watcher, [f"job:{job}"])
+    async for msg in event_log.read_raw(1, filter_subject=topology.job_telemetry("progress", job),
+                                        stream=topology.telemetry_stream):
+        hub.dispatch(TELEMETRY, msg)
+    async with asyncio.timeout(10):
+        shown = [json.loads(await watcher.queue.get()) for _ in range(2)]
+    assert [m["data"]["iteration"] for m in shown] == [1, 2] and watcher.queue.empty()
+    assert hub.assignments.knows(job) and not hub.assignments.believes(
+        topology, topology.job_telemetry("progress", job, "rogue"))
+    await hub.stop()

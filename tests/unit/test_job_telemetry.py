@@ -50,6 +50,13 @@ def test_the_feed_believes_a_jobs_sample_only_from_its_workers() -> None:
     assert not known.believes(T, T.job_telemetry("progress", "J", "rogue"))
     assert not known.believes(T, T.job_telemetry("episode", "K", "w1"))  # a job it does not know
     assert known.believes(T, T.telemetry("heartbeat", "w9"))  # not a job's sample
+    # A worker not known on its job: the job's events are read once (then it is on the job, or never was).
+    assert known.must_ask(T, T.job_telemetry("progress", "J", "rogue")) == "J"
+    assert known.must_ask(T, T.job_telemetry("progress", "J", "w1")) is None
+    assert known.must_ask(T, T.telemetry("progress", "J")) is None  # history is not asked about
+    known.asked("J", "rogue")
+    assert known.must_ask(T, T.job_telemetry("progress", "J", "rogue")) is None
+    assert not known.believes(T, T.job_telemetry("progress", "J", "rogue"))
     known.note("K", [])
     known.note("L", ["w2"])  # the oldest (J) is forgotten
     assert not known.knows("J") and known.knows("K") and known.knows("L")
