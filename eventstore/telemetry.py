@@ -43,14 +43,14 @@ def trusted_sample(worker_id: str | None, assigned: Collection[str]) -> bool:
 
 
 def assigned_workers(events: Iterable[object]) -> list[str]:
-    """The workers a job's events assigned it to, first assigned first (`events`: StoredEvents or events)."""
+    """The workers a job's events assigned it to, the latest assigned last (`events`: StoredEvents or events)."""
     from contracts.events import JobAssigned
 
     out: list[str] = []
     for item in events:
         event = getattr(item, "event", item)
-        if isinstance(event, JobAssigned) and event.worker_id not in out:
-            out.append(event.worker_id)
+        if isinstance(event, JobAssigned):
+            out = [w for w in out if w != event.worker_id] + [event.worker_id]
     return out
 
 

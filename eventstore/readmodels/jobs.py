@@ -125,7 +125,8 @@ async def _assigned(e: ev.JobAssigned, seq: int, tx: Transaction) -> None:
                      " updated_seq = ? WHERE id = ?", e.attempt, e.worker_id, iso(e.assigned_at), seq, e.job_id,
                      key=e.job_id)
     await tx.execute("INSERT INTO {job_workers} (job_id, worker_id, seq) VALUES (?, ?, ?)"
-                     " ON CONFLICT (job_id, worker_id) DO NOTHING", e.job_id, e.worker_id, seq, key=e.job_id)
+                     " ON CONFLICT (job_id, worker_id) DO UPDATE SET seq = excluded.seq", e.job_id, e.worker_id, seq,
+                     key=e.job_id)
 
 
 async def _started(e: ev.JobStarted, seq: int, tx: Transaction) -> None:
@@ -236,7 +237,7 @@ async def job_checkpoints(store: ReadModelStore, job_id: str) -> list[dict[str, 
 
 
 async def job_workers(store: ReadModelStore, job_id: str) -> list[str]:
-    """Every worker the job was ever assigned to, first assigned first (whose telemetry of it is believed)."""
+    """Every worker the job was ever assigned to (whose telemetry of it is believed), the latest assigned last."""
     rows = await store.fetchall("SELECT worker_id FROM {job_workers} WHERE job_id = ? ORDER BY seq", job_id)
     return [row["worker_id"] for row in rows]
 

@@ -40,7 +40,7 @@ def test_the_workers_of_a_job_are_those_its_assignments_named() -> None:
               ev.JobRequeued(job_id="J", attempt=2, reason="worker_lost", requeued_at=now),
               ev.JobAssigned(job_id="J", attempt=2, worker_id="c", assigned_at=now),
               ev.JobAssigned(job_id="J", attempt=3, worker_id="a", assigned_at=now)]
-    assert assigned_workers(events) == ["a", "c"]
+    assert assigned_workers(events) == ["c", "a"]  # the latest assigned last
 
 
 def test_the_feed_believes_a_jobs_sample_only_from_its_workers() -> None:
