@@ -164,3 +164,19 @@ async def test_the_hub_reads_the_assignments_of_a_job_it_did_not_see_assigned(ev
     assert hub.assignments.knows(job) and not hub.assignments.believes(
         topology, topology.job_telemetry("progress", job, "rogue"))
     await hub.stop()
+
+
+async def test_samples_stored_before_subjects_named_their_worker_are_kept_as_history(stack) -> None:
+    # Only admin may publish on the old `….progress.<job>` now: what is there was stored before the upgrade.
+    old, both = await run_job(stack, finish=False), await run_job(stack, finish=False)
+    for job, iteration in ((old, 4), (both, 1)):
+        sample = JobProgress(job_id=job, attempt=1, worker_id="w1", iteration=iteration, total=10, at=utcnow())
+        await stack.nc.jetstream().publish(stack.topology.telemetry("progress", job), encode(sample))
+    await publish_progress(stack.nc, stack.topology, both, range(2, 4))
+    async with stack.client("viewer") as client:
+        samples = (await client.get(f"/api/v1/jobs/{both}/progress")).json()["samples"]
+        assert [s["iteration"] for s in samples] == [1, 2, 3]
+        assert (await client.get(f"/api/v1/jobs/{both}")).json()["progress"]["iteration"] == 3
+        assert (await client.get(f"/api/v1/jobs/{old}")).json()["progress"]["iteration"] == 4  # only history
+        listed = {j["id"]: j["progress"] for j in (await client.get("/api/v1/jobs")).json()["items"]}
+        assert listed[old]["iteration"] == 4 and listed[both]["iteration"] == 3
