@@ -186,7 +186,7 @@ async def measure(server: NatsServer, procs: list[subprocess.Popen], jobs: int, 
     topology = Topology(PREFIX)
     log = JetStreamLog(nc, topology)
     watch = Watch()
-    await nc.subscribe(topology.telemetry("progress", "*"), cb=watch.on_progress)
+    await nc.subscribe(topology.job_telemetry("progress"), cb=watch.on_progress)
     await nc.subscribe(topology.telemetry("heartbeat", "*"), cb=watch.on_heartbeat)
     follower = asyncio.create_task(watch.follow_events(log, 1))
     await watch.until(lambda: watch.heartbeats >= set(WORKERS), 120)

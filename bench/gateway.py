@@ -207,11 +207,15 @@ async def fanout_part(nc, port: int, token: str, clients: int, messages: int, ra
                                                                                                        start + 50))))
     arrivals: list[tuple[float, str]] = []
     readers = [asyncio.create_task(receive(c, messages, arrivals)) for c in conns]
+    # The feed shows a job's samples only from a worker it was assigned to: say w1 runs it.
+    await JetStreamLog(nc, topology).append("job", job, [
+        ev.JobSubmitted(job_id=job, kind="train", workload="noop", max_iterations=messages, submitted_at=utcnow()),
+        ev.JobAssigned(job_id=job, attempt=1, worker_id="w1", assigned_at=utcnow())], 0)
     js = nc.jetstream()
     for i in range(1, messages + 1):
         sample = JobProgress(job_id=job, attempt=1, worker_id="w1", iteration=i, total=messages, loss=1.0 / i,
                              at=utcnow())
-        await js.publish(topology.telemetry("progress", job), encode(sample))
+        await js.publish(topology.job_telemetry("progress", job, "w1"), encode(sample))
         await asyncio.sleep(1 / rate)
     await asyncio.wait_for(asyncio.gather(*readers), 60)
     for conn in conns:

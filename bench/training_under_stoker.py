@@ -29,7 +29,7 @@ async def _run_job(url: str, iterations: int, credentials: Path | None = None,
     from eventstore.connect import connect
     from eventstore.log import JetStreamLog
     from eventstore.micro import call
-    from eventstore.telemetry import sample_history
+    from eventstore.telemetry import assigned_workers, job_samples
 
     nc = await connect(url, "bench-training", credentials=credentials)
     try:
@@ -43,7 +43,8 @@ async def _run_job(url: str, iterations: int, credentials: Path | None = None,
                     raise RuntimeError(f"the bench job ended {stored.type}: {stored.event}")
                 if isinstance(stored.event, JobCompleted):
                     break
-        samples = await sample_history(nc, topology, "progress", reply.job_id, JobProgress)
+        events, _version = await log.load("job", reply.job_id)
+        samples = await job_samples(nc, topology, "progress", reply.job_id, assigned_workers(events), JobProgress)
         return [(s.iteration, s.at.timestamp()) for _seq, s in samples]
     finally:
         await nc.close()

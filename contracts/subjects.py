@@ -11,6 +11,7 @@ import msgspec
 
 MAX_EVENT_BYTES = 1024 * 1024
 MAX_TELEMETRY_BYTES = 4 * 1024 * 1024
+JOB_TELEMETRY_KINDS = ("progress", "episode")  # a job's samples: their subjects name the worker that sent them
 _PREFIX_RE = re.compile(r"^[a-z][a-z0-9_]{0,31}$")
 
 
@@ -48,8 +49,30 @@ class Topology(msgspec.Struct, frozen=True):
         return f"{self.prefix}.events.>"
 
     def telemetry(self, kind: str = "*", key: str = "*") -> str:
-        """`stoker.telemetry.<kind>.<id>`: kinds progress, episode, heartbeat, host."""
+        """`stoker.telemetry.<kind>.<id>`: kinds heartbeat and host (a job's samples: `job_telemetry`).
+
+        `telemetry("progress"|"episode", job_id)` is the subject samples had before they named their worker:
+        only history stored before the upgrade sits there (no one but admin may publish on it now).
+        """
         return f"{self.prefix}.telemetry.{kind}.{key}"
+
+    def job_telemetry(self, kind: str, job_id: str = "*", worker_id: str = "*") -> str:
+        """`stoker.telemetry.<kind>.<job_id>.<worker_id>`: a job's progress or episode samples, as one worker sent them.
+
+        The last token says who published (a worker may publish only its own), so a reader can believe only
+        the workers the job was assigned to.
+        """
+        if kind not in JOB_TELEMETRY_KINDS:
+            raise ValueError(f"{kind!r} is not a job telemetry kind")
+        return f"{self.prefix}.telemetry.{kind}.{job_id}.{worker_id}"
+
+    def parse_job_telemetry(self, subject: str) -> tuple[str, str, str | None] | None:
+        """`….progress.J.W` → ("progress", "J", "W"); the old `….progress.J` → ("progress", "J", None); else None."""
+        parts = subject.split(".")
+        if len(parts) not in (4, 5) or parts[0] != self.prefix or parts[1] != "telemetry" \
+                or parts[2] not in JOB_TELEMETRY_KINDS:
+            return None
+        return parts[2], parts[3], parts[4] if len(parts) == 5 else None
 
     def host_samples(self, host_id: str = "*") -> str:
         """`stoker.telemetry.host.<host_id>`: one machine's health samples (the monitor's `HostSample`)."""

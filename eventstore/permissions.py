@@ -234,7 +234,7 @@ _ROLE_PUBLISH = {"scheduler": _scheduler, "discovery": _discovery, "projector": 
                  "monitor": _monitor, "joins": _joins}
 _ROLE_SUBSCRIBE = {"discovery": lambda t: (t.telemetry("heartbeat", "*"),),
                    "monitor": lambda t: (t.host_samples("*"), t.telemetry("heartbeat", "*"),
-                                         t.telemetry("progress", "*"))}
+                                         t.job_telemetry("progress"))}
 
 
 def _worker(t: Topology, worker_id: str, inbox: str) -> Permissions:
@@ -242,8 +242,10 @@ def _worker(t: Topology, worker_id: str, inbox: str) -> Permissions:
     objects, maps = object_stream(bucket), object_stream(t.map_bucket)
     commands = tuple(t.command(s, v, worker_id) for s, v in endpoints(from_worker=True))
     publish = (
-        t.telemetry("heartbeat", worker_id), t.host_samples(worker_id), t.telemetry("progress", "*"),
-        t.telemetry("episode", "*"),
+        # A job's samples only on subjects that name this worker: NATS cannot know which jobs a worker runs,
+        # so readers believe a sample only when the job was assigned to the worker its subject names.
+        t.telemetry("heartbeat", worker_id), t.host_samples(worker_id), t.job_telemetry("progress", "*", worker_id),
+        t.job_telemetry("episode", "*", worker_id),
         *commands,
         # Its own durable consumer: the filter is part of the subject, and the server checks the request's
         # filter against it, so a worker cannot make a consumer of another worker's queue.

@@ -1,7 +1,13 @@
-"""Telemetry: fire-and-forget samples into STOKER_TELEMETRY, and reading them back by subject."""
+"""Telemetry: fire-and-forget samples into STOKER_TELEMETRY, and reading them back by subject.
+
+A job's samples (progress, episodes) sit on `<kind>.<job_id>.<worker_id>`: any admitted worker may publish
+for any job id, but only under its own id, so readers believe a sample only from a worker the job was
+assigned to (`trusted_sample`); `job_samples` and `last_job_sample` are how every reader reads them.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Callable, Collection, Iterable, Sequence
 from datetime import datetime
 from typing import TypeVar
 
@@ -24,9 +30,34 @@ async def publish_sample(nc: Client, topology: Topology, kind: str, key: str, sa
 
 async def last_sample(nc: Client, topology: Topology, kind: str, key: str, cls: type[T]) -> T | None:
     """The newest sample on one subject, or None."""
+    return await _last_on(nc, topology, topology.telemetry(kind, key), cls)
+
+
+def trusted_sample(worker_id: str | None, assigned: Collection[str]) -> bool:
+    """Whether to believe a job's sample whose subject names `worker_id` (None: the old subject, no worker).
+
+    Only a worker a JobAssigned of the job named speaks for it. Samples on the old two-token subject were
+    stored before subjects named their worker; since then only admin may publish there, so they are history.
+    """
+    return worker_id is None or worker_id in assigned
+
+
+def assigned_workers(events: Iterable[object]) -> list[str]:
+    """The workers a job's events assigned it to, the latest assigned last (`events`: StoredEvents or events)."""
+    from contracts.events import JobAssigned
+
+    out: list[str] = []
+    for item in events:
+        event = getattr(item, "event", item)
+        if isinstance(event, JobAssigned):
+            out = [w for w in out if w != event.worker_id] + [event.worker_id]
+    return out
+
+
+async def _last_on(nc: Client, topology: Topology, subject: str, cls: type[T]) -> T | None:
     js = nc.jetstream()
     try:
-        msg = await js.get_last_msg(topology.telemetry_stream, topology.telemetry(kind, key), direct=True)
+        msg = await js.get_last_msg(topology.telemetry_stream, subject, direct=True)
     except NotFoundError:
         return None
     try:
@@ -36,15 +67,51 @@ async def last_sample(nc: Client, topology: Topology, kind: str, key: str, cls: 
         return None
 
 
+async def last_job_sample(nc: Client, topology: Topology, kind: str, job_id: str, workers: Sequence[str],
+                          cls: type[T]) -> T | None:
+    """A job's newest believed sample: its newest worker's last one, else an earlier worker's, else old history.
+
+    One direct get when the job's last worker has sent one (the job list gets one per row).
+    """
+    subjects = [topology.job_telemetry(kind, job_id, w) for w in reversed(workers)] + [topology.telemetry(kind, job_id)]
+    for subject in subjects:
+        sample = await _last_on(nc, topology, subject, cls)
+        if sample is not None:
+            return sample
+    return None
+
+
+async def job_samples(nc: Client, topology: Topology, kind: str, job_id: str, workers: Collection[str],
+                      cls: type[T], *, from_seq: int = 1, limit: int = 100_000) -> list[tuple[int, T]]:
+    """A job's believed samples, oldest first, as (stream sequence, sample): old history, then its workers' own.
+
+    Samples on `<kind>.<job>.<w>` from a worker the job was never assigned to are dropped.
+    """
+    old = await _read(nc, topology, topology.telemetry(kind, job_id), cls, from_seq, limit)
+
+    def believed(subject: str) -> bool:
+        parsed = topology.parse_job_telemetry(subject)
+        return parsed is not None and trusted_sample(parsed[2], workers)
+
+    new = await _read(nc, topology, topology.job_telemetry(kind, job_id), cls, from_seq, limit, believed)
+    return sorted(old + new, key=lambda pair: pair[0])[:limit]
+
+
 async def sample_history(nc: Client, topology: Topology, kind: str, key: str, cls: type[T], *,
                          from_seq: int = 1, limit: int = 100_000) -> list[tuple[int, T]]:
     """Samples on one subject, oldest first, as (stream sequence, sample); malformed ones are skipped."""
+    return await _read(nc, topology, topology.telemetry(kind, key), cls, from_seq, limit)
+
+
+async def _read(nc: Client, topology: Topology, subject: str, cls: type[T], from_seq: int, limit: int,
+                keep: Callable[[str], bool] | None = None) -> list[tuple[int, T]]:
     from eventstore.log import JetStreamLog
 
-    subject = topology.telemetry(kind, key)
     out: list[tuple[int, T]] = []
     reader = JetStreamLog(nc, topology).read_raw(from_seq, filter_subject=subject, stream=topology.telemetry_stream)
     async for msg in reader:
+        if keep is not None and not keep(msg.subject):
+            continue
         seq = msg.metadata.sequence.stream
         try:
             out.append((seq, decode_message(cls, msg.data)))

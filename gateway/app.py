@@ -62,11 +62,15 @@ MULTIPART_SLACK = 64 * 1024  # a multipart body's boundaries and part headers ar
 
 
 async def seed_runs(hub: Hub, store: ReadModelStore) -> None:
-    """Tell the hub's `runs` feed the runs that were unfinished before it listened (their kind, start)."""
+    """Tell the hub's `runs` feed the runs that were unfinished before it listened (their kind, start), and
+    the hub the workers they are on."""
     cursor: str | None = None
     for _page in range(hub.runs.size // 500):
         rows, cursor = await list_jobs(store, statuses=UNFINISHED_STATUSES, cursor=cursor, limit=500)
         hub.runs.seed(rows)
+        for row in rows:  # whose samples of them the feed believes (a later JobAssigned adds to it)
+            if row["worker_id"]:
+                hub.assignments.note(row["id"], (row["worker_id"],))
         if cursor is None:
             return
 

@@ -21,9 +21,10 @@ from eventstore.log import JetStreamLog
 from eventstore.micro import NoAnswer, NoResponders, call
 from eventstore.observability import get_logger
 from eventstore.readmodels import projection_seq
-from eventstore.readmodels.jobs import find_checkpoint, fold_job, get_job
+from eventstore.readmodels.jobs import find_checkpoint, fold_job, get_job, job_workers
 from eventstore.readmodels.maps import get_map
 from eventstore.stores.base import ReadModelStore
+from eventstore.telemetry import assigned_workers
 from gateway.auth import Authenticator
 from gateway.hub import Hub
 from gateway.live import EVENTS
@@ -173,6 +174,15 @@ class Gateway:
             what = {"train": "training run", "eval": "evaluation run"}.get(kind or "", "job")
             raise NotFound(f"no {what} {job_id}")
         return job_view(row)
+
+    async def workers_of(self, job: JobView) -> list[str]:
+        """The workers the job was assigned to, whose telemetry of it is believed: from the read model, or
+        from the job's events while the projector has not caught up with its current worker."""
+        workers = await job_workers(self.store, job.id)
+        if job.worker_id is not None and job.worker_id not in workers:
+            events, _version = await self.log.load("job", job.id)
+            workers = assigned_workers(events)
+        return workers
 
     async def checkpoint(self, name: str) -> CheckpointRef:
         """A stored checkpoint by its object name, from the read model or (while it catches up) the log; 404."""

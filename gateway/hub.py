@@ -7,15 +7,18 @@ from collections import defaultdict
 
 import msgspec
 
+from contracts.events import JobAssigned
 from eventstore.follow import cancel_and_wait, follow_forever
 from eventstore.observability import get_logger
 from eventstore.ports import EventLog
+from eventstore.telemetry import assigned_workers
 from gateway.live import (
     EVENTS,
     NETWORK,
     RUNS,
     STREAMS,
     TELEMETRY,
+    Assignments,
     Outgoing,
     control,
     decode_sample,
@@ -29,6 +32,7 @@ _encoder = msgspec.json.Encoder()
 log = get_logger(component="gateway")
 
 SLOW_CONSUMER = 4009
+HOLD_MAX = 10_000  # telemetry messages held while one job's assignments are read (more are not shown)
 
 
 class Subscriber:
@@ -104,6 +108,8 @@ class Hub:
         self.runs = RunFeed()
         self.phone = None  # gateway.phone.PhoneLink: what the `network` topic sends
         self._pushes: set[asyncio.Task[None]] = set()
+        self.assignments = Assignments()  # whose samples of each job are believed (JobAssigned names them)
+        self._waiting: list | None = None  # telemetry held while a job's workers are learned (None: flowing)
 
     async def start(self) -> None:
         """Start following both streams from their current ends."""
@@ -127,11 +133,25 @@ class Hub:
                              name=f"hub-{key}", filter_subject=subject, stream=stream)
 
     def dispatch(self, key: str, msg) -> None:
-        """Render one message and offer it to every subscriber of its topics."""
+        """Render one message and offer it to every subscriber of its topics (a job's sample only from a
+        worker the job was assigned to)."""
         seq = msg.metadata.sequence.stream
         if seq <= self.positions[key]:
             return
         self.positions[key] = seq
+        if key == TELEMETRY:
+            if self._waiting is not None:  # held, in order, while a job's workers are learned
+                if len(self._waiting) < HOLD_MAX:
+                    self._waiting.append(msg)
+                return
+            if self._must_ask(msg.subject):
+                self._hold([msg])
+                return
+            if not self.assignments.believes(self.log.topology, msg.subject):
+                return
+        self._deliver(key, msg)
+
+    def _deliver(self, key: str, msg) -> None:
         self._feed_runs(key, msg)
         self._feed_network(key, msg)
         # Nobody watching: nothing to decode (telemetry can be high-rate).
@@ -144,6 +164,45 @@ class Hub:
             for subscriber in self._by_topic.get(topic, ()):
                 subscriber.offer(message)
 
+    def _must_ask(self, subject: str) -> bool:
+        """Whether a watched job sample comes from a worker the hub does not know on the job, and has not asked
+        the job's events about (assigned before the hub started, or its JobAssigned not heard yet)."""
+        topology = self.log.topology
+        if self.assignments.must_ask(topology, subject) is None:
+            return False
+        return RUNS in self._by_topic or any(t in self._by_topic for t in subject_topics(topology, TELEMETRY, subject))
+
+    def _hold(self, waiting: list) -> None:
+        """Hold telemetry (the first message's and what follows, in order) while its job's events are read."""
+        self._waiting = waiting
+        task = asyncio.create_task(self._learn(waiting[0].subject), name="hub-learn")
+        self._pushes.add(task)
+        task.add_done_callback(self._pushes.discard)
+
+    async def _learn(self, subject: str) -> None:
+        topology = self.log.topology
+        job = topology.parse_job_telemetry(subject)
+        assert job is not None and job[2] is not None
+        try:
+            events, _version = await self.log.load("job", job[1])
+            self.assignments.note(job[1], assigned_workers(events))
+        except Exception as exc:  # the log is unavailable: not shown now; the next sample asks again
+            log.warning("cannot read a job's assignments", job_id=job[1], error=repr(exc))
+            self._release(failed=subject)
+            return
+        self.assignments.asked(job[1], job[2])
+        self._release()
+
+    def _release(self, failed: str | None = None) -> None:
+        """Deliver the held telemetry in order, holding again at the next sample that must be asked about."""
+        waiting, self._waiting = self._waiting or [], None
+        for i, msg in enumerate(waiting):
+            if msg.subject != failed and self._must_ask(msg.subject):
+                self._hold(waiting[i:])
+                return
+            if self.assignments.believes(self.log.topology, msg.subject):
+                self._deliver(TELEMETRY, msg)
+
     def _feed_runs(self, key: str, msg) -> None:
         """Job events always (the feed must know each run's kind); samples only while `runs` has subscribers."""
         what = feeds_runs(self.log.topology, key, msg.subject)
@@ -152,6 +211,8 @@ class Hub:
             return
         if what == "event":
             stored = self.log.decode(msg)
+            if stored is not None and isinstance(stored.event, JobAssigned):
+                self.assignments.note(stored.event.job_id, (stored.event.worker_id,))
             messages = self.runs.on_event(stored.event) if stored is not None else []
         else:
             sample = decode_sample(what, msg.data)

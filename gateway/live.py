@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections import OrderedDict
+from collections.abc import Iterable
 from typing import Any, NamedTuple
 
 import msgspec
@@ -11,6 +13,7 @@ from contracts.codec import decode_message
 from contracts.subjects import Topology
 from contracts.telemetry import EpisodeReport, JobProgress, WorkerHeartbeat
 from eventstore.ports import EventLog, RawMessage
+from eventstore.telemetry import trusted_sample
 
 EVENTS = "events"
 TELEMETRY = "telemetry"
@@ -53,14 +56,14 @@ def topic_subjects(topology: Topology, topic: str) -> dict[str, list[str]]:
     if topic == "workers":
         return {EVENTS: [topology.events("worker")], TELEMETRY: [topology.telemetry("heartbeat")]}
     if topic == "progress":
-        return {EVENTS: [], TELEMETRY: [topology.telemetry("progress")]}
+        return {EVENTS: [], TELEMETRY: [topology.job_telemetry("progress")]}
     if topic == "events":
         return {EVENTS: [topology.all_events], TELEMETRY: []}
     if topic in (RUNS, NETWORK):  # live only: a resume replays nothing of it
         return {EVENTS: [], TELEMETRY: []}
     job_id = topic.partition(":")[2]
     return {EVENTS: [topology.events("job", job_id)],
-            TELEMETRY: [topology.telemetry("progress", job_id), topology.telemetry("episode", job_id)]}
+            TELEMETRY: [topology.job_telemetry("progress", job_id), topology.job_telemetry("episode", job_id)]}
 
 
 def event_topics(aggregate: str, aggregate_id: str) -> tuple[str, ...]:
@@ -81,24 +84,82 @@ def telemetry_topics(kind: str, key: str) -> tuple[str, ...]:
     return ("workers",)
 
 
+def sample_kind_key(topology: Topology, subject: str) -> tuple[str, str] | None:
+    """A telemetry subject's kind and id (a job's for progress and episodes, which name their worker after it)."""
+    job = topology.parse_job_telemetry(subject)
+    if job is not None:
+        return (job[0], job[1]) if job[2] is not None else None  # live samples all name their worker
+    parts = subject.split(".")
+    if len(parts) != 4 or parts[0] != topology.prefix or parts[1] != "telemetry" or parts[2] not in TELEMETRY_KINDS:
+        return None
+    return parts[2], parts[3]
+
+
 def subject_topics(topology: Topology, stream: str, subject: str) -> tuple[str, ...]:
     """The topics a stream message belongs to, from its subject alone (no decoding)."""
-    parts = subject.split(".")
-    if len(parts) != 4 or parts[0] != topology.prefix:
-        return ()
     if stream == EVENTS:
-        return event_topics(parts[2], parts[3]) if parts[1] == "events" else ()
-    return telemetry_topics(parts[2], parts[3]) if parts[2] in TELEMETRY_KINDS else ()
+        parts = subject.split(".")
+        if len(parts) != 4 or parts[0] != topology.prefix or parts[1] != "events":
+            return ()
+        return event_topics(parts[2], parts[3])
+    found = sample_kind_key(topology, subject)
+    return telemetry_topics(*found) if found is not None else ()
 
 
 def feeds_runs(topology: Topology, stream: str, subject: str) -> str | None:
     """What a stream message tells the `runs` feed: "event" (a job event), "progress", "episode", or None."""
-    parts = subject.split(".")
-    if len(parts) != 4 or parts[0] != topology.prefix:
-        return None
     if stream == EVENTS:
-        return "event" if parts[1] == "events" and parts[2] == "job" else None
-    return parts[2] if parts[2] in ("progress", "episode") else None
+        parts = subject.split(".")
+        ok = len(parts) == 4 and parts[0] == topology.prefix and parts[1] == "events" and parts[2] == "job"
+        return "event" if ok else None
+    job = topology.parse_job_telemetry(subject)
+    return job[0] if job is not None and job[2] is not None else None
+
+
+class Assignments:
+    """The workers each job was assigned to, as far as the hub knows: the feed shows a job's sample only
+    from one of them (a worker may publish for any job id, but only on subjects naming itself).
+
+    Kept for the `size` most recently noted jobs. A sample from a worker not known to be on its job is
+    looked up in the job's events once per job and worker (`must_ask`): the hub may have started after the
+    assignment, or heard the sample before the JobAssigned (its two streams are followed apart).
+    """
+
+    def __init__(self, size: int = 100_000) -> None:
+        self.size = size
+        self._jobs: OrderedDict[str, tuple[set[str], set[str]]] = OrderedDict()  # job: (its workers, asked)
+
+    def knows(self, job_id: str) -> bool:
+        """Whether the job's workers are known (possibly none)."""
+        return job_id in self._jobs
+
+    def _entry(self, job_id: str) -> tuple[set[str], set[str]]:
+        entry = self._jobs.setdefault(job_id, (set(), set()))
+        self._jobs.move_to_end(job_id)
+        while len(self._jobs) > self.size:
+            self._jobs.popitem(last=False)
+        return entry
+
+    def note(self, job_id: str, workers: Iterable[str]) -> None:
+        """The job was assigned to these workers (more add to those known)."""
+        self._entry(job_id)[0].update(workers)
+
+    def asked(self, job_id: str, worker_id: str) -> None:
+        """The job's events were read after a sample from this worker: it is on the job or never was."""
+        self._entry(job_id)[1].add(worker_id)
+
+    def must_ask(self, topology: Topology, subject: str) -> str | None:
+        """The job whose events to read before judging this sample (a worker not yet known, not yet asked)."""
+        job = topology.parse_job_telemetry(subject)
+        if job is None or job[2] is None:
+            return None
+        workers, asked = self._jobs.get(job[1], ((), ()))
+        return job[1] if job[2] not in workers and job[2] not in asked else None
+
+    def believes(self, topology: Topology, subject: str) -> bool:
+        """Whether a telemetry message may be shown: not a job's sample, or one from a worker the job is on."""
+        job = topology.parse_job_telemetry(subject)
+        return job is None or trusted_sample(job[2], self._jobs.get(job[1], ((),))[0])
 
 
 def render_event(event_log: EventLog, msg: RawMessage) -> Outgoing | None:
@@ -123,10 +184,10 @@ def decode_sample(kind: str, data: bytes) -> Any | None:
 
 def render_telemetry(topology: Topology, msg: RawMessage) -> Outgoing | None:
     """A progress, episode or heartbeat sample as a message of that type; None for anything else."""
-    parts = msg.subject.split(".")
-    if len(parts) != 4 or parts[0] != topology.prefix or parts[2] not in TELEMETRY_KINDS:
+    found = sample_kind_key(topology, msg.subject)
+    if found is None:
         return None
-    kind, key = parts[2], parts[3]
+    kind, key = found
     sample = decode_sample(kind, msg.data)
     if sample is None:
         return None

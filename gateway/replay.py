@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 
 from eventstore.ports import EventLog, RawMessage
 from gateway.hub import Subscriber
@@ -47,8 +47,11 @@ async def truncated_streams(event_log: EventLog, cursors: Mapping[str, int]) -> 
 
 
 async def replay(event_log: EventLog, subscriber: Subscriber, cursors: Mapping[str, int],
-                 targets: Mapping[str, int]) -> int:
-    """Queue every message of the subscriber's topics with cursor < seq <= target, per stream; returns the count."""
+                 targets: Mapping[str, int], believes: Callable[[str], bool] = lambda _subject: True) -> int:
+    """Queue every message of the subscriber's topics with cursor < seq <= target, per stream; returns the count.
+
+    `believes` says which telemetry messages may go out (the hub's: a job's samples from its workers only).
+    """
     count = 0
     for stream in STREAMS:
         if stream not in cursors:
@@ -58,6 +61,8 @@ async def replay(event_log: EventLog, subscriber: Subscriber, cursors: Mapping[s
         sources = [event_log.read_raw(cursors[stream] + 1, until_seq=targets[stream], filter_subject=subject,
                                       stream=stream_name(event_log, stream)) for subject in subjects]
         async for msg in merge_by_seq(sources):
+            if stream != EVENTS and not believes(msg.subject):
+                continue
             message = render(event_log, stream, msg)
             if message is not None and subscriber.topics.intersection(message.topics):
                 before = subscriber.sent[stream]

@@ -148,7 +148,8 @@ class Session:
         replayed, gone = 0, []
         if cursors:
             gone = await truncated_streams(self.gw.log, cursors)
-            replayed = await replay(self.gw.log, sub, cursors, targets)
+            replayed = await replay(self.gw.log, sub, cursors, targets,
+                                    lambda subject: hub.assignments.believes(self.gw.log.topology, subject))
             sub.release_held()
         sub.say(control("subscribed", topics=sorted(sub.topics), replayed=replayed, truncated=gone,
                         positions={s: max(hub.positions[s], sub.sent[s]) for s in STREAMS}))

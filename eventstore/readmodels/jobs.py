@@ -73,12 +73,13 @@ def spec_row(spec: JobSpec) -> dict[str, Any]:
 
 
 class JobsProjection:
-    """jobs(id, status, attempt, worker, …) and job_checkpoints(job_id, iteration, name, sha256, …)."""
+    """jobs(id, status, attempt, worker, …), job_checkpoints(job_id, iteration, name, sha256, …) and
+    job_workers(job_id, worker_id): every worker a JobAssigned of the job named (whose telemetry readers believe)."""
 
     name = "jobs"
-    version = 5  # 2: trace_id; 3: map_id, map_sha256, map_filename, action_combinations; 4: stall_after_s,
-    # on_stall; 5: checkpoint_ref, params_version
-    tables = ("jobs", "job_checkpoints")
+    version = 6  # 2: trace_id; 3: map_id, map_sha256, map_filename, action_combinations; 4: stall_after_s,
+    # on_stall; 5: checkpoint_ref, params_version; 6: job_workers
+    tables = ("jobs", "job_checkpoints", "job_workers")
 
     def ddl(self, dialect: str) -> list[str]:
         """Tables and indexes of the jobs read model."""
@@ -102,6 +103,8 @@ class JobsProjection:
             "CREATE TABLE IF NOT EXISTS {job_checkpoints} (job_id TEXT NOT NULL, seq BIGINT NOT NULL,"
             " attempt INTEGER NOT NULL, iteration BIGINT NOT NULL, name TEXT NOT NULL, sha256 TEXT NOT NULL,"
             " size BIGINT NOT NULL, checkpointed_at TEXT NOT NULL, PRIMARY KEY (job_id, seq))",
+            "CREATE TABLE IF NOT EXISTS {job_workers} (job_id TEXT NOT NULL, worker_id TEXT NOT NULL,"
+            " seq BIGINT NOT NULL, PRIMARY KEY (job_id, worker_id))",
         ]
 
     async def apply(self, stored: StoredEvent, tx: Transaction) -> None:
@@ -120,6 +123,9 @@ async def _submitted(e: ev.JobSubmitted, seq: int, tx: Transaction) -> None:
 async def _assigned(e: ev.JobAssigned, seq: int, tx: Transaction) -> None:
     await tx.execute("UPDATE {jobs} SET status = 'assigned', attempt = ?, worker_id = ?, assigned_at = ?,"
                      " updated_seq = ? WHERE id = ?", e.attempt, e.worker_id, iso(e.assigned_at), seq, e.job_id,
+                     key=e.job_id)
+    await tx.execute("INSERT INTO {job_workers} (job_id, worker_id, seq) VALUES (?, ?, ?)"
+                     " ON CONFLICT (job_id, worker_id) DO UPDATE SET seq = excluded.seq", e.job_id, e.worker_id, seq,
                      key=e.job_id)
 
 
@@ -228,6 +234,12 @@ async def get_job(store: ReadModelStore, job_id: str) -> dict[str, Any] | None:
 async def job_checkpoints(store: ReadModelStore, job_id: str) -> list[dict[str, Any]]:
     """A job's checkpoint rows, oldest first."""
     return await store.fetchall("SELECT * FROM {job_checkpoints} WHERE job_id = ? ORDER BY seq", job_id)
+
+
+async def job_workers(store: ReadModelStore, job_id: str) -> list[str]:
+    """Every worker the job was ever assigned to (whose telemetry of it is believed), the latest assigned last."""
+    rows = await store.fetchall("SELECT worker_id FROM {job_workers} WHERE job_id = ? ORDER BY seq", job_id)
+    return [row["worker_id"] for row in rows]
 
 
 async def find_checkpoint(store: ReadModelStore, name: str) -> dict[str, Any] | None:

@@ -14,7 +14,7 @@ from contracts.base import MAX_SAFE_INT
 from contracts.commands import SubmitJob
 from contracts.telemetry import EpisodeReport, JobProgress
 from eventstore.readmodels.jobs import job_checkpoints, list_jobs
-from eventstore.telemetry import last_sample, sample_history
+from eventstore.telemetry import job_samples, last_job_sample
 from gateway.auth import OPERATOR, VIEWER
 from gateway.controllers.common import GW, SERVICE, errors, require_json_bools
 from gateway.schemas.jobs import (
@@ -41,11 +41,13 @@ PROGRESSING = ("running", "stopping")
 
 
 async def with_progress(gw: GW, items: list[JobView]) -> list[JobView]:
-    """The jobs, the running ones with their newest progress report (one direct get each, concurrently)."""
+    """The jobs, the running ones with their newest progress report from their current worker (one direct
+    get each, concurrently; a second, of the old subject's history, only when that worker has sent none)."""
     running = [i for i, job in enumerate(items) if job.status in PROGRESSING]
     if not running:
         return items
-    samples = await asyncio.gather(*(last_sample(gw.nc, gw.topology, "progress", items[i].id, JobProgress)
+    samples = await asyncio.gather(*(last_job_sample(gw.nc, gw.topology, "progress", items[i].id,
+                                                     [items[i].worker_id] if items[i].worker_id else [], JobProgress)
                                      for i in running))
     out = list(items)
     for i, sample in zip(running, samples, strict=True):
@@ -111,9 +113,9 @@ class JobsController(Controller):
     async def progress(self, gw: GW, job_id: FromPath[str], since: Since = 0,
                        limit: Annotated[int, Parameter(ge=1, le=100_000)] = 10_000) -> ProgressHistory:
         """Progress samples from telemetry (kept for a week), oldest first."""
-        await gw.job(job_id)
-        samples = await sample_history(gw.nc, gw.topology, "progress", job_id, JobProgress, from_seq=since + 1,
-                                       limit=limit)
+        job = await gw.job(job_id)
+        samples = await job_samples(gw.nc, gw.topology, "progress", job_id, await gw.workers_of(job), JobProgress,
+                                    from_seq=since + 1, limit=limit)
         items = [ProgressSample(seq=seq, attempt=s.attempt, worker_id=s.worker_id, iteration=s.iteration,
                                 total=s.total, loss=s.loss, metrics=dict(s.metrics), at=s.at) for seq, s in samples]
         return ProgressHistory(job_id=job_id, samples=items, next_since=items[-1].seq if items else since)
@@ -123,9 +125,9 @@ class JobsController(Controller):
                        limit: Annotated[int, Parameter(ge=1, le=10_000)] = 1_000) -> EpisodeHistory:
         """An evaluation's episode reports from telemetry (kept for a week), oldest first, with their move logs;
         `since` takes the sequence numbers of /progress and of the live socket (one telemetry stream)."""
-        await gw.job(job_id)
-        reports = await sample_history(gw.nc, gw.topology, "episode", job_id, EpisodeReport, from_seq=since + 1,
-                                       limit=limit)
+        job = await gw.job(job_id)
+        reports = await job_samples(gw.nc, gw.topology, "episode", job_id, await gw.workers_of(job), EpisodeReport,
+                                    from_seq=since + 1, limit=limit)
         items = [EpisodeSample(seq=seq, attempt=r.attempt, episode=r.episode, score=r.score, figures=dict(r.figures),
                                log=list(r.log), at=r.at) for seq, r in reports]
         return EpisodeHistory(job_id=job_id, episodes=items, next_since=items[-1].seq if items else since)

@@ -11,7 +11,7 @@ from contracts.base import utcnow
 from contracts.commands import SubmitJob
 from contracts.errors import NotFound
 from contracts.telemetry import EpisodeReport, JobProgress
-from eventstore.telemetry import last_sample, sample_history
+from eventstore.telemetry import job_samples, last_job_sample
 from gateway.auth import OPERATOR, VIEWER
 from gateway.controllers.common import GW, SERVICE, errors, require_json_bools
 from gateway.runs import (
@@ -41,9 +41,9 @@ def checkpoint_label(job: JobView) -> str | None:
     return job.checkpoint_ref.name if job.checkpoint_ref is not None else job.checkpoint_of
 
 
-async def episodes_of(gw: GW, job_id: FromPath[str]) -> list[EpisodeReport]:
-    """Every episode report of an evaluation run, one per episode number."""
-    history = await sample_history(gw.nc, gw.topology, "episode", job_id, EpisodeReport)
+async def episodes_of(gw: GW, job: JobView) -> list[EpisodeReport]:
+    """Every episode report of an evaluation run (from the workers it was assigned to), one per episode number."""
+    history = await job_samples(gw.nc, gw.topology, "episode", job.id, await gw.workers_of(job), EpisodeReport)
     return by_episode(report for _seq, report in history)
 
 
@@ -82,8 +82,9 @@ class TestingController(Controller):
     async def status(self, gw: GW, test_id: FromPath[str]) -> TestingStatus:
         """Status, progress and the newest finished episode."""
         job = await gw.job(test_id, "eval")
-        progress = await last_sample(gw.nc, gw.topology, "progress", job.id, JobProgress)
-        episode = await last_sample(gw.nc, gw.topology, "episode", job.id, EpisodeReport)
+        workers = await gw.workers_of(job)
+        progress = await last_job_sample(gw.nc, gw.topology, "progress", job.id, workers, JobProgress)
+        episode = await last_job_sample(gw.nc, gw.topology, "episode", job.id, workers, EpisodeReport)
         # Episodes are numbered as they began and end in any order: the count done is the progress report's.
         done = progress.iteration if progress else (episode.episode if episode else 0)
         return TestingStatus(test_id=job.id, status=run_status(job.status), map_id=job.map_id,
@@ -96,7 +97,7 @@ class TestingController(Controller):
     async def results(self, gw: GW, test_id: FromPath[str]) -> TestingResults:
         """Every episode in episode order with its events, and statistics of each figure."""
         job = await gw.job(test_id, "eval")
-        reports = await episodes_of(gw, job.id)
+        reports = await episodes_of(gw, job)
         duration = elapsed_between(job.started_at, job.finished_at, utcnow()) if job.started_at else None
         return TestingResults(test_id=job.id, map_id=job.map_id, map_name=await gw.map_name(job.map_id),
                               checkpoint=checkpoint_label(job), started_at=job.started_at, completed_at=job.finished_at,
@@ -109,7 +110,7 @@ class TestingController(Controller):
                    episode_num: Annotated[int, Parameter(ge=0, le=1_000_000)]) -> EpisodeLog:
         """One episode's move-by-move log."""
         job = await gw.job(test_id, "eval")
-        found = [r for r in await episodes_of(gw, job.id) if r.episode == episode_num]
+        found = [r for r in await episodes_of(gw, job) if r.episode == episode_num]
         if not found:
             raise NotFound(f"evaluation run {job.id} has no episode {episode_num} (yet)")
         return episode_log(job.id, found[-1])

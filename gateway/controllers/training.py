@@ -8,7 +8,7 @@ from litestar.params import FromPath, JSONBody
 from contracts.base import utcnow
 from contracts.commands import SubmitJob
 from contracts.telemetry import JobProgress
-from eventstore.telemetry import last_sample, sample_history
+from eventstore.telemetry import job_samples, last_job_sample
 from gateway.auth import OPERATOR, VIEWER
 from gateway.controllers.common import GW, SERVICE, errors, require_json_bools
 from gateway.runs import latest_metrics, run_status, training_logs, training_progress
@@ -54,7 +54,7 @@ class TrainingController(Controller):
     async def status(self, gw: GW, training_id: FromPath[str]) -> TrainingStatus:
         """Status, progress and the newest metrics."""
         job = await gw.job(training_id, "train")
-        last = await last_sample(gw.nc, gw.topology, "progress", job.id, JobProgress)
+        last = await last_job_sample(gw.nc, gw.topology, "progress", job.id, await gw.workers_of(job), JobProgress)
         return TrainingStatus(training_id=job.id, status=run_status(job.status), map_id=job.map_id,
                               map_name=await gw.map_name(job.map_id),
                               progress=training_progress(job, last, utcnow()), latest_metrics=latest_metrics(last),
@@ -64,5 +64,5 @@ class TrainingController(Controller):
     async def logs(self, gw: GW, training_id: FromPath[str]) -> TrainingLogs:
         """Every reported iteration's loss, with statistics."""
         job = await gw.job(training_id, "train")
-        samples = await sample_history(gw.nc, gw.topology, "progress", job.id, JobProgress)
+        samples = await job_samples(gw.nc, gw.topology, "progress", job.id, await gw.workers_of(job), JobProgress)
         return training_logs(job, [s for _seq, s in samples], utcnow())

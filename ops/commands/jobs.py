@@ -18,6 +18,7 @@ from contracts.commands import JobAccepted, JobsStopping, StopJob, SubmitJob
 from contracts.events import JobCheckpointed, JobSubmitted
 from contracts.jobspec import CheckpointRef
 from contracts.status import final_status
+from contracts.subjects import Topology
 from contracts.telemetry import JobProgress
 from eventstore.log import StoredEvent
 from eventstore.micro import call
@@ -28,7 +29,7 @@ from eventstore.records import event_record
 from eventstore.stores import open_store
 from eventstore.stores.base import ReadModelStore
 from eventstore.stores.sqlite import NoReadModel
-from eventstore.telemetry import sample_history
+from eventstore.telemetry import assigned_workers, job_samples, trusted_sample
 from ops.cli import Cli, pass_cli, run_async
 from ops.commands.events import event_line
 from ops.output import emit_json, is_terminal, progress_bar, table
@@ -279,15 +280,18 @@ async def logs(cli: Cli, job_id: str, follow: bool, json_flag: bool) -> None:
         events, version = await log.load("job", job_id)
         if not events:
             raise ValueError(f"no job {job_id}")
-        live = await nc.subscribe(cli.topology.telemetry("progress", job_id))
-        history = await sample_history(nc, cli.topology, "progress", job_id, JobProgress)
+        # Only the workers the job was assigned to speak for it (a JobAssigned names each; a follow adds more).
+        workers = assigned_workers(events)
+        live = await nc.subscribe(cli.topology.job_telemetry("progress", job_id))
+        history = await job_samples(nc, cli.topology, "progress", job_id, workers, JobProgress)
         for _seq, sample in history:
             printer.show(sample, live=False)
         final = next((e for e in reversed(events) if final_status(e.event)), None)
         if follow and final is None:
-            relay = asyncio.create_task(_relay(live, printer))
+            relay = asyncio.create_task(_relay(cli.topology, live, printer, workers))
             try:
                 async for stored in log.subscribe(version + 1, filter_subject=cli.topology.events("job", job_id)):
+                    workers.extend(w for w in assigned_workers([stored]) if w not in workers)
                     if final_status(stored.event):
                         final = stored
                         break
@@ -297,14 +301,17 @@ async def logs(cli: Cli, job_id: str, follow: bool, json_flag: bool) -> None:
             # A worker reports the end only once its samples are stored: those the live relay had not shown
             # yet (still queued, or missed) are all in the stream now.
             seen = history[-1][0] if history else 0
-            for _seq, sample in await sample_history(nc, cli.topology, "progress", job_id, JobProgress,
-                                                     from_seq=seen + 1):
+            for _seq, sample in await job_samples(nc, cli.topology, "progress", job_id, workers, JobProgress,
+                                                  from_seq=seen + 1):
                 printer.show(sample)
         printer.end(final or events[-1])
 
 
-async def _relay(sub: Any, printer: ProgressPrinter) -> None:
+async def _relay(topology: Topology, sub: Any, printer: ProgressPrinter, workers: list[str]) -> None:
     async for msg in sub.messages:
+        parsed = topology.parse_job_telemetry(msg.subject)
+        if parsed is None or not trusted_sample(parsed[2], workers):
+            continue  # a worker the job is not on
         try:
             printer.show(decode_message(JobProgress, msg.data))
         except (msgspec.DecodeError, msgspec.ValidationError):

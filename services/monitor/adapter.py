@@ -94,7 +94,7 @@ class MonitorService:
             t = self.ctx.topology
             feeds = ((t.host_samples("*"), self._on(HostSample, "host_id", alerter.sample)),
                      (t.telemetry("heartbeat", "*"), self._on(WorkerHeartbeat, "worker_id", alerter.heartbeat)),
-                     (t.telemetry("progress", "*"), self._on(JobProgress, "job_id", alerter.job_progress)))
+                     (t.job_telemetry("progress"), self._on_progress(alerter)))
             for subject, cb in feeds:
                 subs.append(await self.ctx.nc.subscribe(subject, cb=cb))
             timer = asyncio.create_task(self._tick(alerter), name="monitor-tick")
@@ -130,6 +130,26 @@ class MonitorService:
                 result = handle(item)
                 if result is not None:
                     await result
+            except Exception:
+                log.exception("sample handling failed", subject=msg.subject)
+
+        return callback
+
+    def _on_progress(self, alerter: Alerter):
+        """The progress callback: `….progress.<job>.<worker>` names the job and the worker that sent it."""
+        topology = self.ctx.topology
+
+        async def callback(msg: Msg) -> None:
+            parsed = topology.parse_job_telemetry(msg.subject)
+            try:
+                sample = decode_message(JobProgress, msg.data)
+            except (msgspec.DecodeError, msgspec.ValidationError):
+                log.debug("ignoring malformed sample", subject=msg.subject)
+                return
+            if parsed is None or parsed[2] is None or parsed[1] != sample.job_id:
+                return  # the subject names the job and its sender
+            try:
+                alerter.job_progress(sample, parsed[2])
             except Exception:
                 log.exception("sample handling failed", subject=msg.subject)
 

@@ -20,6 +20,7 @@ from eventstore.decision import Folded, run_decision
 from eventstore.log import AppendError, ConcurrencyError
 from eventstore.observability import get_logger
 from eventstore.ports import EventLog
+from eventstore.telemetry import trusted_sample
 from services.monitor import domain, jobwatch
 from services.monitor.notices import Notice, notices_of, reminder_notice
 
@@ -105,8 +106,12 @@ class Alerter:
             self.facts[job_id] = facts
         return facts
 
-    def job_progress(self, sample: JobProgress) -> None:
-        """A job made progress."""
+    def job_progress(self, sample: JobProgress, worker_id: str) -> None:
+        """A job made progress, as `worker_id` (its subject's last token) says: believed only from the worker
+        the job's events assigned it to (anyone else's sample would hide a stall)."""
+        facts = self.facts.get(sample.job_id)
+        if facts is None or not trusted_sample(worker_id, (facts.worker_id,) if facts.worker_id else ()):
+            return
         self.progress[sample.job_id] = self.clock()
 
     async def tick(self) -> None:

@@ -285,8 +285,8 @@ class JobRunner:
 
     async def _publish(self, kind: str, data: bytes, headers: dict[str, str] | None = None) -> None:
         try:
-            acked = await self.deps.telemetry.publish(self.deps.topology.telemetry(kind, self.a.job_id), data,
-                                                      headers)
+            subject = self.deps.topology.job_telemetry(kind, self.a.job_id, self.deps.worker_id)  # its own
+            acked = await self.deps.telemetry.publish(subject, data, headers)
         except nats.errors.Error as exc:  # telemetry is disposable; the job goes on
             self.log.debug("telemetry sample dropped", kind=kind, error=repr(exc))
             return

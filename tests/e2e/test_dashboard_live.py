@@ -96,8 +96,10 @@ async def stack(browser, nats_server, nc, topology, tmp_path):
         yield running
 
 
-async def publish(stack: Stack, message: Any, kind: str, key: str) -> None:
-    await stack.nc.jetstream().publish(stack.topology.telemetry(kind, key), encode(message))
+async def publish(stack: Stack, message: Any, kind: str, job_id: str, worker_id: str | None = None) -> None:
+    """A job's sample on the subject of the worker that sends it (a progress sample names it too)."""
+    worker_id = worker_id or message.worker_id
+    await stack.nc.jetstream().publish(stack.topology.job_telemetry(kind, job_id, worker_id), encode(message))
 
 
 async def lost_worker_training(stack: Stack) -> str:
@@ -144,7 +146,8 @@ async def finished_evaluation(stack: Stack, of: str, episodes: int = 50) -> str:
         score = 2000 + 1500 * math.sin(n * 1.7) ** 2 + 40 * n
         await publish(stack, EpisodeReport(job_id=job_id, attempt=1, episode=n, score=score,
                                            figures={"max_tile": 2.0 ** (8 + n % 4), "moves": 150.0 + n},
-                                           log=[{"move": 1, "action": "up", "reward": 4}], at=now), "episode", job_id)
+                                           log=[{"move": 1, "action": "up", "reward": 4}], at=now), "episode", job_id,
+                      "laptop")
     await stack.log.append("job", job_id, [ev.JobCompleted(job_id=job_id, attempt=1, result={"episodes": episodes},
                                                            completed_at=utcnow())])
     return job_id

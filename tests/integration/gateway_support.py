@@ -152,24 +152,26 @@ async def run_job(stack: Stack, *, kind: str = "train", finish: bool = True, res
     return accepted.job_id
 
 
-async def publish_progress(nc: Any, topology: Topology, job_id: str, iterations: range, total: int = 10) -> None:
-    """Progress samples straight onto the telemetry stream (acknowledged, so reads see them)."""
+async def publish_progress(nc: Any, topology: Topology, job_id: str, iterations: range, total: int = 10,
+                           worker_id: str = "w1") -> None:
+    """Progress samples straight onto the telemetry stream as `worker_id` sends them (acknowledged, so reads
+    see them); `run_job`'s jobs run on w1."""
     js = nc.jetstream()
     for i in iterations:
-        sample = JobProgress(job_id=job_id, attempt=1, worker_id="w1", iteration=i, total=total, loss=1.0 / i,
+        sample = JobProgress(job_id=job_id, attempt=1, worker_id=worker_id, iteration=i, total=total, loss=1.0 / i,
                              metrics={"lr": 0.1}, at=utcnow())
-        await js.publish(topology.telemetry("progress", job_id), encode(sample))
+        await js.publish(topology.job_telemetry("progress", job_id, worker_id), encode(sample))
 
 
 async def publish_episodes(nc: Any, topology: Topology, job_id: str, scores: list[float], *,
-                           durations: bool = False) -> None:
+                           durations: bool = False, worker_id: str = "w1") -> None:
     """Episode reports with a small move log each (and `duration_s` figures, as 2048-eval reports them)."""
     js = nc.jetstream()
     for number, score in enumerate(scores, 1):
         figures = {"max_tile": 256.0 * number, "moves": 100.0 + number, **({"duration_s": 1.5} if durations else {})}
         report = EpisodeReport(job_id=job_id, attempt=1, episode=number, score=score, figures=figures,
                                log=[{"move": 1, "action": "up", "reward": 4, "score": 4, "t": 0.25}], at=utcnow())
-        await js.publish(topology.telemetry("episode", job_id), encode(report))
+        await js.publish(topology.job_telemetry("episode", job_id, worker_id), encode(report))
 
 
 def assert_error(response, status: int, *words: str) -> None:

@@ -16,7 +16,7 @@ from websockets.protocol import State
 from websockets.uri import parse_uri
 
 from contracts import events as ev
-from contracts.base import new_id, utcnow
+from contracts.base import utcnow
 from contracts.commands import RegisterWorker, WorkerAccepted
 from eventstore.micro import call
 from gateway.live import EVENTS, TELEMETRY
@@ -66,7 +66,7 @@ async def expected_for(stack, job_id: str) -> dict[str, list[int]]:
     """The sequences of everything topic job:<id> covers, per stream, as the streams hold them."""
     topology, log = stack.topology, stack.log
     subjects = {EVENTS: [topology.events("job", job_id)],
-                TELEMETRY: [topology.telemetry("progress", job_id), topology.telemetry("episode", job_id)]}
+                TELEMETRY: [topology.job_telemetry("progress", job_id), topology.job_telemetry("episode", job_id)]}
     out = {}
     for stream, names in subjects.items():
         seqs: set[int] = set()
@@ -277,7 +277,7 @@ class StalledClient:
 
 
 async def test_a_slow_client_is_closed_and_never_slows_the_others(stack) -> None:
-    job = new_id()
+    job = await run_job(stack, finish=False)  # on w1: the feed shows only its workers' samples
     slow = StalledClient(stack.ws_url)
     await slow.open(stack.tokens["viewer"], f"job:{job}")
     fast = await open_socket(stack)
@@ -288,8 +288,8 @@ async def test_a_slow_client_is_closed_and_never_slows_the_others(stack) -> None
                "metrics": {f"m{i}": float(i) for i in range(1000)}}
     last = 0
     for i in range(1, 251):
-        ack = await js.publish(stack.topology.telemetry("progress", job), json.dumps({**payload, "iteration": i})
-                               .encode())
+        ack = await js.publish(stack.topology.job_telemetry("progress", job, "w1"),
+                               json.dumps({**payload, "iteration": i}).encode())
         last = ack.seq
     got: list[dict[str, Any]] = []
     await collect_until(fast, {TELEMETRY: last}, got)

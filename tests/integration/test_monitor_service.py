@@ -166,7 +166,21 @@ async def test_a_silent_host_gets_its_own_alert_and_samples_end_it(nats_server, 
     assert events[2].alert_id == events[1].alert_id
 
 
+async def assign(event_log, job_id: str, worker_id: str) -> None:
+    """A job in the log, assigned to `worker_id` (whose progress of it the monitor believes)."""
+    await event_log.append("job", job_id, [
+        ev.JobSubmitted(job_id=job_id, kind="train", workload="noop", max_iterations=10, submitted_at=utcnow()),
+        ev.JobAssigned(job_id=job_id, attempt=1, worker_id=worker_id, assigned_at=utcnow())], 0)
+
+
+async def publish_progress(nc, topology, job_id: str, worker_id: str, iteration: int = 1) -> None:
+    """A progress sample of the job on `worker_id`'s subject."""
+    sample = JobProgress(job_id=job_id, attempt=1, worker_id=worker_id, iteration=iteration, at=utcnow())
+    await nc.publish(topology.job_telemetry("progress", job_id, worker_id), msgspec.json.encode(sample))
+
+
 async def test_a_job_without_progress_stalls_and_progress_resolves_it(nats_server, nc, topology, event_log) -> None:
+    await assign(event_log, "j1", "w1")
     async with Monitor(nats_server.url, topology, FAST, ChosenValues()) as service:
         beat = WorkerHeartbeat(worker_id="w1", running=("j1",), at=utcnow())
         await publish_sample(nc, topology, "heartbeat", "w1", beat)
@@ -174,11 +188,28 @@ async def test_a_job_without_progress_stalls_and_progress_resolves_it(nats_serve
         stalled = events[0]
         assert (stalled.job_id, stalled.worker_id, stalled.last_progress_at) == ("j1", "w1", None)
         await publish_sample(nc, topology, "heartbeat", "w1", beat)
-        await publish_sample(nc, topology, "progress", "j1",
-                             JobProgress(job_id="j1", attempt=1, worker_id="w1", iteration=1, at=utcnow()))
+        await eventually(lambda: "j1" in service.alerter.facts, what="j1's assignment read from its events")
+        await publish_progress(nc, topology, "j1", "w1")
         events = await until_events(event_log, lambda e: "AlertResolved" in names(e), "j1 resolved")
         assert service.alerter is not None
     assert (events[1].alert_id, events[1].reason) == (stalled.alert_id, "progress")
+
+
+async def test_progress_from_a_worker_the_job_is_not_on_does_not_count(nats_server, nc, topology, event_log) -> None:
+    await assign(event_log, "j1", "w1")
+    await assign(event_log, "j2", "w1")
+    async with Monitor(nats_server.url, topology, FAST, ChosenValues()) as service:
+        beat = WorkerHeartbeat(worker_id="w1", running=("j1", "j2"), at=utcnow())
+        await publish_sample(nc, topology, "heartbeat", "w1", beat)
+        await eventually(lambda: service.alerter is not None and {"j1", "j2"} <= service.alerter.facts.keys(),
+                         what="both jobs' assignments read from their events")
+        alerter = service.alerter
+        await publish_progress(nc, topology, "j1", "rogue")  # an admitted worker forging w1's job's progress
+        await publish_progress(nc, topology, "j2", "w1")  # after it on the same subscription: a marker
+        await eventually(lambda: "j2" in alerter.progress, what="the marker sample handled")
+        assert "j1" not in alerter.progress  # the forged sample was handled before it and not counted
+        await publish_progress(nc, topology, "j1", "w1")
+        await eventually(lambda: "j1" in alerter.progress, what="w1's own sample counts")
 
 
 async def test_a_new_alerter_takes_over_the_open_alerts(nats_server, nc, topology, event_log) -> None:

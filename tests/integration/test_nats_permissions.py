@@ -226,9 +226,11 @@ async def test_a_worker_speaks_only_for_itself(secured, admin) -> None:
            T.command("discovery", "deregister", "w1"), T.command("scheduler", "report", "w1")]
     for subject in own:
         assert not await w1.publish_refused(subject)
-    for subject in (T.telemetry("progress", "01J"), T.telemetry("episode", "01J")):
-        await w1.nc.jetstream().publish(subject, b"{}")  # stored: telemetry of its jobs
-    others = [T.telemetry("heartbeat", "w2"), T.command("discovery", "register", "w2"),
+    for subject in (T.job_telemetry("progress", "01J", "w1"), T.job_telemetry("episode", "01J", "w1")):
+        await w1.nc.jetstream().publish(subject, b"{}")  # stored: telemetry of its jobs, under its own name
+    others = [T.job_telemetry("progress", "01J", "w2"), T.job_telemetry("episode", "01J", "w2"),
+              T.telemetry("progress", "01J"), T.telemetry("episode", "01J"),  # the old subjects: history only
+              T.telemetry("heartbeat", "w2"), T.command("discovery", "register", "w2"),
               T.command("scheduler", "report", "w2"), T.command("scheduler", "submit"),
               T.command("scheduler", "stop"), "$SRV.PING", T.telemetry("metrics", "w1")]
     for subject in others:

@@ -13,10 +13,11 @@ import structlog
 from contracts import events as ev
 from contracts.base import new_id, utcnow
 from eventstore.projection import ProjectionRunner
-from eventstore.readmodels.jobs import JobsProjection
+from eventstore.readmodels.jobs import JobsProjection, job_workers
 from eventstore.readmodels.workers import WorkersProjection
 from eventstore.replay import replay
 from eventstore.stores.sqlite import SqliteStore
+from eventstore.telemetry import assigned_workers
 from tests.integration.counting import CountingProjection
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -54,6 +55,25 @@ async def test_jobs_and_workers_read_models(event_log, store) -> None:
     assert [c["name"] for c in checkpoints] == ["c1"]
     worker = await store.fetchone("SELECT * FROM workers WHERE id = ?", "w1")
     assert worker["status"] == "lost" and worker["hostname"] == "box"
+
+
+async def test_a_jobs_workers_are_every_worker_it_was_assigned_to(event_log, store) -> None:
+    # Whose telemetry of the job readers believe (eventstore.telemetry.job_samples), on every store.
+    job, never = new_id(), new_id()
+    await submit_and_run(event_log, job, finish=False)  # on w1
+    now = utcnow()
+    for attempt, worker in ((2, "w2"), (3, "w1")):
+        await event_log.append("job", job, [ev.JobRequeued(job_id=job, attempt=attempt, reason="worker_lost",
+                                                           requeued_at=now),
+                                            ev.JobAssigned(job_id=job, attempt=attempt, worker_id=worker,
+                                                           assigned_at=now)])
+    await event_log.append("job", never, [ev.JobSubmitted(job_id=never, kind="train", workload="noop",
+                                                          submitted_at=now)], 0)
+    await ProjectionRunner(event_log, store, [JobsProjection()]).catch_up()
+    assert await job_workers(store, job) == ["w2", "w1"]  # the latest assigned last
+    assert await job_workers(store, never) == []
+    events, _version = await event_log.load("job", job)
+    assert assigned_workers(events) == ["w2", "w1"]  # the same from the log
 
 
 async def test_runner_follows_live_and_resumes_from_checkpoint(event_log, store) -> None:

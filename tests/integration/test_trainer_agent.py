@@ -29,7 +29,7 @@ from eventstore.connect import connect
 from eventstore.micro import call
 from eventstore.server import NatsServer
 from eventstore.streams import ensure_object_store
-from eventstore.telemetry import last_sample, sample_history
+from eventstore.telemetry import job_samples, last_job_sample
 from services.discovery.settings import DiscoverySettings
 from services.trainer.agent import Agent
 from services.trainer.capabilities import detect
@@ -174,7 +174,7 @@ async def test_noop_job_runs_end_to_end(worker, nc, topology, event_log):
     assert isinstance(completed, ev.JobCompleted) and completed.result == {"ok": True, "iteration": 1}
     started = await events_of(event_log, job, ev.JobStarted)
     assert [s.worker_id for s in started] == ["w1"] and started[0].resumed_from is None
-    samples = await sample_history(nc, topology, "progress", job, JobProgress)
+    samples = await job_samples(nc, topology, "progress", job, ["w1"], JobProgress)  # on its own subject
     assert samples and samples[-1][1].iteration == 1 and samples[-1][1].worker_id == "w1"
 
 
@@ -249,11 +249,12 @@ async def test_a_job_killed_by_sigkill_is_failed_and_the_worker_lives(worker, nc
     assert isinstance(await ended(event_log, await submit(nc, topology, "noop")), ev.JobCompleted)
 
 
-async def wait_progress(nc, topology: Topology, job_id: str, iteration: int, timeout: float = 30.0) -> JobProgress:
-    """The newest progress sample once it has reached `iteration`."""
+async def wait_progress(nc, topology: Topology, job_id: str, iteration: int, timeout: float = 30.0,
+                        worker_id: str = "w1") -> JobProgress:
+    """The newest progress sample (on `worker_id`'s subject) once it has reached `iteration`."""
     async def poll() -> JobProgress:
         while True:
-            sample = await last_sample(nc, topology, "progress", job_id, JobProgress)
+            sample = await last_job_sample(nc, topology, "progress", job_id, [worker_id], JobProgress)
             if sample is not None and sample.iteration >= iteration:
                 return sample
             await asyncio.sleep(0.05)
@@ -303,7 +304,7 @@ async def test_checkpoints_round_trip_bytes_and_objects(agent, fake):
 async def test_progress_is_coalesced_and_the_last_sample_arrives(worker, nc, topology, event_log):
     job = await submit(nc, topology, f"{W}:chatty", params={"n": 20_000})
     assert isinstance(await ended(event_log, job), ev.JobCompleted)
-    samples = [s for _seq, s in await sample_history(nc, topology, "progress", job, JobProgress)]
+    samples = [s for _seq, s in await job_samples(nc, topology, "progress", job, ["w1"], JobProgress)]
     assert 1 <= len(samples) < 20_000
     assert samples[-1].iteration == 20_000 and samples[-1].metrics["score"] == 20_000.0
     assert [s.iteration for s in samples] == sorted(s.iteration for s in samples)
@@ -349,7 +350,7 @@ async def test_shutdown_checkpoints_reports_interrupted_and_deregisters(nats_ser
     nats_nc = nc
     async with running_agent(nats_server, topology, fake, tmp_path / "state", worker_id="w2"):
         a = await fake.assign("w2", "sleep", max_iterations=100_000, params={"step_s": 0.01})
-        await wait_progress(nats_nc, topology, a.job_id, 3)
+        await wait_progress(nats_nc, topology, a.job_id, 3, worker_id="w2")
     finished = await fake.finished(a.job_id)
     assert finished.outcome == "interrupted"
     assert fake.of(a.job_id, ReportJobCheckpointed)[-1].iteration == finished.result["iteration"]
@@ -401,7 +402,7 @@ async def test_episodes_are_published(agent, fake, nc, topology):
 
     a = await fake.assign("w1", f"{W}:episodes", kind="eval", episodes=3)
     assert (await fake.finished(a.job_id)).outcome == "completed"
-    reports = [r for _seq, r in await sample_history(nc, topology, "episode", a.job_id, EpisodeReport)]
+    reports = [r for _seq, r in await job_samples(nc, topology, "episode", a.job_id, ["w1"], EpisodeReport)]
     assert [(r.episode, r.score, r.figures, r.log) for r in reports] == [
         (i, 10.0 * i, {"moves": 1.0}, [{"move": 1, "action": "up"}]) for i in (1, 2, 3)]
 

@@ -33,7 +33,7 @@ from eventstore.credentials import CredentialStore
 from eventstore.log import JetStreamLog, StoredEvent
 from eventstore.micro import call
 from eventstore.server import NatsServer, reload_nats
-from eventstore.telemetry import sample_history
+from eventstore.telemetry import job_samples
 from tests.integration.test_trainer_agent import wait_file, wait_gone
 from tests.secured import SecuredServer, start_secured
 
@@ -181,7 +181,7 @@ async def test_a_killed_worker_s_job_resumes_elsewhere_from_its_checkpoint(platf
     done = await wait_event(event_log, "job", job_id, lambda s: isinstance(s.event, JobCompleted))
     assert done.event.attempt == 2 and done.event.result["resumed_from"] == last_checkpoint
     assert done.event.result["iteration"] == 120
-    samples = [s for _seq, s in await sample_history(nc, topology, "progress", job_id, JobProgress)]
+    samples = [s for _seq, s in await job_samples(nc, topology, "progress", job_id, ["pw-a", "pw-b"], JobProgress)]
     second = [s.iteration for s in samples if s.attempt == 2]
     assert second and min(second) == last_checkpoint + 1  # it went on from the checkpoint, not from 0
 

@@ -134,7 +134,11 @@ def test_only_the_scheduler_dispatches_and_a_worker_reads_only_its_own_queue() -
 def test_a_worker_publishes_only_its_telemetry_commands_and_checkpoints() -> None:
     worker = perms("worker")
     assert allows(worker, T.telemetry("heartbeat", "w1")) and not allows(worker, T.telemetry("heartbeat", "w2"))
-    assert allows(worker, T.telemetry("progress", "01J")) and allows(worker, T.telemetry("episode", "01J"))
+    for kind in ("progress", "episode"):  # a job's samples only on subjects that name this worker
+        assert allows(worker, T.job_telemetry(kind, "01J", "w1"))
+        assert not allows(worker, T.job_telemetry(kind, "01J", "w2"))
+        assert not allows(worker, T.telemetry(kind, "01J"))  # the old subject names no one: only history
+        assert not allows(worker, f"{T.job_telemetry(kind, '01J', 'w1')}.more")
     assert not allows(worker, T.telemetry("metrics", "01J"))
     for service, verb in endpoints(from_worker=True):
         assert allows(worker, T.command(service, verb, "w1")) and not allows(worker, T.command(service, verb, "w2"))
