@@ -127,7 +127,8 @@ def run_briefly(argv: list[str], env: dict[str, str], cwd: Path, timeout: float)
     return subprocess.CompletedProcess(argv, process.returncode, out, err)
 
 
-def test_ctrl_c_through_a_closed_pipe_stops_every_process(tmp_path: Path) -> None:
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGHUP], ids=["ctrl-c", "terminal-closed"])
+def test_ctrl_c_through_a_closed_pipe_stops_every_process(tmp_path: Path, signum: signal.Signals) -> None:
     port = free_port()
     argv, env = up_command(tmp_path, port)
     # `stoker up 2>&1 | tee up.log`, then Ctrl-C: the reader dies with the signal, the pipe is closed.
@@ -142,7 +143,8 @@ def test_ctrl_c_through_a_closed_pipe_stops_every_process(tmp_path: Path) -> Non
         members = family(process.pid)
         assert any("services.trainer" in " ".join(_cmdline(p)) for p in members)
         process.stdout.close()
-        os.killpg(process.pid, signal.SIGINT)  # what the terminal sends to its foreground group
+        # What the terminal sends to its foreground group on Ctrl-C, or when it is closed.
+        os.killpg(process.pid, signum)
         assert_all_gone(members, tmp_path, STOP_TIMEOUT_S + 30)
         assert process.wait(10) in (0, 1)
     finally:
