@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -87,3 +88,13 @@ def not_a_workload(ctx: Any) -> dict[str, Any]:
     """An ordinary function (not marked @workload): a worker must refuse to run it as a job."""
     Path(ctx.params["ran_file"]).write_text("ran")
     return {}
+
+
+@workload(reuse_process=True)
+def reusable_pid(ctx: Any) -> dict[str, Any]:
+    """Say which process ran this job; with `leave_thread`, leave a thread running; with `fail`, raise."""
+    if ctx.params.get("fail"):
+        raise RuntimeError("failing on purpose")
+    if ctx.params.get("leave_thread"):
+        threading.Thread(target=time.sleep, args=(60,), daemon=True).start()
+    return {"pid": os.getpid(), "job_id": os.environ["STOKER_JOB_ID"]}
