@@ -101,6 +101,15 @@ def die_with_parent(parent_pid: int) -> bool:
     return True
 
 
+def _has_children() -> bool:
+    """Whether this process has a child process (a helper the workload left, running or not reaped)."""
+    try:
+        os.waitpid(-1, os.WNOHANG)
+    except ChildProcessError:
+        return False
+    return True
+
+
 def run_job(sock: socket.socket, start: wire.Start, target: str, tied_to_parent: bool = False,
             stopped_early: list[bool] | None = None) -> None:
     """Run one attempt to its end and tell the agent how it ended; returns only when the process may run
@@ -121,7 +130,8 @@ def run_job(sock: socket.socket, start: wire.Start, target: str, tied_to_parent:
         if done.reusable:
             ctx.join_flusher(1.0)
         if done.reusable and not (done.outcome == "completed" and not done.stop_seen and not ctx.stop_requested
-                                  and not start.gpu_indices and threading.active_count() == 1):
+                                  and not start.gpu_indices and threading.active_count() == 1
+                                  and not _has_children()):
             done = msgspec.structs.replace(done, reusable=False)
         channel.finishing = True
         channel.send(done)

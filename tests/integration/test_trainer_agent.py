@@ -501,4 +501,8 @@ async def test_a_reusable_workload_passes_its_process_on_only_after_a_clean_comp
     failed = await run(fail=True)
     assert failed.outcome == "failed"
     await wait_gone(fresh.result["pid"])  # a failed job's process ends too
-    assert (await run()).result["pid"] not in (first.result["pid"], fresh.result["pid"])
+    third = await run()
+    assert third.result["pid"] not in (first.result["pid"], fresh.result["pid"])
+    helper = await run(leave_helper=True)
+    assert helper.outcome == "completed" and helper.result["pid"] == third.result["pid"]
+    await wait_gone(third.result["pid"])  # it left a helper process: it ends, and the helper with it

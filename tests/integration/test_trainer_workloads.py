@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import subprocess
 import threading
 import time
 from pathlib import Path
@@ -92,9 +93,12 @@ def not_a_workload(ctx: Any) -> dict[str, Any]:
 
 @workload(reuse_process=True)
 def reusable_pid(ctx: Any) -> dict[str, Any]:
-    """Say which process ran this job; with `leave_thread`, leave a thread running; with `fail`, raise."""
+    """Say which process ran this job; with `leave_thread`, leave a thread running; with `leave_helper`, a
+    helper process; with `fail`, raise."""
     if ctx.params.get("fail"):
         raise RuntimeError("failing on purpose")
+    if ctx.params.get("leave_helper"):
+        subprocess.Popen(["sleep", "60"])
     if ctx.params.get("leave_thread"):
         threading.Thread(target=time.sleep, args=(60,), daemon=True).start()
     return {"pid": os.getpid(), "job_id": os.environ["STOKER_JOB_ID"]}
