@@ -506,3 +506,19 @@ async def test_a_reusable_workload_passes_its_process_on_only_after_a_clean_comp
     helper = await run(leave_helper=True)
     assert helper.outcome == "completed" and helper.result["pid"] == third.result["pid"]
     await wait_gone(third.result["pid"])  # it left a helper process: it ends, and the helper with it
+
+
+async def test_a_reusable_job_asked_to_stop_does_not_pass_its_process_on(agent, fake, tmp_path):
+    # Scripted: the stop reaches a job that completes without looking at it, so the outcome is completed.
+    ready, termed, release = tmp_path / "ready", tmp_path / "termed", tmp_path / "release"
+    a = await fake.assign("w1", f"{W}:reusable_pid", params={"ready_file": str(ready), "termed_file": str(termed),
+                                                              "release_file": str(release)})
+    await wait_file(ready)  # its SIGTERM handler is in place
+    await fake.stop(a)
+    await wait_file(termed)  # the job process got its SIGTERM
+    release.write_text("1")
+    finished = await fake.finished(a.job_id)
+    assert finished.outcome == "completed"  # it finished unasked: the stop never reached its code
+    await wait_gone(finished.result["pid"])  # signalled once: its process is not passed on
+    b = await fake.assign("w1", f"{W}:reusable_pid")
+    assert (await fake.finished(b.job_id)).result["pid"] != finished.result["pid"]
