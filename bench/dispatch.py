@@ -136,6 +136,29 @@ def cpu_seconds(procs: dict[str, int], own: bool = False) -> dict[str, float]:
     return out
 
 
+def probing(workers: dict[str, int]) -> list[str]:
+    """The workers still running their start-up probe (services.trainer.describe: a throwaway interpreter that
+    imports every workload's module, torch for 2048, about a CPU second): its CPU is no job's."""
+    out = []
+    for name, pid in workers.items():
+        try:
+            children = psutil.Process(pid).children()
+            if any("-c" in child.cmdline() for child in children):
+                out.append(name)
+        except psutil.Error:
+            pass
+    return out
+
+
+async def until_probed(workers: dict[str, int], timeout: float = 180.0) -> None:
+    """Until no worker runs its start-up probe any more (bounded)."""
+    deadline = time.monotonic() + timeout
+    while probing(workers):
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"workers still probing their workloads: {probing(workers)}")
+        await asyncio.sleep(0.2)
+
+
 async def submit(nc, topology: Topology, submitted: dict[str, float]) -> str:
     """One no-op SubmitJob, retried while the scheduler is not leading yet."""
     while True:
@@ -195,6 +218,7 @@ async def measure(server: NatsServer, procs: list[subprocess.Popen], jobs: int, 
     named = {"nats": server.process.pid, "scheduler": procs[0].pid, "discovery": procs[1].pid,
              **{w: p.pid for w, p in zip(WORKERS, procs[2:], strict=True)}, "bench": os.getpid()}
     workers = {w: named[w] for w in WORKERS}
+    await until_probed(workers)  # a one-off start-up cost that would otherwise land in the load's CPU figures
     before, before_own = cpu_seconds(named), cpu_seconds(workers, own=True)
     elapsed, load_ms = await load_run(nc, topology, watch, jobs, concurrency)
     after, after_own = cpu_seconds(named), cpu_seconds(workers, own=True)

@@ -14,6 +14,7 @@ import msgspec
 
 from services.trainer import wire
 from services.trainer.context import Channel, ChildContext, end_job_group
+from services.trainer.sdk import REUSE_MARK
 from services.trainer.workloads_registry import load
 
 TRACEBACK_LINES = 50
@@ -80,7 +81,8 @@ def run_workload(target: str, ctx: ChildContext, registered: bool = False) -> wi
         plain = plain_result(result)
     except (TypeError, ValueError, msgspec.EncodeError) as exc:
         plain = {"unserialisable_result": repr(exc)}
-    return wire.Done(outcome="completed", result=plain, stop_seen=ctx.stop_seen)
+    return wire.Done(outcome="completed", result=plain, stop_seen=ctx.stop_seen,
+                     reusable=getattr(fn, REUSE_MARK, None) is True)
 
 
 def die_with_parent(parent_pid: int) -> bool:
@@ -99,9 +101,19 @@ def die_with_parent(parent_pid: int) -> bool:
     return True
 
 
+def _has_children() -> bool:
+    """Whether this process has a child process (a helper the workload left, running or not reaped)."""
+    try:
+        os.waitpid(-1, os.WNOHANG)
+    except ChildProcessError:
+        return False
+    return True
+
+
 def run_job(sock: socket.socket, start: wire.Start, target: str, tied_to_parent: bool = False,
             stopped_early: list[bool] | None = None) -> None:
-    """Run one attempt to its end and tell the agent how it ended; never returns."""
+    """Run one attempt to its end and tell the agent how it ended; returns only when the process may run
+    the next job of the same workload (Done.reusable), else never."""
     prepare_environment(start)
     channel = Channel(sock)
     ctx = ChildContext(start, channel)
@@ -115,25 +127,36 @@ def run_job(sock: socket.socket, start: wire.Start, target: str, tied_to_parent:
     done = run_workload(target, ctx, start.registered)
     try:
         ctx.close()
+        if done.reusable:
+            ctx.join_flusher(1.0)
+        if done.reusable and not (done.outcome == "completed" and not done.stop_seen and not ctx.stop_requested
+                                  and not start.gpu_indices and threading.active_count() == 1
+                                  and not _has_children()):
+            done = msgspec.structs.replace(done, reusable=False)
         channel.finishing = True
         channel.send(done)
     except OSError:
-        pass
+        done = msgspec.structs.replace(done, reusable=False)
     sys.stdout.flush()
     sys.stderr.flush()
-    end_job_group()  # no helper process the workload started (data loaders, tools) outlives the job
+    if not done.reusable:
+        end_job_group()  # no helper process the workload started (data loaders, tools) outlives the job
 
 
 def serve_spare(sock: socket.socket, parent_pid: int) -> None:
-    """A spare child: wait for a Start frame and run it; exit when the agent lets the spare go."""
+    """A spare child: wait for a Start frame and run it; exit when the agent lets the spare go.
+
+    After a job whose workload passes its process on (Done.reusable), wait for the next Start the same way.
+    """
     # The zygote ends when the agent does; tied to it, a job cannot outlive its worker.
     tied = die_with_parent(parent_pid)
-    stopped_early: list[bool] = []
-    signal.signal(signal.SIGTERM, lambda _sig, _frame: stopped_early.append(True))
-    try:
-        frame = wire.recv(sock)
-    except (OSError, msgspec.DecodeError):
-        frame = None
-    if not isinstance(frame, wire.Start):
-        os._exit(0)
-    run_job(sock, frame, frame.target, tied, stopped_early)
+    while True:
+        stopped_early: list[bool] = []
+        signal.signal(signal.SIGTERM, lambda _sig, _frame, early=stopped_early: early.append(True))
+        try:
+            frame = wire.recv(sock)
+        except (OSError, msgspec.DecodeError):
+            frame = None
+        if not isinstance(frame, wire.Start):
+            os._exit(0)
+        run_job(sock, frame, frame.target, tied, stopped_early)

@@ -165,6 +165,16 @@ class ChildContext:
         self._finished.set()
         self.flush()
 
+    def join_flusher(self, timeout: float) -> None:
+        """Wait (at most `timeout`) for the flusher thread to end, after close()."""
+        if self._flusher is not None:
+            self._flusher.join(timeout)
+
+    @property
+    def stop_requested(self) -> bool:
+        """Whether a stop was asked for (seen by the workload or not)."""
+        return self._stop_requested
+
     def request_stop(self) -> None:
         """Called from the SIGTERM handler."""
         self._stop_requested = True

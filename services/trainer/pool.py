@@ -1,4 +1,9 @@
-"""Warm job processes: a zygote per workload module (LRU-bounded) and spare children kept ready."""
+"""Warm job processes: a zygote per workload module (LRU-bounded) and spare children kept ready.
+
+A job process whose workload passes it on (`@workload(reuse_process=True)`, wire.Done.reusable) comes back
+after its job and runs the next job of that same workload: no fork, no exit. Such kept processes count
+towards a zygote's spares, so a worker that runs only such jobs forks none once it has `spares` of them.
+"""
 
 from __future__ import annotations
 
@@ -19,6 +24,8 @@ class WarmPool:
         self.preload, self.spares_wanted, self.max_zygotes = preload, spares, max_zygotes
         self.zygotes: OrderedDict[str, Zygote] = OrderedDict()
         self.spares: dict[str, deque[ChildProcess]] = {}
+        self.kept: dict[tuple[str, str], deque[ChildProcess]] = {}  # idle kept processes by (key, target)
+        self._kept_count: dict[Zygote, int] = {}  # kept processes of each zygote, idle or running a job
         self._starting: dict[str, asyncio.Task] = {}
         self._refills: dict[str, asyncio.Task] = {}
         self._failed: set[str] = set()
@@ -49,8 +56,7 @@ class WarmPool:
     def _retire(self, key: str) -> None:
         """Stop using a zygote; it ends once the jobs it forked have (they die with it)."""
         zygote = self.zygotes.pop(key)
-        for spare in self.spares.pop(key, deque()):
-            spare.close()
+        self._let_go(key, zygote)
         task = asyncio.create_task(self._close_when_idle(zygote))
         self._retiring.add(task)
         task.add_done_callback(self._retiring.discard)
@@ -61,9 +67,17 @@ class WarmPool:
 
     async def _drop(self, key: str) -> None:
         zygote = self.zygotes.pop(key)
+        self._let_go(key, zygote)
+        await zygote.close()
+
+    def _let_go(self, key: str, zygote: Zygote) -> None:
+        """Close the spares and idle kept processes of a zygote that is no longer used."""
         for spare in self.spares.pop(key, deque()):
             spare.close()
-        await zygote.close()
+        for kept_key in [k for k in self.kept if k[0] == key]:
+            for child in self.kept.pop(kept_key):
+                child.close()
+        self._kept_count.pop(zygote, None)
 
     def warm_up(self, key: str) -> None:
         """Start a zygote with `key` imported, in the background (once)."""
@@ -81,11 +95,18 @@ class WarmPool:
         finally:
             self._starting.pop(key, None)
 
-    async def acquire(self, key: str = BASE) -> ChildProcess:
-        """A child ready for its Start: a warm spare when there is one, else a fresh fork."""
+    async def acquire(self, key: str = BASE, target: str = "") -> ChildProcess:
+        """A child ready for its Start: a kept process of the same `target`, a warm spare, else a fresh fork."""
         key = key if key in self.zygotes else BASE
         if key in self.zygotes:
             self.zygotes.move_to_end(key)
+        kept = self.kept.get((key, target))
+        while kept:
+            child = kept.popleft()
+            if child.alive and child.origin is self.zygotes.get(key):
+                return child
+            self._forget_kept(child)
+            child.close()
         spares = self.spares.setdefault(key, deque())
         while spares:
             spare = spares.popleft()
@@ -106,13 +127,39 @@ class WarmPool:
             zygote = await self._start_zygote(key)
         return zygote
 
+    def release(self, child: ChildProcess, key: str, target: str, reusable: bool) -> None:
+        """A job's process after its job: kept for the next job of `target` when it may be, else closed."""
+        key = key if key in self.zygotes else BASE
+        zygote = self.zygotes.get(key)
+        keep = reusable and not self.closed and zygote is not None and child.origin is zygote and child.alive
+        if keep and not child.kept:
+            keep = self._kept_count.get(zygote, 0) < self.spares_wanted
+            if keep:
+                child.kept = True
+                self._kept_count[zygote] = self._kept_count.get(zygote, 0) + 1
+                spares = self.spares.get(key)
+                if spares and len(spares) + self._kept_count[zygote] > self.spares_wanted:
+                    spares.pop().close()  # a fresh spare fewer: this one is as ready
+        if keep:
+            self.kept.setdefault((key, target), deque()).append(child)
+            return
+        self._forget_kept(child)
+        child.close()
+        self._refill(key)
+
+    def _forget_kept(self, child: ChildProcess) -> None:
+        if child.kept and child.origin in self._kept_count:
+            self._kept_count[child.origin] -= 1
+        child.kept = False
+
     def _refill(self, key: str) -> None:
         if self.spares_wanted and not self.closed and key not in self._refills:
             self._refills[key] = asyncio.create_task(self._fill(key))
 
     async def _fill(self, key: str) -> None:
         try:
-            while not self.closed and key in self.zygotes and len(self.spares[key]) < self.spares_wanted:
+            while not self.closed and key in self.zygotes and \
+                    len(self.spares[key]) + self._kept_count.get(self.zygotes[key], 0) < self.spares_wanted:
                 self.spares[key].append(await (await self._zygote(key)).fork())
         except (OSError, ZygoteGone) as exc:
             log.warning("could not fork a spare", module=key or "base", error=repr(exc))

@@ -33,8 +33,10 @@ class ChildProcess:
     """One job process: its pid, its socket, and its exit code as the zygote reports it."""
 
     def __init__(self, pid: int, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
-                 exit_code: asyncio.Future[int | None]) -> None:
+                 exit_code: asyncio.Future[int | None], origin: Zygote | None = None) -> None:
         self.pid, self.reader, self.writer, self.exit_code = pid, reader, writer, exit_code
+        self.origin = origin  # the zygote that forked it
+        self.kept = False  # it ran a job already and was kept for the next one (services.trainer.pool)
 
     @property
     def alive(self) -> bool:
@@ -150,7 +152,7 @@ class Zygote:
             theirs.close()
         pid = await future
         reader, writer = await asyncio.open_connection(sock=ours)
-        return ChildProcess(pid, reader, writer, self._exits[pid])
+        return ChildProcess(pid, reader, writer, self._exits[pid], self)
 
     async def idle(self) -> None:
         """Until every child it forked has ended (or it is gone)."""

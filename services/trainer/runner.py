@@ -158,14 +158,19 @@ class JobRunner:
         if self.stop_reason is not None or self.fenced:
             await self._finish(decide(None, None, self.stop_reason or "stopped"))
             return
-        child = await self.deps.pool.acquire(self._pool_key(target))
+        key = self._pool_key(target)
+        child = await self.deps.pool.acquire(key, target)
         self._start(child, target, choice, asset)
         done = await self._pump(child)
         exit_code = None
         if done is None:
             with contextlib.suppress(TimeoutError):
                 exit_code = await asyncio.wait_for(asyncio.shield(child.exit_code), EXIT_WAIT_S)
-        child.close()
+        # Passed on only if never signalled: no stop or kill meant for this job can reach the next one.
+        reusable = done is not None and done.reusable and self._kill_timer is None and not self.fenced
+        if reusable:
+            self.child = None  # a stop or fence from now on is not for that process any more
+        self.deps.pool.release(child, key, target, reusable)
         await self._finish(decide(done, exit_code, self.stop_reason))
 
     async def _confirmed(self) -> bool:

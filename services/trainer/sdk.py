@@ -10,6 +10,7 @@ import msgspec
 
 WORKLOAD_MARK = "__stoker_workload__"
 PARAMS_MARK = "__stoker_params__"  # the msgspec Struct a workload declares its parameters with
+REUSE_MARK = "__stoker_reuse_process__"  # its job process may run the next job of the same workload
 F = TypeVar("F", bound=Callable[..., Any])
 P = TypeVar("P", bound=msgspec.Struct)
 
@@ -17,10 +18,11 @@ P = TypeVar("P", bound=msgspec.Struct)
 @overload
 def workload(fn: F, /) -> F: ...
 @overload
-def workload(*, params: type[msgspec.Struct] | None = None) -> Callable[[F], F]: ...
+def workload(*, params: type[msgspec.Struct] | None = None, reuse_process: bool = False) -> Callable[[F], F]: ...
 
 
-def workload(fn: F | None = None, /, *, params: type[msgspec.Struct] | None = None) -> F | Callable[[F], F]:
+def workload(fn: F | None = None, /, *, params: type[msgspec.Struct] | None = None,
+             reuse_process: bool = False) -> F | Callable[[F], F]:
     """Mark a function as a stoker workload, so that a job may name it as `module:function`.
 
     `@workload(params=MyParams)` also declares its parameters: a msgspec Struct whose fields have defaults
@@ -28,11 +30,20 @@ def workload(fn: F | None = None, /, *, params: type[msgspec.Struct] | None = No
     offers the JSON schema of it, `GET /api/v1/workloads` lists it, and a submission whose params it does not
     declare (or whose types do not fit) is refused unless the submission says `strict_params: false`.
     Read them in the workload with `params_of(ctx, MyParams)`.
+
+    `reuse_process=True` says the workload keeps nothing of one job in its process (no module state it
+    changes, no threads or helper processes left running, no CUDA): after a job of it completes
+    unasked, its worker may run the next job of the same workload in that same process instead of
+    forking a new one (no fork, no exit, pages already copied). The cost is isolation between those
+    jobs: whatever one job leaves in the interpreter the next one sees. A job that failed, was
+    stopped, ran on a GPU or left a thread behind never passes its process on.
     """
     def mark(target: F) -> F:
         if params is not None and not (isinstance(params, type) and issubclass(params, msgspec.Struct)):
             raise TypeError(f"@workload(params=...) takes a msgspec.Struct class, got {params!r}")
         setattr(target, WORKLOAD_MARK, True)
+        if reuse_process:
+            setattr(target, REUSE_MARK, True)
         if params is not None:
             setattr(target, PARAMS_MARK, params)
         return target

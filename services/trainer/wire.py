@@ -86,7 +86,11 @@ class Saved(Frame, kw_only=True):
 
 
 class Done(Frame, kw_only=True):
-    """Child → agent: the workload returned or raised; `stop_seen` says whether it saw a stop request."""
+    """Child → agent: the workload returned or raised; `stop_seen` says whether it saw a stop request.
+
+    `reusable`: the process waits for another Start of the same workload instead of exiting (the agent
+    sends one, or closes the socket and the process exits).
+    """
 
     outcome: Literal["completed", "failed"]
     result: dict[str, Any] = {}
@@ -94,6 +98,7 @@ class Done(Frame, kw_only=True):
     traceback: str = ""
     retryable: bool = False
     stop_seen: bool = False
+    reusable: bool = False
 
 
 AnyFrame = Start | Ack | Progress | Episode | Saved | Done

@@ -482,3 +482,44 @@ async def test_a_deleted_dispatch_consumer_is_made_again(worker, nc, topology, e
     again = await submit(nc, topology, "noop")
     assert isinstance(await ended(event_log, again), ev.JobCompleted)
     assert len(await events_of(event_log, first, ev.JobStarted)) == 1  # the replayed old assignment did not run twice
+
+
+async def test_a_reusable_workload_passes_its_process_on_only_after_a_clean_completion(agent, fake):
+    # Scripted: one slot, jobs one after another, so each runs in the process the last one left.
+    async def run(**params) -> ReportJobFinished:
+        assignment = await fake.assign("w1", f"{W}:reusable_pid", params=params)
+        return await fake.finished(assignment.job_id)
+
+    first, second = await run(), await run()
+    assert first.outcome == second.outcome == "completed"
+    assert second.result["pid"] == first.result["pid"]  # no fork: the same process ran the next job
+    assert second.result["job_id"] != first.result["job_id"]  # with the next job's environment
+    leaky = await run(leave_thread=True)
+    assert leaky.outcome == "completed" and leaky.result["pid"] == first.result["pid"]
+    await wait_gone(leaky.result["pid"])  # it left a thread running: its process is not passed on
+    fresh = await run()
+    assert fresh.result["pid"] != first.result["pid"]
+    failed = await run(fail=True)
+    assert failed.outcome == "failed"
+    await wait_gone(fresh.result["pid"])  # a failed job's process ends too
+    third = await run()
+    assert third.result["pid"] not in (first.result["pid"], fresh.result["pid"])
+    helper = await run(leave_helper=True)
+    assert helper.outcome == "completed" and helper.result["pid"] == third.result["pid"]
+    await wait_gone(third.result["pid"])  # it left a helper process: it ends, and the helper with it
+
+
+async def test_a_reusable_job_asked_to_stop_does_not_pass_its_process_on(agent, fake, tmp_path):
+    # Scripted: the stop reaches a job that completes without looking at it, so the outcome is completed.
+    ready, termed, release = tmp_path / "ready", tmp_path / "termed", tmp_path / "release"
+    a = await fake.assign("w1", f"{W}:reusable_pid", params={"ready_file": str(ready), "termed_file": str(termed),
+                                                              "release_file": str(release)})
+    await wait_file(ready)  # its SIGTERM handler is in place
+    await fake.stop(a)
+    await wait_file(termed)  # the job process got its SIGTERM
+    release.write_text("1")
+    finished = await fake.finished(a.job_id)
+    assert finished.outcome == "completed"  # it finished unasked: the stop never reached its code
+    await wait_gone(finished.result["pid"])  # signalled once: its process is not passed on
+    b = await fake.assign("w1", f"{W}:reusable_pid")
+    assert (await fake.finished(b.job_id)).result["pid"] != finished.result["pid"]

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import os
+import signal
+import subprocess
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -87,3 +90,28 @@ def not_a_workload(ctx: Any) -> dict[str, Any]:
     """An ordinary function (not marked @workload): a worker must refuse to run it as a job."""
     Path(ctx.params["ran_file"]).write_text("ran")
     return {}
+
+
+@workload(reuse_process=True)
+def reusable_pid(ctx: Any) -> dict[str, Any]:
+    """Say which process ran this job; with `leave_thread`, leave a thread running; with `leave_helper`, a
+    helper process; with `fail`, raise."""
+    if ctx.params.get("fail"):
+        raise RuntimeError("failing on purpose")
+    if ctx.params.get("leave_helper"):
+        subprocess.Popen(["sleep", "60"])
+    if "release_file" in ctx.params:  # note a SIGTERM (never reading should_stop)
+        previous, termed = signal.getsignal(signal.SIGTERM), Path(ctx.params["termed_file"])
+
+        def on_term(sig: int, frame: Any) -> None:
+            previous(sig, frame)
+            termed.write_text("1")
+
+        signal.signal(signal.SIGTERM, on_term)
+        Path(ctx.params["ready_file"]).write_text("1")
+        deadline = time.monotonic() + 30
+        while not Path(ctx.params["release_file"]).exists() and time.monotonic() < deadline:
+            time.sleep(0.01)
+    if ctx.params.get("leave_thread"):
+        threading.Thread(target=time.sleep, args=(60,), daemon=True).start()
+    return {"pid": os.getpid(), "job_id": os.environ["STOKER_JOB_ID"]}

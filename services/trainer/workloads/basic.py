@@ -38,7 +38,7 @@ class FailParams(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     message: Annotated[str, msgspec.Meta(max_length=4096, description="the error raised")] = "failing on purpose"
 
 
-@workload(params=NoopParams)
+@workload(params=NoopParams, reuse_process=True)  # keeps nothing between jobs: its process may run the next
 def noop(ctx: JobContext) -> dict[str, Any]:
     """Do nothing: one report and done, or count through `max_iterations` with checkpoints."""
     if ctx.max_iterations is None:
