@@ -26,6 +26,7 @@ from ops.joining import apply_members
 log = get_logger(component="members")
 RECHECK_S = 60.0  # at the latest, look again (a token's expiry; a failed reload tried again)
 RETRY_S = 2.0
+CATCH_UP_TRIES = 50  # reads that bring nothing new (0.2 s apart) before the live follower takes over
 
 
 class MemberFollower:
@@ -54,11 +55,19 @@ class MemberFollower:
             self.dirty.set()
 
     async def catch_up(self) -> None:
-        """Fold the log as it is now."""
+        """Fold the log up to its end as the stream's leader says it is now. A replica of a node that just came
+        back may still lag (it ends a read early): read again until the end is reached."""
         end = await self.event_log.last_seq()
-        async for msg in self.event_log.read_raw(self.position + 1, until_seq=end):
-            self.fold(msg)
-        self.position = max(self.position, end)
+        idle = 0
+        while self.position < end and idle < CATCH_UP_TRIES:
+            before = self.position
+            async for msg in self.event_log.read_raw(self.position + 1, until_seq=end):
+                self.fold(msg)
+            idle = 0 if self.position > before else idle + 1
+            if idle:
+                await asyncio.sleep(0.2)
+        if self.position < end:  # the live follower takes the rest as it comes
+            log.warning("the log's end was not reached at boot", position=self.position, end=end)
 
     async def apply(self, now: datetime | None = None) -> bool:
         """Apply the fold to the data dir's users; True when something changed."""
@@ -74,7 +83,13 @@ class MemberFollower:
 
     async def run(self) -> None:
         """Catch up, apply, then follow the log live and apply each change (cancel to stop)."""
-        await self.catch_up()
+        while True:
+            try:
+                await self.catch_up()
+                break
+            except Exception as exc:  # a node that just came back: its stream may not answer yet
+                log.warning("reading who may connect failed", error=repr(exc), retry_in_s=RETRY_S)
+                await asyncio.sleep(RETRY_S)
         follower = asyncio.create_task(follow_forever(self.event_log, lambda: self.position, self.fold,
                                                       name="members"))
         try:
