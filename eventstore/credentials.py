@@ -272,6 +272,15 @@ class CredentialStore:
         write_secret(path, authorization_config(self.users(), topology))
         return path
 
+    def authorization_current(self, topology: Topology) -> bool:
+        """Whether the `authorization` block on disk admits exactly the users here now (a change written to
+        `workers/` before a crash, and not yet to the block, says False)."""
+        try:
+            written = self.authorization_path.read_text()
+        except OSError:
+            return False
+        return written == authorization_config(self.users(), topology) + "\n"
+
     @property
     def authorization_path(self) -> Path:
         """The generated `authorization` block."""

@@ -62,7 +62,7 @@ async def apply_members(data_dir: Path, topology: Topology, members: Members) ->
     that changed anything, rewrite the `authorization` block and reload every running node of the data dir
     (the server closes the connections of users that are gone). True when something changed."""
     store = CredentialStore(data_dir)
-    if not store.apply(members):
+    if not store.apply(members) and store.authorization_current(topology):
         return False
     store.write_authorization(topology)
     await reload_nats(data_dir)

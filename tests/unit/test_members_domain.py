@@ -85,3 +85,19 @@ def test_the_last_word_on_each_worker_wins(changes: list[tuple[str, str | None]]
     assert result.workers == {w: k for w, k in last.items() if k is not None}
     assert result.revoked == {w for w, k in last.items() if k is None}
     assert not set(result.workers) & result.revoked
+
+
+def test_applying_members_changes_the_store_once_and_leaves_what_it_does_not_name(tmp_path) -> None:
+    from contracts.subjects import Topology
+    from eventstore.credentials import CredentialStore
+
+    store = CredentialStore(tmp_path)
+    store.ensure_control_plane()
+    store.ensure_worker("local")
+    store.write_authorization(Topology())
+    wanted = members_domain.members(fold(token(), issued("w1", KEYS[0]), issued("w2", KEYS[1]), revoked("w2")), T0)
+    assert store.apply(wanted) and not store.authorization_current(Topology())
+    assert store.workers() == {"local": store.workers()["local"], "w1": KEYS[0]} and store.joins() == {"t1": TOKEN_KEY}
+    store.write_authorization(Topology())
+    assert not store.apply(wanted) and store.authorization_current(Topology())  # idempotent
+    assert store.apply(members_domain.members(fold(token(), used("w3", KEYS[2])), T0)) and store.joins() == {}
