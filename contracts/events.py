@@ -334,6 +334,32 @@ class JoinTokenRevoked(JoinTokenEvent, kw_only=True):
     revoked_at: datetime
 
 
+class WorkerCredentialEvent(Event, kw_only=True):
+    """An event of one worker's NATS credential, as the admin (or a node's export) gave or took it: every node
+    of a cluster lets in (or no longer lets in) exactly what these say (ops.members). Public keys only."""
+
+    aggregate: ClassVar[str] = "credential"
+    worker_id: Id
+
+    @property
+    def aggregate_id(self) -> str:
+        """The worker's id."""
+        return self.worker_id
+
+
+class WorkerCredentialIssued(WorkerCredentialEvent, kw_only=True):
+    """Worker `worker_id` may connect with `key` (a key it had before stops working)."""
+
+    key: NkeyPublic
+    issued_at: datetime
+
+
+class WorkerCredentialRevoked(WorkerCredentialEvent, kw_only=True):
+    """Worker `worker_id` may connect no more, whatever key it had (a join token's included)."""
+
+    revoked_at: datetime
+
+
 # A map's display name and file name: no path separators, no "..", nothing hidden (gateway/maps_domain.py).
 MapName = Annotated[str, msgspec.Meta(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9][A-Za-z0-9 _.()+-]*$")]
 MapFilename = AssetFilename
@@ -506,9 +532,11 @@ AnyJobEvent = (
 AnyWorkerEvent = WorkerRegistered | WorkerLost | WorkerReturned | WorkerDeregistered | WorkerForgotten
 AnyTokenEvent = TokenIssued | TokenRevoked
 AnyJoinTokenEvent = JoinTokenIssued | JoinTokenUsed | JoinTokenRevoked
+AnyWorkerCredentialEvent = WorkerCredentialIssued | WorkerCredentialRevoked
 AnyMapEvent = MapUploaded | MapDeleted
 AnyAlertEvent = AlertRaised | JobStalled | AlertResolved
-AnyEvent = (AnyJobEvent | AnyWorkerEvent | AnyTokenEvent | AnyJoinTokenEvent | AnyMapEvent | AnyAlertEvent
+AnyEvent = (AnyJobEvent | AnyWorkerEvent | AnyTokenEvent | AnyJoinTokenEvent | AnyWorkerCredentialEvent | AnyMapEvent
+            | AnyAlertEvent
             | AnyFirewallEvent
             | AnyNetworkEvent)
 

@@ -49,6 +49,17 @@ class User(msgspec.Struct, frozen=True):
     token_id: str | None = None  # a join token's credential: the token it may claim
 
 
+class Members(msgspec.Struct, frozen=True, kw_only=True):
+    """Who may connect, as far as a change says (`CredentialStore.apply`): workers to let in (id → public key),
+    worker ids to let in no more, join tokens that may be claimed (id → key), keys to let in no more. What it
+    does not name is left as it is (the control plane, a worker the change does not know)."""
+
+    workers: dict[str, str] = {}
+    revoked: frozenset[str] = frozenset()
+    joins: dict[str, str] = {}
+    removed_keys: frozenset[str] = frozenset()
+
+
 def new_seed() -> str:
     """A fresh user nkey seed (`SU…`)."""
     return nkeys.encode_seed(secrets.token_bytes(32), nkeys.PREFIX_BYTE_USER).decode()
@@ -207,6 +218,26 @@ class CredentialStore:
                     found = True
         return found
 
+    def apply(self, members: Members) -> bool:
+        """Make the users here what `members` says (idempotent); True when something changed, so that the
+        `authorization` block is to be written again and the server reloaded (ops.joining.apply_members)."""
+        changed = False
+        workers = self.workers()
+        for worker_id, key in members.workers.items():
+            if workers.get(worker_id) != key:
+                self.admit_worker(worker_id, key)
+                changed = True
+        for worker_id in members.revoked:
+            changed = self.revoke_worker(worker_id) or changed
+        joins = self.joins()
+        for token_id, key in members.joins.items():
+            if joins.get(token_id) != key:
+                self.admit_join(token_id, key)
+                changed = True
+        if members.removed_keys:
+            changed = self.remove_keys(set(members.removed_keys)) or changed
+        return changed
+
     def joins(self) -> dict[str, str]:
         """Every join token that may still be claimed: {token id: public key}."""
         return self._keys(self.joins_dir)
@@ -240,6 +271,15 @@ class CredentialStore:
         path = self.authorization_path
         write_secret(path, authorization_config(self.users(), topology))
         return path
+
+    def authorization_current(self, topology: Topology) -> bool:
+        """Whether the `authorization` block on disk admits exactly the users here now (a change written to
+        `workers/` before a crash, and not yet to the block, says False)."""
+        try:
+            written = self.authorization_path.read_text()
+        except OSError:
+            return False
+        return written == authorization_config(self.users(), topology) + "\n"
 
     @property
     def authorization_path(self) -> Path:

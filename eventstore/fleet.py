@@ -11,9 +11,10 @@ certificates and runs the join desk.
 
 Why a copied credentials directory and not the NATS operator/JWT mode: the generator already writes plain
 nkey users with permissions from `eventstore.permissions`, and one file per node keeps one way of admitting
-and revoking; JWTs would add an operator, an account resolver and a second permission path. The price:
-a worker admitted or revoked later reaches the other nodes when their bundle is exported and imported again
-(join tokens name the first machine's node, so a joined worker connects there).
+and revoking; JWTs would add an operator, an account resolver and a second permission path. The bundle
+gives a node the users as they are at its export; what changes afterwards is in the log (the `credential`
+and `jointoken` events), which every node's `stoker up --peer` follows and applies (ops.members), so a
+worker admitted or revoked later is so on every node without a new bundle.
 """
 
 from __future__ import annotations

@@ -42,7 +42,10 @@ WRITERS: dict[str, tuple[Role, ...]] = {"job": ("scheduler",), "worker": ("disco
                                         # `stoker firewall` records its changes as the admin (it runs as root on
                                         # the control plane); no service may.
                                         "firewall": (),
-                                        "network": ("discovery",)}  # network: LAN addresses (issue 14)
+                                        "network": ("discovery",),  # network: LAN addresses (issue 14)
+                                        # Who may connect (ops.members): the admin CLI's admits and revokes;
+                                        # no service may, a worker least of all.
+                                        "credential": ()}
 # Which leases (keys of `Topology.lease_bucket`) and snapshots (keys of `Topology.snapshot_bucket`) a role holds.
 LEASES: dict[str, Role] = {"scheduler": "scheduler", "discovery": "discovery", "monitor": "monitor"}
 SNAPSHOTS: dict[str, Role] = {"scheduler": "scheduler"}

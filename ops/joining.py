@@ -26,7 +26,7 @@ from contracts.base import new_id, utcnow
 from contracts.commands import ClaimJoinToken
 from contracts.errors import InvalidCommand
 from contracts.subjects import Topology
-from eventstore.credentials import CredentialStore
+from eventstore.credentials import CredentialStore, Members
 from eventstore.decision import Folded, run_decision
 from eventstore.observability import get_logger
 from eventstore.pki import ensure_ca, is_loopback, is_wildcard
@@ -57,28 +57,34 @@ class NatsUsers(Protocol):
         """Let these keys connect no more (their connections are closed by the reload)."""
 
 
+async def apply_members(data_dir: Path, topology: Topology, members: Members) -> bool:
+    """The one way users change on a running node: apply `members` to the data dir's credentials and, when
+    that changed anything, rewrite the `authorization` block and reload every running node of the data dir
+    (the server closes the connections of users that are gone). True when something changed."""
+    store = CredentialStore(data_dir)
+    if not store.apply(members) and store.authorization_current(topology):
+        return False
+    store.write_authorization(topology)
+    await reload_nats(data_dir)
+    return True
+
+
 class PlatformUsers:
     """The users of this data dir's nats-server (eventstore.credentials): each change rewrites the generated
-    `authorization` block and reloads every running node, so it holds at once and nothing restarts."""
+    `authorization` block and reloads every running node (`apply_members`), so it holds at once and nothing
+    restarts."""
 
     def __init__(self, data_dir: Path, topology: Topology) -> None:
-        self.store, self.data_dir, self.topology = CredentialStore(data_dir), data_dir, topology
+        self.data_dir, self.topology = data_dir, topology
 
     async def allow_join(self, token_id: str, public_key: str) -> None:
-        self.store.admit_join(token_id, public_key)
-        await self._apply()
+        await apply_members(self.data_dir, self.topology, Members(joins={token_id: public_key}))
 
     async def allow_worker(self, worker_id: str, public_key: str) -> None:
-        self.store.admit_worker(worker_id, public_key)
-        await self._apply()
+        await apply_members(self.data_dir, self.topology, Members(workers={worker_id: public_key}))
 
     async def remove(self, public_keys: Iterable[str]) -> None:
-        if self.store.remove_keys(set(public_keys)):
-            await self._apply()
-
-    async def _apply(self) -> None:
-        self.store.write_authorization(self.topology)
-        await reload_nats(self.data_dir)
+        await apply_members(self.data_dir, self.topology, Members(removed_keys=frozenset(public_keys)))
 
 
 class OpenNats:

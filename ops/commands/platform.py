@@ -57,6 +57,7 @@ from ops import ports
 from ops.cli import Cli, pass_cli
 from ops.joining import platform_id
 from ops.lock import AlreadyRunning, DataDirLock
+from ops.members import follow_members
 from ops.phone import follow_phone_links
 from ops.portchoice import PortChoice
 from ops.runstate import HEALTH_PATH, gateway_health, health_summary, state_path, write_state
@@ -277,6 +278,7 @@ class Up:
         self.signal_name = ""
         self.notifier = Notifier(None)  # the service manager's, once run() takes it from the environment
         self.login_token = ""
+        self.members: asyncio.Task | None = None  # ops.members, on a node of a cluster across machines
 
     def _prepare_credentials(self) -> None:
         """A credential per role and for the local worker (made once, reused), the `authorization` block every
@@ -394,10 +396,12 @@ class Up:
             watchdog = self.notifier.start_watchdog()
             phone = self._follow_phone_links()
             await self.stop.wait()
-            await cancel_and_wait([task for task in (watchdog, phone) if task is not None])
+            await cancel_and_wait([task for task in (watchdog, phone, self.members) if task is not None])
             return 0
         startup.cancel()
         await asyncio.gather(startup, return_exceptions=True)
+        if self.members is not None:
+            await cancel_and_wait([self.members])
         if failure.done():
             self._say_failed(failure.result())
         elif startup in done:
@@ -430,12 +434,24 @@ class Up:
             tokens, self.login_token = await bootstrap_tokens(event_log, self.data)
         finally:
             await nc.close()
+        self.members = self._follow_members()
         self.phase = "starting the services"
         await self.supervisor.start()
         if self.gateway_url is not None:
             self.phase = "waiting for the gateway's health"
             await self._wait_for_gateway()
         return self._banner(tokens)
+
+    def _follow_members(self) -> asyncio.Task | None:
+        """On a node of a cluster across machines: let in who the log says, for the life of the platform
+        (ops.members), so a worker admitted or revoked on any node is admitted or revoked on this one."""
+        if not any(node.spec.peers for node in self.nodes):
+            return None
+        ca = str(self.tls.ca_file) if self.tls else None
+        # Where the join desk runs (not on an imported node), it keeps the join tokens' own credentials.
+        return asyncio.create_task(follow_members(
+            self.nats_url, str(self.credentials.role_path("admin")), ca, self.settings.prefix, self.data,
+            joins=self.imported), name="members")
 
     def _follow_phone_links(self) -> asyncio.Task | None:
         """Where the gateway listens beyond loopback: the phone link and QR code now, and at each address change."""

@@ -6,11 +6,19 @@ from pathlib import Path
 
 import click
 
+from contracts.base import utcnow
 from contracts.commands import DeregisterWorker, WorkerAccepted
 from contracts.errors import DomainError, NotFound
+from contracts.events import WorkerCredentialEvent, WorkerCredentialIssued, WorkerCredentialRevoked
 from contracts.subjects import Topology
 from eventstore.connect import NatsUnavailable
-from eventstore.credentials import CredentialError, CredentialStore, write_compose_credentials, write_secret
+from eventstore.credentials import (
+    CredentialError,
+    CredentialStore,
+    public_key,
+    write_compose_credentials,
+    write_secret,
+)
 from eventstore.fleet import BundleError, export_node, import_node, read_bundle
 from eventstore.micro import call
 from eventstore.permissions import permission_table
@@ -65,10 +73,13 @@ def admit_worker(cli: Cli, worker_id: str, out: Path) -> None:
     if out.exists():
         raise click.ClickException(f"{out} exists; choose another --out (a credential is never overwritten)")
     try:
-        write_secret(out, store.issue_worker(worker_id))
+        seed = store.issue_worker(worker_id)
+        write_secret(out, seed)
     except (CredentialError, OSError) as exc:
         raise click.ClickException(str(exc)) from None
-    click.echo(f"worker {worker_id}: credential written to {out} (keep it secret); {apply(cli, store)}")
+    issued = WorkerCredentialIssued(worker_id=worker_id, key=public_key(seed), issued_at=utcnow())
+    click.echo(f"worker {worker_id}: credential written to {out} (keep it secret); {apply(cli, store)}; "
+               f"{record(cli, issued)}")
 
 
 @security_group.command("revoke-worker")
@@ -90,7 +101,23 @@ def revoke_and_requeue(cli: Cli, worker_id: str) -> None:
         raise click.ClickException(str(exc)) from None
     if not found:
         raise click.ClickException(f"no worker {worker_id!r} has a credential here (see `stoker security users`)")
-    click.echo(f"worker {worker_id}: credential revoked; {apply(cli, store)}; {requeue_jobs_of(cli, worker_id)}")
+    revoked = WorkerCredentialRevoked(worker_id=worker_id, revoked_at=utcnow())
+    click.echo(f"worker {worker_id}: credential revoked; {apply(cli, store)}; {record(cli, revoked)}; "
+               f"{requeue_jobs_of(cli, worker_id)}")
+
+
+@run_async
+async def record(cli: Cli, event: WorkerCredentialEvent) -> str:
+    """Append a worker credential's change to the log, so every node of a cluster applies it (ops.members);
+    what happened, in words. This data dir's own nodes have it already (`apply`)."""
+    if read_record(cli.settings.data_path) is None and not cli.settings.nats_url:
+        return "not in the log (NATS is not running here): other nodes of a cluster do not learn it"
+    try:
+        async with cli.connection() as (_nc, event_log):
+            await event_log.append(event.aggregate, event.aggregate_id, [event])
+    except (DomainError, NatsUnavailable) as exc:
+        return f"not in the log ({exc}): other nodes of a cluster do not learn it"
+    return "in the log (every node of a cluster applies it)"
 
 
 @run_async
@@ -147,7 +174,8 @@ def compose_credentials(cli: Cli, directory: Path, workers: int, nodes: tuple[st
 def export_node_command(cli: Cli, name: str, addresses: tuple[str, ...], worker_id: str | None, out: Path) -> None:
     """Write a node bundle for machine NAME of this platform's cluster: the CA certificate, a server certificate
     for NAME, the platform's credentials and one for its worker. There: `stoker security import-node FILE`,
-    then `stoker up --listen 0.0.0.0 --peer …`. Export again after admitting or revoking workers."""
+    then `stoker up --listen 0.0.0.0 --peer …`. Workers admitted or revoked later reach every node through the
+    log (each node's `stoker up` applies them), not through a new bundle."""
     if out.exists():
         raise click.ClickException(f"{out} exists; choose another --out (a bundle is never overwritten)")
     store = CredentialStore(cli.settings.data_path)
@@ -156,8 +184,10 @@ def export_node_command(cli: Cli, name: str, addresses: tuple[str, ...], worker_
         write_secret(out, bundle.decode())
     except (BundleError, CredentialError, TlsSetupError, OSError) as exc:
         raise click.ClickException(str(exc)) from None
+    own = read_bundle(bundle)["worker"]
+    issued = WorkerCredentialIssued(worker_id=own["id"], key=public_key(own["seed"]), issued_at=utcnow())
     click.echo(f"node {name}: bundle written to {out} (a secret: it holds the platform's credentials); "
-               f"{apply(cli, store)}")
+               f"{apply(cli, store)}; its worker {record(cli, issued)}")
 
 
 @security_group.command("import-node")

@@ -68,7 +68,7 @@ async def messages(admin: Probe, stream: str, subject: str | None = None) -> int
 # Events: one writer per aggregate.
 
 @pytest.mark.parametrize("aggregate,writers", [("job", {"scheduler"}), ("worker", {"discovery"}),
-                                               ("token", {"gateway"})])
+                                               ("token", {"gateway"}), ("credential", set())])
 @pytest.mark.parametrize("role", ALL)
 async def test_only_the_writer_of_an_aggregate_appends_its_events(secured, admin, role, aggregate, writers) -> None:
     probe = await as_(secured, role)

@@ -56,7 +56,7 @@ def test_every_aggregate_has_exactly_the_writers_the_design_names() -> None:
         assert writers == {"admin", *WRITERS[aggregate]}, aggregate
     assert WRITERS == {"job": ("scheduler",), "worker": ("discovery",), "token": ("gateway",),
                        "jointoken": ("joins",), "map": ("gateway",), "alert": ("monitor",), "firewall": (),
-                       "network": ("discovery",)}
+                       "network": ("discovery",), "credential": ()}
 
 
 def test_a_join_tokens_credential_may_only_claim() -> None:
