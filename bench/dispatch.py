@@ -25,6 +25,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from pathlib import Path
 
 import psutil
@@ -136,6 +137,13 @@ def cpu_seconds(procs: dict[str, int], own: bool = False) -> dict[str, float]:
     return out
 
 
+def server_messages(server: NatsServer) -> dict[str, int]:
+    """Messages and bytes nats-server has taken in and sent out so far (its /varz counters)."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{server.spec.http_port}/varz", timeout=5) as reply:
+        varz = json.loads(reply.read())
+    return {k: int(varz.get(k, 0)) for k in ("in_msgs", "out_msgs", "in_bytes", "out_bytes")}
+
+
 def probing(workers: dict[str, int]) -> list[str]:
     """The workers still running their start-up probe (services.trainer.describe: a throwaway interpreter that
     imports every workload's module, torch for 2048, about a CPU second): its CPU is no job's."""
@@ -220,8 +228,10 @@ async def measure(server: NatsServer, procs: list[subprocess.Popen], jobs: int, 
     workers = {w: named[w] for w in WORKERS}
     await until_probed(workers)  # a one-off start-up cost that would otherwise land in the load's CPU figures
     before, before_own = cpu_seconds(named), cpu_seconds(workers, own=True)
+    messages_before = await asyncio.to_thread(server_messages, server)
     elapsed, load_ms = await load_run(nc, topology, watch, jobs, concurrency)
     after, after_own = cpu_seconds(named), cpu_seconds(workers, own=True)
+    messages_after = await asyncio.to_thread(server_messages, server)
     follower.cancel()
     await asyncio.gather(follower, return_exceptions=True)
     await nc.close()
@@ -236,6 +246,8 @@ async def measure(server: NatsServer, procs: list[subprocess.Popen], jobs: int, 
             # the worker agents alone, without their zygotes and job processes (in load_cpu_ms_per_job)
             "worker_agent_cpu_ms_per_job": {k: round((after_own[k] - before_own[k]) * 1000 / jobs, 2)
                                             for k in workers},
+            # what crossed nats-server per job (the bench's own event follower and progress subscription too)
+            "nats_per_job": {k: round((messages_after[k] - messages_before[k]) / jobs, 1) for k in messages_after},
             "auth": admin is not None, "tls": ca is not None, "cpus": os.cpu_count()}
 
 

@@ -1,7 +1,7 @@
 """Handing assignments and stop requests to workers: a port, on JetStream and in memory.
 
-A message's id is `<job>.<attempt>.<assign|stop>`: publishing the same message again (a retry, a
-new leader re-publishing unstarted assignments) is deduplicated by the dispatch stream.
+A message's id names the decision (`dispatch_id`): publishing the same message again (a retry, a new
+leader re-publishing unstarted assignments) is deduplicated by the dispatch stream.
 """
 
 from __future__ import annotations
@@ -28,9 +28,18 @@ class DispatchPublisher(Protocol):
 
 
 def dispatch_id(message: DispatchMessage) -> str:
-    """The message's dedup id: one per job, attempt and verb."""
-    verb = "assign" if isinstance(message, Assignment) else "stop"
-    return f"{message.job_id}.{message.attempt}.{verb}"
+    """The message's dedup id: one per decision to assign (job, attempt, worker and the decision's time), one
+    per job and attempt to stop.
+
+    The scheduler publishes an assignment while its `JobAssigned` is still being appended (the worker's
+    confirmation waits for that append): should the append fail, the same attempt decided again is a new
+    message, not a duplicate of one that never counted. A new leader re-publishing the logged decision
+    repeats its id.
+    """
+    if isinstance(message, Assignment):
+        decided = round(message.assigned_at.timestamp() * 1_000_000)
+        return f"{message.job_id}.{message.attempt}.{message.worker_id}.{decided}.assign"
+    return f"{message.job_id}.{message.attempt}.stop"
 
 
 class JetStreamDispatch:

@@ -1,4 +1,4 @@
-"""The scheduler's handlers: decide on the live board, apply, append (group commit), dispatch, reply.
+"""The scheduler's handlers: decide on the live board, apply, append (group commit) and dispatch, reply.
 
 The board lives in memory (`LiveBoard`): commands never reload it. A decision is applied to the
 board at once, so the next command already sees it, and queued for the log with each job's expected
@@ -181,7 +181,12 @@ class Scheduler:
             future = self.committer.enqueue(group[0].job_id, group, ids, versions[group[0].job_id])
             futures.append(future)
             for message in messages:
-                self._spawn(self._dispatch_after(future, message))
+                if isinstance(message, Assignment):
+                    # On its way while JobAssigned is appended: the worker's confirmation waits for the append
+                    # (confirm), so nothing of it runs unless the assignment is on the log.
+                    self._spawn(self.publish(message))
+                else:
+                    self._spawn(self._dispatch_after(future, message))
         if any(isinstance(e, FREES_CAPACITY) for e in events):
             self.request_placement()
         return futures

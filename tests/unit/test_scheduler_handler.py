@@ -5,9 +5,33 @@ from __future__ import annotations
 import asyncio
 
 from contracts import events as ev
-from contracts.commands import ReportJobFinished, ReportJobStarted, StopJob, SubmitJob
+from collections.abc import Sequence
+from datetime import timedelta
+
+from contracts.commands import ConfirmAssignment, ReportJobFinished, ReportJobStarted, StopJob, SubmitJob
 from contracts.dispatch import Assignment, StopAttempt
+from eventstore.dispatch import dispatch_id
+from eventstore.records import AppendError, PendingAppend
+from eventstore.memory import MemoryLog
 from tests.scheduler_on_memory import T0, MemoryScheduler
+
+
+class HeldAssignments(MemoryLog):
+    """A log that holds every append of a JobAssigned until `release` (then lands it, or fails it with `fail`)."""
+
+    def __init__(self, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.release = asyncio.Event()
+        self.fail: Exception | None = None
+        self.holding = 0
+
+    async def append_batch(self, appends: Sequence[PendingAppend], **kwargs):
+        if any(isinstance(e, ev.JobAssigned) for a in appends for e in a.events):
+            self.holding += 1
+            await self.release.wait()
+            if self.fail is not None:
+                raise self.fail
+        return await super().append_batch(appends, **kwargs)
 
 
 def registered(worker_id: str, slots: int = 1) -> ev.WorkerRegistered:
@@ -19,7 +43,7 @@ def types(events) -> list[str]:
     return [type(e).__name__ for e in events]
 
 
-async def test_a_submitted_job_is_placed_appended_then_dispatched() -> None:
+async def test_a_submitted_job_is_placed_appended_and_dispatched() -> None:
     async with MemoryScheduler() as s:
         await s.worker_event(registered("w1"))
         accepted = await s.scheduler.submit(SubmitJob(workload="noop", idempotency_key="k"))
@@ -104,3 +128,52 @@ async def test_a_malformed_message_on_a_job_s_subject_moves_its_version() -> Non
         await s.settle()
         assert not s.scheduler.failed.is_set()
         assert types(await s.events_since(4)) == ["JobStarted"] and s.log.malformed_seen == 1
+
+
+async def test_an_assignment_goes_out_while_it_is_appended_and_its_confirmation_waits_for_the_log() -> None:
+    held = HeldAssignments(clock=lambda: T0)
+    async with MemoryScheduler(log=held) as s:
+        await s.worker_event(registered("w1"))
+        await s.scheduler.submit(SubmitJob(workload="noop"))
+        for _ in range(100):
+            await asyncio.sleep(0)
+        (sent,) = s.dispatch.sent  # published without waiting for its JobAssigned
+        assert held.holding == 1 and await s.log.version("job", sent.job_id) == 2  # only JobSubmitted is there
+        confirm = asyncio.create_task(s.scheduler.confirm(ConfirmAssignment(job_id=sent.job_id, attempt=1,
+                                                                            worker_id="w1")))
+        for _ in range(100):
+            await asyncio.sleep(0)
+        assert not confirm.done()  # not answered from a decision that is not on the log yet
+        held.release.set()
+        reply = await asyncio.wait_for(confirm, 5)
+        assert reply.confirmed and reply.assignment is not None and reply.assignment.job_id == sent.job_id
+        await s.settle()
+        assert types(await s.events_since(1)) == ["JobSubmitted", "JobAssigned"]
+
+
+async def test_an_assignment_whose_append_failed_is_refused_and_its_new_decision_is_a_new_message() -> None:
+    held = HeldAssignments(clock=lambda: T0)
+    async with MemoryScheduler(log=held) as s:
+        await s.worker_event(registered("w1"))
+        await s.scheduler.submit(SubmitJob(workload="noop"))
+        for _ in range(100):
+            await asyncio.sleep(0)
+        (first,) = s.dispatch.sent
+        question = ConfirmAssignment(job_id=first.job_id, attempt=1, worker_id="w1")
+        confirm = asyncio.create_task(s.scheduler.confirm(question))
+        held.fail = AppendError("the log went away")
+        held.release.set()
+        await asyncio.wait_for(s.scheduler.failed.wait(), 5)
+        assert await s.log.version("job", first.job_id) == 2  # JobAssigned never landed
+        held.fail = None
+        s.now = T0 + timedelta(seconds=1)
+        await s.board.rebuild()  # what the adapter does next
+        await s.scheduler.lead()  # the job is queued on the rebuilt board: placed again, on the same worker
+        reply = await asyncio.wait_for(confirm, 5)
+        await s.settle()
+        assert reply.confirmed  # the worker's copy names the same attempt, now on the log
+        assert types(await s.events_since(1)) == ["JobSubmitted", "JobAssigned"]
+        assert len(s.dispatch.sent) == 2  # the stream would not drop the new decision as a duplicate
+        second = s.dispatch.sent[1]
+        assert (second.job_id, second.attempt, second.worker_id) == (first.job_id, 1, "w1")
+        assert dispatch_id(second) != dispatch_id(first)
