@@ -64,6 +64,9 @@ class ReportJobStarted(Command, kw_only=True):
     worker_id: Id
     resumed_from: NonNegative | None = None
     corrupt_checkpoints: tuple[str, ...] = ()
+    # How long the attempt's process had been running when this was sent (its start is reported a moment
+    # late, or with the end: ReportJobFinished.started); a duration, so the machines' clocks need not agree.
+    running_for_s: Annotated[float, msgspec.Meta(ge=0, le=366 * 86400)] = 0.0
 
 
 class ReportJobCheckpointed(Command, kw_only=True):
@@ -96,6 +99,9 @@ class ReportJobFinished(Command, kw_only=True):
     traceback: Text = ""
     retryable: bool = False
     crashed: bool = False  # interrupted: the worker died while it ran (its next run says so): worker_lost
+    # The attempt ended before its start was reported: the start travels with the end (one request for a
+    # short job instead of two); the same job, attempt and worker.
+    started: ReportJobStarted | None = None
 
 
 class RegisterWorker(Command, kw_only=True):

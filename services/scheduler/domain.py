@@ -83,6 +83,8 @@ def decide(command: object, state: JobBoard, now: datetime, *, policy: RetryPoli
             return _started(command, job, now)
         if isinstance(command, ReportJobCheckpointed):
             return _checkpointed(command, job, now)
+        if command.started is not None:
+            return [*_started(_same_attempt(command.started, command), job, now), *_finished(command, job, now, policy)]
         return _finished(command, job, now, policy)
     raise InvalidCommand(f"the scheduler does not handle {type(command).__name__}")
 
@@ -237,12 +239,25 @@ def confirmation(command: ConfirmAssignment, state: JobBoard) -> AssignmentConfi
     return AssignmentConfirmed(confirmed=True, assignment=assignment_for(state, job))
 
 
+def _same_attempt(started: ReportJobStarted, finished: ReportJobFinished) -> ReportJobStarted:
+    if (started.job_id, started.attempt, started.worker_id) != (finished.job_id, finished.attempt, finished.worker_id):
+        raise InvalidCommand("a finished report's start must name the same job, attempt and worker")
+    return started
+
+
+def started_at(cmd: ReportJobStarted, job: Job, now: datetime) -> datetime:
+    """When the attempt's process started: `running_for_s` before now, but not before it was assigned."""
+    at = now - timedelta(seconds=cmd.running_for_s)
+    assigned = job.assigned_at or job.submitted_at
+    return max(at, assigned) if assigned is not None and assigned <= now else now
+
+
 def _started(cmd: ReportJobStarted, job: Job, now: datetime) -> list[Event]:
     if job.status == "running":
         return []
     return [ev.JobStarted(job_id=job.job_id, attempt=cmd.attempt, worker_id=cmd.worker_id,
                           resumed_from=cmd.resumed_from, corrupt_checkpoints=cmd.corrupt_checkpoints,
-                          started_at=now)]
+                          started_at=started_at(cmd, job, now))]
 
 
 def _checkpointed(cmd: ReportJobCheckpointed, job: Job, now: datetime) -> list[Event]:

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
+import msgspec
 import nats.errors
 from nats.aio.client import Client
 from opentelemetry import context as otel_context
@@ -90,6 +91,9 @@ class JobRunner:
         self._last_sample: asyncio.Future | None = None  # acknowledgement of the last telemetry sample sent
         self._finished = False
         self._trace: otel_context.Context | None = None  # the job process's start: its first report continues it
+        self._unreported_start: ReportJobStarted | None = None  # held a moment: a short job sends it with its end
+        self._started_at = 0.0  # time.monotonic() when the job process was handed its Start
+        self._start_timer: asyncio.TimerHandle | None = None
         self.log = log.bind(job_id=assignment.job_id, attempt=assignment.attempt)
 
     def _take(self, assignment: Assignment) -> None:
@@ -126,6 +130,8 @@ class JobRunner:
         finally:
             if self._kill_timer is not None:
                 self._kill_timer.cancel()
+            if self._start_timer is not None:
+                self._start_timer.cancel()
             shutil.rmtree(self.spool, ignore_errors=True)
 
     async def _run(self) -> None:
@@ -243,13 +249,35 @@ class JobRunner:
                 registered=self.deps.registry.is_registered(self.workload), gpu_indices=a.gpu_indices,
                 spool_dir=str(self.spool), resume=resume, asset_path=str(asset) if asset else None,
                 progress_interval_s=self.deps.settings.progress_interval_s, traceparent=traceparent()))
-        self._report(ReportJobStarted(job_id=a.job_id, attempt=a.attempt, worker_id=self.deps.worker_id,
-                                      resumed_from=choice.ref.iteration if choice.ref else None,
-                                      corrupt_checkpoints=tuple(choice.corrupt)))
+        self._unreported_start = ReportJobStarted(job_id=a.job_id, attempt=a.attempt, worker_id=self.deps.worker_id,
+                                                  resumed_from=choice.ref.iteration if choice.ref else None,
+                                                  corrupt_checkpoints=tuple(choice.corrupt))
+        self._started_at = time.monotonic()
+        delay = self.deps.settings.started_report_delay_s
+        if delay > 0:
+            self._start_timer = asyncio.get_running_loop().call_later(delay, self._report_start)
+        else:
+            self._report_start()
         if self.stop_reason is not None:
             self.stop(self.stop_reason)  # asked while it was being prepared
         elif self.fenced:
             kill(child)
+
+    def _take_start(self) -> ReportJobStarted | None:
+        """The start report, if it has not gone out yet (it goes once: on its own, or with the end)."""
+        start, self._unreported_start = self._unreported_start, None
+        if self._start_timer is not None:
+            self._start_timer.cancel()
+            self._start_timer = None
+        if start is None:
+            return None
+        return msgspec.structs.replace(start, running_for_s=round(time.monotonic() - self._started_at, 6))
+
+    def _report_start(self) -> None:
+        """Send the start report now, ahead of anything reported after it."""
+        start = self._take_start()
+        if start is not None:
+            self._report(start)
 
     async def _pump(self, child: ChildProcess) -> wire.Done | None:
         async for frame in child.frames():
@@ -258,6 +286,7 @@ class JobRunner:
             elif isinstance(frame, wire.Episode):
                 await self._episode(frame)
             elif isinstance(frame, wire.Saved):
+                self._report_start()  # a checkpoint is reported after the start
                 self._saving += 1
                 self.outbox.then(lambda frame=frame: self._store_checkpoint(child, frame))
             elif isinstance(frame, wire.Done):
@@ -348,7 +377,8 @@ class JobRunner:
             return
         report = ReportJobFinished(job_id=a.job_id, attempt=a.attempt, worker_id=self.deps.worker_id,
                                    outcome=ending.outcome, result=ending.result, error=ending.error[:16_000],
-                                   traceback=ending.traceback[-16_000:], retryable=ending.retryable)
+                                   traceback=ending.traceback[-16_000:], retryable=ending.retryable,
+                                   started=self._take_start())
         self.deps.attempts.finish(report)
         started = time.monotonic()
         # The end must not overtake the last progress: whoever sees JobCompleted can read every sample.
@@ -356,8 +386,8 @@ class JobRunner:
         if self._saving:
             await self._report(report)  # after the checkpoints it still stores and reports
         else:
-            # Only the started report can still be in flight, and it went out first on this connection:
-            # send the outcome right behind it instead of waiting for its reply (short jobs finish first).
+            # Only the start report can still be in flight, and it went out first on this connection: send the
+            # outcome right behind it instead of waiting for its reply (or it travels with the outcome).
             await self._deliver(report)
         await self.outbox.drain()
         self.deps.attempts.forget(a.job_id, a.attempt)

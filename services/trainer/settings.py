@@ -21,6 +21,9 @@ class TrainerSettings(msgspec.Struct, frozen=True, kw_only=True):
     stop_grace_s: Annotated[float, msgspec.Meta(ge=0)] = 30.0  # SIGTERM → SIGKILL
     progress_interval_s: Annotated[float, msgspec.Meta(ge=0)] = 0.1  # at most ~10 samples/s per job
     report_timeout_s: Annotated[float, msgspec.Meta(gt=0)] = 5.0
+    # An attempt's start is reported this long after its process starts, or with its end if that comes first:
+    # a short job costs one report instead of two. 0: at once.
+    started_report_delay_s: Annotated[float, msgspec.Meta(ge=0, le=10)] = 0.05
     upload_timeout_s: Annotated[float, msgspec.Meta(gt=0)] = 120.0  # a checkpoint upload's whole retry budget
     warm: bool = True  # keep forked spare children ready; off: fork on demand
     # Packages `module:function` workloads may come from (advertised): None: any installed package (never the

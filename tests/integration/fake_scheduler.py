@@ -82,6 +82,8 @@ class FakeScheduler:
         seen = encode(report)
         if seen not in self._seen:  # a worker re-sends a report until it is answered: record it once
             self._seen.add(seen)
+            if isinstance(report, ReportJobFinished) and report.started is not None:
+                self.reports.append(report.started)  # a short job's start comes with its end, as the scheduler reads it
             self.reports.append(report)
         await self._note()
         return ReportAccepted(accepted=True, stop=report.job_id in self.stop_requested)

@@ -523,3 +523,19 @@ async def test_a_reusable_job_asked_to_stop_does_not_pass_its_process_on(agent, 
     await wait_gone(finished.result["pid"])  # signalled once: its process is not passed on
     b = await fake.assign("w1", f"{W}:reusable_pid")
     assert (await fake.finished(b.job_id)).result["pid"] != finished.result["pid"]
+
+
+async def test_a_short_job_s_start_travels_with_its_end_and_a_long_job_s_goes_on_its_own(agent, fake, tmp_path):
+    short = await fake.assign("w1", "noop")
+    finished = await fake.finished(short.job_id)
+    assert finished.started is not None and finished.started.running_for_s >= 0  # one report for the attempt
+    assert len(fake.of(short.job_id, ReportJobStarted)) == 1  # which the scheduler reads as a start, then an end
+    release = tmp_path / "release"
+    long = await fake.assign("w1", f"{W}:write_pid_and_wait",
+                             params={"pid_file": str(tmp_path / "pid"), "release_file": str(release)})
+    started = await fake.started(long.job_id)  # while it runs, shortly after its process started
+    assert not fake.of(long.job_id, ReportJobFinished)
+    release.write_text("")
+    finished = await fake.finished(long.job_id)
+    assert finished.outcome == "completed" and finished.started is None
+    assert started.running_for_s > 0

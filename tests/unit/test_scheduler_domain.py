@@ -214,6 +214,43 @@ def test_reports_from_the_wrong_worker_or_attempt_are_fenced(report) -> None:
         decide(report, fold(*RUNNING))
 
 
+START = ReportJobStarted(job_id="j1", attempt=1, worker_id="w1", resumed_from=4, corrupt_checkpoints=("c9",),
+                         running_for_s=0.02)
+
+
+def test_a_short_job_s_start_comes_with_its_end_and_both_are_recorded() -> None:
+    assigned_at = T0 - timedelta(seconds=1)
+    state = fold(worker(), submitted(), ev.JobAssigned(job_id="j1", attempt=1, worker_id="w1", assigned_at=assigned_at))
+    events = decide(finished("completed", started=START), state)
+    assert events == [ev.JobStarted(job_id="j1", attempt=1, worker_id="w1", resumed_from=4, corrupt_checkpoints=("c9",),
+                                    started_at=T0 - timedelta(seconds=0.02)),
+                      ev.JobCompleted(job_id="j1", attempt=1, completed_at=T0)]
+    # Already running (its start was reported too, a retry of the end): only the end.
+    assert [type(e) for e in decide(finished("completed", started=START), fold(*RUNNING))] == [ev.JobCompleted]
+    # A failure that is retried: started, then the failure with its requeue.
+    retried = fold(worker(), submitted(max_retries=1), assigned())
+    events = decide(finished("failed", error="x", retryable=True, started=START), retried)
+    assert [type(e) for e in events] == [ev.JobStarted, ev.JobFailed, ev.JobRequeued]
+    assert [len(g) for g in domain.atomic_groups(events)] == [1, 2]
+
+
+def test_a_start_is_never_dated_before_the_assignment_nor_after_now() -> None:
+    state = fold(worker(), submitted(), ev.JobAssigned(job_id="j1", attempt=1, worker_id="w1", assigned_at=T0))
+    long_ago = msgspec.structs.replace(START, running_for_s=86_400.0)  # a worker clock or a bug: clamped
+    (event, _) = decide(finished("completed", started=long_ago), state, now=T0 + timedelta(seconds=5))
+    assert event.started_at == T0
+
+
+@pytest.mark.parametrize("start", [
+    msgspec.structs.replace(START, attempt=2),
+    msgspec.structs.replace(START, worker_id="w2"),
+    msgspec.structs.replace(START, job_id="j2"),
+])
+def test_a_start_of_another_attempt_inside_an_end_is_refused(start) -> None:
+    with pytest.raises(InvalidCommand, match="same job, attempt and worker"):
+        decide(finished("completed", started=start), fold(worker(), submitted(), assigned()))
+
+
 def test_after_a_worker_is_lost_its_attempt_is_fenced() -> None:
     state = fold(*RUNNING)
     lost = ev.WorkerLost(worker_id="w1", last_seen=T0, lost_at=T0)
