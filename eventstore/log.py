@@ -249,8 +249,8 @@ class JetStreamLog(LogCore):
         sub = await self._ordered_subscription(filter_subject or self.topology.all_events,
                                                stream or self.topology.events_stream, config)
         try:
-            while True:
-                yield await sub.next_msg(timeout=None)
+            async for msg in _messages(sub):
+                yield msg
         finally:
             await _quiet_unsubscribe(sub)
 
@@ -268,6 +268,35 @@ class JetStreamLog(LogCore):
                     raise
                 await asyncio.sleep(0.5)
         raise AssertionError("unreachable")
+
+
+async def _messages(sub: Any) -> AsyncIterator[Msg]:
+    """An ordered push subscription's messages, as `next_msg` hands them out, but those already received in one go.
+
+    `next_msg` makes a task (and a uuid4 name for it) per message: a third of a replay's time. Where the
+    client's subscription has the queue it fills (nats-py's `_pending_queue`), what is already in it is
+    taken directly, yielding to the event loop between two messages as `next_msg` does (whoever a reader
+    feeds, a WebSocket client's queue, must get its turn), and the flow-control reply `next_msg` would
+    send once that queue is empty is sent here; without it (another client version), every message goes
+    through `next_msg`.
+    """
+    inner = getattr(sub, "_sub", None)
+    queue: asyncio.Queue | None = getattr(inner, "_pending_queue", None)
+    direct = isinstance(queue, asyncio.Queue) and hasattr(inner, "_pending_size") and hasattr(inner, "_jsi")
+    while True:
+        yield await sub.next_msg(timeout=None)
+        if not direct or queue is None or queue.empty():
+            continue
+        while not queue.empty():
+            msg = queue.get_nowait()
+            inner._pending_size -= len(msg.data)
+            yield msg
+            await asyncio.sleep(0)  # as next_msg does, let others run between two messages (a reader's consumers)
+        jsi = inner._jsi
+        reply = getattr(jsi, "_fcr", None) if jsi is not None else None
+        if reply and queue.empty():
+            jsi._fcr = None
+            await inner._conn.publish(reply)
 
 
 async def _quiet_unsubscribe(sub: Any) -> None:
