@@ -1,7 +1,8 @@
 """Group commit of the leader's decisions into the event log.
 
 Decisions are applied to the in-memory board at once and queued here; a writer sends them in the
-order they were decided, several flushes in flight at a time. A flush is one atomic batch when
+order they were decided, several flushes in flight at a time, except that events of a job waiting for
+that job's earlier append do not hold back other jobs' (each aggregate's events stay in order). A flush is one atomic batch when
 many events wait (an atomic batch costs a fixed few ms of server time but little per event), or
 else one append per event, those of different jobs in flight together (about 1 ms each): the
 system is fast when idle and its throughput grows with load. An event waits while an earlier
@@ -41,6 +42,34 @@ class _Item:
 def _retrieve(future: asyncio.Future) -> None:
     if not future.cancelled():
         future.exception()  # nobody may await a failed placement; don't warn about it
+
+
+def _takeable(queue: Sequence[_Item], busy: dict[str, int], limit: int) -> tuple[list[int], int]:
+    """Positions of the queued items that may go now (up to `limit` events), and how many events they hold."""
+    chosen: list[int] = []
+    waiting: set[str] = set()
+    count = 0
+    for index, item in enumerate(queue):
+        if item.aggregate_id in busy or item.aggregate_id in waiting:
+            waiting.add(item.aggregate_id)  # nothing of this aggregate may overtake its item in flight
+            continue
+        if count + len(item.events) > limit:
+            break
+        chosen.append(index)
+        count += len(item.events)
+    return chosen, count
+
+
+def _one_per_aggregate(queue: Sequence[_Item], chosen: list[int]) -> list[int]:
+    """The first chosen item of each aggregate (a later one needs the version the first one's append gives)."""
+    seen: set[str] = set()
+    out = []
+    for index in chosen:
+        aggregate_id = queue[index].aggregate_id
+        if aggregate_id not in seen:
+            seen.add(aggregate_id)
+            out.append(index)
+    return out
 
 
 class Committer:
@@ -113,21 +142,17 @@ class Committer:
             self._queue.clear()
 
     def _take(self) -> tuple[list[_Item], bool]:
-        ready, count = 0, 0
-        for item in self._queue:
-            if item.aggregate_id in self._busy or count + len(item.events) > MAX_BATCH:
-                break
-            ready, count = ready + 1, count + len(item.events)
+        """What to send next, in decided order: every item but those of a job with an item in flight (and
+        whatever of that job follows them: each needs the one before's version), so that one job waiting on
+        its own append (a short job's start, then its end) holds back no other job's (the next job's
+        assignment, which its worker's confirmation waits for)."""
+        chosen, count = _takeable(self._queue, self._busy, MAX_BATCH)
         batch = count >= self._batch_min
         if not batch:
-            # One append per item: only one item per job can fly (the next needs its version).
-            seen: set[str] = set()
-            for index in range(ready):
-                if self._queue[index].aggregate_id in seen:
-                    ready = index
-                    break
-                seen.add(self._queue[index].aggregate_id)
-        items = [self._queue.popleft() for _ in range(ready)]
+            chosen = _one_per_aggregate(self._queue, chosen)  # only one item per job can fly as a single append
+        picked = set(chosen)
+        items = [self._queue[index] for index in chosen]
+        self._queue = deque(item for index, item in enumerate(self._queue) if index not in picked)
         for item in items:
             self._busy[item.aggregate_id] = self._busy.get(item.aggregate_id, 0) + 1
         return items, batch
