@@ -285,7 +285,7 @@ async def _messages(sub: Any) -> AsyncIterator[Msg]:
     direct = isinstance(queue, asyncio.Queue) and hasattr(inner, "_pending_size") and hasattr(inner, "_jsi")
     while True:
         yield await sub.next_msg(timeout=None)
-        if not direct or queue is None or queue.empty():
+        if not direct or queue.empty():
             continue
         while not queue.empty():
             msg = queue.get_nowait()

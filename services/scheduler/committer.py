@@ -2,10 +2,10 @@
 
 Decisions are applied to the in-memory board at once and queued here; a writer sends them in the
 order they were decided, several flushes in flight at a time, except that events of a job waiting for
-that job's earlier append do not hold back other jobs' (each aggregate's events stay in order). A flush is one atomic batch when
-many events wait (an atomic batch costs a fixed few ms of server time but little per event), or
-else one append per event, those of different jobs in flight together (about 1 ms each): the
-system is fast when idle and its throughput grows with load. An event waits while an earlier
+that job's earlier append do not hold back other jobs' (each aggregate's events stay in order). A
+flush is one atomic batch when many events wait (an atomic batch costs a fixed few ms of server time
+but little per event), or else one append per event, those of different jobs in flight together
+(about 1 ms each): the system is fast when idle and its throughput grows with load. An event waits while an earlier
 event of the same job is in flight: it needs that event's sequence as its expected version.
 A failed append fails its flush and everything still queued; the caller rebuilds the board.
 """

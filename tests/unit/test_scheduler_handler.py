@@ -3,16 +3,15 @@
 from __future__ import annotations
 
 import asyncio
-
-from contracts import events as ev
 from collections.abc import Sequence
 from datetime import timedelta
 
+from contracts import events as ev
 from contracts.commands import ConfirmAssignment, ReportJobFinished, ReportJobStarted, StopJob, SubmitJob
 from contracts.dispatch import Assignment, StopAttempt
 from eventstore.dispatch import dispatch_id
-from eventstore.records import AppendError, PendingAppend
 from eventstore.memory import MemoryLog
+from eventstore.records import AppendError, PendingAppend
 from tests.scheduler_on_memory import T0, MemoryScheduler
 
 
@@ -130,19 +129,29 @@ async def test_a_malformed_message_on_a_job_s_subject_moves_its_version() -> Non
         assert types(await s.events_since(4)) == ["JobStarted"] and s.log.malformed_seen == 1
 
 
+async def turns(count: int = 100) -> None:
+    """Let the scheduler's tasks run a while (bounded)."""
+    for _ in range(count):
+        await asyncio.sleep(0)
+
+
+async def submit_one_held(s: MemoryScheduler) -> Assignment:
+    """Register w1, submit a job and let its assignment go out while its JobAssigned is held; that assignment."""
+    await s.worker_event(registered("w1"))
+    await s.scheduler.submit(SubmitJob(workload="noop"))
+    await turns()
+    (sent,) = s.dispatch.sent  # published without waiting for its JobAssigned
+    return sent
+
+
 async def test_an_assignment_goes_out_while_it_is_appended_and_its_confirmation_waits_for_the_log() -> None:
     held = HeldAssignments(clock=lambda: T0)
     async with MemoryScheduler(log=held) as s:
-        await s.worker_event(registered("w1"))
-        await s.scheduler.submit(SubmitJob(workload="noop"))
-        for _ in range(100):
-            await asyncio.sleep(0)
-        (sent,) = s.dispatch.sent  # published without waiting for its JobAssigned
+        sent = await submit_one_held(s)
         assert held.holding == 1 and await s.log.version("job", sent.job_id) == 2  # only JobSubmitted is there
         confirm = asyncio.create_task(s.scheduler.confirm(ConfirmAssignment(job_id=sent.job_id, attempt=1,
                                                                             worker_id="w1")))
-        for _ in range(100):
-            await asyncio.sleep(0)
+        await turns()
         assert not confirm.done()  # not answered from a decision that is not on the log yet
         held.release.set()
         reply = await asyncio.wait_for(confirm, 5)
@@ -154,11 +163,7 @@ async def test_an_assignment_goes_out_while_it_is_appended_and_its_confirmation_
 async def test_an_assignment_whose_append_failed_is_refused_and_its_new_decision_is_a_new_message() -> None:
     held = HeldAssignments(clock=lambda: T0)
     async with MemoryScheduler(log=held) as s:
-        await s.worker_event(registered("w1"))
-        await s.scheduler.submit(SubmitJob(workload="noop"))
-        for _ in range(100):
-            await asyncio.sleep(0)
-        (first,) = s.dispatch.sent
+        first = await submit_one_held(s)
         question = ConfirmAssignment(job_id=first.job_id, attempt=1, worker_id="w1")
         confirm = asyncio.create_task(s.scheduler.confirm(question))
         held.fail = AppendError("the log went away")
