@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from typing import Annotated
 
 import msgspec
@@ -14,7 +13,7 @@ from contracts.base import MAX_SAFE_INT
 from contracts.commands import SubmitJob
 from contracts.telemetry import EpisodeReport, JobProgress
 from eventstore.readmodels.jobs import job_checkpoints, list_jobs
-from eventstore.telemetry import job_samples, last_job_sample
+from eventstore.telemetry import job_samples, last_job_samples
 from gateway.auth import OPERATOR, VIEWER
 from gateway.controllers.common import GW, SERVICE, errors, require_json_bools
 from gateway.schemas.jobs import (
@@ -41,14 +40,13 @@ PROGRESSING = ("running", "stopping")
 
 
 async def with_progress(gw: GW, items: list[JobView]) -> list[JobView]:
-    """The jobs, the running ones with their newest progress report from their current worker (one direct
-    get each, concurrently; a second, of the old subject's history, only when that worker has sent none)."""
+    """The jobs, the running ones with their newest progress report from their current worker (one batched
+    direct get for the page; the old subject's history counts only when that worker has sent none)."""
     running = [i for i, job in enumerate(items) if job.status in PROGRESSING]
     if not running:
         return items
-    samples = await asyncio.gather(*(last_job_sample(gw.nc, gw.topology, "progress", items[i].id,
-                                                     [items[i].worker_id] if items[i].worker_id else [], JobProgress)
-                                     for i in running))
+    wanted = [(items[i].id, [items[i].worker_id] if items[i].worker_id else []) for i in running]
+    samples = await last_job_samples(gw.nc, gw.topology, "progress", wanted, JobProgress)
     out = list(items)
     for i, sample in zip(running, samples, strict=True):
         if sample is not None:

@@ -14,16 +14,18 @@ import pytest
 import pytest_asyncio
 from nats.js.api import StreamConfig
 
-from contracts.base import new_id
+from contracts.base import new_id, utcnow
 from contracts.codec import encode
 from contracts.commands import ReportAccepted
 from contracts.dispatch import CheckpointRef
 from contracts.subjects import Topology
+from contracts.telemetry import JobProgress
 from eventstore.connect import NatsRefused, connect, credential_options
 from eventstore.credentials import public_key, read_seed
 from eventstore.log import JetStreamLog
 from eventstore.permissions import inbox_prefix, kv_key
 from eventstore.server import NatsServer, ServerSpec, free_port, reload_nats
+from eventstore.telemetry import last_job_samples
 from ops.joining import new_user_seed
 from services.trainer.blobstore import CheckpointStore
 from services.trainer.consumer import DispatchConsumer
@@ -355,6 +357,12 @@ async def test_core_subscriptions_to_the_log_dispatch_and_heartbeats(secured, ro
 async def test_telemetry_is_read_by_the_gateway_not_by_the_projector(secured) -> None:
     gateway, projector = await as_(secured, "gateway"), await as_(secured, "projector")
     await JetStreamLog(gateway.nc, T).stream_state(T.telemetry_stream)
+    job = new_id()
+    sample = JobProgress(job_id=job, attempt=1, worker_id="w1", iteration=3, total=10, at=utcnow())
+    await (await as_(secured, "worker")).nc.jetstream().publish(T.job_telemetry("progress", job, "w1"), encode(sample))
+    # The job list's batched direct get (one request, replies to the gateway's own inbox).
+    assert await last_job_samples(gateway.nc, T, "progress", [(job, ["w1"]), (new_id(), [])], JobProgress) == [
+        sample, None]
     assert not gateway.errors
     assert await projector.publish_refused(f"$JS.API.CONSUMER.CREATE.{T.telemetry_stream}", b"",
                                            reply=projector.nc.new_inbox())

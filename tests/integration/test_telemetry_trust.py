@@ -21,6 +21,7 @@ from contracts import events as ev
 from contracts.base import new_id, utcnow
 from contracts.codec import encode
 from contracts.telemetry import EpisodeReport, JobProgress
+from eventstore import telemetry
 from gateway.hub import Hub, Subscriber
 from gateway.live import TELEMETRY
 from tests.integration.gateway_support import gateway_stack, publish_episodes, publish_progress, run_job
@@ -180,3 +181,39 @@ async def test_samples_stored_before_subjects_named_their_worker_are_kept_as_his
         assert (await client.get(f"/api/v1/jobs/{old}")).json()["progress"]["iteration"] == 4  # only history
         listed = {j["id"]: j["progress"] for j in (await client.get("/api/v1/jobs")).json()["items"]}
         assert listed[old]["iteration"] == 4 and listed[both]["iteration"] == 3
+
+
+async def test_the_job_lists_batched_read_believes_what_one_by_one_reads_believe(event_log, nc, topology,
+                                                                                monkeypatch) -> None:
+    # Jobs whose newest believed sample is: the current worker's, an earlier worker's (the current one sent
+    # none), only history, none at all, or history behind a malformed newest sample; and a rogue's forgery on
+    # each. Chunks of 7 subjects, so one page takes several batched gets.
+    monkeypatch.setattr(telemetry, "MULTI_LAST_CHUNK", 7)
+    js = nc.jetstream()
+
+    async def put(job: str, worker: str | None, iteration: int, data: bytes | None = None) -> None:
+        sample = JobProgress(job_id=job, attempt=1, worker_id=worker or "w1", iteration=iteration, total=10,
+                             at=utcnow())
+        subject = topology.job_telemetry("progress", job, worker) if worker else topology.telemetry("progress", job)
+        await js.publish(subject, data if data is not None else encode(sample))
+
+    jobs: list[tuple[str, list[str]]] = []
+    for n in range(6):
+        current, earlier, history, nothing, malformed = (new_id() for _ in range(5))
+        await put(current, "w1", 1)
+        await put(current, "w2", 2 + n)
+        await put(earlier, "w1", 5)
+        await put(history, None, 6)
+        await put(malformed, None, 7)
+        await put(malformed, "w1", 8, data=b"{not a sample")
+        for job in (current, earlier, history, nothing, malformed):
+            await put(job, "rogue", FORGED_ITERATION)
+        jobs += [(current, ["w1", "w2"]), (earlier, ["w1", "w2"]), (history, ["w1"]), (nothing, []),
+                 (malformed, ["w1"])]
+    batched = await telemetry.last_job_samples(nc, topology, "progress", jobs, JobProgress)
+    one_by_one = [await telemetry.last_job_sample(nc, topology, "progress", job, workers, JobProgress)
+                  for job, workers in jobs]
+    assert batched == one_by_one
+    assert [s.iteration if s else None for s in batched[:5]] == [2, 5, 6, None, 7]
+    assert FORGED_ITERATION not in {s.iteration for s in batched if s}
+    assert await telemetry.last_job_samples(nc, topology, "progress", [], JobProgress) == []
