@@ -8,8 +8,11 @@ assigned to (`trusted_sample`); `job_samples` and `last_job_sample` are how ever
 from __future__ import annotations
 
 import asyncio
+import itertools
+import weakref
 from collections.abc import Callable, Collection, Iterable, Sequence
 from datetime import datetime
+from functools import lru_cache
 from typing import TypeVar
 
 import msgspec
@@ -86,21 +89,38 @@ async def last_job_sample(nc: Client, topology: Topology, kind: str, job_id: str
 MULTI_LAST_CHUNK = 256  # subjects per batched direct get (the server answers one message per subject found)
 
 
-async def last_job_samples(nc: Client, topology: Topology, kind: str, jobs: Sequence[tuple[str, Sequence[str]]],
-                           cls: type[T], *, timeout: float = 5.0) -> list[T | None]:
-    """`last_job_sample` of many jobs at once: [(job_id, workers)] → each job's newest believed sample, or None.
+class SamplePlan(msgspec.Struct, frozen=True):
+    """Where many jobs' newest samples are looked for: each job's subjects in believed order, and all of them
+    once (what a batched read asks for). Made once per job-list page, read again at every request."""
+
+    kind: str
+    jobs: tuple[tuple[str, tuple[str, ...]], ...]  # (job_id, workers)
+    rows: tuple[tuple[str, ...], ...]
+    subjects: tuple[str, ...]
+
+
+def sample_plan(topology: Topology, kind: str, jobs: Iterable[tuple[str, Sequence[str]]]) -> SamplePlan:
+    """The subjects to read for [(job_id, workers)]: a job's newest worker first, old history last."""
+    held = tuple((job_id, tuple(workers)) for job_id, workers in jobs)
+    rows = tuple(_sample_subjects(topology, kind, job_id, workers) for job_id, workers in held)
+    return SamplePlan(kind, held, rows, tuple(dict.fromkeys(s for row in rows for s in row)))
+
+
+async def last_job_samples(nc: Client, topology: Topology, kind: str,
+                           jobs: Sequence[tuple[str, Sequence[str]]] | SamplePlan, cls: type[T], *,
+                           timeout: float = 5.0) -> list[T | None]:
+    """`last_job_sample` of many jobs at once: [(job_id, workers)] (or their plan) → each job's newest believed
+    sample, or None.
 
     One batched direct get (`multi_last`) per MULTI_LAST_CHUNK subjects instead of one or more per job: a page
     of 50 running jobs was 100 requests, now it is one. A server that cannot answer batches (before 2.11) gets
     the one-by-one reads.
     """
-    wanted = [[topology.job_telemetry(kind, job_id, w) for w in reversed(workers)] + [topology.telemetry(kind, job_id)]
-              for job_id, workers in jobs]
-    subjects = list(dict.fromkeys(s for row in wanted for s in row))
+    plan = jobs if isinstance(jobs, SamplePlan) else sample_plan(topology, kind, jobs)
     found: dict[str, T] = {}
     try:
-        for start in range(0, len(subjects), MULTI_LAST_CHUNK):
-            chunk = subjects[start:start + MULTI_LAST_CHUNK]
+        for start in range(0, len(plan.subjects), MULTI_LAST_CHUNK):
+            chunk = plan.subjects[start:start + MULTI_LAST_CHUNK]
             for subject, data in await _multi_last(nc, topology.telemetry_stream, chunk, timeout):
                 try:
                     found[subject] = decode_message(cls, data)
@@ -108,22 +128,43 @@ async def last_job_samples(nc: Client, topology: Topology, kind: str, jobs: Sequ
                     log.warning("skipping malformed sample", subject=subject, reason=str(exc))
     except BatchGetUnsupported as exc:
         log.info("batched direct get refused; reading samples one by one", reason=str(exc))
-        return [await last_job_sample(nc, topology, kind, job_id, workers, cls) for job_id, workers in jobs]
-    return [next((found[s] for s in row if s in found), None) for row in wanted]
+        return [await last_job_sample(nc, topology, kind, job_id, workers, cls) for job_id, workers in plan.jobs]
+    if not found:
+        return [None] * len(plan.rows)
+    return [next((found[s] for s in row if s in found), None) for row in plan.rows]
 
 
 class BatchGetUnsupported(Exception):
     """The server answered a batched direct get with something other than messages and an end of batch."""
 
 
-async def _multi_last(nc: Client, stream: str, subjects: Sequence[str], timeout: float) -> list[tuple[str, bytes]]:
-    """[(subject, data)] of the last message on each subject that has one: one request, a reply per message,
-    then a header-only end of batch (204; 404 when nothing matched)."""
-    loop = asyncio.get_running_loop()
-    done: asyncio.Future[None] = loop.create_future()
-    out: list[tuple[str, bytes]] = []
+class _BatchReplies:
+    """One connection's subscription for the replies of every batched direct get (`<inbox>.<n>` each), so a
+    request costs no subscription of its own (a SUB and an UNSUB, and a task in nats-py, per job-list page)."""
 
-    async def take(msg) -> None:
+    def __init__(self, nc: Client) -> None:
+        self._nc = weakref.ref(nc)  # the registry's value must not keep its key, the connection, alive
+        self.inbox = nc.new_inbox()
+        self.numbers = itertools.count(1)
+        self.waiting: dict[str, tuple[list[tuple[str, bytes]], asyncio.Future[None]]] = {}
+        self.subscribed: asyncio.Task | None = None
+
+    def connection(self) -> Client:
+        nc = self._nc()
+        if nc is None:
+            raise nats.errors.ConnectionClosedError
+        return nc
+
+    async def ensure_subscribed(self) -> None:
+        if self.subscribed is None or (self.subscribed.done() and self.subscribed.exception() is not None):
+            self.subscribed = asyncio.ensure_future(self.connection().subscribe(f"{self.inbox}.*", cb=self.take))
+        await asyncio.shield(self.subscribed)
+
+    async def take(self, msg) -> None:
+        waiting = self.waiting.get(msg.subject)
+        if waiting is None:  # a batch given up on (timed out): its late replies go nowhere
+            return
+        out, done = waiting
         headers = msg.headers or {}
         status = headers.get("Status")
         if status is None and "Nats-Subject" in headers:
@@ -135,18 +176,40 @@ async def _multi_last(nc: Client, stream: str, subjects: Sequence[str], timeout:
                 done.set_exception(BatchGetUnsupported(f"{status} {headers.get('Description', '')}".strip()
                                                        if status else msg.data[:200].decode(errors="replace")))
 
-    inbox = nc.new_inbox()
-    sub = await nc.subscribe(inbox, cb=take)
-    try:
-        request = msgspec.json.encode({"multi_last": list(subjects), "batch": len(subjects)})
-        await nc.publish(f"$JS.API.DIRECT.GET.{stream}", request, reply=inbox)
+    async def get(self, stream: str, subjects: Sequence[str], timeout: float) -> list[tuple[str, bytes]]:
+        await self.ensure_subscribed()
+        reply = f"{self.inbox}.{next(self.numbers)}"
+        out: list[tuple[str, bytes]] = []
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.waiting[reply] = (out, done)
         try:
-            await asyncio.wait_for(done, timeout)
-        except TimeoutError:
-            raise nats.errors.TimeoutError from None
-    finally:
-        await sub.unsubscribe()
-    return out
+            request = msgspec.json.encode({"multi_last": list(subjects), "batch": len(subjects)})
+            await self.connection().publish(f"$JS.API.DIRECT.GET.{stream}", request, reply=reply)
+            try:
+                await asyncio.wait_for(done, timeout)
+            except TimeoutError:
+                raise nats.errors.TimeoutError from None
+        finally:
+            del self.waiting[reply]
+        return out
+
+
+_BATCH_REPLIES: weakref.WeakKeyDictionary[Client, _BatchReplies] = weakref.WeakKeyDictionary()
+
+
+async def _multi_last(nc: Client, stream: str, subjects: Sequence[str], timeout: float) -> list[tuple[str, bytes]]:
+    """[(subject, data)] of the last message on each subject that has one: one request, a reply per message,
+    then a header-only end of batch (204; 404 when nothing matched)."""
+    replies = _BATCH_REPLIES.get(nc)
+    if replies is None:
+        replies = _BATCH_REPLIES[nc] = _BatchReplies(nc)
+    return await replies.get(stream, subjects, timeout)
+
+
+@lru_cache(maxsize=65536)
+def _sample_subjects(topology: Topology, kind: str, job_id: str, workers: tuple[str, ...]) -> tuple[str, ...]:
+    """Where a job's samples are looked for, in the order believed: newest worker first, old history last."""
+    return (*(topology.job_telemetry(kind, job_id, w) for w in reversed(workers)), topology.telemetry(kind, job_id))
 
 
 async def job_samples(nc: Client, topology: Topology, kind: str, job_id: str, workers: Collection[str],

@@ -13,7 +13,7 @@ from contracts.base import MAX_SAFE_INT
 from contracts.commands import SubmitJob
 from contracts.telemetry import EpisodeReport, JobProgress
 from eventstore.readmodels.jobs import job_checkpoints, list_jobs
-from eventstore.telemetry import job_samples, last_job_samples
+from eventstore.telemetry import SamplePlan, job_samples, last_job_samples, sample_plan
 from gateway.auth import OPERATOR, VIEWER
 from gateway.controllers.common import GW, SERVICE, errors, require_json_bools
 from gateway.schemas.jobs import (
@@ -39,14 +39,24 @@ Since = Annotated[int, Parameter(ge=0, le=MAX_SAFE_INT, description="only what c
 PROGRESSING = ("running", "stopping")
 
 
-async def with_progress(gw: GW, items: list[JobView]) -> list[JobView]:
+def progress_plan(gw: GW, items: list[JobView]) -> tuple[tuple[int, ...], SamplePlan | None]:
+    """Which rows show progress (running or stopping) and where their samples are: their current worker's,
+    else the old subject's history."""
+    running = tuple(i for i, job in enumerate(items) if job.status in PROGRESSING)
+    if not running:
+        return running, None
+    return running, sample_plan(gw.topology, "progress",
+                                ((items[i].id, (items[i].worker_id,) if items[i].worker_id else ()) for i in running))
+
+
+async def with_progress(gw: GW, items: list[JobView],
+                        plan: tuple[tuple[int, ...], SamplePlan | None] | None = None) -> list[JobView]:
     """The jobs, the running ones with their newest progress report from their current worker (one batched
     direct get for the page; the old subject's history counts only when that worker has sent none)."""
-    running = [i for i, job in enumerate(items) if job.status in PROGRESSING]
-    if not running:
+    running, samples_plan = plan or progress_plan(gw, items)
+    if samples_plan is None:
         return items
-    wanted = [(items[i].id, [items[i].worker_id] if items[i].worker_id else []) for i in running]
-    samples = await last_job_samples(gw.nc, gw.topology, "progress", wanted, JobProgress)
+    samples = await last_job_samples(gw.nc, gw.topology, "progress", samples_plan, JobProgress)
     out = list(items)
     for i, sample in zip(running, samples, strict=True):
         if sample is not None:
@@ -81,14 +91,16 @@ class JobsController(Controller):
         key = (tuple(status or ()), kind, workload, cursor, limit)
         # A dashboard polls this; the rows only change when the projector's checkpoint moves.
         seq = gw.jobs_seq
-        page = gw.pages.get(key, seq)
-        if page is None:
+        cached = gw.pages.get(key, seq)
+        if cached is None:
             rows, next_cursor = await list_jobs(gw.store, statuses=key[0], kind=kind, workload=workload,
                                                 cursor=cursor, limit=limit)
             page = JobPage(items=[job_view(r) for r in rows], next_cursor=next_cursor)
-            gw.pages.put(key, seq, page)
+            cached = (page, progress_plan(gw, page.items))
+            gw.pages.put(key, seq, cached)
+        page, plan = cached
         # Progress is telemetry, newer than any cached page: the running rows get theirs now.
-        return msgspec.structs.replace(page, items=await with_progress(gw, page.items))
+        return msgspec.structs.replace(page, items=await with_progress(gw, page.items, plan))
 
     @get("/{job_id:str}", opt=VIEWER, responses=errors(404))
     async def get_job(self, gw: GW, job_id: FromPath[str]) -> JobView:
