@@ -14,7 +14,7 @@ from typing import Any
 from contracts.base import Event, uuid7
 from contracts.codec import MalformedEvent, decode_event, encode
 from contracts.subjects import MAX_EVENT_BYTES, Topology
-from eventstore.observability import get_logger, tracer
+from eventstore.observability import get_logger, tracer, tracing_on
 from eventstore.ports import RawMessage
 from eventstore.records import (
     EXPECTED_SUBJECT_SEQ,
@@ -64,8 +64,13 @@ class StoredMessage:
 
 
 def prepare_messages(topology: Topology, appends: Sequence[PendingAppend], correlation_id: str | None,
-                     causation_id: str | None, event_ids: Sequence[str] | None) -> list[Message]:
-    """Check an append and turn it into messages; each aggregate's first one carries the version guard."""
+                     causation_id: str | None, event_ids: Sequence[str] | None, *,
+                     in_span: bool = True) -> list[Message]:
+    """Check an append and turn it into messages; each aggregate's first one carries the version guard.
+
+    `in_span`: an append span is current, and the first command's events carry it; without one (tracing
+    off), they carry the first command's own trace, as the span would have (it would be that trace's).
+    """
     flat = [(a, e) for a in appends for e in a.events]
     if not flat:
         raise ValueError("append needs at least one event")
@@ -77,7 +82,7 @@ def prepare_messages(topology: Topology, appends: Sequence[PendingAppend], corre
     messages, guarded = [], set()
     for (pending, event), event_id in zip(flat, ids, strict=True):
         # Decisions of other commands in the same batch keep their own trace; the first one's is the span's.
-        trace = pending.trace if pending.trace is not None and pending is not flat[0][0] else None
+        trace = pending.trace if pending.trace is not None and (pending is not flat[0][0] or not in_span) else None
         messages.append(_message(topology, pending, event, event_id, correlation_id or ids[0], causation_id,
                                  guard=subject_guard(topology, pending, guarded), trace=trace))
     return messages
@@ -154,6 +159,10 @@ class LogCore:
                            causation_id: str | None = None,
                            event_ids: Sequence[str] | None = None) -> AppendResult:
         """Append events of several aggregates as one atomic batch: all of them land, or none."""
+        if not tracing_on():  # no span to record: not even a no-op one (its context handling costs per append)
+            messages = prepare_messages(self.topology, appends, correlation_id, causation_id, event_ids,
+                                        in_span=False)
+            return await self._store(messages, appends)
         count = sum(len(a.events) for a in appends)
         types = sorted({type(e).__name__ for a in appends for e in a.events})
         with tracer().start_as_current_span("stoker.append", context=appends[0].trace if appends else None,

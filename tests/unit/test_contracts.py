@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import re
 import time
+import uuid
 from pathlib import Path
 
 import msgspec
@@ -122,6 +123,10 @@ def test_ids() -> None:
     assert new_id() > first and first != second
     value = uuid7()
     assert re.fullmatch(r"[0-9a-f]{8}-[0-9a-f]{4}-7[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}", value)
+    parsed = uuid.UUID(value)
+    assert str(parsed) == value and parsed.version == 7 and parsed.variant == uuid.RFC_4122
+    assert abs((parsed.int >> 80) - time.time_ns() // 1_000_000) < 60_000  # its first 48 bits: Unix milliseconds
+    assert len({uuid7() for _ in range(10_000)}) == 10_000
     assert not is_valid_id("a.b") and not is_valid_id("") and not is_valid_id("x" * 65)
 
 
