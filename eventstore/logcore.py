@@ -14,7 +14,7 @@ from typing import Any
 from contracts.base import Event, uuid7
 from contracts.codec import MalformedEvent, decode_event, encode
 from contracts.subjects import MAX_EVENT_BYTES, Topology
-from eventstore.observability import get_logger, tracer, tracing_on
+from eventstore.observability import get_logger, span, tracing_on
 from eventstore.ports import RawMessage
 from eventstore.records import (
     EXPECTED_SUBJECT_SEQ,
@@ -159,15 +159,13 @@ class LogCore:
                            causation_id: str | None = None,
                            event_ids: Sequence[str] | None = None) -> AppendResult:
         """Append events of several aggregates as one atomic batch: all of them land, or none."""
-        if not tracing_on():  # no span to record: not even a no-op one (its context handling costs per append)
-            messages = prepare_messages(self.topology, appends, correlation_id, causation_id, event_ids,
-                                        in_span=False)
-            return await self._store(messages, appends)
-        count = sum(len(a.events) for a in appends)
-        types = sorted({type(e).__name__ for a in appends for e in a.events})
-        with tracer().start_as_current_span("stoker.append", context=appends[0].trace if appends else None,
-                                            attributes={"stoker.events": count, "stoker.event_types": types}):
-            messages = prepare_messages(self.topology, appends, correlation_id, causation_id, event_ids)
+        on = tracing_on()
+        attributes = None if not on else {"stoker.events": sum(len(a.events) for a in appends),
+                                          "stoker.event_types": sorted({type(e).__name__ for a in appends
+                                                                        for e in a.events})}
+        # Without tracing no span is made: the first command's events then carry its own trace, as the span would.
+        with span("stoker.append", context=appends[0].trace if appends and on else None, attributes=attributes):
+            messages = prepare_messages(self.topology, appends, correlation_id, causation_id, event_ids, in_span=on)
             return await self._store(messages, appends)
 
     async def version(self, aggregate: str, aggregate_id: str) -> int:

@@ -19,7 +19,7 @@ from contracts.codec import decode_message, encode
 from contracts.commands import CommandError
 from contracts.errors import DomainError, Forbidden, Unavailable, error_for
 from contracts.subjects import Topology
-from eventstore.observability import consumer_span, get_logger, inject_trace, tracer
+from eventstore.observability import consumer_span, get_logger, inject_trace, span
 from eventstore.permissions import subject_matches
 
 log = get_logger(component="micro")
@@ -123,7 +123,7 @@ async def call(nc: Client, topology: Topology, command: Command, reply_type: typ
                timeout: float = 5.0) -> R:
     """Send a command to its service and return the typed reply; errors come back as DomainError."""
     subject = command_subject(topology, command)
-    with tracer().start_as_current_span(f"stoker.call {subject}", kind=SpanKind.CLIENT):
+    with span(f"stoker.call {subject}", kind=SpanKind.CLIENT):
         try:
             msg = await nc.request(subject, encode(command), timeout=timeout, headers=inject_trace({}))
         except nats.errors.NoRespondersError:

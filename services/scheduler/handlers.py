@@ -36,7 +36,7 @@ from contracts.errors import InvalidCommand, Unavailable, UnknownWorkload
 from contracts.subjects import MAX_EVENT_BYTES, Topology
 from eventstore.dispatch import DispatchPublisher
 from eventstore.log import StoredEvent
-from eventstore.observability import context_of, get_logger, traceparent, tracer
+from eventstore.observability import context_of, get_logger, span, traceparent
 from services.scheduler import domain
 from services.scheduler.board import record_version
 from services.scheduler.committer import CommitFailed, Committer
@@ -222,8 +222,7 @@ class Scheduler:
             job = self.board.state.jobs.get(message.job_id)
             parent = context_of(job.traceparent if job else "") or Context()
         attributes = {"stoker.job_id": message.job_id, "stoker.worker_id": message.worker_id}
-        with tracer().start_as_current_span(f"stoker.dispatch {verb}", context=parent, kind=SpanKind.PRODUCER,
-                                            attributes=attributes):
+        with span(f"stoker.dispatch {verb}", context=parent, kind=SpanKind.PRODUCER, attributes=attributes):
             await self.dispatch.publish(message)
 
     def _spawn(self, coro) -> None:

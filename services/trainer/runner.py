@@ -31,7 +31,7 @@ from contracts.dispatch import Assignment, CheckpointRef
 from contracts.jobspec import spec_fields
 from contracts.subjects import MAX_TELEMETRY_BYTES, Topology
 from contracts.telemetry import EpisodeReport, JobProgress
-from eventstore.observability import get_logger, inject_trace, traceparent, tracer
+from eventstore.observability import get_logger, inject_trace, span, traceparent
 from services.trainer import wire
 from services.trainer.blobstore import AssetUnavailable, CheckpointStore, fetch_asset
 from services.trainer.checkpoints import CheckpointUnavailable, Choice, checkpoint_name, choose
@@ -239,7 +239,7 @@ class JobRunner:
             resume = wire.Resume(path=str(choice.fetched.path), format=choice.fetched.format,
                                  iteration=choice.ref.iteration, name=choice.ref.name)
         self.child = child
-        with tracer().start_as_current_span("stoker.job start", attributes={
+        with span("stoker.job start", attributes={
                 "stoker.job_id": a.job_id, "stoker.attempt": a.attempt, "stoker.workload": self.workload,
                 "process.pid": child.pid}):
             self._trace = otel_context.get_current()
@@ -302,8 +302,8 @@ class JobRunner:
             return
         # The first report closes the job's trace (later ones would only make it long).
         parent, self._trace = self._trace, None
-        with tracer().start_as_current_span("stoker.job progress", context=parent, kind=SpanKind.PRODUCER,
-                                            attributes={"stoker.iteration": sample.iteration}):
+        with span("stoker.job progress", context=parent, kind=SpanKind.PRODUCER,
+                  attributes={"stoker.iteration": sample.iteration}):
             await self._publish("progress", encode(sample), inject_trace({}))
 
     async def _episode(self, frame: wire.Episode) -> None:

@@ -6,7 +6,7 @@ from contracts import events as ev
 from contracts.base import utcnow
 from contracts.subjects import Topology
 from eventstore.logcore import prepare_messages
-from eventstore.observability import context_of, trace_id_of, tracer
+from eventstore.observability import context_of, span, trace_id_of, traceparent, tracer
 from eventstore.records import CORRELATION, MSG_ID, TYPE, PendingAppend
 
 TOPOLOGY = Topology("theaders")
@@ -39,3 +39,11 @@ def test_in_an_append_span_the_first_command_s_events_carry_the_span() -> None:
     with tracer().start_as_current_span("stoker.append", context=context_of(FIRST)):
         messages = prepare_messages(TOPOLOGY, appends(), None, None, None)
     assert [trace_id_of(m[2]["traceparent"]) for m in messages] == [trace_id_of(p) for p in (FIRST, FIRST, SECOND)]
+
+
+def test_a_span_carries_its_context_on_whether_or_not_this_process_traces() -> None:
+    # A service without tracing between two that trace keeps the trace whole: what it sends continues it.
+    with span("stoker.dispatch assign", context=context_of(FIRST)):
+        assert trace_id_of(traceparent()) == trace_id_of(FIRST)
+    with span("stoker.call x"):
+        assert traceparent() == ""  # no context, none invented
