@@ -66,6 +66,8 @@ def _start_platform(data_dir: Path) -> tuple[subprocess.Popen[bytes], str]:
 
     env = {k: v for k, v in os.environ.items() if not k.startswith("STOKER_")}
     env.update(STOKER_DATA_DIR=str(data_dir), STOKER_GATEWAY_PORT=str(free_port()))
+    # BENCH_STOKER_X=v sets STOKER_X=v for the platform only (e.g. BENCH_STOKER_TRAINER_PROGRESS_INTERVAL_S=1)
+    env.update({k[6:]: v for k, v in os.environ.items() if k.startswith("BENCH_STOKER_")})
     log = (data_dir / "up.log").open("wb")
     process = subprocess.Popen([sys.executable, "-m", "ops", "up", "--port", str(free_port())], cwd=ROOT, env=env,
                                stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)

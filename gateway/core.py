@@ -103,24 +103,28 @@ class Gateway:
 
         The store is read every `period` only while the log holds events the checkpoint has not passed
         (the hub's position tells, from memory); otherwise once every `idle_s`, in case the hub is
-        behind. A failing read is logged once, and once more when reads work again.
+        behind, and in between this sleeps until the hub reads a new event: an idle gateway does not wake
+        50 times a second (each wake-up takes a core from a training job's threads for a moment). A failing
+        read is logged once, and once more when reads work again.
         """
         last_read, failing = -idle_s, False
         while True:
             now = time.monotonic()
-            if checkpoint_read_due(self.jobs_seq, self.hub.positions[EVENTS], now - last_read, idle_s):
-                last_read = now
-                try:
-                    self.jobs_seq = max(self.jobs_seq, await projection_seq(self.store, "jobs"))
-                except Exception as exc:  # a store hiccup only delays expiry; health reports the store
-                    if not failing:
-                        log.warning("cannot read the jobs checkpoint; cached job pages expire late", error=repr(exc))
-                    failing = True
-                    await asyncio.sleep(idle_s)
-                    continue
-                if failing:
-                    log.info("reading the jobs checkpoint again", seq=self.jobs_seq)
-                    failing = False
+            if not checkpoint_read_due(self.jobs_seq, self.hub.positions[EVENTS], now - last_read, idle_s):
+                await self.hub.events_after(self.jobs_seq, idle_s - (now - last_read))
+                continue
+            last_read = now
+            try:
+                self.jobs_seq = max(self.jobs_seq, await projection_seq(self.store, "jobs"))
+            except Exception as exc:  # a store hiccup only delays expiry; health reports the store
+                if not failing:
+                    log.warning("cannot read the jobs checkpoint; cached job pages expire late", error=repr(exc))
+                failing = True
+                await asyncio.sleep(idle_s)
+                continue
+            if failing:
+                log.info("reading the jobs checkpoint again", seq=self.jobs_seq)
+                failing = False
             await asyncio.sleep(period)
 
     @property

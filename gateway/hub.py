@@ -110,6 +110,7 @@ class Hub:
         self._pushes: set[asyncio.Task[None]] = set()
         self.assignments = Assignments()  # whose samples of each job are believed (JobAssigned names them)
         self._waiting: list | None = None  # telemetry held while a job's workers are learned (None: flowing)
+        self._events_moved = asyncio.Event()  # set when the events stream's position moves on
 
     async def start(self) -> None:
         """Start following both streams from their current ends."""
@@ -138,7 +139,7 @@ class Hub:
         seq = msg.metadata.sequence.stream
         if seq <= self.positions[key]:
             return
-        self.positions[key] = seq
+        self.passed(key, seq)
         if key == TELEMETRY:
             if self._waiting is not None:  # held, in order, while a job's workers are learned
                 if len(self._waiting) < HOLD_MAX:
@@ -150,6 +151,26 @@ class Hub:
             if not self.assignments.believes(self.log.topology, msg.subject):
                 return
         self._deliver(key, msg)
+
+    def passed(self, key: str, seq: int) -> None:
+        """The stream `key` is read up to `seq`."""
+        self.positions[key] = seq
+        if key == EVENTS:
+            self._events_moved.set()
+
+    async def events_after(self, seq: int, timeout: float) -> bool:
+        """Wait until the events stream is read past `seq` (True) or `timeout` seconds pass (False)."""
+        deadline = asyncio.get_running_loop().time() + timeout
+        while self.positions[EVENTS] <= seq:
+            self._events_moved.clear()
+            left = deadline - asyncio.get_running_loop().time()
+            if left <= 0:
+                return False
+            try:
+                await asyncio.wait_for(self._events_moved.wait(), left)
+            except TimeoutError:
+                return self.positions[EVENTS] > seq
+        return True
 
     def _deliver(self, key: str, msg) -> None:
         self._feed_runs(key, msg)

@@ -15,6 +15,7 @@ import structlog
 from eventstore.projection import ensure_checkpoint_table, write_checkpoint
 from eventstore.stores.sqlite import SqliteStore
 from gateway.core import Gateway, checkpoint_read_due
+from gateway.hub import Hub
 from gateway.live import EVENTS
 
 STEPS = 2000  # bound on every wait below (each step is one short sleep)
@@ -57,7 +58,8 @@ async def set_checkpoint(store: SqliteStore, seq: int) -> None:
 
 
 def gateway(store: SqliteStore, log_position: int) -> Gateway:
-    hub = SimpleNamespace(positions={EVENTS: log_position})
+    hub = Hub(SimpleNamespace(topology=None))  # the real hub, never started: the test says what it read
+    hub.passed(EVENTS, log_position)
     return Gateway(settings=None, nc=None, log=None, store=store, registry=None, auth=None, hub=hub)
 
 
@@ -85,7 +87,7 @@ async def test_the_store_is_not_polled_while_nothing_new_is_in_the_log(tmp_path)
             await asyncio.sleep(0.001)
         assert store.reads == 1
         await set_checkpoint(store, 7)
-        gw.hub.positions[EVENTS] = 7  # the hub saw new events: the projector will pass them
+        gw.hub.passed(EVENTS, 7)  # the hub saw new events: the projector will pass them
         await until(lambda: gw.jobs_seq == 7)
     finally:
         watch.cancel()
