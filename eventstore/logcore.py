@@ -64,13 +64,8 @@ class StoredMessage:
 
 
 def prepare_messages(topology: Topology, appends: Sequence[PendingAppend], correlation_id: str | None,
-                     causation_id: str | None, event_ids: Sequence[str] | None, *,
-                     in_span: bool = True) -> list[Message]:
-    """Check an append and turn it into messages; each aggregate's first one carries the version guard.
-
-    `in_span`: an append span is current, and the first command's events carry it; without one (tracing
-    off), they carry the first command's own trace, as the span would have (it would be that trace's).
-    """
+                     causation_id: str | None, event_ids: Sequence[str] | None) -> list[Message]:
+    """Check an append and turn it into messages; each aggregate's first one carries the version guard."""
     flat = [(a, e) for a in appends for e in a.events]
     if not flat:
         raise ValueError("append needs at least one event")
@@ -82,7 +77,7 @@ def prepare_messages(topology: Topology, appends: Sequence[PendingAppend], corre
     messages, guarded = [], set()
     for (pending, event), event_id in zip(flat, ids, strict=True):
         # Decisions of other commands in the same batch keep their own trace; the first one's is the span's.
-        trace = pending.trace if pending.trace is not None and (pending is not flat[0][0] or not in_span) else None
+        trace = pending.trace if pending.trace is not None and pending is not flat[0][0] else None
         messages.append(_message(topology, pending, event, event_id, correlation_id or ids[0], causation_id,
                                  guard=subject_guard(topology, pending, guarded), trace=trace))
     return messages
@@ -159,13 +154,12 @@ class LogCore:
                            causation_id: str | None = None,
                            event_ids: Sequence[str] | None = None) -> AppendResult:
         """Append events of several aggregates as one atomic batch: all of them land, or none."""
-        on = tracing_on()
-        attributes = None if not on else {"stoker.events": sum(len(a.events) for a in appends),
-                                          "stoker.event_types": sorted({type(e).__name__ for a in appends
-                                                                        for e in a.events})}
-        # Without tracing no span is made: the first command's events then carry its own trace, as the span would.
-        with span("stoker.append", context=appends[0].trace if appends and on else None, attributes=attributes):
-            messages = prepare_messages(self.topology, appends, correlation_id, causation_id, event_ids, in_span=on)
+        attributes = {"stoker.events": sum(len(a.events) for a in appends),
+                      "stoker.event_types": sorted({type(e).__name__ for a in appends for e in a.events})
+                      } if tracing_on() else None
+        # Without tracing `span` only makes the first command's context current: its events carry that trace.
+        with span("stoker.append", context=appends[0].trace if appends else None, attributes=attributes):
+            messages = prepare_messages(self.topology, appends, correlation_id, causation_id, event_ids)
             return await self._store(messages, appends)
 
     async def version(self, aggregate: str, aggregate_id: str) -> int:

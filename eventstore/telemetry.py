@@ -78,8 +78,7 @@ async def last_job_sample(nc: Client, topology: Topology, kind: str, job_id: str
 
     One direct get when the job's last worker has sent one (the job list gets one per row).
     """
-    subjects = [topology.job_telemetry(kind, job_id, w) for w in reversed(workers)] + [topology.telemetry(kind, job_id)]
-    for subject in subjects:
+    for subject in _sample_subjects(topology, kind, job_id, tuple(workers)):
         sample = await _last_on(nc, topology, subject, cls)
         if sample is not None:
             return sample
@@ -93,7 +92,6 @@ class SamplePlan(msgspec.Struct, frozen=True):
     """Where many jobs' newest samples are looked for: each job's subjects in believed order, and all of them
     once (what a batched read asks for). Made once per job-list page, read again at every request."""
 
-    kind: str
     jobs: tuple[tuple[str, tuple[str, ...]], ...]  # (job_id, workers)
     rows: tuple[tuple[str, ...], ...]
     subjects: tuple[str, ...]
@@ -103,7 +101,7 @@ def sample_plan(topology: Topology, kind: str, jobs: Iterable[tuple[str, Sequenc
     """The subjects to read for [(job_id, workers)]: a job's newest worker first, old history last."""
     held = tuple((job_id, tuple(workers)) for job_id, workers in jobs)
     rows = tuple(_sample_subjects(topology, kind, job_id, workers) for job_id, workers in held)
-    return SamplePlan(kind, held, rows, tuple(dict.fromkeys(s for row in rows for s in row)))
+    return SamplePlan(held, rows, tuple(dict.fromkeys(s for row in rows for s in row)))
 
 
 async def last_job_samples(nc: Client, topology: Topology, kind: str,
@@ -129,8 +127,6 @@ async def last_job_samples(nc: Client, topology: Topology, kind: str,
     except BatchGetUnsupported as exc:
         log.info("batched direct get refused; reading samples one by one", reason=str(exc))
         return [await last_job_sample(nc, topology, kind, job_id, workers, cls) for job_id, workers in plan.jobs]
-    if not found:
-        return [None] * len(plan.rows)
     return [next((found[s] for s in row if s in found), None) for row in plan.rows]
 
 

@@ -6,7 +6,7 @@ from contracts import events as ev
 from contracts.base import utcnow
 from contracts.subjects import Topology
 from eventstore.logcore import prepare_messages
-from eventstore.observability import context_of, span, trace_id_of, traceparent, tracer
+from eventstore.observability import attached, context_of, span, trace_id_of, traceparent, tracer
 from eventstore.records import CORRELATION, MSG_ID, TYPE, PendingAppend
 
 TOPOLOGY = Topology("theaders")
@@ -25,7 +25,8 @@ def appends() -> list[PendingAppend]:
 
 
 def test_without_an_append_span_each_command_s_events_carry_its_own_trace() -> None:
-    messages = prepare_messages(TOPOLOGY, appends(), None, None, None, in_span=False)
+    with attached(context_of(FIRST)):  # what `span` does without tracing: the first command's context, current
+        messages = prepare_messages(TOPOLOGY, appends(), None, None, None)
     assert [m[2]["traceparent"] for m in messages] == [FIRST, FIRST, SECOND]
     assert [m[2][TYPE] for m in messages] == ["JobAssigned", "JobStarted", "JobStopped"]
     assert len({m[2][MSG_ID] for m in messages}) == 3
