@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -98,6 +99,7 @@ class CpuWatch:
 
     def __enter__(self) -> CpuWatch:
         self._sample()
+        self.began = time.monotonic()
         self._thread.start()
         return self
 
@@ -105,6 +107,7 @@ class CpuWatch:
         self._stop.set()
         self._thread.join()
         self._sample()
+        self.seconds = time.monotonic() - self.began
 
     def _loop(self) -> None:
         while not self._stop.wait(self.interval):
@@ -139,8 +142,12 @@ class CpuWatch:
         for pid, (role, cpu) in used.items():
             if pid != job_pid:
                 others[role] = others.get(role, 0.0) + cpu
+        other_cpu = sum(others.values())
         return {"job_cpu_s": round(job_cpu, 3), "job_threads": self.threads.get(job_pid, 0),
-                "others_cpu_s": round(sum(others.values()), 3),
+                "others_cpu_s": round(other_cpu, 3),
+                # the share of the machine's CPU time the rest of stoker took while the job ran: the steal,
+                # less noisy than the rates (which swing with whatever else the host runs)
+                "others_cpu_share": round(other_cpu / (self.seconds * (os.cpu_count() or 1)), 4),
                 "others_cpu_s_by_process": {k: round(v, 3) for k, v in sorted(others.items()) if v >= 0.01}}
 
 
@@ -178,27 +185,40 @@ def bare_run(standalone_rate: Callable[[str, int, int], float], device: str,
 
 def compare(device: str, iterations: int, rounds: int, standalone_rate: Callable[[str, int, int], float],
             emit: Callable[[dict[str, Any]], None]) -> dict[str, Any]:
-    """Alternate standalone and under-stoker runs; return rates, env steps and the overhead ratio."""
+    """Alternate standalone and under-stoker runs; return rates, env steps and the overhead ratio.
+
+    A short job runs under stoker first, as the standalone side warms up before it is timed: the worker's
+    first job of a workload module has it import that module into a warm zygote for the next ones (about
+    a second of CPU, once per worker), which is not what a job under stoker costs.
+    """
     from bench.training import steady_rate
 
     bare: list[float] = []
     managed: list[float] = []
+    shares: list[float] = []
     with tempfile.TemporaryDirectory() as tmp:
         process, url = _start_platform(Path(tmp))
+        credentials = Path(tmp) / "credentials" / "admin.nk"
         try:
+            asyncio.run(_run_job(url, 20, credentials))
+            time.sleep(2)  # the warm zygote and its spare are made after the first job's start
             for _ in range(rounds):
                 rate, bare_cpu = bare_run(standalone_rate, device, iterations)
                 bare.append(rate)
                 with CpuWatch(process.pid) as watch:
-                    samples = asyncio.run(_run_job(url, iterations, Path(tmp) / "credentials" / "admin.nk"))
+                    samples = asyncio.run(_run_job(url, iterations, credentials))
                 managed.append(steady_rate(samples, WARMUP))
+                figures = watch.figures()
+                shares.append(figures["others_cpu_share"])
                 emit({"measure": "round", "device": device, "standalone_updates_per_s": round(bare[-1], 2),
                       "stoker_updates_per_s": round(managed[-1], 2), "ratio": round(managed[-1] / bare[-1], 3),
-                      **bare_cpu, **watch.figures()})
+                      **bare_cpu, **figures})
         finally:
             process.send_signal(signal.SIGTERM)
             process.wait(60)
     standalone, stoker = sum(bare) / len(bare), sum(managed) / len(managed)
     return {"standalone_updates_per_s": round(standalone, 2), "stoker_updates_per_s": round(stoker, 2),
             "standalone_env_steps_per_s": round(standalone * BATCH), "stoker_env_steps_per_s": round(stoker * BATCH),
-            "overhead": round(1 - stoker / standalone, 4)}
+            "overhead": round(1 - stoker / standalone, 4),
+            "median_round_ratio": round(statistics.median(m / b for m, b in zip(managed, bare, strict=True)), 3),
+            "others_cpu_share_mean": round(statistics.fmean(shares), 4)}

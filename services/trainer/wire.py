@@ -43,7 +43,7 @@ class Start(Frame, JobSpec, kw_only=True):
     spool_dir: str
     resume: Resume | None = None
     asset_path: str | None = None  # the job's map, fetched and digest-checked (JobSpec's map_sha256)
-    progress_interval_s: float = 0.1
+    progress_interval_s: float = 0.5
     traceparent: str = ""  # the attempt's trace context; the job's code sees it as $TRACEPARENT
 
 
