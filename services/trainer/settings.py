@@ -7,6 +7,7 @@ from typing import Annotated
 import msgspec
 
 from contracts.events import Label, ModuleName
+from services.trainer.wire import PROGRESS_INTERVAL_S
 
 
 class TrainerSettings(msgspec.Struct, frozen=True, kw_only=True):
@@ -19,7 +20,7 @@ class TrainerSettings(msgspec.Struct, frozen=True, kw_only=True):
     detect_gpus: bool = True
     heartbeat_s: Annotated[float, msgspec.Meta(gt=0)] = 2.0
     stop_grace_s: Annotated[float, msgspec.Meta(ge=0)] = 30.0  # SIGTERM → SIGKILL
-    progress_interval_s: Annotated[float, msgspec.Meta(ge=0)] = 0.5  # at most 2 samples/s per job
+    progress_interval_s: Annotated[float, msgspec.Meta(ge=0)] = PROGRESS_INTERVAL_S
     report_timeout_s: Annotated[float, msgspec.Meta(gt=0)] = 5.0
     # An attempt's start is reported this long after its process starts, or with its end if that comes first:
     # a short job costs one report instead of two. 0: at once.

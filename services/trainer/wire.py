@@ -10,6 +10,8 @@ import msgspec
 
 from contracts.jobspec import JobSpec
 
+PROGRESS_INTERVAL_S = 0.5  # at most 2 samples/s per job: each one wakes the agent, NATS, the gateway and the monitor
+
 if TYPE_CHECKING:  # the job process never needs asyncio; keep it out of the fork template
     from asyncio import StreamReader, StreamWriter
 
@@ -43,7 +45,7 @@ class Start(Frame, JobSpec, kw_only=True):
     spool_dir: str
     resume: Resume | None = None
     asset_path: str | None = None  # the job's map, fetched and digest-checked (JobSpec's map_sha256)
-    progress_interval_s: float = 0.5
+    progress_interval_s: float = PROGRESS_INTERVAL_S
     traceparent: str = ""  # the attempt's trace context; the job's code sees it as $TRACEPARENT
 
 
