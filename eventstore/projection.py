@@ -33,7 +33,21 @@ class Projection(Protocol):
         """CREATE statements using `{table}` placeholders (so a shadow copy can be built)."""
 
     async def apply(self, stored: StoredEvent, tx: Transaction) -> None:
-        """Write the rows one event changes (idempotence is the runner's job, not this method's)."""
+        """Write the rows one event changes (idempotence is the runner's job, not this method's).
+
+        A projection may also have `apply_batch(events, tx)`: the same as `apply` on each event in order,
+        done at once (a row read and written once for all the batch's events of it); `apply_events` uses it.
+        """
+
+
+async def apply_events(projection: Projection, events: Sequence[StoredEvent], tx: Transaction) -> None:
+    """Apply events in order: in one call where the projection folds a batch at once, else one by one."""
+    batch = getattr(projection, "apply_batch", None)
+    if batch is not None:
+        await batch(events, tx)
+        return
+    for stored in events:
+        await projection.apply(stored, tx)
 
 
 class Resync(Exception):
@@ -137,7 +151,7 @@ async def apply_alone(event_log: JetStreamLog, store: ReadModelStore, projection
             if isinstance(decoded, MalformedEvent):
                 await write_dead_letter(tx, name, msg, "malformed", str(decoded))
             else:
-                await projection.apply(decoded, tx)
+                await apply_events(projection, (decoded,), tx)
             if checkpoint:
                 await write_checkpoint(tx, name, seq, projection.version)
         return not isinstance(decoded, MalformedEvent)
@@ -298,8 +312,7 @@ class ProjectionRunner:
             for projection in pending:
                 if checkpoints.get(projection.name, (0, 0))[0] < first - 1:
                     raise Resync(checkpoints[projection.name][0])
-            for msg in messages:
-                await self._apply_one(msg, pending, checkpoints, tx)
+            await self._apply_decoded(messages, pending, checkpoints, tx)
             for projection in pending:
                 await write_checkpoint(tx, projection.name, last, projection.version)
 
@@ -312,22 +325,32 @@ class ProjectionRunner:
                 if checkpoints.get(projection.name, (0, 0))[0] < seq:
                     await apply_alone(self.log, self.store, projection, msg)
 
-    async def _apply_one(self, msg: Msg, pending: list[Projection], checkpoints: dict[str, tuple[int, int]],
-                         tx: Transaction) -> None:
-        seq = msg.metadata.sequence.stream
-        behind = [p for p in pending if seq > checkpoints.get(p.name, (0, 0))[0]]
-        decoded = self.log.decode_or_reason(msg)
-        if isinstance(decoded, MalformedEvent):
-            for projection in behind:  # counted where the projection's checkpoint passes it
-                await write_dead_letter(tx, projection.name, msg, "malformed", str(decoded))
-            return
-        if not tracing_on():  # projections send nothing on, so without spans there is no context to carry
-            for projection in behind:
-                await projection.apply(decoded, tx)
-            return
-        with consumer_span(f"stoker.project {decoded.type}", decoded.headers, **{"stoker.seq": decoded.seq}):
-            for projection in behind:
-                await projection.apply(decoded, tx)
+    async def _apply_decoded(self, messages: Sequence[Msg], pending: list[Projection],
+                             checkpoints: dict[str, tuple[int, int]], tx: Transaction) -> None:
+        """Decode the batch once; give each projection the events past its checkpoint in one call, or with
+        tracing on, apply event after event inside that event's consumer span."""
+        behind: dict[str, list[StoredEvent]] = {p.name: [] for p in pending}
+        traced = tracing_on()  # projections send nothing on, so without spans there is no context to carry
+        first = messages[0].metadata.sequence.stream
+        # As a rule every pending projection is behind the whole batch: then no message needs the comparison.
+        all_late = all(checkpoints.get(p.name, (0, 0))[0] < first for p in pending)
+        for msg in messages:
+            seq = msg.metadata.sequence.stream
+            late = pending if all_late else [p for p in pending if seq > checkpoints.get(p.name, (0, 0))[0]]
+            decoded = self.log.decode_or_reason(msg)
+            if isinstance(decoded, MalformedEvent):
+                for projection in late:  # counted where the projection's checkpoint passes it
+                    await write_dead_letter(tx, projection.name, msg, "malformed", str(decoded))
+            elif traced:
+                with consumer_span(f"stoker.project {decoded.type}", decoded.headers, **{"stoker.seq": decoded.seq}):
+                    for projection in late:
+                        await apply_events(projection, (decoded,), tx)
+            else:
+                for projection in late:
+                    behind[projection.name].append(decoded)
+        for projection in pending:
+            if behind[projection.name]:
+                await apply_events(projection, behind[projection.name], tx)
 
     async def wait_for(self, seq: int, timeout: float = 5.0) -> bool:
         """Wait until this runner has applied `seq` (read-your-writes for tests and the gateway)."""

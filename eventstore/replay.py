@@ -10,6 +10,7 @@ from eventstore.projection import (
     SHADOW_SUFFIX,
     Projection,
     apply_alone,
+    apply_events,
     clear_dead_letters,
     create_tables,
     drop_tables,
@@ -60,12 +61,14 @@ async def _apply(event_log: JetStreamLog, store: ReadModelStore, projection: Pro
                  shadow: dict[str, str], batch: list) -> int:
     try:
         async with store.transaction(shadow) as tx:
+            events = []
             for msg in batch:
                 decoded = event_log.decode_or_reason(msg)
                 if isinstance(decoded, MalformedEvent):
                     await write_dead_letter(tx, projection.name + SHADOW_SUFFIX, msg, "malformed", str(decoded))
                 else:
-                    await projection.apply(decoded, tx)
+                    events.append(decoded)
+            await apply_events(projection, events, tx)
     except Exception as exc:
         if store.is_transient(exc):
             raise

@@ -6,7 +6,7 @@ both read through them. Tokens have no read model: `gateway/tokens.py` folds the
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
 from eventstore.projection import CHECKPOINTS, Projection, create_tables, ensure_checkpoint_table
@@ -39,6 +39,15 @@ async def apply_handler(handlers: Handlers, stored: StoredEvent, tx: Transaction
     handler = handlers.get(type(stored.event))
     if handler is not None:
         await handler(stored.event, stored.seq, tx)
+
+
+async def apply_handlers(handlers: Handlers, events: Sequence[StoredEvent], tx: Transaction) -> None:
+    """`apply_handler` on each event in order (a projection's `apply_batch`: the events it does not show cost
+    a lookup each, not a call)."""
+    for stored in events:
+        handler = handlers.get(type(stored.event))
+        if handler is not None:
+            await handler(stored.event, stored.seq, tx)
 
 
 async def ensure_tables(store: ReadModelStore) -> None:

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from contracts import events as ev
 from eventstore.log import StoredEvent
-from eventstore.readmodels import Handlers, apply_handler
+from eventstore.readmodels import Handlers, apply_handler, apply_handlers
 from eventstore.readmodels.jobs import iso
 from eventstore.stores.base import ReadModelStore, Transaction
 
@@ -34,6 +35,10 @@ class AlertsProjection:
     async def apply(self, stored: StoredEvent, tx: Transaction) -> None:
         """Update the alert's row for one event."""
         await apply_handler(_HANDLERS, stored, tx)
+
+    async def apply_batch(self, events: Sequence[StoredEvent], tx: Transaction) -> None:
+        """`apply` on each event in order."""
+        await apply_handlers(_HANDLERS, events, tx)
 
 
 _INSERT = ("INSERT INTO {alerts} (id, rule, target_kind, target, status, value, threshold, message, raised_at,"

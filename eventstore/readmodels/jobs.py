@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import base64
 import binascii
-import sqlite3
-from collections.abc import Sequence
+import operator
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -14,12 +14,11 @@ import msgspec.inspect as mi
 
 from contracts import events as ev
 from contracts.errors import InvalidCommand
-from contracts.jobspec import JobSpec, spec_fields
+from contracts.jobspec import SPEC_FIELDS, JobSpec
 from contracts.status import ON_WORKER_STATUSES
 from eventstore.log import StoredEvent
 from eventstore.observability import trace_id_of
-from eventstore.readmodels import Handlers, apply_handler
-from eventstore.stores.base import IdentityTables, ReadModelStore, Transaction
+from eventstore.stores.base import ReadModelStore, Transaction
 
 
 def iso(moment: datetime | None) -> str | None:
@@ -28,6 +27,8 @@ def iso(moment: datetime | None) -> str | None:
     paged out of place)."""
     if moment is None:
         return None
+    if moment.tzinfo is UTC:  # as events carry time: the offset's text "+00:00" becomes the "Z"
+        return moment.isoformat(timespec="microseconds")[:-6] + "Z"
     if moment.tzinfo is not None:
         moment = moment.astimezone(UTC)
     return moment.isoformat(timespec="microseconds").replace("+00:00", "Z")
@@ -66,10 +67,31 @@ def job_record(row: dict[str, Any]) -> dict[str, Any]:
     return record
 
 
-def spec_row(spec: JobSpec) -> dict[str, Any]:
-    """A job's spec as the values of its columns."""
-    return {name: as_json(value) if name in _SPEC_JSON else int(value) if name in _SPEC_FLAGS else value
-            for name, value in spec_fields(spec).items()}
+def spec_row(spec: Any) -> dict[str, Any]:
+    """A job's spec (a JobSpec, or what carries its fields: a JobSubmitted) as the values of its columns."""
+    row = dict(zip(SPEC_FIELDS, _spec_values(spec), strict=True))
+    for name in _SPEC_JSON:
+        row[name] = as_json(row[name])
+    for name in _SPEC_FLAGS:
+        row[name] = int(row[name])
+    return row
+
+
+_spec_values = operator.attrgetter(*SPEC_FIELDS)
+
+
+# Every column of `jobs`, in table order: how a row is read and written whole.
+COLUMNS: tuple[str, ...] = (
+    "id", "kind", "workload", "status", "priority", "attempt", "worker_id", "params", "max_iterations", "episodes",
+    "checkpoint_of", "gpus", "labels", "idempotency_key", "timeout_s", "max_retries", "submitted_at", "assigned_at",
+    "started_at", "finished_at", "stop_requested", "resumed_from", "last_checkpoint", "last_checkpoint_iteration",
+    "checkpoints", "requeues", "error", "traceback", "result", "updated_seq", "trace_id", "map_id", "map_sha256",
+    "map_filename", "action_combinations", "stall_after_s", "on_stall", "checkpoint_ref", "params_version")
+_SELECT_COLUMNS = ", ".join(COLUMNS)
+_UPSERT = (f"INSERT INTO {{jobs}} ({_SELECT_COLUMNS}) VALUES ({', '.join('?' for _ in COLUMNS)}) ON CONFLICT (id)"
+           f" DO UPDATE SET {', '.join(f'{c} = excluded.{c}' for c in COLUMNS[1:])}")
+_row_values = operator.itemgetter(*COLUMNS)
+_READ_CHUNK = 500  # ids per lookup of a batch's existing rows (well under any store's parameter limit)
 
 
 class JobsProjection:
@@ -109,81 +131,124 @@ class JobsProjection:
 
     async def apply(self, stored: StoredEvent, tx: Transaction) -> None:
         """Update the job's row (and checkpoint rows) for one event."""
-        await apply_handler(_HANDLERS, stored, tx)
+        await self.apply_batch((stored,), tx)
+
+    async def apply_batch(self, events: Sequence[StoredEvent], tx: Transaction) -> None:
+        """Apply events in order, as one by one would: each job's row is read once (if it exists), folded in
+        memory through the batch's events of that job, and written once."""
+        ours = [stored for stored in events if type(stored.event) in _EVOLVE]
+        if not ours:
+            return
+        ids = list(dict.fromkeys(stored.event.job_id for stored in ours))
+        rows: dict[str, dict[str, Any] | None] = dict.fromkeys(ids)
+        for start in range(0, len(ids), _READ_CHUNK):
+            chunk = ids[start:start + _READ_CHUNK]
+            found = await tx.fetchall(f"SELECT {_SELECT_COLUMNS} FROM {{jobs}} WHERE id IN"
+                                      f" ({', '.join('?' for _ in chunk)})", *chunk)
+            rows.update((row["id"], row) for row in found)
+        work: dict[str, dict[str, Any] | None] = {}  # the rows as this batch folds them, copies of those read
+        for stored in ours:
+            e = stored.event
+            if e.job_id not in work:
+                found = rows[e.job_id]
+                work[e.job_id] = dict(found) if found is not None else None
+            fresh = _EVOLVE[type(e)](work[e.job_id], e, stored.seq)
+            if fresh is not None:
+                work[e.job_id] = fresh
+            await _side_rows(e, stored.seq, tx)
+        for job_id, row in work.items():
+            if row is not None and row != rows[job_id]:
+                await tx.execute(_UPSERT, *_row_values(row), key=job_id)
+
+def submitted_row(e: ev.JobSubmitted, seq: int) -> dict[str, Any]:
+    """The row a JobSubmitted creates (every column: those nothing has set yet are NULL)."""
+    return dict.fromkeys(COLUMNS) | {
+        "id": e.job_id, **spec_row(e), "status": "queued", "attempt": 1, "idempotency_key": e.idempotency_key,
+        "submitted_at": iso(e.submitted_at), "stop_requested": 0, "checkpoints": 0, "requeues": 0,
+        "updated_seq": seq, "trace_id": trace_id_of(e.traceparent) or None}
 
 
-async def _submitted(e: ev.JobSubmitted, seq: int, tx: Transaction) -> None:
-    row = {"id": e.job_id, **spec_row(e.spec), "status": "queued", "attempt": 1, "idempotency_key": e.idempotency_key,
-           "submitted_at": iso(e.submitted_at), "stop_requested": 0, "checkpoints": 0, "requeues": 0,
-           "updated_seq": seq, "trace_id": trace_id_of(e.traceparent) or None}
-    await tx.execute(f"INSERT INTO {{jobs}} ({', '.join(row)}) VALUES ({', '.join('?' for _ in row)})"
-                     " ON CONFLICT (id) DO NOTHING", *row.values(), key=e.job_id)
+# How each event changes a job's row: a pure step on the working copy (`row` None: the job has no row, and an
+# event other than JobSubmitted changes nothing). A step returns a new row, or None having changed `row` itself.
+Step = Callable[[dict[str, Any] | None, Any, int], dict[str, Any] | None]
 
 
-async def _assigned(e: ev.JobAssigned, seq: int, tx: Transaction) -> None:
-    await tx.execute("UPDATE {jobs} SET status = 'assigned', attempt = ?, worker_id = ?, assigned_at = ?,"
-                     " updated_seq = ? WHERE id = ?", e.attempt, e.worker_id, iso(e.assigned_at), seq, e.job_id,
-                     key=e.job_id)
-    await tx.execute("INSERT INTO {job_workers} (job_id, worker_id, seq) VALUES (?, ?, ?)"
-                     " ON CONFLICT (job_id, worker_id) DO UPDATE SET seq = excluded.seq", e.job_id, e.worker_id, seq,
-                     key=e.job_id)
+def _submitted(row: dict[str, Any] | None, e: ev.JobSubmitted, seq: int) -> dict[str, Any] | None:
+    return submitted_row(e, seq) if row is None else None  # a second submission of an id changes nothing
 
 
-async def _started(e: ev.JobStarted, seq: int, tx: Transaction) -> None:
-    await tx.execute("UPDATE {jobs} SET status = CASE WHEN stop_requested = 1 THEN 'stopping' ELSE 'running'"
-                     " END, attempt = ?, worker_id = ?, started_at = COALESCE(started_at, ?), resumed_from = ?,"
-                     " updated_seq = ? WHERE id = ?",
-                     e.attempt, e.worker_id, iso(e.started_at), e.resumed_from, seq, e.job_id, key=e.job_id)
+def _assigned(row: dict[str, Any] | None, e: ev.JobAssigned, seq: int) -> None:
+    if row is not None:
+        row.update(status="assigned", attempt=e.attempt, worker_id=e.worker_id, assigned_at=iso(e.assigned_at),
+                   updated_seq=seq)
 
 
-async def _checkpointed(e: ev.JobCheckpointed, seq: int, tx: Transaction) -> None:
-    await tx.execute("UPDATE {jobs} SET last_checkpoint = ?, last_checkpoint_iteration = ?,"
-                     " checkpoints = checkpoints + 1, updated_seq = ? WHERE id = ?",
-                     e.name, e.iteration, seq, e.job_id, key=e.job_id)
-    await tx.execute("INSERT INTO {job_checkpoints} (job_id, seq, attempt, iteration, name, sha256, size,"
-                     " checkpointed_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (job_id, seq) DO NOTHING",
-                     e.job_id, seq, e.attempt, e.iteration, e.name, e.sha256, e.size, iso(e.checkpointed_at),
-                     key=e.job_id)
+def _started(row: dict[str, Any] | None, e: ev.JobStarted, seq: int) -> None:
+    if row is not None:
+        row.update(status="stopping" if row["stop_requested"] == 1 else "running", attempt=e.attempt,
+                   worker_id=e.worker_id, resumed_from=e.resumed_from, updated_seq=seq,
+                   started_at=row["started_at"] if row["started_at"] is not None else iso(e.started_at))
 
 
-async def _completed(e: ev.JobCompleted, seq: int, tx: Transaction) -> None:
-    await tx.execute("UPDATE {jobs} SET status = 'completed', result = ?, finished_at = ?, error = NULL,"
-                     " updated_seq = ? WHERE id = ?", as_json(e.result), iso(e.completed_at), seq, e.job_id,
-                     key=e.job_id)
+def _checkpointed(row: dict[str, Any] | None, e: ev.JobCheckpointed, seq: int) -> None:
+    if row is not None:
+        row.update(last_checkpoint=e.name, last_checkpoint_iteration=e.iteration,
+                   checkpoints=row["checkpoints"] + 1, updated_seq=seq)
 
 
-async def _failed(e: ev.JobFailed, seq: int, tx: Transaction) -> None:
-    await tx.execute("UPDATE {jobs} SET status = 'failed', error = ?, traceback = ?, finished_at = ?,"
-                     " updated_seq = ? WHERE id = ?", e.error, e.traceback, iso(e.failed_at), seq, e.job_id,
-                     key=e.job_id)
+def _completed(row: dict[str, Any] | None, e: ev.JobCompleted, seq: int) -> None:
+    if row is not None:
+        row.update(status="completed", result=as_json(e.result), finished_at=iso(e.completed_at), error=None,
+                   updated_seq=seq)
 
 
-async def _stop_requested(e: ev.JobStopRequested, seq: int, tx: Transaction) -> None:
-    await tx.execute("UPDATE {jobs} SET stop_requested = 1, status = CASE WHEN status IN ('running', 'assigned')"
-                     " THEN 'stopping' ELSE status END, updated_seq = ? WHERE id = ?", seq, e.job_id, key=e.job_id)
+def _failed(row: dict[str, Any] | None, e: ev.JobFailed, seq: int) -> None:
+    if row is not None:
+        row.update(status="failed", error=e.error, traceback=e.traceback, finished_at=iso(e.failed_at),
+                   updated_seq=seq)
 
 
-async def _stopped(e: ev.JobStopped, seq: int, tx: Transaction) -> None:
-    await tx.execute("UPDATE {jobs} SET status = 'stopped', finished_at = ?, error = NULL, updated_seq = ?"
-                     " WHERE id = ?", iso(e.stopped_at), seq, e.job_id, key=e.job_id)
+def _stop_requested(row: dict[str, Any] | None, e: ev.JobStopRequested, seq: int) -> None:
+    if row is not None:
+        row.update(stop_requested=1, updated_seq=seq,
+                   status="stopping" if row["status"] in ("running", "assigned") else row["status"])
 
 
-async def _requeued(e: ev.JobRequeued, seq: int, tx: Transaction) -> None:
-    await tx.execute("UPDATE {jobs} SET status = 'queued', attempt = ?, worker_id = NULL, finished_at = NULL,"
-                     " requeues = requeues + 1, updated_seq = ? WHERE id = ?", e.attempt, seq, e.job_id, key=e.job_id)
+def _stopped(row: dict[str, Any] | None, e: ev.JobStopped, seq: int) -> None:
+    if row is not None:
+        row.update(status="stopped", finished_at=iso(e.stopped_at), error=None, updated_seq=seq)
 
 
-async def _timed_out(e: ev.JobTimedOut, seq: int, tx: Transaction) -> None:
-    await tx.execute("UPDATE {jobs} SET status = 'timed_out', error = 'timed out', finished_at = ?,"
-                     " updated_seq = ? WHERE id = ?", iso(e.timed_out_at), seq, e.job_id, key=e.job_id)
+def _requeued(row: dict[str, Any] | None, e: ev.JobRequeued, seq: int) -> None:
+    if row is not None:
+        row.update(status="queued", attempt=e.attempt, worker_id=None, finished_at=None,
+                   requeues=row["requeues"] + 1, updated_seq=seq)
 
 
-_HANDLERS: Handlers = {
+def _timed_out(row: dict[str, Any] | None, e: ev.JobTimedOut, seq: int) -> None:
+    if row is not None:
+        row.update(status="timed_out", error="timed out", finished_at=iso(e.timed_out_at), updated_seq=seq)
+
+
+_EVOLVE: dict[type, Step] = {
     ev.JobSubmitted: _submitted, ev.JobAssigned: _assigned, ev.JobStarted: _started,
     ev.JobCheckpointed: _checkpointed, ev.JobCompleted: _completed, ev.JobFailed: _failed,
     ev.JobStopRequested: _stop_requested, ev.JobStopped: _stopped, ev.JobRequeued: _requeued,
     ev.JobTimedOut: _timed_out,
 }
+
+
+async def _side_rows(e: Any, seq: int, tx: Transaction) -> None:
+    """The rows of the other tables an event adds, whether or not its job has a row (as ever)."""
+    if type(e) is ev.JobAssigned:
+        await tx.execute("INSERT INTO {job_workers} (job_id, worker_id, seq) VALUES (?, ?, ?)"
+                         " ON CONFLICT (job_id, worker_id) DO UPDATE SET seq = excluded.seq", e.job_id, e.worker_id,
+                         seq, key=e.job_id)
+    elif type(e) is ev.JobCheckpointed:
+        await tx.execute("INSERT INTO {job_checkpoints} (job_id, seq, attempt, iteration, name, sha256, size,"
+                         " checkpointed_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (job_id, seq) DO NOTHING",
+                         e.job_id, seq, e.attempt, e.iteration, e.name, e.sha256, e.size, iso(e.checkpointed_at),
+                         key=e.job_id)
 
 
 def encode_cursor(submitted_at: str, job_id: str) -> str:
@@ -259,38 +324,14 @@ async def jobs_on_workers(store: ReadModelStore) -> dict[str, list[str]]:
     return out
 
 
-class _MemoryTransaction:
-    """The Transaction protocol over an in-memory SQLite connection, on this thread (tiny folds only)."""
-
-    def __init__(self) -> None:
-        self.db = sqlite3.connect(":memory:")
-        self.tables = IdentityTables()
-
-    async def execute(self, sql: str, *params: Any, key: str | None = None) -> None:
-        self.db.execute(sql.format_map(self.tables), params)
-
-    async def fetchall(self, sql: str, *params: Any) -> list[dict[str, Any]]:
-        cursor = self.db.execute(sql.format_map(self.tables), params)
-        names = [d[0] for d in cursor.description or ()]
-        return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
-
-    async def fetchone(self, sql: str, *params: Any) -> dict[str, Any] | None:
-        rows = await self.fetchall(sql, *params)
-        return rows[0] if rows else None
-
-
 async def fold_job(events: Sequence[StoredEvent]) -> dict[str, Any] | None:
-    """The jobs row the projection would write for these events (the very same code, in memory)."""
-    projection = JobsProjection()
-    tx = _MemoryTransaction()
-    try:
-        for statement in projection.ddl("sqlite"):
-            await tx.execute(statement)
-        for stored in events:
-            await projection.apply(stored, tx)
-        return await tx.fetchone("SELECT * FROM {jobs}")
-    finally:
-        tx.db.close()
+    """The jobs row the projection would write for these events (the very same steps, in memory)."""
+    row: dict[str, Any] | None = None
+    for stored in events:
+        step = _EVOLVE.get(type(stored.event))
+        if step is not None:
+            row = step(row, stored.event, stored.seq) or row
+    return row
 
 
 async def count_jobs_by_status(store: ReadModelStore) -> dict[str, int]:

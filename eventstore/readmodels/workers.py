@@ -12,7 +12,7 @@ from contracts import events as ev
 from contracts.subjects import Topology
 from contracts.telemetry import WorkerHeartbeat
 from eventstore.log import StoredEvent
-from eventstore.readmodels import Handlers, apply_handler
+from eventstore.readmodels import Handlers, apply_handler, apply_handlers
 from eventstore.readmodels.jobs import as_json, iso
 from eventstore.stores.base import ReadModelStore, Transaction
 from eventstore.telemetry import last_sample
@@ -47,6 +47,10 @@ class WorkersProjection:
     async def apply(self, stored: StoredEvent, tx: Transaction) -> None:
         """Update the worker's row for one event."""
         await apply_handler(_HANDLERS, stored, tx)
+
+    async def apply_batch(self, events: Sequence[StoredEvent], tx: Transaction) -> None:
+        """`apply` on each event in order."""
+        await apply_handlers(_HANDLERS, events, tx)
 
 
 async def _registered(e: ev.WorkerRegistered, seq: int, tx: Transaction) -> None:
