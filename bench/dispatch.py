@@ -1,6 +1,6 @@
 """Dispatch benchmark: submit → job code running, and no-op jobs per second, end to end.
 
-Starts its own nats-server, the real scheduler and discovery, and two workers with two slots each (all
+Starts its own nats-server, the real scheduler and discovery, and two workers with two slots each (`--slots`; all
 as separate processes, as `stoker up` runs them), then:
 
 - idle: 50 no-op jobs one after another on an idle system;
@@ -94,7 +94,7 @@ class Watch:
 
 
 def start_processes(url: str, data: Path, credentials: CredentialStore | None,
-                    ca: Path | None = None) -> list[subprocess.Popen]:
+                    ca: Path | None = None, slots: int = 2) -> list[subprocess.Popen]:
     """Scheduler, discovery and two workers, each its own process (with its credential and the CA, when given)."""
     env = {**os.environ, "STOKER_NATS_URL": url, "STOKER_PREFIX": PREFIX, "STOKER_DATA_DIR": str(data),
            "STOKER_LOG_LEVEL": os.environ.get("BENCH_LOG_LEVEL", "warning"), "STOKER_LOG_FORMAT": "json",
@@ -102,7 +102,7 @@ def start_processes(url: str, data: Path, credentials: CredentialStore | None,
     logs = (data / "logs")
     logs.mkdir(parents=True, exist_ok=True)
     specs = [("scheduler", "services.scheduler", {}), ("discovery", "services.discovery", {})]
-    specs += [(w, "services.trainer", {"STOKER_TRAINER_WORKER_ID": w, "STOKER_TRAINER_SLOTS": "2",
+    specs += [(w, "services.trainer", {"STOKER_TRAINER_WORKER_ID": w, "STOKER_TRAINER_SLOTS": str(slots),
                                        "STOKER_TRAINER_DETECT_GPUS": "false"}) for w in WORKERS]
     if credentials is not None:
         for name, _module, extra in specs:
@@ -211,7 +211,7 @@ async def load_run(nc, topology: Topology, watch: Watch, count: int, concurrency
 
 
 async def measure(server: NatsServer, procs: list[subprocess.Popen], jobs: int, idle: int,
-                  concurrency: int, admin: Path | None, ca: Path | None = None) -> dict:
+                  concurrency: int, admin: Path | None, ca: Path | None = None, slots: int = 2) -> dict:
     """Both phases against a running platform; the figures."""
     nc = await connect(server.url, "bench", credentials=admin, ca_file=str(ca) if ca else None)
     topology = Topology(PREFIX)
@@ -235,7 +235,7 @@ async def measure(server: NatsServer, procs: list[subprocess.Popen], jobs: int, 
     follower.cancel()
     await asyncio.gather(follower, return_exceptions=True)
     await nc.close()
-    return {"bench": "dispatch", "jobs": jobs, "workers": len(WORKERS), "slots_per_worker": 2,
+    return {"bench": "dispatch", "jobs": jobs, "workers": len(WORKERS), "slots_per_worker": slots,
             "jobs_per_s": round(jobs / elapsed, 1),
             "submit_to_start_ms": {f"p{q}": round(percentile(load_ms, q), 2) for q in (50, 95, 99)},
             "idle_submit_to_start_ms_p50": round(statistics.median(idle_ms), 2),
@@ -261,7 +261,7 @@ def bench_credentials(base: Path) -> CredentialStore:
     return credentials
 
 
-async def main(jobs: int, idle: int, concurrency: int, auth: bool, tls: bool = False) -> dict:
+async def main(jobs: int, idle: int, concurrency: int, auth: bool, tls: bool = False, slots: int = 2) -> dict:
     """Start NATS and the platform, measure, stop everything."""
     base = Path(os.environ.get("BENCH_DIR") or tempfile.mkdtemp(prefix="stoker-bench-"))
     credentials = bench_credentials(base) if auth else None
@@ -277,8 +277,8 @@ async def main(jobs: int, idle: int, concurrency: int, auth: bool, tls: bool = F
         setup = await connect(server.url, "bench-setup", credentials=admin, ca_file=str(ca) if ca else None)
         await JetStreamLog(setup, Topology(PREFIX)).ensure_streams()
         await setup.close()
-        procs = start_processes(server.url, base, credentials, ca)
-        return await measure(server, procs, jobs, idle, concurrency, admin, ca)
+        procs = start_processes(server.url, base, credentials, ca, slots)
+        return await measure(server, procs, jobs, idle, concurrency, admin, ca, slots)
     finally:
         for proc in procs:
             proc.terminate()
@@ -297,5 +297,6 @@ if __name__ == "__main__":
     parser.add_argument("--concurrency", type=int, default=200, help="submits in flight at once")
     parser.add_argument("--auth", action="store_true", help="with the platform's users and permissions")
     parser.add_argument("--tls", action="store_true", help="NATS only over TLS, the CA pinned by every process")
+    parser.add_argument("--slots", type=int, default=2, help="job slots per worker (the target is set at 2)")
     args = parser.parse_args()
-    print(json.dumps(asyncio.run(main(args.jobs, args.idle, args.concurrency, args.auth, args.tls))))
+    print(json.dumps(asyncio.run(main(args.jobs, args.idle, args.concurrency, args.auth, args.tls, args.slots))))
