@@ -36,9 +36,7 @@ def projection_named(name: str) -> Projection:
 
 async def apply_handler(handlers: Handlers, stored: StoredEvent, tx: Transaction) -> None:
     """Apply one event with the read model's handler for its type (an event it does not show: nothing)."""
-    handler = handlers.get(type(stored.event))
-    if handler is not None:
-        await handler(stored.event, stored.seq, tx)
+    await apply_handlers(handlers, (stored,), tx)
 
 
 async def apply_handlers(handlers: Handlers, events: Sequence[StoredEvent], tx: Transaction) -> None:

@@ -136,7 +136,7 @@ class JobsProjection:
     async def apply_batch(self, events: Sequence[StoredEvent], tx: Transaction) -> None:
         """Apply events in order, as one by one would: each job's row is read once (if it exists), folded in
         memory through the batch's events of that job, and written once."""
-        ours = [stored for stored in events if type(stored.event) in _EVOLVE]
+        ours = [stored for stored in events if type(stored.event) in JOB_EVENTS]
         if not ours:
             return
         ids = list(dict.fromkeys(stored.event.job_id for stored in ours))
@@ -152,9 +152,7 @@ class JobsProjection:
             if e.job_id not in work:
                 found = rows[e.job_id]
                 work[e.job_id] = dict(found) if found is not None else None
-            fresh = _EVOLVE[type(e)](work[e.job_id], e, stored.seq)
-            if fresh is not None:
-                work[e.job_id] = fresh
+            work[e.job_id] = evolve(work[e.job_id], e, stored.seq)
             await _side_rows(e, stored.seq, tx)
         for job_id, row in work.items():
             if row is not None and row != rows[job_id]:
@@ -168,74 +166,71 @@ def submitted_row(e: ev.JobSubmitted, seq: int) -> dict[str, Any]:
         "updated_seq": seq, "trace_id": trace_id_of(e.traceparent) or None}
 
 
-# How each event changes a job's row: a pure step on the working copy (`row` None: the job has no row, and an
-# event other than JobSubmitted changes nothing). A step returns a new row, or None having changed `row` itself.
-Step = Callable[[dict[str, Any] | None, Any, int], dict[str, Any] | None]
-
-
-def _submitted(row: dict[str, Any] | None, e: ev.JobSubmitted, seq: int) -> dict[str, Any] | None:
-    return submitted_row(e, seq) if row is None else None  # a second submission of an id changes nothing
-
-
-def _assigned(row: dict[str, Any] | None, e: ev.JobAssigned, seq: int) -> None:
+def evolve(row: dict[str, Any] | None, e: Any, seq: int) -> dict[str, Any] | None:
+    """A job's row after one of its events (None: it still has none), changed in place: a JobSubmitted makes
+    the row (a second one of an id changes nothing); any other event changes only a row that exists."""
+    if type(e) is ev.JobSubmitted:
+        return submitted_row(e, seq) if row is None else row
     if row is not None:
-        row.update(status="assigned", attempt=e.attempt, worker_id=e.worker_id, assigned_at=iso(e.assigned_at),
-                   updated_seq=seq)
+        _STEPS[type(e)](row, e, seq)
+    return row
 
 
-def _started(row: dict[str, Any] | None, e: ev.JobStarted, seq: int) -> None:
-    if row is not None:
-        row.update(status="stopping" if row["stop_requested"] == 1 else "running", attempt=e.attempt,
-                   worker_id=e.worker_id, resumed_from=e.resumed_from, updated_seq=seq,
-                   started_at=row["started_at"] if row["started_at"] is not None else iso(e.started_at))
+# How each event after the submission changes a job's row, in place.
+Step = Callable[[dict[str, Any], Any, int], None]
 
 
-def _checkpointed(row: dict[str, Any] | None, e: ev.JobCheckpointed, seq: int) -> None:
-    if row is not None:
-        row.update(last_checkpoint=e.name, last_checkpoint_iteration=e.iteration,
-                   checkpoints=row["checkpoints"] + 1, updated_seq=seq)
+def _assigned(row: dict[str, Any], e: ev.JobAssigned, seq: int) -> None:
+    row.update(status="assigned", attempt=e.attempt, worker_id=e.worker_id, assigned_at=iso(e.assigned_at),
+               updated_seq=seq)
 
 
-def _completed(row: dict[str, Any] | None, e: ev.JobCompleted, seq: int) -> None:
-    if row is not None:
-        row.update(status="completed", result=as_json(e.result), finished_at=iso(e.completed_at), error=None,
-                   updated_seq=seq)
+def _started(row: dict[str, Any], e: ev.JobStarted, seq: int) -> None:
+    row.update(status="stopping" if row["stop_requested"] == 1 else "running", attempt=e.attempt,
+               worker_id=e.worker_id, resumed_from=e.resumed_from, updated_seq=seq,
+               started_at=row["started_at"] if row["started_at"] is not None else iso(e.started_at))
 
 
-def _failed(row: dict[str, Any] | None, e: ev.JobFailed, seq: int) -> None:
-    if row is not None:
-        row.update(status="failed", error=e.error, traceback=e.traceback, finished_at=iso(e.failed_at),
-                   updated_seq=seq)
+def _checkpointed(row: dict[str, Any], e: ev.JobCheckpointed, seq: int) -> None:
+    row.update(last_checkpoint=e.name, last_checkpoint_iteration=e.iteration,
+               checkpoints=row["checkpoints"] + 1, updated_seq=seq)
 
 
-def _stop_requested(row: dict[str, Any] | None, e: ev.JobStopRequested, seq: int) -> None:
-    if row is not None:
-        row.update(stop_requested=1, updated_seq=seq,
-                   status="stopping" if row["status"] in ("running", "assigned") else row["status"])
+def _completed(row: dict[str, Any], e: ev.JobCompleted, seq: int) -> None:
+    row.update(status="completed", result=as_json(e.result), finished_at=iso(e.completed_at), error=None,
+               updated_seq=seq)
 
 
-def _stopped(row: dict[str, Any] | None, e: ev.JobStopped, seq: int) -> None:
-    if row is not None:
-        row.update(status="stopped", finished_at=iso(e.stopped_at), error=None, updated_seq=seq)
+def _failed(row: dict[str, Any], e: ev.JobFailed, seq: int) -> None:
+    row.update(status="failed", error=e.error, traceback=e.traceback, finished_at=iso(e.failed_at),
+               updated_seq=seq)
 
 
-def _requeued(row: dict[str, Any] | None, e: ev.JobRequeued, seq: int) -> None:
-    if row is not None:
-        row.update(status="queued", attempt=e.attempt, worker_id=None, finished_at=None,
-                   requeues=row["requeues"] + 1, updated_seq=seq)
+def _stop_requested(row: dict[str, Any], e: ev.JobStopRequested, seq: int) -> None:
+    row.update(stop_requested=1, updated_seq=seq,
+               status="stopping" if row["status"] in ("running", "assigned") else row["status"])
 
 
-def _timed_out(row: dict[str, Any] | None, e: ev.JobTimedOut, seq: int) -> None:
-    if row is not None:
-        row.update(status="timed_out", error="timed out", finished_at=iso(e.timed_out_at), updated_seq=seq)
+def _stopped(row: dict[str, Any], e: ev.JobStopped, seq: int) -> None:
+    row.update(status="stopped", finished_at=iso(e.stopped_at), error=None, updated_seq=seq)
 
 
-_EVOLVE: dict[type, Step] = {
-    ev.JobSubmitted: _submitted, ev.JobAssigned: _assigned, ev.JobStarted: _started,
+def _requeued(row: dict[str, Any], e: ev.JobRequeued, seq: int) -> None:
+    row.update(status="queued", attempt=e.attempt, worker_id=None, finished_at=None,
+               requeues=row["requeues"] + 1, updated_seq=seq)
+
+
+def _timed_out(row: dict[str, Any], e: ev.JobTimedOut, seq: int) -> None:
+    row.update(status="timed_out", error="timed out", finished_at=iso(e.timed_out_at), updated_seq=seq)
+
+
+_STEPS: dict[type, Step] = {
+    ev.JobAssigned: _assigned, ev.JobStarted: _started,
     ev.JobCheckpointed: _checkpointed, ev.JobCompleted: _completed, ev.JobFailed: _failed,
     ev.JobStopRequested: _stop_requested, ev.JobStopped: _stopped, ev.JobRequeued: _requeued,
     ev.JobTimedOut: _timed_out,
 }
+JOB_EVENTS = frozenset({ev.JobSubmitted, *_STEPS})  # the events that change the jobs read model
 
 
 async def _side_rows(e: Any, seq: int, tx: Transaction) -> None:
@@ -328,9 +323,8 @@ async def fold_job(events: Sequence[StoredEvent]) -> dict[str, Any] | None:
     """The jobs row the projection would write for these events (the very same steps, in memory)."""
     row: dict[str, Any] | None = None
     for stored in events:
-        step = _EVOLVE.get(type(stored.event))
-        if step is not None:
-            row = step(row, stored.event, stored.seq) or row
+        if type(stored.event) in JOB_EVENTS:
+            row = evolve(row, stored.event, stored.seq)
     return row
 
 
