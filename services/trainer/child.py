@@ -14,7 +14,7 @@ import msgspec
 
 from services.trainer import wire
 from services.trainer.context import Channel, ChildContext, end_job_group
-from services.trainer.sdk import REUSE_MARK
+from services.trainer.sdk import REUSE_MARK, CheckpointError
 from services.trainer.workloads_registry import load
 
 TRACEBACK_LINES = 50
@@ -85,6 +85,20 @@ def run_workload(target: str, ctx: ChildContext, registered: bool = False) -> wi
                      reusable=getattr(fn, REUSE_MARK, None) is True)
 
 
+def closed(ctx: ChildContext, done: wire.Done) -> wire.Done:
+    """Close the job's context before its end is told: the held-back sample sent, the last checkpoint stored.
+
+    A completed job whose last checkpoint could not be stored fails as if save_checkpoint had raised.
+    """
+    try:
+        ctx.close()
+    except CheckpointError as exc:
+        if done.outcome == "completed":
+            return wire.Done(outcome="failed", error=error_text(exc), traceback=tail(traceback.format_exc()),
+                             retryable=True, stop_seen=ctx.stop_seen)
+    return done
+
+
 def die_with_parent(parent_pid: int) -> bool:
     """Have the kernel SIGKILL this process when its parent (the zygote) ends; False where it cannot."""
     if not sys.platform.startswith("linux"):
@@ -126,7 +140,7 @@ def run_job(sock: socket.socket, start: wire.Start, target: str, tied_to_parent:
         threading.Thread(target=channel.listen, name="stoker-agent-link", daemon=True).start()
     done = run_workload(target, ctx, start.registered)
     try:
-        ctx.close()
+        done = closed(ctx, done)
         if done.reusable:
             ctx.join_flusher(1.0)
         if done.reusable and not (done.outcome == "completed" and not done.stop_seen and not ctx.stop_requested

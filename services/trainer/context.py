@@ -144,6 +144,7 @@ class ChildContext:
         self._lock = threading.Lock()
         self._seq = itertools.count(1)
         self._stop_requested = False
+        self._on_its_way: tuple[int, int] | None = None  # (seq, iteration) of a checkpoint the agent is storing
         self._flusher: threading.Thread | None = None
         self._finished = threading.Event()
         self.stop_seen = False
@@ -161,9 +162,13 @@ class ChildContext:
                 return
 
     def close(self) -> None:
-        """The workload returned: stop the flusher and send what is held back."""
+        """The workload returned: stop the flusher, send what is held back, wait for the last checkpoint's store.
+
+        Raises CheckpointError when that checkpoint could not be stored, as save_checkpoint would have.
+        """
         self._finished.set()
         self.flush()
+        self.settle_checkpoint()
 
     def join_flusher(self, timeout: float) -> None:
         """Wait (at most `timeout`) for the flusher thread to end, after close()."""
@@ -217,8 +222,14 @@ class ChildContext:
                                         log=list(log or []), at=time.time()))
 
     def save_checkpoint(self, obj: Any, iteration: int) -> None:
-        """Write the checkpoint, hand it to the agent, and return once it is stored and reported."""
+        """Write the checkpoint and hand it to the agent, which stores and reports it while the job goes on.
+
+        One checkpoint is on its way at a time: this first waits for the one before to be stored (raising
+        CheckpointError if it could not be), and the job's end waits for the last (`close`). The training loop
+        pays for writing the file, not for its upload and the scheduler's round trip.
+        """
         self.flush()
+        self.settle_checkpoint()
         seq = next(self._seq)
         spool = Path(self._start.spool_dir)
         spool.mkdir(parents=True, exist_ok=True)
@@ -226,6 +237,13 @@ class ChildContext:
         fmt, digest, size = write_checkpoint(obj, path)
         self._channel.send(wire.Saved(seq=seq, iteration=int(iteration), path=str(path), sha256=digest,
                                       size=size, format=fmt))
+        self._on_its_way = (seq, int(iteration))
+
+    def settle_checkpoint(self) -> None:
+        """Wait until the checkpoint on its way (if any) is stored and reported; CheckpointError if it was not."""
+        if self._on_its_way is None:
+            return
+        (seq, iteration), self._on_its_way = self._on_its_way, None
         ack = self._channel.wait_ack(seq)
         if not ack.ok:
             raise CheckpointError(f"checkpoint at iteration {iteration} was not stored: {ack.error}")

@@ -108,9 +108,12 @@ class JobContext(Protocol):
     def save_checkpoint(self, obj: Any, iteration: int) -> None:
         """Store a checkpoint durably, so the job can resume anywhere: plain data, tensors, or bytes.
 
-        Returns once it is stored and the scheduler knows of it; raises CheckpointError if it cannot be,
-        UnsupportedCheckpoint if `obj` holds anything but None, bool, int, float, str, bytes, lists,
-        tuples, dicts with str or int keys and torch tensors (no pickled objects).
+        Returns once `obj` is written to the worker's disk (as of this call: change it freely afterwards);
+        the worker stores it and tells the scheduler while the job goes on. The next save_checkpoint, and the
+        job's end, wait for that: a checkpoint that could not be stored raises CheckpointError there (at the
+        end, a job that would have completed fails, retryably). UnsupportedCheckpoint (at once) if `obj`
+        holds anything but None, bool, int, float, str, bytes, lists, tuples, dicts with str or int keys and
+        torch tensors (no pickled objects).
         """
 
     def load_checkpoint(self) -> Any | None:
