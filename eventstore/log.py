@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import asyncio
-import json
 from collections.abc import AsyncIterator, Sequence
 from datetime import datetime
 from typing import Any
 
+import msgspec
 import nats.errors
 from nats.aio.client import Client
 from nats.aio.msg import Msg
@@ -49,6 +49,7 @@ __all__ = [
 
 CONCURRENCY_CODES = {10071, 10164}
 DUPLICATE_IN_BATCH = 10201
+_decode_reply = msgspec.json.Decoder().decode  # JetStream's acknowledgement, a small JSON object
 
 
 class JetStreamLog(LogCore):
@@ -115,7 +116,7 @@ class JetStreamLog(LogCore):
         if len(messages) == 1:
             subject, data, headers = messages[0]
             reply = await self.nc.request(subject, data, timeout=self.timeout, headers=headers)
-            return json.loads(reply.data)
+            return _decode_reply(reply.data)
         last = len(messages)
         for number, (subject, data, headers) in enumerate(messages, 1):
             batch_headers = {**headers, "Nats-Batch-Id": batch_id, "Nats-Batch-Sequence": str(number)}
@@ -124,7 +125,7 @@ class JetStreamLog(LogCore):
             else:
                 batch_headers["Nats-Batch-Commit"] = "1"
                 reply = await self.nc.request(subject, data, timeout=self.timeout, headers=batch_headers)
-                return json.loads(reply.data)
+                return _decode_reply(reply.data)
         raise AssertionError("unreachable")
 
     async def _result(self, reply: dict, messages: list[Message],
@@ -144,10 +145,10 @@ class JetStreamLog(LogCore):
         last_seq = int(reply["seq"])
         if reply.get("duplicate"):
             return await self._duplicate_result(messages, appends)
-        versions: dict[str, int] = {}
-        for offset, (subject, _data, _headers) in enumerate(messages):
-            versions[subject] = last_seq - (len(messages) - 1 - offset)
-        return AppendResult(last_seq, by_aggregate(versions, self.topology))
+        # The messages are the appends' events in order: the last one has last_seq, each before it one less.
+        keys = [f"{a.aggregate}.{a.aggregate_id}" for a in appends for _event in a.events]
+        count = len(keys)
+        return AppendResult(last_seq, {key: last_seq - (count - 1 - offset) for offset, key in enumerate(keys)})
 
     async def _duplicate_result(self, messages: list[Message],
                                 appends: Sequence[PendingAppend]) -> AppendResult:

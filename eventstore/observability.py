@@ -14,13 +14,13 @@ import os
 import sys
 import threading
 from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from typing import Any
 
 import structlog
+from opentelemetry import baggage, trace
 from opentelemetry import context as otel_context
-from opentelemetry import trace
 from opentelemetry.propagate import extract, inject
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
@@ -150,7 +150,10 @@ def tracer() -> trace.Tracer:
 
 def inject_trace(headers: dict[str, str], context: otel_context.Context | None = None) -> dict[str, str]:
     """Write the W3C `traceparent` of the current span (or of `context`) into message headers."""
-    inject(headers, context=context)
+    # Nothing to write when no span is current and no baggage rides along: the common case with tracing
+    # off, and the propagators cost more than this check (every append and command pays it).
+    if trace.get_current_span(context).get_span_context().is_valid or baggage.get_all(context):
+        inject(headers, context=context)
     return headers
 
 
@@ -188,17 +191,31 @@ def attached(context: otel_context.Context | None) -> Iterator[None]:
         otel_context.detach(token)
 
 
-@contextmanager
+class _ContextOnly:
+    """What `span` is without tracing: `context` (if any) made current, and the span that context carries."""
+
+    __slots__ = ("context", "token")
+
+    def __init__(self, context: otel_context.Context | None) -> None:
+        self.context, self.token = context, None
+
+    def __enter__(self) -> trace.Span:
+        if self.context is not None:
+            self.token = otel_context.attach(self.context)
+        return trace.get_current_span()
+
+    def __exit__(self, *_exc: object) -> None:
+        if self.token is not None:
+            otel_context.detach(self.token)
+
+
 def span(name: str, *, context: otel_context.Context | None = None, kind: trace.SpanKind = trace.SpanKind.INTERNAL,
-         attributes: Mapping[str, Any] | None = None) -> Iterator[trace.Span]:
+         attributes: Mapping[str, Any] | None = None) -> AbstractContextManager[trace.Span]:
     """`tracer().start_as_current_span`, but without tracing no span at all: only `context` is made current,
     which is what a no-op span would carry on (it costs several microseconds, on every append and call)."""
     if not _tracing["on"]:
-        with attached(context):
-            yield trace.get_current_span()
-        return
-    with tracer().start_as_current_span(name, context=context, kind=kind, attributes=attributes) as current:
-        yield current
+        return _ContextOnly(context)
+    return tracer().start_as_current_span(name, context=context, kind=kind, attributes=attributes)
 
 
 @contextmanager

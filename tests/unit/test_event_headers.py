@@ -48,3 +48,17 @@ def test_a_span_carries_its_context_on_whether_or_not_this_process_traces() -> N
         assert trace_id_of(traceparent()) == trace_id_of(FIRST)
     with span("stoker.call x"):
         assert traceparent() == ""  # no context, none invented
+
+
+def test_an_event_decided_outside_any_trace_carries_no_traceparent_and_baggage_still_rides_along() -> None:
+    from opentelemetry import baggage
+
+    from eventstore.observability import inject_trace
+
+    now = utcnow()
+    plain = [PendingAppend("job", "J3", [ev.JobStopped(job_id="J3", attempt=1, stopped_at=now)], None, None)]
+    (message,) = prepare_messages(TOPOLOGY, plain, None, None, None)
+    assert "traceparent" not in message[2]
+    with span("stoker.append"):
+        assert inject_trace({}) == {}
+    assert inject_trace({}, baggage.set_baggage("tenant", "lab")) == {"baggage": "tenant=lab"}
