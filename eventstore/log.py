@@ -52,6 +52,13 @@ DUPLICATE_IN_BATCH = 10201
 _decode_reply = msgspec.json.Decoder().decode  # JetStream's acknowledgement, a small JSON object
 
 
+def _appended(last_seq: int, appends: Sequence[PendingAppend]) -> AppendResult:
+    """The result of a stored append: its messages are the appends' events in order, the last one at last_seq."""
+    keys = [f"{a.aggregate}.{a.aggregate_id}" for a in appends for _event in a.events]
+    count = len(keys)
+    return AppendResult(last_seq, {key: last_seq - (count - 1 - offset) for offset, key in enumerate(keys)})
+
+
 class JetStreamLog(LogCore):
     """stoker's event log (an `EventLog`): one JetStream stream, one subject per aggregate, sequence = version."""
 
@@ -76,8 +83,6 @@ class JetStreamLog(LogCore):
 
         await ensure_streams(self.js, self.topology, replicas)
 
-    async def _store(self, messages: list[Message], appends: Sequence[PendingAppend]) -> AppendResult:
-        return await self._publish_with_retries(messages, appends)
 
     async def append_raw(self, subject: str, data: bytes, headers: dict[str, str] | None = None,
                          stream: str | None = None) -> int:
@@ -91,12 +96,16 @@ class JetStreamLog(LogCore):
             raise AppendError(f"JetStream refused the append: {exc.description} (code {exc.err_code})") from None
         return int(ack.seq)
 
-    async def _publish_with_retries(self, messages: list[Message],
-                                    appends: Sequence[PendingAppend]) -> AppendResult:
-        batch_id = messages[0][2][MSG_ID]
+    async def _store(self, messages: list[Message], appends: Sequence[PendingAppend]) -> AppendResult:
+        """Publish the messages (one, or one atomic batch) until JetStream answers, retrying a lost answer."""
         for attempt in range(self.retries + 1):
             try:
-                reply = await self._publish_batch(batch_id, messages)
+                if len(messages) == 1:
+                    subject, data, headers = messages[0]
+                    reply = _decode_reply((await self.nc.request(subject, data, timeout=self.timeout,
+                                                                 headers=headers)).data)
+                else:
+                    reply = await self._publish_batch(messages)
             except (nats.errors.TimeoutError, nats.errors.ConnectionClosedError,
                     nats.errors.ConnectionReconnectingError, nats.errors.NoRespondersError) as exc:
                 # Same message ids on every try: a retry after a lost acknowledgement is deduplicated.
@@ -109,14 +118,13 @@ class JetStreamLog(LogCore):
                                       "ensure_streams (stoker up does)") from None
                 raise AppendError(f"no acknowledgement from JetStream after {attempt + 1} tries: "
                                   f"{exc.__class__.__name__}") from None
-            return await self._result(reply, messages, appends)
+            if reply.get("error") or reply.get("duplicate"):
+                return await self._refused_or_repeated(reply, messages, appends)
+            return _appended(int(reply["seq"]), appends)
         raise AssertionError("unreachable")
 
-    async def _publish_batch(self, batch_id: str, messages: list[Message]) -> dict:
-        if len(messages) == 1:
-            subject, data, headers = messages[0]
-            reply = await self.nc.request(subject, data, timeout=self.timeout, headers=headers)
-            return _decode_reply(reply.data)
+    async def _publish_batch(self, messages: list[Message]) -> dict:
+        batch_id = messages[0][2][MSG_ID]
         last = len(messages)
         for number, (subject, data, headers) in enumerate(messages, 1):
             batch_headers = {**headers, "Nats-Batch-Id": batch_id, "Nats-Batch-Sequence": str(number)}
@@ -128,27 +136,22 @@ class JetStreamLog(LogCore):
                 return _decode_reply(reply.data)
         raise AssertionError("unreachable")
 
-    async def _result(self, reply: dict, messages: list[Message],
-                      appends: Sequence[PendingAppend]) -> AppendResult:
+    async def _refused_or_repeated(self, reply: dict, messages: list[Message],
+                                   appends: Sequence[PendingAppend]) -> AppendResult:
+        """JetStream's answer to an append it refused (a version conflict, a limit) or had stored already."""
         error = reply.get("error")
-        if error:
-            code = error.get("err_code")
-            if code in CONCURRENCY_CODES:
-                if len(messages) == 1 and await self._is_last_on_subject(messages[0]):
-                    # A single publish checks the version before dedup: a retried append lands here.
-                    return await self._duplicate_result(messages, appends)
-                pending = next((a for a in appends if a.expected_version is not None), appends[0])
-                raise ConcurrencyError(messages[0][0], pending.expected_version, error.get("description", ""))
-            if code == DUPLICATE_IN_BATCH and "duplicate" in error.get("description", ""):
-                return await self._duplicate_result(messages, appends)
-            raise AppendError(f"JetStream refused the append: {error.get('description')} (code {code})")
-        last_seq = int(reply["seq"])
-        if reply.get("duplicate"):
+        if not error:
             return await self._duplicate_result(messages, appends)
-        # The messages are the appends' events in order: the last one has last_seq, each before it one less.
-        keys = [f"{a.aggregate}.{a.aggregate_id}" for a in appends for _event in a.events]
-        count = len(keys)
-        return AppendResult(last_seq, {key: last_seq - (count - 1 - offset) for offset, key in enumerate(keys)})
+        code = error.get("err_code")
+        if code in CONCURRENCY_CODES:
+            if len(messages) == 1 and await self._is_last_on_subject(messages[0]):
+                # A single publish checks the version before dedup: a retried append lands here.
+                return await self._duplicate_result(messages, appends)
+            pending = next((a for a in appends if a.expected_version is not None), appends[0])
+            raise ConcurrencyError(messages[0][0], pending.expected_version, error.get("description", ""))
+        if code == DUPLICATE_IN_BATCH and "duplicate" in error.get("description", ""):
+            return await self._duplicate_result(messages, appends)
+        raise AppendError(f"JetStream refused the append: {error.get('description')} (code {code})")
 
     async def _duplicate_result(self, messages: list[Message],
                                 appends: Sequence[PendingAppend]) -> AppendResult:

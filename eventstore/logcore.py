@@ -78,21 +78,21 @@ def prepare_messages(topology: Topology, appends: Sequence[PendingAppend], corre
     for (pending, event), event_id in zip(flat, ids, strict=True):
         # Decisions of other commands in the same batch keep their own trace; the first one's is the span's.
         trace = pending.trace if pending.trace is not None and pending is not flat[0][0] else None
-        messages.append(_message(topology, pending, event, event_id, correlation_id or ids[0], causation_id,
-                                 guard=subject_guard(topology, pending, guarded), trace=trace))
+        subject = topology.events(pending.aggregate, pending.aggregate_id)
+        messages.append(_message(subject, pending, event, event_id, correlation_id or ids[0], causation_id,
+                                 guard=subject_guard(subject, pending, guarded), trace=trace))
     return messages
 
 
-def subject_guard(topology: Topology, pending: PendingAppend, guarded: set[str]) -> int | None:
+def subject_guard(subject: str, pending: PendingAppend, guarded: set[str]) -> int | None:
     """The expected version to put on this message: only the aggregate's first one carries it."""
-    subject = topology.events(pending.aggregate, pending.aggregate_id)
     if pending.expected_version is None or subject in guarded:
         return None
     guarded.add(subject)
     return pending.expected_version
 
 
-def _message(topology: Topology, pending: PendingAppend, event: Event, event_id: str, correlation_id: str,
+def _message(subject: str, pending: PendingAppend, event: Event, event_id: str, correlation_id: str,
              causation_id: str | None, guard: int | None, trace: Any = None) -> Message:
     if event.aggregate != pending.aggregate or event.aggregate_id != pending.aggregate_id:
         raise ValueError(f"{type(event).__name__} of {event.aggregate_id!r} does not belong to "
@@ -104,7 +104,7 @@ def _message(topology: Topology, pending: PendingAppend, event: Event, event_id:
     headers = event_headers(event, event_id, correlation_id, causation_id, trace)
     if guard is not None:
         headers[EXPECTED_SUBJECT_SEQ] = str(guard)
-    return topology.events(pending.aggregate, pending.aggregate_id), data, headers
+    return subject, data, headers
 
 
 def by_aggregate(versions: dict[str, int], topology: Topology) -> dict[str, int]:
