@@ -183,6 +183,17 @@ def bare_run(standalone_rate: Callable[[str, int, int], float], device: str,
     return rate, {"bare_cpu_s": round(cpu, 3), "bare_threads": peak[0]}
 
 
+def round_ratio_figures(ratios: list[float]) -> dict[str, float]:
+    """Median and mean of the rounds' stoker/standalone ratios, and the mean's standard error (rounds >= 2):
+    single rounds swing by several percent on a shared machine, so an overhead of 1 % shows only in the mean
+    of many, and only when it is larger than twice its standard error."""
+    figures = {"median_round_ratio": round(statistics.median(ratios), 3),
+               "mean_round_ratio": round(statistics.fmean(ratios), 4)}
+    if len(ratios) >= 2:
+        figures["mean_round_ratio_stderr"] = round(statistics.stdev(ratios) / len(ratios) ** 0.5, 4)
+    return figures
+
+
 def compare(device: str, iterations: int, rounds: int, standalone_rate: Callable[[str, int, int], float],
             emit: Callable[[dict[str, Any]], None]) -> dict[str, Any]:
     """Alternate standalone and under-stoker runs; return rates, env steps and the overhead ratio.
@@ -202,11 +213,15 @@ def compare(device: str, iterations: int, rounds: int, standalone_rate: Callable
         try:
             asyncio.run(_run_job(url, 20, credentials))
             time.sleep(2)  # the warm zygote and its spare are made after the first job's start
-            for _ in range(rounds):
-                rate, bare_cpu = bare_run(standalone_rate, device, iterations)
-                bare.append(rate)
+            for round_no in range(rounds):
+                # Which side goes first alternates, so a drift in the machine's speed hits both alike.
+                if round_no % 2 == 0:
+                    rate, bare_cpu = bare_run(standalone_rate, device, iterations)
                 with CpuWatch(process.pid) as watch:
                     samples = asyncio.run(_run_job(url, iterations, credentials))
+                if round_no % 2 == 1:
+                    rate, bare_cpu = bare_run(standalone_rate, device, iterations)
+                bare.append(rate)
                 managed.append(steady_rate(samples, WARMUP))
                 figures = watch.figures()
                 shares.append(figures["others_cpu_share"])
@@ -220,5 +235,5 @@ def compare(device: str, iterations: int, rounds: int, standalone_rate: Callable
     return {"standalone_updates_per_s": round(standalone, 2), "stoker_updates_per_s": round(stoker, 2),
             "standalone_env_steps_per_s": round(standalone * BATCH), "stoker_env_steps_per_s": round(stoker * BATCH),
             "overhead": round(1 - stoker / standalone, 4),
-            "median_round_ratio": round(statistics.median(m / b for m, b in zip(managed, bare, strict=True)), 3),
+            **round_ratio_figures([m / b for m, b in zip(managed, bare, strict=True)]),
             "others_cpu_share_mean": round(statistics.fmean(shares), 4)}
