@@ -77,7 +77,21 @@ async def connect(url: str, name: str, *, credentials: str | Path | None = None,
     called when the connection is closed for good.
     """
     nc = Client()
-    connected, refused, last, closing = False, asyncio.Event(), [], []
+    connected, refused, last, closing, told = False, asyncio.Event(), [], [], []
+
+    def closed_for_good() -> None:
+        if on_closed is not None and not told:
+            told.append(True)
+            on_closed()
+
+    async def close_refused() -> None:
+        try:
+            await nc.close()
+        except Exception as exc:
+            # nats-py first flushes what is pending, and on a connection the server already cut that raises
+            # before its closed callback runs: say it here, or the service would run on without a connection.
+            log.debug("closing the refused connection failed", connection=name, error=repr(exc))
+        closed_for_good()
 
     async def on_error(exc: Exception) -> None:
         # Reconnection is handled by the client; failures surface as NatsUnavailable or timeouts. What the
@@ -90,14 +104,14 @@ async def connect(url: str, name: str, *, credentials: str | Path | None = None,
             elif not nc.is_closed:
                 log.error("NATS refused this connection's credential (revoked?); closing the connection",
                           connection=name, error=str(exc))
-                closing.append(asyncio.ensure_future(nc.close()))
+                closing.append(asyncio.ensure_future(close_refused()))
         elif "permissions violation" in str(exc).lower():
             log.error("NATS refused an operation of this connection", connection=name, error=str(exc))
 
     options = credential_options(credentials, seed) | tls_options(ca_file)
     if on_closed is not None:
         async def closed() -> None:
-            on_closed()
+            closed_for_good()
 
         options["closed_cb"] = closed
     servers = [u.strip() for u in url.split(",") if u.strip()]
