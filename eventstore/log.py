@@ -83,7 +83,6 @@ class JetStreamLog(LogCore):
 
         await ensure_streams(self.js, self.topology, replicas)
 
-
     async def append_raw(self, subject: str, data: bytes, headers: dict[str, str] | None = None,
                          stream: str | None = None) -> int:
         """Store bytes as they are (an import); the stream is the one whose subjects hold `subject`."""

@@ -178,21 +178,9 @@ def trace_id_of(parent: str) -> str:
     return format(trace.get_current_span(context).get_span_context().trace_id, "032x") if context else ""
 
 
-@contextmanager
-def attached(context: otel_context.Context | None) -> Iterator[None]:
-    """Make `context` the current one inside the block (None: leave the current one)."""
-    if context is None:
-        yield
-        return
-    token = otel_context.attach(context)
-    try:
-        yield
-    finally:
-        otel_context.detach(token)
-
-
-class _ContextOnly:
-    """What `span` is without tracing: `context` (if any) made current, and the span that context carries."""
+class attached:  # lower case: it is used as a function, `with attached(context):`
+    """Make `context` the current one inside the block (None: leave the current one); the block gets the span
+    then current (what `span` is without tracing). A class, not a generator: appends and calls pay for it."""
 
     __slots__ = ("context", "token")
 
@@ -214,7 +202,7 @@ def span(name: str, *, context: otel_context.Context | None = None, kind: trace.
     """`tracer().start_as_current_span`, but without tracing no span at all: only `context` is made current,
     which is what a no-op span would carry on (it costs several microseconds, on every append and call)."""
     if not _tracing["on"]:
-        return _ContextOnly(context)
+        return attached(context)
     return tracer().start_as_current_span(name, context=context, kind=kind, attributes=attributes)
 
 

@@ -75,14 +75,19 @@ def run_workload(target: str, ctx: ChildContext, registered: bool = False) -> wi
         return wire.Done(outcome="failed", error=f"workload exited with {exc.code!r}",
                          traceback=tail(traceback.format_exc()), retryable=True, stop_seen=ctx.stop_seen)
     except BaseException as exc:
-        return wire.Done(outcome="failed", error=error_text(exc), traceback=tail(traceback.format_exc()),
-                         retryable=True, stop_seen=ctx.stop_seen)
+        return raised(exc, ctx)
     try:
         plain = plain_result(result)
     except (TypeError, ValueError, msgspec.EncodeError) as exc:
         plain = {"unserialisable_result": repr(exc)}
     return wire.Done(outcome="completed", result=plain, stop_seen=ctx.stop_seen,
                      reusable=getattr(fn, REUSE_MARK, None) is True)
+
+
+def raised(exc: BaseException, ctx: ChildContext) -> wire.Done:
+    """The end of a job whose code raised `exc` (being handled): failed, retryably, with its traceback."""
+    return wire.Done(outcome="failed", error=error_text(exc), traceback=tail(traceback.format_exc()),
+                     retryable=True, stop_seen=ctx.stop_seen)
 
 
 def closed(ctx: ChildContext, done: wire.Done) -> wire.Done:
@@ -94,8 +99,7 @@ def closed(ctx: ChildContext, done: wire.Done) -> wire.Done:
         ctx.close()
     except CheckpointError as exc:
         if done.outcome == "completed":
-            return wire.Done(outcome="failed", error=error_text(exc), traceback=tail(traceback.format_exc()),
-                             retryable=True, stop_seen=ctx.stop_seen)
+            return raised(exc, ctx)
     return done
 
 
