@@ -181,9 +181,10 @@ class Gateway:
 
     async def workers_of(self, job: JobView) -> list[str]:
         """The workers the job was assigned to, whose telemetry of it is believed: from the read model, or
-        from the job's events while the projector has not caught up with its current worker."""
+        from the job's events while the projector has not caught up with its current worker (or with its
+        first assignment: a row that names no worker yet may be one the projector has not moved on)."""
         workers = await job_workers(self.store, job.id)
-        if job.worker_id is not None and job.worker_id not in workers:
+        if not workers or (job.worker_id is not None and job.worker_id not in workers):
             events, _version = await self.log.load("job", job.id)
             workers = assigned_workers(events)
         return workers

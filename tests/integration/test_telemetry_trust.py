@@ -174,6 +174,7 @@ async def test_samples_stored_before_subjects_named_their_worker_are_kept_as_his
         sample = JobProgress(job_id=job, attempt=1, worker_id="w1", iteration=iteration, total=10, at=utcnow())
         await stack.nc.jetstream().publish(stack.topology.telemetry("progress", job), encode(sample))
     await publish_progress(stack.nc, stack.topology, both, range(2, 4))
+    await stack.projected()  # the rows say where both jobs run (the job views below read them)
     async with stack.client("viewer") as client:
         samples = (await client.get(f"/api/v1/jobs/{both}/progress")).json()["samples"]
         assert [s["iteration"] for s in samples] == [1, 2, 3]
